@@ -1,0 +1,88 @@
+"""The one place that turns Kubernetes API failures into Temporal errors.
+
+Temporal owns retries, so this only decides *whether* a failure is retryable and
+under which stable ``type``. Messages come from the Status object's ``message``,
+truncated; never from ``str(ApiException)``, which holds the response headers and
+body and so can carry Secret data or tokens.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import urllib3.exceptions
+from kubernetes.client.exceptions import ApiException
+from temporalio.exceptions import ApplicationError
+
+MAX_MESSAGE = 300
+
+# Stable error types; workflows and callers match on these strings.
+INVALID = "KubernetesInvalid"  # 400, 422: the request itself is wrong
+FORBIDDEN = "KubernetesForbidden"  # 401, 403: credentials or RBAC
+NOT_FOUND = "KubernetesNotFound"  # 404 when the call site did not expect it
+CONFLICT = "KubernetesConflict"  # 409: re-read and try again
+THROTTLED = "KubernetesThrottled"  # 429
+UNAVAILABLE = "KubernetesUnavailable"  # 5xx, timeouts, connection errors
+UNKNOWN_CONTEXT = "UnknownContext"  # the worker holds no such kubeconfig context
+
+# What an API call can raise that ``classify`` turns into a Temporal error.
+API_FAILURES = (ApiException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)
+
+_NON_RETRYABLE = {400: INVALID, 422: INVALID, 401: FORBIDDEN, 403: FORBIDDEN}
+
+
+def status_message(exc: ApiException) -> str:
+    """The Status ``message`` of an API error, truncated; the reason if there is none."""
+    message = ""
+    body = exc.body
+    if isinstance(body, bytes):
+        body = body.decode("utf-8", errors="replace")
+    if isinstance(body, str) and body:
+        try:
+            parsed = json.loads(body)
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
+            message = parsed["message"]
+    if not message:
+        message = str(exc.reason or "no message")
+    message = " ".join(message.split())
+    return message if len(message) <= MAX_MESSAGE else message[: MAX_MESSAGE - 3] + "..."
+
+
+def _retry_after(exc: ApiException) -> timedelta | None:
+    headers = exc.headers or {}
+    value = headers.get("Retry-After") or headers.get("retry-after")
+    try:
+        seconds = int(value) if value is not None else None
+    except ValueError:
+        return None
+    return timedelta(seconds=max(1, seconds)) if seconds is not None else None
+
+
+def classify(exc: BaseException, action: str) -> ApplicationError:
+    """A typed ApplicationError for a failed API call; ``action`` says what we tried.
+
+    404 is the call site's decision (absence is success for a delete, a problem for
+    a read) and arrives here only when it was unexpected; it stays retryable since
+    another actor may be about to create the object.
+    """
+    if isinstance(exc, ApiException):
+        status = int(exc.status or 0)
+        text = f"{action}: {status} {status_message(exc)}"
+        if status in _NON_RETRYABLE:
+            return ApplicationError(text, type=_NON_RETRYABLE[status], non_retryable=True)
+        if status == 404:
+            return ApplicationError(text, type=NOT_FOUND)
+        if status == 409:
+            return ApplicationError(text, type=CONFLICT)
+        if status == 429:
+            return ApplicationError(text, type=THROTTLED, next_retry_delay=_retry_after(exc))
+        if status >= 500 or status == 0:
+            return ApplicationError(text, type=UNAVAILABLE)
+        return ApplicationError(text, type=INVALID, non_retryable=True)
+    if isinstance(exc, API_FAILURES):
+        # Class name only: urllib3 messages can embed the full request URL.
+        return ApplicationError(f"{action}: {type(exc).__name__}", type=UNAVAILABLE)
+    raise TypeError(f"not an API failure: {type(exc).__name__}") from exc

@@ -1,0 +1,150 @@
+"""``python -m devenv``: build the binaries, run the local clusters, or run the demo.
+
+    python -m devenv build           build or reuse the Kubernetes binaries
+    python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
+    python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+from devenv.build import BuildError, ensure_binaries
+from devenv.clusters import ClusterError, LocalClusters
+from devenv.temporal import DevServer
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _say(message: str) -> None:
+    print(message, flush=True)
+
+
+def _wait_for_interrupt() -> None:
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:
+        _say("\nstopping ...")
+
+
+def _workdir(arg: str | None, prefix: str) -> Path:
+    return Path(arg).resolve() if arg else Path(tempfile.mkdtemp(prefix=prefix))
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    workdir = _workdir(args.workdir, "stsmigrate-clusters-")
+    started = time.monotonic()
+    with LocalClusters(workdir, nodes=args.nodes) as lc:
+        pids = [p.popen.pid for c in lc.clusters.values() for p in c.processes]
+        (workdir / "pids.json").write_text(json.dumps(pids))
+        _say(f"clusters ready in {time.monotonic() - started:.1f} s")
+        _say(f"  kubeconfig: {lc.kubeconfig}   contexts: {', '.join(lc.clusters)}")
+        _say(f"  volumes:    {lc.volume_root}")
+        _say(f"  try:        kubectl --kubeconfig {lc.kubeconfig} --context source get nodes")
+        if not args.exit:
+            _say("Ctrl-C stops both clusters.")
+            _wait_for_interrupt()
+    return 0
+
+
+async def _describe(address: str, contexts: list[str]) -> str:
+    from temporalio.client import Client
+    from temporalio.contrib.pydantic import pydantic_data_converter
+
+    from activities.models import TASK_QUEUE, DescribeClustersInput, DescribeClustersResult
+
+    client = await Client.connect(address, data_converter=pydantic_data_converter)
+    workflow_id = f"describe-clusters-{uuid.uuid4().hex[:8]}"
+    result: DescribeClustersResult = await client.execute_workflow(
+        "DescribeClusters",
+        DescribeClustersInput(contexts=contexts),
+        id=workflow_id,
+        task_queue=TASK_QUEUE,
+        result_type=DescribeClustersResult,
+    )
+    for info in result.clusters:
+        _say(f"  {info.context:12} Kubernetes {info.server_version}, "
+             f"{info.nodes_ready}/{info.nodes} nodes Ready")  # fmt: skip
+    return workflow_id
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    workdir = _workdir(args.workdir, "stsmigrate-demo-")
+    server = DevServer(workdir / "temporal", db_filename=workdir / "temporal" / "temporal.db")
+    worker: subprocess.Popen[bytes] | None = None
+    try:
+        _say("starting the Temporal dev server ...")
+        server.start()
+        _say("starting the source and destination clusters ...")
+        with LocalClusters(workdir / "clusters") as lc:
+            env = {
+                **os.environ,
+                "TEMPORAL_ADDRESS": server.address,
+                "TEMPORAL_NAMESPACE": "default",
+                "STSMIGRATE_KUBECONFIG": str(lc.kubeconfig),
+            }
+            worker_log = workdir / "worker.log"
+            _say(f"starting the worker (JSON logs in {worker_log}) ...")
+            with worker_log.open("ab") as log:
+                worker = subprocess.Popen(
+                    ["setpriv", "--pdeathsig", "SIGTERM", "--", sys.executable,
+                     str(REPO / "worker.py")],
+                    env=env, stdout=log, stderr=subprocess.STDOUT,
+                )  # fmt: skip
+            _say("running the DescribeClusters workflow through the worker:")
+            workflow_id = asyncio.run(_describe(server.address, list(lc.clusters)))
+            _say("")
+            _say(f"Temporal UI:  {server.ui_url}/namespaces/default/workflows/{workflow_id}")
+            _say(f"Temporal:     TEMPORAL_ADDRESS={server.address}")
+            _say(f"kubeconfig:   {lc.kubeconfig}  (contexts: {', '.join(lc.clusters)})")
+            _say(f"try:          kubectl --kubeconfig {lc.kubeconfig} --context destination get nodes")
+            if not args.exit:
+                _say("Ctrl-C stops everything.")
+                _wait_for_interrupt()
+    finally:
+        if worker and worker.poll() is None:
+            worker.send_signal(signal.SIGTERM)
+            worker.wait(40)
+        server.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("build", help="build or reuse the Kubernetes binaries")
+    up = sub.add_parser("up", help="run the two local clusters until Ctrl-C")
+    up.add_argument("--workdir", help="folder for cluster state (default: a new temp folder)")
+    up.add_argument("--nodes", type=int, default=3, help="fake nodes per cluster (default 3)")
+    up.add_argument("--exit", action="store_true", help="stop as soon as the clusters are ready")
+    demo = sub.add_parser("demo", help="dev server, clusters, worker and a workflow")
+    demo.add_argument("--workdir", help="folder for all state (default: a new temp folder)")
+    demo.add_argument("--exit", action="store_true", help="stop once the workflow has run")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "build":
+            _say(str(ensure_binaries()))
+            return 0
+        if args.command == "up":
+            return cmd_up(args)
+        return cmd_demo(args)
+    except (BuildError, ClusterError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The statefulset-migrator worker: runs our workflows and activities on the task
+queue ``statefulset-migration``.
+
+Settings come from the environment. The Temporal connection is read like the
+Temporal CLI reads it (``temporalio.envconfig``: TEMPORAL_ADDRESS,
+TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE and the
+CLI's config file); ours are:
+
+    STSMIGRATE_KUBECONFIG     kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
+    STSMIGRATE_CONTEXTS       comma-separated contexts to serve (default: all in the file)
+    STSMIGRATE_TASK_QUEUE     task queue (default: statefulset-migration)
+    STSMIGRATE_MAX_ACTIVITIES concurrent activities, one thread each (default: 16)
+    STSMIGRATE_LOG_LEVEL      DEBUG, INFO, WARNING or ERROR (default: INFO)
+
+The worker holds the cluster credentials: one kubernetes ApiClient per context,
+built with ``new_client_from_config(persist_config=False)`` so nothing global is
+loaded or written. Logs are JSON lines on stderr, one renderer for our structlog
+events, the SDK's stdlib loggers (workflow.logger, activity.logger) and the SDK
+core's own log records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import structlog
+import temporalio.activity
+import temporalio.workflow
+from kubernetes import client as k8s
+from kubernetes import config as k8s_config
+from temporalio.client import Client
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.runtime import (
+    LogForwardingConfig,
+    LoggingConfig,
+    Runtime,
+    TelemetryConfig,
+    TelemetryFilter,
+)
+from temporalio.worker import Worker
+
+from activities.clusters import ClusterActivities
+from activities.models import TASK_QUEUE
+from workflows.describe import DescribeClusters
+
+WORKFLOWS: Sequence[type] = (DescribeClusters,)
+
+log = structlog.get_logger("worker")
+
+
+@dataclass(frozen=True)
+class Settings:
+    kubeconfig: Path
+    contexts: tuple[str, ...] = ()
+    task_queue: str = TASK_QUEUE
+    max_activities: int = 16
+    log_level: str = "INFO"
+    temporal: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
+        kubeconfig = env.get("STSMIGRATE_KUBECONFIG") or env.get("KUBECONFIG", "").split(
+            os.pathsep
+        )[0]
+        contexts = tuple(c.strip() for c in env.get("STSMIGRATE_CONTEXTS", "").split(",") if c.strip())
+        temporal = dict(ClientConfig.load_client_connect_config(override_env_vars=dict(env)))
+        return cls(
+            kubeconfig=Path(kubeconfig or "~/.kube/config").expanduser(),
+            contexts=contexts,
+            task_queue=env.get("STSMIGRATE_TASK_QUEUE", TASK_QUEUE),
+            max_activities=int(env.get("STSMIGRATE_MAX_ACTIVITIES", "16")),
+            log_level=env.get("STSMIGRATE_LOG_LEVEL", "INFO").upper(),
+            temporal=temporal,
+        )
+
+
+_logging_configured = False
+
+
+def configure_logging(level: str = "INFO") -> None:
+    """JSON lines on stderr for structlog and stdlib loggers alike; safe to call twice."""
+    global _logging_configured
+    if _logging_configured:
+        return
+    shared: list[Any] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+    ]
+    structlog.configure(
+        processors=[
+            structlog.stdlib.filter_by_level,
+            *shared,
+            structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
+        ],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.stdlib.BoundLogger,
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        # ExtraAdder keeps the SDK's temporal_workflow / temporal_activity context.
+        foreign_pre_chain=[*shared, structlog.stdlib.ExtraAdder()],
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.format_exc_info,
+            structlog.processors.JSONRenderer(default=str),
+        ],
+    )
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    # The kubernetes client logs request bodies at DEBUG, which can hold Secret data.
+    logging.getLogger("kubernetes").setLevel(max(logging.INFO, logging.getLevelName(level)))
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # The SDK's context already arrives as temporal_workflow / temporal_activity keys.
+    temporalio.workflow.logger.workflow_info_on_message = False
+    temporalio.activity.logger.activity_info_on_message = False
+    _logging_configured = True
+
+
+def sdk_runtime() -> Runtime:
+    """A Temporal runtime that forwards the SDK core's logs into our JSON logging."""
+    return Runtime(
+        telemetry=TelemetryConfig(
+            logging=LoggingConfig(
+                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+            )
+        )
+    )
+
+
+def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8s.ApiClient]:
+    """One ApiClient per context; all contexts of the file when none are named."""
+    if not kubeconfig.exists():
+        raise SystemExit(f"kubeconfig {kubeconfig} does not exist; set STSMIGRATE_KUBECONFIG")
+    available, _ = k8s_config.list_kube_config_contexts(config_file=str(kubeconfig))
+    names = [c["name"] for c in available]
+    missing = [c for c in contexts if c not in names]
+    if missing:
+        raise SystemExit(
+            f"kubeconfig {kubeconfig} has no context {', '.join(missing)} (it has {', '.join(names)})"
+        )
+    return {
+        name: k8s_config.new_client_from_config(
+            config_file=str(kubeconfig), context=name, persist_config=False
+        )
+        for name in (contexts or names)
+    }
+
+
+async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
+    return await Client.connect(
+        **{**settings.temporal, "data_converter": pydantic_data_converter},
+        runtime=runtime or sdk_runtime(),
+    )
+
+
+def build_worker(
+    temporal: Client, clients: Mapping[str, k8s.ApiClient], settings: Settings,
+    executor: ThreadPoolExecutor,
+) -> Worker:  # fmt: skip
+    cluster = ClusterActivities(clients)
+    return Worker(
+        temporal,
+        task_queue=settings.task_queue,
+        workflows=list(WORKFLOWS),
+        activities=[cluster.read_cluster_info],
+        activity_executor=executor,
+        max_concurrent_activities=settings.max_activities,
+        # Running activities get this long to finish (or see their cancellation
+        # through a heartbeat) before the worker exits.
+        graceful_shutdown_timeout=timedelta(seconds=30),
+    )
+
+
+async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    clients = kube_clients(settings.kubeconfig, settings.contexts)
+    temporal = await connect(settings)
+    with ThreadPoolExecutor(settings.max_activities, thread_name_prefix="activity") as executor:
+        worker = build_worker(temporal, clients, settings, executor)
+        log.info("worker_started", task_queue=settings.task_queue, contexts=sorted(clients),
+                 temporal=settings.temporal.get("target_host"),
+                 namespace=settings.temporal.get("namespace", "default"))  # fmt: skip
+        run_task = asyncio.create_task(worker.run())
+        stop_task = asyncio.create_task(stop.wait())
+        done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
+        if stop_task in done:
+            log.info("worker_stopping", reason="signal")
+            await worker.shutdown()
+        stop_task.cancel()
+        await run_task
+    for api in clients.values():
+        api.close()
+    log.info("worker_stopped")
+
+
+def main() -> int:
+    settings = Settings.from_env()
+    configure_logging(settings.log_level)
+    asyncio.run(run(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
