@@ -70,10 +70,12 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
-        kubeconfig = env.get("STSMIGRATE_KUBECONFIG") or env.get("KUBECONFIG", "").split(
-            os.pathsep
-        )[0]
-        contexts = tuple(c.strip() for c in env.get("STSMIGRATE_CONTEXTS", "").split(",") if c.strip())
+        kubeconfig = (
+            env.get("STSMIGRATE_KUBECONFIG") or env.get("KUBECONFIG", "").split(os.pathsep)[0]
+        )
+        contexts = tuple(
+            c.strip() for c in env.get("STSMIGRATE_CONTEXTS", "").split(",") if c.strip()
+        )
         temporal = dict(ClientConfig.load_client_connect_config(override_env_vars=dict(env)))
         return cls(
             kubeconfig=Path(kubeconfig or "~/.kube/config").expanduser(),
@@ -153,7 +155,8 @@ def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8
     missing = [c for c in contexts if c not in names]
     if missing:
         raise SystemExit(
-            f"kubeconfig {kubeconfig} has no context {', '.join(missing)} (it has {', '.join(names)})"
+            f"kubeconfig {kubeconfig} has no context {', '.join(missing)} "
+            f"(it has {', '.join(names)})"
         )
     return {
         name: k8s_config.new_client_from_config(

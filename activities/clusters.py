@@ -50,7 +50,8 @@ class ClusterActivities:
         ready = sum(
             1
             for node in nodes
-            if any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
+            if node.status
+            and any(c.type == "Ready" and c.status == "True" for c in node.status.conditions or [])
         )
         info = ClusterInfo(
             context=request.context,

@@ -1,8 +1,8 @@
 """``python -m devenv``: build the binaries, run the local clusters, or run the demo.
 
-    python -m devenv build           build or reuse the Kubernetes binaries
-    python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
-    python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
+python -m devenv build           build or reuse the Kubernetes binaries
+python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
+python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
 """
 
 from __future__ import annotations
@@ -109,7 +109,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
             _say(f"Temporal UI:  {server.ui_url}/namespaces/default/workflows/{workflow_id}")
             _say(f"Temporal:     TEMPORAL_ADDRESS={server.address}")
             _say(f"kubeconfig:   {lc.kubeconfig}  (contexts: {', '.join(lc.clusters)})")
-            _say(f"try:          kubectl --kubeconfig {lc.kubeconfig} --context destination get nodes")
+            _say(
+                f"try:          kubectl --kubeconfig {lc.kubeconfig} --context destination"
+                " get nodes"
+            )
             if not args.exit:
                 _say("Ctrl-C stops everything.")
                 _wait_for_interrupt()
@@ -122,8 +125,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devenv", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    parser = argparse.ArgumentParser(
+        prog="python -m devenv",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     sub.add_parser("build", help="build or reuse the Kubernetes binaries")
     up = sub.add_parser("up", help="run the two local clusters until Ctrl-C")

@@ -86,7 +86,9 @@ def _kube_ldflags() -> str:
     return " ".join(flags)
 
 
-def _run_go(args: list[str], cwd: Path, env: dict[str, str], label: str, progress: Progress) -> None:
+def _run_go(
+    args: list[str], cwd: Path, env: dict[str, str], label: str, progress: Progress
+) -> None:
     """Run a go command, reporting elapsed time and packages compiled every 20 s."""
     started = time.monotonic()
     compiled = 0

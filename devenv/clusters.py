@@ -147,7 +147,7 @@ class Cluster:
 
     def etcd_ready(self) -> bool:
         try:
-            with urllib.request.urlopen(  # noqa: S310 (loopback http)
+            with urllib.request.urlopen(
                 f"http://127.0.0.1:{self.etcd_port}/health", timeout=2
             ) as resp:
                 return bool(json.load(resp).get("health") == "true")
@@ -201,7 +201,8 @@ class Cluster:
         ])  # fmt: skip
         self._spawn("kube-scheduler", [
             str(self.bins / "kube-scheduler"), *common,
-            f"--secure-port={self.scheduler_port}", f"--cert-dir={self.workdir / 'scheduler-certs'}",
+            f"--secure-port={self.scheduler_port}",
+            f"--cert-dir={self.workdir / 'scheduler-certs'}",
         ])  # fmt: skip
         self._spawn("kwok", [
             str(self.bins / "kwok"), f"--kubeconfig={kc}",
@@ -267,7 +268,7 @@ class Cluster:
             })  # fmt: skip
         return objects
 
-    def kubectl(self, *args: str, input: str | None = None) -> str:  # noqa: A002
+    def kubectl(self, *args: str, input: str | None = None) -> str:
         out = subprocess.run(
             [str(self.bins / "kubectl"), f"--kubeconfig={self.admin_kubeconfig}", *args],
             input=input, capture_output=True, text=True, timeout=60,
@@ -357,7 +358,9 @@ class LocalClusters:
             if not pending:
                 return
             if time.monotonic() > deadline:
-                raise ClusterError(f"{what} not ready after {START_TIMEOUT:.0f} s in {list(pending)}")
+                raise ClusterError(
+                    f"{what} not ready after {START_TIMEOUT:.0f} s in {list(pending)}"
+                )
             time.sleep(0.2)
 
     def start(self) -> None:
@@ -386,7 +389,7 @@ class LocalClusters:
             with contextlib.suppress(Exception):
                 cluster.stop()
 
-    def kubectl(self, context: str, *args: str, input: str | None = None) -> str:  # noqa: A002
+    def kubectl(self, context: str, *args: str, input: str | None = None) -> str:
         return self.clusters[context].kubectl(*args, input=input)
 
     def remove(self) -> None:

@@ -59,7 +59,7 @@ def _sign(
     issuer_key: rsa.RSAPrivateKey,
     *,
     ca: bool = False,
-    usage: ExtendedKeyUsageOID | None = None,
+    usage: x509.ObjectIdentifier | None = None,
     sans: list[x509.GeneralName] | None = None,
 ) -> x509.Certificate:
     now = dt.datetime.now(dt.UTC)
@@ -110,7 +110,8 @@ def make_pki(folder: Path, cluster: str) -> ClusterPKI:
         # First address of the service CIDR: in-cluster clients reach the API there.
         x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
         *(x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
-                                    "kubernetes.default.svc", "kubernetes.default.svc.cluster.local")),
+                                    "kubernetes.default.svc",
+                                    "kubernetes.default.svc.cluster.local")),
     ]  # fmt: skip
     _write_key(pki.server_key, server_key)
     _write_cert(

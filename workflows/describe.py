@@ -32,7 +32,9 @@ class DescribeClusters:
                 ReadClusterInfoInput(context=context),
                 start_to_close_timeout=timedelta(seconds=60),
                 # A cluster that stays unreachable for a few minutes is worth a human look.
-                retry_policy=RetryPolicy(maximum_attempts=10, maximum_interval=timedelta(seconds=30)),
+                retry_policy=RetryPolicy(
+                    maximum_attempts=10, maximum_interval=timedelta(seconds=30)
+                ),
                 summary=f"read version and nodes of {context}",
             )
             for context in request.contexts

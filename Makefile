@@ -1,0 +1,43 @@
+# The two commands of the README, and the steps they share.
+#   make demo   Temporal dev server + two local Kubernetes clusters + worker + a workflow
+#   make test   lint, format check, type check, import contracts, then the whole test suite
+# Both create .venv, install the project with its dev extras, and build (once) or
+# reuse the Kubernetes binaries in ~/.cache/statefulset-migrator.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test lint binaries clusters clean
+
+$(STAMP): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[dev]'
+	@touch $@
+
+binaries: $(STAMP)
+	@$(BIN)/python -m devenv build >/dev/null
+
+demo: binaries
+	$(BIN)/python -m devenv demo $(ARGS)
+
+clusters: binaries
+	$(BIN)/python -m devenv up $(ARGS)
+
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+# pytest exits 5 when it collected nothing; say so loudly rather than pass silently.
+test: lint binaries
+	@$(BIN)/pytest $(ARGS); rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
+	exit $$rc
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

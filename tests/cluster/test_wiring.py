@@ -1,0 +1,136 @@
+"""The wiring workflow on a real worker process against both real clusters."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import yaml
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ActivityError, ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.models import TASK_QUEUE, DescribeClustersInput, DescribeClustersResult
+from devenv.build import KUBERNETES_VERSION
+from devenv.clusters import LocalClusters
+from devenv.temporal import temporal_binary
+
+pytestmark = pytest.mark.cluster
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def worker_process(
+    clusters: LocalClusters, temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
+    task_queue = f"{TASK_QUEUE}-{uuid.uuid4().hex[:8]}"
+    log = tmp_path / "worker.log"
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
+        "TEMPORAL_NAMESPACE": "default",
+        "STSMIGRATE_KUBECONFIG": str(clusters.kubeconfig),
+        "STSMIGRATE_TASK_QUEUE": task_queue,
+    }
+    with log.open("wb") as out:
+        proc = subprocess.Popen([sys.executable, str(REPO / "worker.py")], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+    try:
+        yield proc, log, task_queue
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
+async def test_describe_clusters_runs_on_a_real_worker(
+    temporal_env: WorkflowEnvironment,
+    worker_process: tuple[subprocess.Popen[bytes], Path, str],
+) -> None:
+    proc, log, task_queue = worker_process
+    result = await temporal_env.client.execute_workflow(
+        "DescribeClusters",
+        DescribeClustersInput(contexts=["source", "destination"]),
+        id=f"describe-{uuid.uuid4()}",
+        task_queue=task_queue,
+        result_type=DescribeClustersResult,
+    )
+    assert [c.context for c in result.clusters] == ["source", "destination"]
+    for info in result.clusters:
+        assert info.server_version == KUBERNETES_VERSION
+        assert info.nodes == info.nodes_ready == 3
+
+    # An unknown context fails at once with a typed, non-retryable error naming it.
+    with pytest.raises(WorkflowFailureError) as failure:
+        await temporal_env.client.execute_workflow(
+            "DescribeClusters",
+            DescribeClustersInput(contexts=["nowhere"]),
+            id=f"describe-{uuid.uuid4()}",
+            task_queue=task_queue,
+            result_type=DescribeClustersResult,
+        )
+    cause = failure.value.cause
+    assert isinstance(cause, ActivityError)
+    assert isinstance(cause.cause, ApplicationError)
+    assert cause.cause.type == "UnknownContext"
+    assert cause.cause.non_retryable
+    assert "'nowhere'" in cause.cause.message and "source" in cause.cause.message
+
+    # SIGTERM: graceful shutdown, exit 0, and every log line is one JSON object.
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(45) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    events = [r["event"] for r in records]
+    assert "worker_started" in events and events[-1] == "worker_stopped"
+    assert any(r.get("logger") == "temporalio.workflow" and "temporal_workflow" in r
+               for r in records)  # fmt: skip
+
+
+async def test_readme_cli_command_runs_the_wiring_workflow(
+    temporal_env: WorkflowEnvironment,
+    worker_process: tuple[subprocess.Popen[bytes], Path, str],
+) -> None:
+    """The README's `temporal workflow execute` line, run as written (plus address and ids)."""
+    _, _, task_queue = worker_process
+    readme = (REPO / "README.md").read_text()
+    assert "--type DescribeClusters --task-queue statefulset-migration" in readme
+    assert """--input '{"contexts": ["prod-a", "prod-b"]}'""" in readme
+    proc = await asyncio.create_subprocess_exec(
+        temporal_binary(), "workflow", "execute",
+        "--address", temporal_env.client.service_client.config.target_host,
+        "--type", "DescribeClusters", "--task-queue", task_queue,
+        "--workflow-id", f"describe-{uuid.uuid4()}",
+        "--input", '{"contexts": ["source", "destination"]}', "--output", "json",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == 0, stderr.decode()
+    result = json.loads(stdout)["result"]
+    assert [c["context"] for c in result["clusters"]] == ["source", "destination"]
+    assert {c["server_version"] for c in result["clusters"]} == {KUBERNETES_VERSION}
+
+
+def test_deploy_manifest_is_accepted_by_a_real_apiserver(
+    clusters: LocalClusters, namespace: str
+) -> None:
+    docs = list(yaml.safe_load_all((REPO / "deploy" / "worker.yaml").read_text()))
+    assert docs, "deploy/worker.yaml is empty"
+    for doc in docs:
+        doc["metadata"]["namespace"] = namespace
+        out = clusters.kubectl(
+            "destination", "create", "--dry-run=server", "-o", "json", "-f", "-",
+            input=json.dumps(doc),
+        )  # fmt: skip
+        created = json.loads(out)
+        assert created["kind"] == doc["kind"]
+        if created["kind"] == "Deployment":
+            container = created["spec"]["template"]["spec"]["containers"][0]
+            assert container["command"] == ["python", "-m", "worker"]

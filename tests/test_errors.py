@@ -1,0 +1,94 @@
+"""Retry classification of Kubernetes API failures, as a table of cases."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+import urllib3
+from kubernetes.client.exceptions import ApiException
+
+from activities import errors
+
+
+def api_exception(status: int, message: str | None = "boom", headers: dict[str, str] | None = None,
+                  body: str | None = None) -> ApiException:  # fmt: skip
+    exc = ApiException(status=status, reason="Reason")
+    exc.body = (
+        body
+        if body is not None
+        else json.dumps(
+            {"kind": "Status", "message": message} if message is not None else {"kind": "Status"}
+        )
+    )
+    exc.headers = headers or {}
+    return exc
+
+
+@pytest.mark.parametrize(
+    ("status", "error_type", "retryable"),
+    [
+        (400, errors.INVALID, False),
+        (401, errors.FORBIDDEN, False),
+        (403, errors.FORBIDDEN, False),
+        (404, errors.NOT_FOUND, True),
+        (405, errors.INVALID, False),
+        (409, errors.CONFLICT, True),
+        (422, errors.INVALID, False),
+        (429, errors.THROTTLED, True),
+        (500, errors.UNAVAILABLE, True),
+        (502, errors.UNAVAILABLE, True),
+        (503, errors.UNAVAILABLE, True),
+        (504, errors.UNAVAILABLE, True),
+    ],
+)
+def test_status_codes(status: int, error_type: str, retryable: bool) -> None:
+    err = errors.classify(api_exception(status), "patch statefulset db")
+    assert err.type == error_type
+    assert err.non_retryable is (not retryable)
+    assert err.message == f"patch statefulset db: {status} boom"
+
+
+def test_throttling_honours_retry_after() -> None:
+    err = errors.classify(api_exception(429, headers={"Retry-After": "7"}), "list pods")
+    assert err.next_retry_delay == timedelta(seconds=7)
+    assert errors.classify(api_exception(429), "list pods").next_retry_delay is None
+    bad = errors.classify(api_exception(429, headers={"Retry-After": "soon"}), "list pods")
+    assert bad.next_retry_delay is None
+
+
+@pytest.mark.parametrize(
+    "exc",
+    [
+        urllib3.exceptions.ReadTimeoutError(None, "https://127.0.0.1:6443/api?token=s3cr3t", "x"),
+        urllib3.exceptions.MaxRetryError(None, "https://127.0.0.1:6443/api?token=s3cr3t"),
+        ConnectionResetError("reset by peer"),
+        TimeoutError(),
+    ],
+)
+def test_transport_failures_are_retryable_and_keep_urls_out(exc: BaseException) -> None:
+    err = errors.classify(exc, "read node list")
+    assert err.type == errors.UNAVAILABLE
+    assert not err.non_retryable
+    assert "s3cr3t" not in err.message and "127.0.0.1" not in err.message
+
+
+def test_message_never_includes_headers_or_body() -> None:
+    secret_body = json.dumps({"kind": "Secret", "data": {"password": "aHVudGVyMg=="}})
+    exc = api_exception(500, body=secret_body, headers={"Authorization": "Bearer t0ken"})
+    err = errors.classify(exc, "read secret")
+    assert "aHVudGVyMg" not in err.message and "t0ken" not in err.message
+    assert err.message == "read secret: 500 Reason"
+
+
+def test_long_messages_are_truncated_and_flattened() -> None:
+    err = errors.classify(api_exception(422, message="bad\nfield " * 200), "create pvc")
+    assert "\n" not in err.message
+    assert len(err.message) <= len("create pvc: 422 ") + errors.MAX_MESSAGE
+    assert err.message.endswith("...")
+
+
+def test_non_api_errors_are_bugs_not_retries() -> None:
+    with pytest.raises(TypeError):
+        errors.classify(KeyError("x"), "anything")
