@@ -124,6 +124,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    return 0
+
+
+def cmd_measure(args: argparse.Namespace) -> int:
+    """Print start time and RSS per component, idle and with a StatefulSet running."""
+    workdir = _workdir(args.workdir, "stsmigrate-measure-")
+    ensure_binaries()
+    started = time.monotonic()
+    with LocalClusters(workdir) as lc:
+        _say(f"warm start of both clusters: {time.monotonic() - started:.1f} s")
+        sts = {
+            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "load"},
+            "spec": {
+                "replicas": args.replicas, "serviceName": "load",
+                "selector": {"matchLabels": {"app": "load"}},
+                "template": {"metadata": {"labels": {"app": "load"}},
+                             "spec": {"containers": [{"name": "c", "image": "x"}]}},
+                "volumeClaimTemplates": [
+                    {"metadata": {"name": n}, "spec": {
+                        "accessModes": ["ReadWriteOnce"],
+                        "resources": {"requests": {"storage": "1Gi"}}}}
+                    for n in ("data", "logs")],
+            },
+        }  # fmt: skip
+        lc.kubectl("source", "apply", "-f", "-", input=json.dumps(sts))
+        lc.kubectl("source", "rollout", "status", "statefulset/load", "--timeout=120s")
+        time.sleep(args.settle)
+        total = 0
+        _say(f"RSS after {args.settle} s with a {args.replicas}-replica StatefulSet in source:")
+        for name, cluster in lc.clusters.items():
+            for proc in cluster.processes:
+                rss = _rss_kib(proc.popen.pid)
+                total += rss
+                _say(f"  {name:12} {proc.name:24} {rss / 1024:7.1f} MiB")
+        _say(f"  {'both clusters':37} {total / 1024:7.1f} MiB")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devenv",
@@ -139,6 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="dev server, clusters, worker and a workflow")
     demo.add_argument("--workdir", help="folder for all state (default: a new temp folder)")
     demo.add_argument("--exit", action="store_true", help="stop once the workflow has run")
+    measure = sub.add_parser("measure", help="warm start time and RSS of both clusters")
+    measure.add_argument("--workdir", help="folder for cluster state (default: a temp folder)")
+    measure.add_argument("--replicas", type=int, default=6, help="StatefulSet size (default 6)")
+    measure.add_argument("--settle", type=int, default=20, help="seconds before reading RSS")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -146,6 +192,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         if args.command == "up":
             return cmd_up(args)
+        if args.command == "measure":
+            return cmd_measure(args)
         return cmd_demo(args)
     except (BuildError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
