@@ -51,10 +51,12 @@ from temporalio.runtime import (
 from temporalio.worker import Worker
 
 from activities.clusters import ClusterActivities
+from activities.migration import MigrationActivities
 from activities.models import TASK_QUEUE
 from workflows.describe import DescribeClusters
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
 
-WORKFLOWS: Sequence[type] = (DescribeClusters,)
+WORKFLOWS: Sequence[type] = (DescribeClusters, MigrateStatefulSet, MigrateOrdinal)
 
 log = structlog.get_logger("worker")
 
@@ -173,16 +175,28 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     )
 
 
+def activity_methods(obj: object) -> list[Any]:
+    """The bound @activity.defn methods of an activities object."""
+    return [
+        getattr(obj, name)
+        for name in dir(type(obj))
+        if hasattr(getattr(type(obj), name), "__temporal_activity_definition")
+    ]
+
+
 def build_worker(
-    temporal: Client, clients: Mapping[str, k8s.ApiClient], settings: Settings,
+    temporal: Client,
+    clients: Mapping[str, k8s.ApiClient],
+    settings: Settings,
     executor: ThreadPoolExecutor,
-) -> Worker:  # fmt: skip
+) -> Worker:
     cluster = ClusterActivities(clients)
+    migration = MigrationActivities(clients)
     return Worker(
         temporal,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=[cluster.read_cluster_info],
+        activities=[cluster.read_cluster_info, *activity_methods(migration)],
         activity_executor=executor,
         max_concurrent_activities=settings.max_activities,
         # Running activities get this long to finish (or see their cancellation
@@ -200,9 +214,13 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     temporal = await connect(settings)
     with ThreadPoolExecutor(settings.max_activities, thread_name_prefix="activity") as executor:
         worker = build_worker(temporal, clients, settings, executor)
-        log.info("worker_started", task_queue=settings.task_queue, contexts=sorted(clients),
-                 temporal=settings.temporal.get("target_host"),
-                 namespace=settings.temporal.get("namespace", "default"))  # fmt: skip
+        log.info(
+            "worker_started",
+            task_queue=settings.task_queue,
+            contexts=sorted(clients),
+            temporal=settings.temporal.get("target_host"),
+            namespace=settings.temporal.get("namespace", "default"),
+        )
         run_task = asyncio.create_task(worker.run())
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)

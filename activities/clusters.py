@@ -59,6 +59,11 @@ class ClusterActivities:
             nodes=len(nodes),
             nodes_ready=ready,
         )
-        log.info("cluster_info_read", context=request.context, version=info.server_version,
-                 nodes=info.nodes, nodes_ready=ready)  # fmt: skip
+        log.info(
+            "cluster_info_read",
+            context=request.context,
+            version=info.server_version,
+            nodes=info.nodes,
+            nodes_ready=ready,
+        )
         return info

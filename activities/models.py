@@ -37,3 +37,264 @@ class DescribeClustersInput(Payload):
 
 class DescribeClustersResult(Payload):
     clusters: list[ClusterInfo] = Field(default_factory=list)
+
+
+# -- migration ------------------------------------------------------------------------
+
+# A DNS-1123 label: namespaces, StatefulSet names (pods are "<name>-<ordinal>").
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# kubeconfig context names are free-form, but never empty or with control characters.
+CONTEXT = r"^[^\x00-\x1f]+$"
+
+MANAGED_BY = "statefulset-migrator"
+LABEL_MIGRATION = "stsmigrate.dev/migration"  # short hash of the migration id (label-safe)
+LABEL_ORDINAL = "stsmigrate.dev/ordinal"
+ANNOTATION_MIGRATION_ID = "stsmigrate.dev/migration-id"
+ANNOTATION_SOURCE = "stsmigrate.dev/source"  # "<context>/<namespace>/<name>"
+
+
+class WaitTimeouts(Payload):
+    """Upper bounds for the waits of one ordinal, in seconds."""
+
+    healthy: int = Field(300, ge=1, description="both slices Ready before an ordinal moves")
+    pod_gone: int = Field(600, ge=1, description="source pod gone (its grace period included)")
+    detach: int = Field(600, ge=1, description="no VolumeAttachment left for its volumes")
+    bound: int = Field(300, ge=1, description="destination claims Bound")
+    pod_ready: int = Field(900, ge=1, description="destination pod Running and Ready")
+
+
+class MigrationRequest(Payload):
+    """What to move where. Names contexts of the worker's kubeconfig, never credentials."""
+
+    statefulset: str = Field(pattern=DNS_LABEL, max_length=52)
+    namespace: str = Field(pattern=DNS_LABEL, max_length=63)
+    source_context: str = Field(pattern=CONTEXT, max_length=253)
+    destination_context: str = Field(pattern=CONTEXT, max_length=253)
+    destination_namespace: str | None = Field(None, pattern=DNS_LABEL, max_length=63)
+    storage_class_mapping: dict[str, str] = Field(
+        default_factory=dict, description="source storage class -> destination storage class"
+    )
+    stop_at_ordinal: int | None = Field(
+        None, ge=0, description="lowest ordinal to move; lower ones stay in the source"
+    )
+    dry_run: bool = False
+    fix_retention_policy: bool = Field(
+        False, description="set persistentVolumeClaimRetentionPolicy.whenScaled to Retain"
+    )
+    timeouts: WaitTimeouts = WaitTimeouts()
+
+    @property
+    def target_namespace(self) -> str:
+        return self.destination_namespace or self.namespace
+
+    def mapped_class(self, storage_class: str | None) -> str | None:
+        if storage_class is None:
+            return None
+        return self.storage_class_mapping.get(storage_class, storage_class)
+
+
+def default_migration_id(request: MigrationRequest) -> str:
+    """The workflow id used when the caller picks none: one migration per StatefulSet."""
+    return f"stsmigrate/{request.source_context}/{request.namespace}/{request.statefulset}"
+
+
+def ordinal_workflow_id(migration_id: str, ordinal: int) -> str:
+    return f"{migration_id}/ordinal-{ordinal}"
+
+
+class Problem(Payload):
+    object: str = Field(description='what is wrong, e.g. "source StatefulSet shop/redis"')
+    message: str
+    fix: str
+
+
+class VolumePlan(Payload):
+    template: str
+    claim: str
+    volume: str  # PV name, the same in both clusters
+    storage_class: str = ""
+    destination_storage_class: str = ""
+    storage: str = Field("", description='what the PV points at, e.g. "hostPath /srv/v1"')
+    reclaim_policy: str = ""
+    size: str = Field("", description="the claim's requested storage, e.g. 1Gi")
+
+
+class OrdinalPlan(Payload):
+    ordinal: int
+    pod: str
+    volumes: list[VolumePlan] = Field(default_factory=list)
+
+
+class Dependency(Payload):
+    kind: str  # Secret, ConfigMap, ServiceAccount, Service, PodDisruptionBudget
+    name: str
+    action: str = ""  # "copy" or "present" (plan); "copied" or "present" (result)
+
+
+class Plan(Payload):
+    migration_id: str
+    source_context: str
+    destination_context: str
+    namespace: str
+    destination_namespace: str
+    statefulset: str
+    source_version: str = ""
+    destination_version: str = ""
+    source_start: int = 0
+    source_replicas: int = 0
+    end: int = Field(0, description="one past the highest ordinal of the whole StatefulSet")
+    destination_exists: bool = False
+    destination_start: int = 0
+    destination_replicas: int = 0
+    claim_templates: list[str] = Field(default_factory=list)
+    ordinals: list[OrdinalPlan] = Field(default_factory=list, description="highest first")
+    dependencies: list[Dependency] = Field(default_factory=list)
+    fix_retention_policy: bool = False
+    warnings: list[str] = Field(default_factory=list)
+    problems: list[Problem] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+
+class PlanInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+
+
+class SliceRef(Payload):
+    """One side of the move: a StatefulSet in a cluster."""
+
+    context: str
+    namespace: str
+    statefulset: str
+
+
+class SetSliceInput(Payload):
+    """Converge a StatefulSet to owning [start, start + replicas).
+
+    ``from_*`` is the slice we expect to find if the change is still to be made; any
+    third state means somebody else changed the StatefulSet, which is refused.
+    """
+
+    ref: SliceRef
+    start: int
+    replicas: int
+    from_start: int
+    from_replicas: int
+
+
+class SliceReadyInput(Payload):
+    ref: SliceRef
+    start: int
+    replicas: int
+    timeout: int = 300
+
+
+class PodRef(Payload):
+    ref: SliceRef
+    ordinal: int
+
+    @property
+    def pod(self) -> str:
+        return f"{self.ref.statefulset}-{self.ordinal}"
+
+
+class PodState(Payload):
+    name: str
+    exists: bool
+    uid: str = ""
+    ready: bool = False
+
+
+class WaitPodGoneInput(Payload):
+    pod: PodRef
+    uid: str
+    volumes: list[str] = Field(default_factory=list)
+    pod_timeout: int = 600
+    detach_timeout: int = 600
+
+
+class RetainInput(Payload):
+    context: str
+    volumes: list[str]
+    migration_id: str
+
+
+class RetainResult(Payload):
+    original_policies: dict[str, str] = Field(default_factory=dict)
+
+
+class ReleaseClaimsInput(Payload):
+    context: str
+    namespace: str
+    claims: list[str]
+    volumes: list[str]
+
+
+class ImportInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+    ordinal: OrdinalPlan
+
+
+class ClaimsBoundInput(Payload):
+    context: str
+    namespace: str
+    claims: list[str]
+    timeout: int = 300
+
+
+class PodReadyInput(Payload):
+    pod: PodRef
+    timeout: int = 900
+
+
+class EnsureDestinationInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+    start: int
+
+
+class StatefulSetState(Payload):
+    exists: bool
+    start: int = 0
+    replicas: int = 0
+    ready_replicas: int = 0
+
+
+class DependenciesResult(Payload):
+    dependencies: list[Dependency] = Field(default_factory=list)
+
+
+class OrdinalInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+    ordinal: OrdinalPlan
+    source_start: int
+    end: int
+
+
+class StepTiming(Payload):
+    step: str
+    seconds: float
+
+
+class OrdinalResult(Payload):
+    ordinal: int
+    steps: list[StepTiming] = Field(default_factory=list)
+    volumes: list[str] = Field(default_factory=list)
+    original_reclaim_policies: dict[str, str] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class MigrationResult(Payload):
+    migration_id: str
+    dry_run: bool = False
+    plan: Plan | None = None
+    moved: list[OrdinalResult] = Field(default_factory=list)
+    dependencies: list[Dependency] = Field(default_factory=list)
+    source: StatefulSetState | None = None
+    destination: StatefulSetState | None = None
+    seconds: float = 0.0

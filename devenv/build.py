@@ -117,7 +117,9 @@ def _run_go(
 
 
 def _check_version(binary: Path, expected: str) -> None:
-    out = subprocess.run([binary, "--version"], capture_output=True, text=True, timeout=60)
+    # kubectl has no --version flag; its client version is `kubectl version --client`.
+    args = ["version", "--client"] if binary.name == "kubectl" else ["--version"]
+    out = subprocess.run([binary, *args], capture_output=True, text=True, timeout=60)
     text = out.stdout + out.stderr
     if expected.lstrip("v") not in text:
         raise BuildError(f"{binary.name} --version printed {text.strip()!r}, expected {expected}")

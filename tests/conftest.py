@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from devenv.clusters import LocalClusters
 from devenv.temporal import temporal_binary
-from tests.helpers import wait_for
+from tests.helpers import WorkerProcess, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -72,6 +72,38 @@ def namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
             ),
             timeout=30,
             what=f"default ServiceAccount in {name}",
+        )
+    yield name
+    for api in kube.values():
+        client.CoreV1Api(api).delete_namespace(name)
+
+
+@pytest.fixture
+def worker(
+    clusters: LocalClusters,
+    temporal_env: WorkflowEnvironment,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[WorkerProcess]:
+    """A real worker process on a fresh task queue, killed at the end."""
+    log = tmp_path_factory.mktemp("worker") / "worker.log"
+    proc = WorkerProcess(
+        temporal_env.client.service_client.config.target_host,
+        clusters.kubeconfig,
+        log,
+        f"statefulset-migration-{uuid.uuid4().hex[:8]}",
+    )
+    proc.start()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def second_namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
+    """One more fresh namespace in both clusters (e.g. a different destination namespace)."""
+    name = f"t-{uuid.uuid4().hex[:10]}"
+    for api in kube.values():
+        client.CoreV1Api(api).create_namespace(
+            client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
         )
     yield name
     for api in kube.values():

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-import threading
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from kubernetes import client, watch
+from kubernetes import client
+
+from devenv.observer import Seen, Watcher
+
+REPO = Path(__file__).resolve().parent.parent
+
+__all__ = [
+    "Seen",
+    "Watcher",
+    "WorkerProcess",
+    "apply_statefulset",
+    "deploy_app",
+    "pod_names",
+    "ready_replicas",
+    "statefulset",
+    "wait_for",
+]
 
 
 def wait_for(
@@ -44,11 +62,13 @@ def statefulset(
             "metadata": {"labels": {"app": name}, "annotations": annotations},
             "spec": {
                 "terminationGracePeriodSeconds": grace,
-                "containers": [{
-                    "name": "app",
-                    "image": "registry.invalid/app:1",
-                    "volumeMounts": [{"name": t, "mountPath": f"/{t}"} for t in templates],
-                }],
+                "containers": [
+                    {
+                        "name": "app",
+                        "image": "registry.invalid/app:1",
+                        "volumeMounts": [{"name": t, "mountPath": f"/{t}"} for t in templates],
+                    }
+                ],
             },
         },
         "volumeClaimTemplates": [
@@ -62,59 +82,15 @@ def statefulset(
             }
             for t, sc in templates.items()
         ],
-    }  # fmt: skip
+    }
     if start is not None:
         spec["ordinals"] = {"start": start}
-    return {"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": name},
-            "spec": spec}  # fmt: skip
-
-
-@dataclass
-class Seen:
-    kind: str  # ADDED / MODIFIED / DELETED
-    name: str
-    at: float  # time.time() when the event arrived
-    obj: Any
-
-
-@dataclass
-class Watcher:
-    """Records every watch event of one list call in a background thread."""
-
-    list_fn: Callable[..., Any]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-    events: list[Seen] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        self._stopped = threading.Event()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-        self._thread.start()
-        if not self._ready.wait(10):
-            raise AssertionError("watcher could not list")
-
-    def _run(self) -> None:
-        initial = self.list_fn(**self.kwargs)
-        for item in initial.items:
-            self.events.append(Seen("ADDED", item.metadata.name, time.time(), item))
-        version = initial.metadata.resource_version
-        self._ready.set()
-        # Short server-side windows, so stop() returns within a second.
-        while not self._stopped.is_set():
-            for ev in watch.Watch().stream(
-                self.list_fn, resource_version=version, timeout_seconds=1, **self.kwargs
-            ):
-                obj = ev["object"]
-                version = obj.metadata.resource_version
-                self.events.append(Seen(ev["type"], obj.metadata.name, time.time(), obj))
-
-    def stop(self) -> None:
-        self._stopped.set()
-        self._thread.join(5)
-        assert not self._thread.is_alive(), "watcher did not stop"
-
-    def of(self, name: str, kind: str | None = None) -> list[Seen]:
-        return [e for e in self.events if e.name == name and (kind is None or e.kind == kind)]
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": {"name": name},
+        "spec": spec,
+    }
 
 
 def apply_statefulset(api: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> None:
@@ -123,3 +99,122 @@ def apply_statefulset(api: client.ApiClient, namespace: str, manifest: dict[str,
 
 def pod_names(api: client.ApiClient, namespace: str) -> set[str]:
     return {p.metadata.name for p in client.CoreV1Api(api).list_namespaced_pod(namespace).items}
+
+
+def ready_replicas(api: client.ApiClient, namespace: str, name: str) -> int:
+    sts: Any = client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace)
+    return int(sts.status.ready_replicas or 0)
+
+
+def deploy_app(
+    api: client.ApiClient,
+    namespace: str,
+    name: str,
+    replicas: int,
+    *,
+    secret_value: str,
+    start: int | None = None,
+    ready_delay: str = "1s",
+    grace: int = 2,
+    when_scaled: str | None = None,
+) -> None:
+    """A Redis-like app: Secret (env and volume), ConfigMap, headless Service, PDB and a
+    StatefulSet with two claim templates (hostPath and CSI). Waits until all Ready."""
+    core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": f"{name}-auth"}, "stringData": {"password": secret_value}}
+    )
+    core.create_namespaced_config_map(
+        namespace,
+        {"metadata": {"name": f"{name}-config"}, "data": {"redis.conf": "cluster-enabled yes\n"}},
+    )
+    core.create_namespaced_service(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "clusterIP": "None",
+                "selector": {"app": name},
+                "ports": [{"name": "redis", "port": 6379}],
+            },
+        },
+    )
+    policy.create_namespaced_pod_disruption_budget(
+        namespace,
+        {
+            "metadata": {"name": name},
+            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": name}}},
+        },
+    )
+    manifest = statefulset(
+        name,
+        replicas,
+        start=start,
+        grace=grace,
+        ready_delay=ready_delay,
+        templates={"data": None, "logs": "local-csi"},
+    )
+    pod = manifest["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    container["env"] = [
+        {
+            "name": "REDIS_PASSWORD",
+            "valueFrom": {"secretKeyRef": {"name": f"{name}-auth", "key": "password"}},
+        }
+    ]
+    container["volumeMounts"] += [
+        {"name": "auth", "mountPath": "/auth"},
+        {"name": "config", "mountPath": "/config"},
+    ]
+    pod["volumes"] = [
+        {"name": "auth", "secret": {"secretName": f"{name}-auth"}},
+        {"name": "config", "configMap": {"name": f"{name}-config"}},
+    ]
+    if when_scaled:
+        manifest["spec"]["persistentVolumeClaimRetentionPolicy"] = {
+            "whenScaled": when_scaled,
+            "whenDeleted": "Retain",
+        }
+    apply_statefulset(api, namespace, manifest)
+    wait_for(
+        lambda: ready_replicas(api, namespace, name) == replicas,
+        120,
+        f"{name}: {replicas} Ready replicas",
+    )
+
+
+class WorkerProcess:
+    """``python worker.py`` as a real process on its own task queue; restartable."""
+
+    def __init__(self, address: str, kubeconfig: Path, log: Path, task_queue: str) -> None:
+        self.env = {
+            **os.environ,
+            "TEMPORAL_ADDRESS": address,
+            "TEMPORAL_NAMESPACE": "default",
+            "STSMIGRATE_KUBECONFIG": str(kubeconfig),
+            "STSMIGRATE_TASK_QUEUE": task_queue,
+        }
+        self.log, self.task_queue = log, task_queue
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.starts = 0
+
+    def start(self) -> None:
+        with self.log.open("ab") as out:
+            self.proc = subprocess.Popen(
+                [sys.executable, str(REPO / "worker.py")],
+                env=self.env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        self.starts += 1
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown, no cleanup, exactly like a crash."""
+        assert self.proc is not None
+        self.proc.kill()
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()

@@ -27,14 +27,22 @@ async def test_results_keep_the_requested_order(temporal_env: WorkflowEnvironmen
     @activity.defn(name="read_cluster_info")
     def fake_read(request: ReadClusterInfoInput) -> ClusterInfo:
         seen.append(request.context)
-        return ClusterInfo(context=request.context, server_version="v9.9.9",
-                           nodes=len(request.context), nodes_ready=1)  # fmt: skip
+        return ClusterInfo(
+            context=request.context,
+            server_version="v9.9.9",
+            nodes=len(request.context),
+            nodes_ready=1,
+        )
 
     task_queue = f"tq-{uuid.uuid4()}"
     with ThreadPoolExecutor(4) as pool:
-        async with Worker(temporal_env.client, task_queue=task_queue,
-                          workflows=[DescribeClusters], activities=[fake_read],
-                          activity_executor=pool):  # fmt: skip
+        async with Worker(
+            temporal_env.client,
+            task_queue=task_queue,
+            workflows=[DescribeClusters],
+            activities=[fake_read],
+            activity_executor=pool,
+        ):
             result = await temporal_env.client.execute_workflow(
                 DescribeClusters.run,
                 DescribeClustersInput(contexts=["c", "bb", "aaa"]),
@@ -48,21 +56,26 @@ async def test_results_keep_the_requested_order(temporal_env: WorkflowEnvironmen
 
 
 def test_settings_come_from_the_environment(tmp_path: Path) -> None:
-    settings = Settings.from_env({
-        "TEMPORAL_ADDRESS": "temporal.example:7233",
-        "TEMPORAL_NAMESPACE": "migrations",
-        "STSMIGRATE_KUBECONFIG": str(tmp_path / "kc"),
-        "STSMIGRATE_CONTEXTS": "source, destination,",
-        "STSMIGRATE_TASK_QUEUE": "other-queue",
-        "STSMIGRATE_MAX_ACTIVITIES": "4",
-        "STSMIGRATE_LOG_LEVEL": "debug",
-    })  # fmt: skip
+    settings = Settings.from_env(
+        {
+            "TEMPORAL_ADDRESS": "temporal.example:7233",
+            "TEMPORAL_NAMESPACE": "migrations",
+            "STSMIGRATE_KUBECONFIG": str(tmp_path / "kc"),
+            "STSMIGRATE_CONTEXTS": "source, destination,",
+            "STSMIGRATE_TASK_QUEUE": "other-queue",
+            "STSMIGRATE_MAX_ACTIVITIES": "4",
+            "STSMIGRATE_LOG_LEVEL": "debug",
+        }
+    )
     assert settings.temporal["target_host"] == "temporal.example:7233"
     assert settings.temporal["namespace"] == "migrations"
     assert settings.kubeconfig == tmp_path / "kc"
     assert settings.contexts == ("source", "destination")
     assert (settings.task_queue, settings.max_activities, settings.log_level) == (
-        "other-queue", 4, "DEBUG")  # fmt: skip
+        "other-queue",
+        4,
+        "DEBUG",
+    )
 
 
 def test_settings_defaults(tmp_path: Path) -> None:

@@ -12,8 +12,12 @@ from kubernetes.client.exceptions import ApiException
 from activities import errors
 
 
-def api_exception(status: int, message: str | None = "boom", headers: dict[str, str] | None = None,
-                  body: str | None = None) -> ApiException:  # fmt: skip
+def api_exception(
+    status: int,
+    message: str | None = "boom",
+    headers: dict[str, str] | None = None,
+    body: str | None = None,
+) -> ApiException:
     exc = ApiException(status=status, reason="Reason")
     exc.body = (
         body

@@ -31,8 +31,11 @@ def test_statefulset_with_two_claim_templates_becomes_ready(
 ) -> None:
     api = kube["source"]
     core = client.CoreV1Api(api)
-    apply_statefulset(api, namespace, statefulset(
-        "web", 3, templates={"data": None, "logs": CSI_CLASS}, ready_delay="200ms"))  # fmt: skip
+    apply_statefulset(
+        api,
+        namespace,
+        statefulset("web", 3, templates={"data": None, "logs": CSI_CLASS}, ready_delay="200ms"),
+    )
     wait_for(lambda: _ready_replicas(api, namespace, "web") == 3, 60, "3 Ready replicas")
 
     pods = {p.metadata.name: p for p in core.list_namespaced_pod(namespace).items}
@@ -65,8 +68,12 @@ def test_statefulset_with_two_claim_templates_becomes_ready(
         va = wait_for(lambda pv_name=pv_name: attachments().get(pv_name), 30, f"VA of {pv_name}")
         assert va.spec.node_name == pods[f"web-{i}"].spec.node_name
         wait_for(
-            lambda pv_name=pv_name: (attachments()[pv_name].status or {}) and
-            attachments()[pv_name].status.attached, 30, "attached")  # fmt: skip
+            lambda pv_name=pv_name: (
+                (attachments()[pv_name].status or {}) and attachments()[pv_name].status.attached
+            ),
+            30,
+            "attached",
+        )
 
 
 def test_one_patch_of_start_and_replicas_creates_exactly_the_expected_ordinals(
@@ -111,26 +118,44 @@ def test_prebound_volume_binds_to_claim_with_volume_name(
     core = client.CoreV1Api(kube["destination"])
     pv_name = f"{namespace}-moved"
     path = clusters.volume_root / pv_name
-    core.create_persistent_volume({
-        "apiVersion": "v1", "kind": "PersistentVolume", "metadata": {"name": pv_name},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": HOSTPATH_CLASS,
-            "hostPath": {"path": str(path)},
-            "claimRef": {"namespace": namespace, "name": "data-db-3"},
-        },
-    })  # fmt: skip
+    core.create_persistent_volume(
+        {
+            "apiVersion": "v1",
+            "kind": "PersistentVolume",
+            "metadata": {"name": pv_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": HOSTPATH_CLASS,
+                "hostPath": {"path": str(path)},
+                "claimRef": {"namespace": namespace, "name": "data-db-3"},
+            },
+        }
+    )
     try:
-        core.create_namespaced_persistent_volume_claim(namespace, {
-            "apiVersion": "v1", "kind": "PersistentVolumeClaim",
-            "metadata": {"name": "data-db-3"},
-            "spec": {"storageClassName": HOSTPATH_CLASS, "volumeName": pv_name,
-                     "accessModes": ["ReadWriteOnce"],
-                     "resources": {"requests": {"storage": "1Gi"}}},
-        })  # fmt: skip
+        core.create_namespaced_persistent_volume_claim(
+            namespace,
+            {
+                "apiVersion": "v1",
+                "kind": "PersistentVolumeClaim",
+                "metadata": {"name": "data-db-3"},
+                "spec": {
+                    "storageClassName": HOSTPATH_CLASS,
+                    "volumeName": pv_name,
+                    "accessModes": ["ReadWriteOnce"],
+                    "resources": {"requests": {"storage": "1Gi"}},
+                },
+            },
+        )
         wait_for(
-            lambda: core.read_namespaced_persistent_volume_claim("data-db-3", namespace)
-            .status.phase == "Bound", 30, "claim Bound")  # fmt: skip
+            lambda: (
+                core.read_namespaced_persistent_volume_claim("data-db-3", namespace).status.phase
+                == "Bound"
+            ),
+            30,
+            "claim Bound",
+        )
         pvc = core.read_namespaced_persistent_volume_claim("data-db-3", namespace)
         pv = core.read_persistent_volume(pv_name)
         assert pvc.spec.volume_name == pv_name
@@ -138,9 +163,13 @@ def test_prebound_volume_binds_to_claim_with_volume_name(
         assert pv.spec.claim_ref.uid == pvc.metadata.uid
         assert pv.spec.host_path.path == str(path)
         # The provisioner stayed out of it: no other volume claims this claim.
-        others = [v for v in core.list_persistent_volume().items
-                  if v.spec.claim_ref and v.spec.claim_ref.namespace == namespace
-                  and v.metadata.name != pv_name]  # fmt: skip
+        others = [
+            v
+            for v in core.list_persistent_volume().items
+            if v.spec.claim_ref
+            and v.spec.claim_ref.namespace == namespace
+            and v.metadata.name != pv_name
+        ]
         assert others == []
     finally:
         core.delete_namespaced_persistent_volume_claim("data-db-3", namespace)
@@ -153,16 +182,20 @@ def test_scale_down_removes_the_pod_only_after_its_grace_period(
     api = kube["source"]
     core = client.CoreV1Api(api)
     grace = 3
-    apply_statefulset(api, namespace,
-                      statefulset("kv", 2, templates={"logs": CSI_CLASS}, grace=grace))  # fmt: skip
+    apply_statefulset(
+        api, namespace, statefulset("kv", 2, templates={"logs": CSI_CLASS}, grace=grace)
+    )
     wait_for(lambda: _ready_replicas(api, namespace, "kv") == 2, 60, "2 Ready replicas")
     pv_name = core.read_namespaced_persistent_volume_claim("logs-kv-1", namespace).spec.volume_name
     storage = client.StorageV1Api(api)
     wait_for(
-        lambda: any(va.spec.source.persistent_volume_name == pv_name
-                    for va in storage.list_volume_attachment().items),
-        30, "attachment",
-    )  # fmt: skip
+        lambda: any(
+            va.spec.source.persistent_volume_name == pv_name
+            for va in storage.list_volume_attachment().items
+        ),
+        30,
+        "attachment",
+    )
     pods = Watcher(core.list_namespaced_pod, {"namespace": namespace})
     vas = Watcher(storage.list_volume_attachment)
     try:
@@ -170,9 +203,15 @@ def test_scale_down_removes_the_pod_only_after_its_grace_period(
             "kv", namespace, {"spec": {"replicas": 1}}
         )
         wait_for(lambda: pods.of("kv-1", "DELETED"), 30, "kv-1 deleted")
-        wait_for(lambda: [e for e in vas.events if e.kind == "DELETED"
-                          and e.obj.spec.source.persistent_volume_name == pv_name],
-                 30, "attachment of kv-1's volume deleted")  # fmt: skip
+        wait_for(
+            lambda: [
+                e
+                for e in vas.events
+                if e.kind == "DELETED" and e.obj.spec.source.persistent_volume_name == pv_name
+            ],
+            30,
+            "attachment of kv-1's volume deleted",
+        )
     finally:
         pods.stop()
         vas.stop()
@@ -182,8 +221,11 @@ def test_scale_down_removes_the_pod_only_after_its_grace_period(
     # deletionTimestamp has whole seconds, so the observed wait is within a second of grace.
     assert deleted.at - terminating[0].at >= grace - 1.0
     assert deleted.at >= deadline.timestamp() - 0.05, "pod removed before its grace period ended"
-    va_gone = next(e for e in vas.events if e.kind == "DELETED"
-                   and e.obj.spec.source.persistent_volume_name == pv_name)  # fmt: skip
+    va_gone = next(
+        e
+        for e in vas.events
+        if e.kind == "DELETED" and e.obj.spec.source.persistent_volume_name == pv_name
+    )
     assert va_gone.at >= deleted.at, "volume detached while the pod still existed"
     assert pods.of("kv-0", "DELETED") == []
     assert pod_names(api, namespace) == {"kv-0"}
@@ -193,8 +235,11 @@ def test_kubectl_reports_the_server_version(clusters: LocalClusters) -> None:
     out = subprocess.run(
         [str(clusters.bins / "kubectl"), "--context", "source", "version", "-o", "json"],
         env={**os.environ, "KUBECONFIG": str(clusters.kubeconfig)},
-        capture_output=True, text=True, check=True, timeout=30,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=30,
+    )
     versions = json.loads(out.stdout)
     assert versions["serverVersion"]["gitVersion"] == KUBERNETES_VERSION
     assert versions["clientVersion"]["gitVersion"] == KUBERNETES_VERSION
@@ -212,8 +257,10 @@ def _alive(pid: int) -> bool:
 def test_launcher_leaves_nothing_running(tmp_path: Path, how: signal.Signals) -> None:
     launcher = subprocess.Popen(
         [sys.executable, "-m", "devenv", "up", "--nodes", "1", "--workdir", str(tmp_path)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-    )  # fmt: skip
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     assert launcher.stdout is not None
     first = launcher.stdout.readline()
     assert first.startswith("clusters ready"), first + launcher.stdout.read()

@@ -41,8 +41,9 @@ def worker_process(
         "STSMIGRATE_TASK_QUEUE": task_queue,
     }
     with log.open("wb") as out:
-        proc = subprocess.Popen([sys.executable, str(REPO / "worker.py")], env=env,
-                                stdout=out, stderr=subprocess.STDOUT)  # fmt: skip
+        proc = subprocess.Popen(
+            [sys.executable, str(REPO / "worker.py")], env=env, stdout=out, stderr=subprocess.STDOUT
+        )
     try:
         yield proc, log, task_queue
     finally:
@@ -90,8 +91,9 @@ async def test_describe_clusters_runs_on_a_real_worker(
     records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
     events = [r["event"] for r in records]
     assert "worker_started" in events and events[-1] == "worker_stopped"
-    assert any(r.get("logger") == "temporalio.workflow" and "temporal_workflow" in r
-               for r in records)  # fmt: skip
+    assert any(
+        r.get("logger") == "temporalio.workflow" and "temporal_workflow" in r for r in records
+    )
 
 
 async def test_readme_cli_command_runs_the_wiring_workflow(
@@ -104,13 +106,24 @@ async def test_readme_cli_command_runs_the_wiring_workflow(
     assert "--type DescribeClusters --task-queue statefulset-migration" in readme
     assert """--input '{"contexts": ["prod-a", "prod-b"]}'""" in readme
     proc = await asyncio.create_subprocess_exec(
-        temporal_binary(), "workflow", "execute",
-        "--address", temporal_env.client.service_client.config.target_host,
-        "--type", "DescribeClusters", "--task-queue", task_queue,
-        "--workflow-id", f"describe-{uuid.uuid4()}",
-        "--input", '{"contexts": ["source", "destination"]}', "--output", "json",
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-    )  # fmt: skip
+        temporal_binary(),
+        "workflow",
+        "execute",
+        "--address",
+        temporal_env.client.service_client.config.target_host,
+        "--type",
+        "DescribeClusters",
+        "--task-queue",
+        task_queue,
+        "--workflow-id",
+        f"describe-{uuid.uuid4()}",
+        "--input",
+        '{"contexts": ["source", "destination"]}',
+        "--output",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
     stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, stderr.decode()
     result = json.loads(stdout)["result"]
@@ -126,9 +139,15 @@ def test_deploy_manifest_is_accepted_by_a_real_apiserver(
     for doc in docs:
         doc["metadata"]["namespace"] = namespace
         out = clusters.kubectl(
-            "destination", "create", "--dry-run=server", "-o", "json", "-f", "-",
+            "destination",
+            "create",
+            "--dry-run=server",
+            "-o",
+            "json",
+            "-f",
+            "-",
             input=json.dumps(doc),
-        )  # fmt: skip
+        )
         created = json.loads(out)
         assert created["kind"] == doc["kind"]
         if created["kind"] == "Deployment":

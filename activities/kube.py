@@ -1,0 +1,266 @@
+"""A thin layer over the kubernetes client for one context, used by every activity.
+
+- Objects come back as the API's JSON (dicts), so copies lose no field the client
+  model does not know.
+- Every request has a timeout; every failure goes through ``errors.classify``.
+- ``None`` means 404 where absence is an answer (reads, delete).
+- ``wait`` follows a watch (re-listing every few seconds and after a 410) and
+  heartbeats, so a step reacts within a fraction of a second of the change and a
+  dead worker is noticed by its heartbeat timeout.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kubernetes import client, watch
+from kubernetes.client.exceptions import ApiException
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import errors
+
+Obj = dict[str, Any]
+# (connect, read) seconds for one API request.
+REQUEST_TIMEOUT = (5, 15)
+MERGE_PATCH = "application/merge-patch+json"
+# A watch window: how long a wait goes without re-listing (and at most without heartbeat).
+WATCH_WINDOW = 5
+WAIT_TIMEOUT = "WaitTimeout"
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient, context: str) -> None:
+        self.api = api
+        self.context = context
+        self.core = client.CoreV1Api(api)
+        self.apps = client.AppsV1Api(api)
+        self.storage = client.StorageV1Api(api)
+        self.policy = client.PolicyV1Api(api)
+        self.authz = client.AuthorizationV1Api(api)
+
+    # -- plumbing ----------------------------------------------------------------------
+    def call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except errors.API_FAILURES as exc:
+            raise errors.classify(exc, f"{action} in {self.context}") from None
+        data = resp.data
+        return json.loads(data) if data else {}
+
+    def maybe(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise errors.classify(exc, f"{action} in {self.context}") from None
+        except errors.API_FAILURES as exc:
+            raise errors.classify(exc, f"{action} in {self.context}") from None
+        return json.loads(resp.data) if resp.data else {}
+
+    # -- reads ------------------------------------------------------------------------
+    def version(self) -> str:
+        try:
+            info = client.VersionApi(self.api).get_code(_request_timeout=REQUEST_TIMEOUT)
+        except errors.API_FAILURES as exc:
+            raise errors.classify(exc, f"read server version of {self.context}") from None
+        return str(info.git_version)
+
+    def statefulset(self, ns: str, name: str) -> Obj | None:
+        return self.maybe(
+            f"read StatefulSet {ns}/{name}", self.apps.read_namespaced_stateful_set, name, ns
+        )
+
+    def pod(self, ns: str, name: str) -> Obj | None:
+        return self.maybe(f"read Pod {ns}/{name}", self.core.read_namespaced_pod, name, ns)
+
+    def pods(self, ns: str, selector: str) -> list[Obj]:
+        return list(
+            self.call(
+                f"list Pods in {ns}", self.core.list_namespaced_pod, ns, label_selector=selector
+            )["items"]
+        )
+
+    def pvc(self, ns: str, name: str) -> Obj | None:
+        return self.maybe(
+            f"read PersistentVolumeClaim {ns}/{name}",
+            self.core.read_namespaced_persistent_volume_claim,
+            name,
+            ns,
+        )
+
+    def pv(self, name: str) -> Obj | None:
+        return self.maybe(f"read PersistentVolume {name}", self.core.read_persistent_volume, name)
+
+    def storage_class(self, name: str) -> Obj | None:
+        return self.maybe(f"read StorageClass {name}", self.storage.read_storage_class, name)
+
+    def namespace(self, name: str) -> Obj | None:
+        return self.maybe(f"read Namespace {name}", self.core.read_namespace, name)
+
+    def node_names(self) -> set[str]:
+        nodes = self.call("list Nodes", self.core.list_node)["items"]
+        return {n["metadata"]["name"] for n in nodes}
+
+    def volume_attachments(self) -> list[Obj]:
+        return list(
+            self.call("list VolumeAttachments", self.storage.list_volume_attachment)["items"]
+        )
+
+    def quotas(self, ns: str) -> list[Obj]:
+        return list(
+            self.call(f"list ResourceQuotas in {ns}", self.core.list_namespaced_resource_quota, ns)[
+                "items"
+            ]
+        )
+
+    def pdbs(self, ns: str) -> list[Obj]:
+        return list(
+            self.call(
+                f"list PodDisruptionBudgets in {ns}",
+                self.policy.list_namespaced_pod_disruption_budget,
+                ns,
+            )["items"]
+        )
+
+    def dependency(self, kind: str, ns: str, name: str) -> Obj | None:
+        read = {
+            "Secret": self.core.read_namespaced_secret,
+            "ConfigMap": self.core.read_namespaced_config_map,
+            "ServiceAccount": self.core.read_namespaced_service_account,
+            "Service": self.core.read_namespaced_service,
+            "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
+        }[kind]
+        return self.maybe(f"read {kind} {ns}/{name}", read, name, ns)
+
+    def can(self, verb: str, resource: str, group: str = "", namespace: str | None = None) -> bool:
+        review = {
+            "apiVersion": "authorization.k8s.io/v1",
+            "kind": "SelfSubjectAccessReview",
+            "spec": {
+                "resourceAttributes": {
+                    "verb": verb,
+                    "resource": resource,
+                    "group": group,
+                    **({"namespace": namespace} if namespace else {}),
+                }
+            },
+        }
+        out = self.call(
+            f"review access to {verb} {resource}",
+            self.authz.create_self_subject_access_review,
+            review,
+        )
+        return bool((out.get("status") or {}).get("allowed"))
+
+    # -- writes -----------------------------------------------------------------------
+    def create(self, kind: str, ns: str | None, body: Obj) -> Obj | None:
+        """Create; ``None`` if it already exists (the caller decides whether that is ours)."""
+        create: dict[str, Callable[..., Any]] = {
+            "StatefulSet": self.apps.create_namespaced_stateful_set,
+            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
+            "Secret": self.core.create_namespaced_secret,
+            "ConfigMap": self.core.create_namespaced_config_map,
+            "ServiceAccount": self.core.create_namespaced_service_account,
+            "Service": self.core.create_namespaced_service,
+            "PodDisruptionBudget": self.policy.create_namespaced_pod_disruption_budget,
+        }
+        name = body["metadata"]["name"]
+        args = (body,) if kind == "PersistentVolume" else (ns, body)
+        fn: Callable[..., Any] = (
+            self.core.create_persistent_volume if kind == "PersistentVolume" else create[kind]
+        )
+        try:
+            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
+        except ApiException as exc:
+            if exc.status == 409:
+                return None
+            raise errors.classify(exc, f"create {kind} {name} in {self.context}") from None
+        except errors.API_FAILURES as exc:
+            raise errors.classify(exc, f"create {kind} {name} in {self.context}") from None
+        return dict(json.loads(resp.data))
+
+    def patch_statefulset(self, ns: str, name: str, patch: Obj) -> Obj:
+        return self.call(
+            f"patch StatefulSet {ns}/{name}",
+            self.apps.patch_namespaced_stateful_set,
+            name,
+            ns,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    def patch_pv(self, name: str, patch: Obj) -> Obj:
+        return self.call(
+            f"patch PersistentVolume {name}",
+            self.core.patch_persistent_volume,
+            name,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    def delete_pvc(self, ns: str, name: str) -> None:
+        self.maybe(
+            f"delete PersistentVolumeClaim {ns}/{name}",
+            self.core.delete_namespaced_persistent_volume_claim,
+            name,
+            ns,
+        )
+
+    # -- waiting ----------------------------------------------------------------------
+    def wait(
+        self,
+        what: str,
+        list_fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        done: Callable[[dict[str, Obj]], bool],
+        timeout: float,
+        **selectors: Any,
+    ) -> None:
+        """Return once ``done(items by name)`` holds; raise WaitTimeout after ``timeout`` s.
+
+        ``items`` is kept current from watch events between re-lists; ``done`` may also
+        raise (e.g. on a conflicting change) to stop the wait.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            listed = self.call(f"list for {what}", list_fn, *args, **selectors)
+            items = {i["metadata"]["name"]: i for i in listed.get("items") or []}
+            activity.heartbeat(what)
+            if done(items):
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise ApplicationError(
+                    f"timed out after {timeout:.0f} s waiting for {what} in {self.context}",
+                    type=WAIT_TIMEOUT,
+                    non_retryable=True,
+                )
+            window = max(1, int(min(WATCH_WINDOW, remaining)))
+            try:
+                for event in watch.Watch().stream(
+                    list_fn,
+                    *args,
+                    resource_version=listed["metadata"].get("resourceVersion"),
+                    timeout_seconds=window,
+                    _request_timeout=(REQUEST_TIMEOUT[0], window + 5),
+                    **selectors,
+                ):
+                    obj = self.api.sanitize_for_serialization(event["object"])
+                    name = (obj.get("metadata") or {}).get("name")
+                    if event["type"] == "DELETED":
+                        items.pop(name, None)
+                    elif event["type"] in ("ADDED", "MODIFIED") and name:
+                        items[name] = obj
+                    if done(items):
+                        return
+            except ApiException as exc:
+                if exc.status != 410:  # 410 Gone: our resourceVersion expired; re-list
+                    raise errors.classify(exc, f"watch for {what} in {self.context}") from None
+            except errors.API_FAILURES as exc:
+                # A broken watch is no failure of the wait: re-list and go on.
+                activity.logger.info("watch interrupted (%s), re-listing", type(exc).__name__)

@@ -1,0 +1,284 @@
+"""Pure manifest transformations: source objects in, destination objects out.
+
+Objects are plain dicts as the API serves them (camelCase JSON). Nothing here does
+I/O, so every rule (what is stripped, what is kept, how names and classes map) is
+unit-tested without a cluster. Secret data passes through ``copy_secret`` inside an
+activity and is never returned to a workflow.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from typing import Any
+
+from activities.models import (
+    ANNOTATION_MIGRATION_ID,
+    ANNOTATION_SOURCE,
+    LABEL_MIGRATION,
+    LABEL_ORDINAL,
+    MANAGED_BY,
+    MigrationRequest,
+)
+
+Obj = dict[str, Any]
+
+# Metadata the server owns or that ties an object to its old cluster.
+_SERVER_METADATA = (
+    "uid",
+    "resourceVersion",
+    "generation",
+    "creationTimestamp",
+    "deletionTimestamp",
+    "deletionGracePeriodSeconds",
+    "managedFields",
+    "ownerReferences",
+    "finalizers",
+    "selfLink",
+    "generateName",
+)
+# Annotations that describe the object's history in the old cluster.
+_DROPPED_ANNOTATION_PREFIXES = (
+    "kubectl.kubernetes.io/last-applied-configuration",
+    "pv.kubernetes.io/",
+    "volume.kubernetes.io/",
+    "volume.beta.kubernetes.io/",
+    "deployment.kubernetes.io/",
+)
+
+
+def migration_label(migration_id: str) -> str:
+    """A label-safe value for a migration id (ids can exceed 63 chars and hold '/')."""
+    return hashlib.sha256(migration_id.encode()).hexdigest()[:16]
+
+
+def ownership(migration_id: str, source: str, ordinal: int | None = None) -> tuple[Obj, Obj]:
+    labels = {
+        "app.kubernetes.io/managed-by": MANAGED_BY,
+        LABEL_MIGRATION: migration_label(migration_id),
+    }
+    if ordinal is not None:
+        labels[LABEL_ORDINAL] = str(ordinal)
+    return labels, {ANNOTATION_MIGRATION_ID: migration_id, ANNOTATION_SOURCE: source}
+
+
+def is_ours(obj: Obj, migration_id: str) -> bool:
+    labels = (obj.get("metadata") or {}).get("labels") or {}
+    return bool(labels.get(LABEL_MIGRATION) == migration_label(migration_id))
+
+
+def clean_metadata(meta: Obj, namespace: str | None, labels: Obj, annotations: Obj) -> Obj:
+    """Metadata for a copy: server-owned fields and history annotations removed."""
+    out = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
+    kept = {
+        k: v
+        for k, v in (meta.get("annotations") or {}).items()
+        if not k.startswith(_DROPPED_ANNOTATION_PREFIXES)
+    }
+    out["annotations"] = {**kept, **annotations}
+    out["labels"] = {**(meta.get("labels") or {}), **labels}
+    if namespace is None:
+        out.pop("namespace", None)
+    else:
+        out["namespace"] = namespace
+    return out
+
+
+def _map_template_classes(templates: list[Obj], request: MigrationRequest) -> list[Obj]:
+    out = []
+    for vct in templates:
+        vct = copy.deepcopy(vct)
+        vct.pop("status", None)
+        vct["metadata"] = {
+            k: v
+            for k, v in (vct.get("metadata") or {}).items()
+            if k in ("name", "labels", "annotations")
+        }
+        spec = vct.setdefault("spec", {})
+        if spec.get("storageClassName"):
+            spec["storageClassName"] = request.mapped_class(spec["storageClassName"])
+        out.append(vct)
+    return out
+
+
+def destination_statefulset(
+    source: Obj, request: MigrationRequest, migration_id: str, start: int
+) -> Obj:
+    """The destination StatefulSet: the source's spec owning the empty slice [start, start)."""
+    labels, annotations = ownership(migration_id, _source_ref(request))
+    spec = copy.deepcopy(source["spec"])
+    spec["replicas"] = 0
+    spec["ordinals"] = {"start": start}
+    spec["volumeClaimTemplates"] = _map_template_classes(
+        spec.get("volumeClaimTemplates") or [], request
+    )
+    # Scaling the destination down (a rollback) must never delete a claim.
+    retention = dict(spec.get("persistentVolumeClaimRetentionPolicy") or {})
+    retention["whenScaled"] = "Retain"
+    retention.setdefault("whenDeleted", "Retain")
+    spec["persistentVolumeClaimRetentionPolicy"] = retention
+    return {
+        "apiVersion": "apps/v1",
+        "kind": "StatefulSet",
+        "metadata": clean_metadata(
+            source["metadata"], request.target_namespace, labels, annotations
+        ),
+        "spec": spec,
+    }
+
+
+def _source_ref(request: MigrationRequest) -> str:
+    return f"{request.source_context}/{request.namespace}/{request.statefulset}"
+
+
+def storage_identity(pv: Obj) -> str:
+    """What a PV points at; equal identities mean the same storage."""
+    spec = pv.get("spec") or {}
+    if "csi" in spec:
+        return f"csi {spec['csi'].get('driver')} {spec['csi'].get('volumeHandle')}"
+    if "hostPath" in spec:
+        return f"hostPath {spec['hostPath'].get('path')}"
+    if "local" in spec:
+        return f"local {spec['local'].get('path')}"
+    if "nfs" in spec:
+        return f"nfs {spec['nfs'].get('server')}:{spec['nfs'].get('path')}"
+    for key, value in spec.items():
+        if isinstance(value, dict) and key not in (
+            "capacity",
+            "claimRef",
+            "nodeAffinity",
+            "mountOptions",
+        ):
+            return f"{key} {sorted(value.items())}"
+    return "unknown"
+
+
+def destination_pv(
+    source_pv: Obj, request: MigrationRequest, migration_id: str, claim: str, ordinal: int
+) -> Obj:
+    """The PV for the destination: same storage, pre-bound to the destination claim.
+
+    Reclaim policy Retain: the same storage is still described by the source's
+    (Released) PV, so no cluster may delete it on its own.
+    """
+    labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
+    spec = copy.deepcopy(source_pv["spec"])
+    spec["claimRef"] = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": request.target_namespace,
+        "name": claim,
+    }
+    spec["persistentVolumeReclaimPolicy"] = "Retain"
+    if spec.get("storageClassName"):
+        spec["storageClassName"] = request.mapped_class(spec["storageClassName"])
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": clean_metadata(source_pv["metadata"], None, labels, annotations),
+        "spec": spec,
+    }
+
+
+def destination_pvc(
+    source_pvc: Obj, request: MigrationRequest, migration_id: str, volume: str, ordinal: int
+) -> Obj:
+    labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
+    src = source_pvc["spec"]
+    spec: Obj = {
+        "accessModes": src.get("accessModes") or ["ReadWriteOnce"],
+        "resources": {"requests": (src.get("resources") or {}).get("requests") or {}},
+        "volumeName": volume,
+        "volumeMode": src.get("volumeMode") or "Filesystem",
+    }
+    if src.get("storageClassName") is not None:
+        spec["storageClassName"] = request.mapped_class(src["storageClassName"])
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": clean_metadata(
+            source_pvc["metadata"], request.target_namespace, labels, annotations
+        ),
+        "spec": spec,
+    }
+
+
+def referenced_dependencies(pod_spec: Obj) -> dict[str, set[str]]:
+    """Secrets, ConfigMaps and ServiceAccount a pod template needs, by kind.
+
+    ``optional: true`` references are included too: copying an existing optional
+    object keeps the app's behaviour; a missing one is simply not copied.
+    """
+    found: dict[str, set[str]] = {"Secret": set(), "ConfigMap": set(), "ServiceAccount": set()}
+    for ref in pod_spec.get("imagePullSecrets") or []:
+        if ref.get("name"):
+            found["Secret"].add(ref["name"])
+    account = pod_spec.get("serviceAccountName") or pod_spec.get("serviceAccount")
+    if account and account != "default":
+        found["ServiceAccount"].add(account)
+    for container in (pod_spec.get("containers") or []) + (pod_spec.get("initContainers") or []):
+        for env in container.get("env") or []:
+            source = env.get("valueFrom") or {}
+            if (source.get("secretKeyRef") or {}).get("name"):
+                found["Secret"].add(source["secretKeyRef"]["name"])
+            if (source.get("configMapKeyRef") or {}).get("name"):
+                found["ConfigMap"].add(source["configMapKeyRef"]["name"])
+        for env_from in container.get("envFrom") or []:
+            if (env_from.get("secretRef") or {}).get("name"):
+                found["Secret"].add(env_from["secretRef"]["name"])
+            if (env_from.get("configMapRef") or {}).get("name"):
+                found["ConfigMap"].add(env_from["configMapRef"]["name"])
+    for volume in pod_spec.get("volumes") or []:
+        if (volume.get("secret") or {}).get("secretName"):
+            found["Secret"].add(volume["secret"]["secretName"])
+        if (volume.get("configMap") or {}).get("name"):
+            found["ConfigMap"].add(volume["configMap"]["name"])
+        for source in (volume.get("projected") or {}).get("sources") or []:
+            if (source.get("secret") or {}).get("name"):
+                found["Secret"].add(source["secret"]["name"])
+            if (source.get("configMap") or {}).get("name"):
+                found["ConfigMap"].add(source["configMap"]["name"])
+    return found
+
+
+def copy_object(obj: Obj, kind: str, request: MigrationRequest, migration_id: str) -> Obj:
+    """A dependency (Secret, ConfigMap, ServiceAccount, Service, PDB) for the destination."""
+    labels, annotations = ownership(migration_id, _source_ref(request))
+    out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("status", "metadata")}
+    out["metadata"] = clean_metadata(obj["metadata"], request.target_namespace, labels, annotations)
+    out.setdefault("kind", kind)
+    if kind == "Service":
+        spec = out.get("spec") or {}
+        # Addresses are allocated per cluster; a headless Service keeps clusterIP None.
+        if spec.get("clusterIP") != "None":
+            spec.pop("clusterIP", None)
+            spec.pop("clusterIPs", None)
+        else:
+            spec["clusterIPs"] = ["None"]
+        spec.pop("healthCheckNodePort", None)
+        for port in spec.get("ports") or []:
+            port.pop("nodePort", None)
+    if kind == "ServiceAccount":
+        # Token Secrets are per cluster and are recreated there.
+        out.pop("secrets", None)
+    return out
+
+
+def selector_matches(selector: Obj, labels: dict[str, str]) -> bool:
+    """A LabelSelector (matchLabels and matchExpressions) against a label set."""
+    if not selector:
+        return False
+    for key, value in (selector.get("matchLabels") or {}).items():
+        if labels.get(key) != value:
+            return False
+    for expr in selector.get("matchExpressions") or []:
+        key, op, values = expr.get("key"), expr.get("operator"), expr.get("values") or []
+        if op == "In" and labels.get(key) not in values:
+            return False
+        if op == "NotIn" and labels.get(key) in values:
+            return False
+        if op == "Exists" and key not in labels:
+            return False
+        if op == "DoesNotExist" and key in labels:
+            return False
+    return True

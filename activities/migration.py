@@ -1,0 +1,513 @@
+"""Migration activities: every cluster change and wait of a migration.
+
+Each activity converges (absolute desired state; read, compare, write only the
+difference), so Temporal may run it again after a crash at any instant and the
+clusters end the same. Objects we create carry our labels, so AlreadyExists
+with our label is success; NotFound on delete is success. A state that is
+neither the one we want nor the one we expect to change from means another actor
+changed something: that is refused (``ConflictingChange``), never fought.
+Secret data is read and written here only; nothing returned holds it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import UTC, datetime
+
+import structlog
+from kubernetes import client
+from temporalio import activity
+from temporalio.exceptions import ApplicationError
+
+from activities import errors, manifests
+from activities.kube import Kube, Obj
+from activities.models import (
+    ClaimsBoundInput,
+    DependenciesResult,
+    Dependency,
+    EnsureDestinationInput,
+    ImportInput,
+    Plan,
+    PlanInput,
+    PodReadyInput,
+    PodRef,
+    PodState,
+    ReleaseClaimsInput,
+    RetainInput,
+    RetainResult,
+    SetSliceInput,
+    SliceReadyInput,
+    SliceRef,
+    StatefulSetState,
+    WaitPodGoneInput,
+)
+from activities.preflight import build_plan, dependency_names, pod_ready, selector_string, slice_of
+
+log = structlog.get_logger(__name__)
+
+CONFLICTING_CHANGE = "ConflictingChange"
+NOT_OURS = "NotOurs"
+ANNOTATION_ORIGINAL_POLICY = "stsmigrate.dev/original-reclaim-policy"
+
+
+def _conflict(message: str) -> ApplicationError:
+    return ApplicationError(message, type=CONFLICTING_CHANGE, non_retryable=True)
+
+
+def _state(sts: Obj | None) -> StatefulSetState:
+    if sts is None:
+        return StatefulSetState(exists=False)
+    start, replicas = slice_of(sts)
+    ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
+    return StatefulSetState(exists=True, start=start, replicas=replicas, ready_replicas=ready)
+
+
+class MigrationActivities:
+    def __init__(self, clients: Mapping[str, client.ApiClient]) -> None:
+        self._clients = dict(clients)
+
+    def kube(self, context: str) -> Kube:
+        if context not in self._clients:
+            known = ", ".join(sorted(self._clients)) or "none"
+            raise ApplicationError(
+                f"this worker holds no kubeconfig context {context!r} (it holds: {known})",
+                type=errors.UNKNOWN_CONTEXT,
+                non_retryable=True,
+            )
+        return Kube(self._clients[context], context)
+
+    def _maybe_kube(self, context: str) -> Kube | None:
+        return Kube(self._clients[context], context) if context in self._clients else None
+
+    # -- preflight and parent steps ---------------------------------------------------
+    @activity.defn
+    def plan_migration(self, request: PlanInput) -> Plan:
+        r = request.request
+        plan = build_plan(
+            self._maybe_kube(r.source_context),
+            self._maybe_kube(r.destination_context),
+            r,
+            request.migration_id,
+        )
+        log.info(
+            "plan_built",
+            migration_id=request.migration_id,
+            ordinals=len(plan.ordinals),
+            problems=len(plan.problems),
+            warnings=len(plan.warnings),
+        )
+        return plan
+
+    @activity.defn
+    def ensure_retention_policy(self, ref: SliceRef) -> None:
+        kube = self.kube(ref.context)
+        sts = kube.statefulset(ref.namespace, ref.statefulset)
+        if sts is None:
+            raise _conflict(f"StatefulSet {ref.namespace}/{ref.statefulset} disappeared")
+        policy = sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}
+        if policy.get("whenScaled", "Retain") != "Retain":
+            kube.patch_statefulset(
+                ref.namespace,
+                ref.statefulset,
+                {
+                    "spec": {
+                        "persistentVolumeClaimRetentionPolicy": {**policy, "whenScaled": "Retain"}
+                    }
+                },
+            )
+            log.info("retention_policy_fixed", context=ref.context, statefulset=ref.statefulset)
+
+    @activity.defn
+    def ensure_destination_statefulset(self, request: EnsureDestinationInput) -> StatefulSetState:
+        r = request.request
+        source, dest = self.kube(r.source_context), self.kube(r.destination_context)
+        existing = dest.statefulset(r.target_namespace, r.statefulset)
+        if existing is not None:
+            return _state(existing)
+        sts = source.statefulset(r.namespace, r.statefulset)
+        if sts is None:
+            raise _conflict(f"source StatefulSet {r.namespace}/{r.statefulset} disappeared")
+        body = manifests.destination_statefulset(sts, r, request.migration_id, request.start)
+        created = dest.create("StatefulSet", r.target_namespace, body)
+        if created is None:  # created meanwhile by a previous attempt of ours
+            created = dest.statefulset(r.target_namespace, r.statefulset)
+        log.info(
+            "destination_statefulset_created",
+            context=dest.context,
+            statefulset=r.statefulset,
+            start=request.start,
+        )
+        return _state(created)
+
+    @activity.defn
+    def ensure_dependencies(self, request: PlanInput) -> DependenciesResult:
+        r = request.request
+        source, dest = self.kube(r.source_context), self.kube(r.destination_context)
+        sts = source.statefulset(r.namespace, r.statefulset)
+        if sts is None:
+            raise _conflict(f"source StatefulSet {r.namespace}/{r.statefulset} disappeared")
+        out = []
+        for kind, name in dependency_names(source, sts):
+            if dest.dependency(kind, r.target_namespace, name) is not None:
+                out.append(Dependency(kind=kind, name=name, action="present"))
+                continue
+            obj = source.dependency(kind, r.namespace, name)
+            if obj is None:
+                continue  # optional reference; preflight reported the required ones
+            if kind == "Secret" and obj.get("type") == "kubernetes.io/service-account-token":
+                continue  # minted per cluster
+            body = manifests.copy_object(obj, kind, r, request.migration_id)
+            dest.create(kind, r.target_namespace, body)
+            out.append(Dependency(kind=kind, name=name, action="copied"))
+        # Names and counts only: never values.
+        log.info(
+            "dependencies_ensured",
+            context=dest.context,
+            copied=[f"{d.kind}/{d.name}" for d in out if d.action == "copied"],
+        )
+        return DependenciesResult(dependencies=out)
+
+    @activity.defn
+    def read_statefulset(self, ref: SliceRef) -> StatefulSetState:
+        return _state(self.kube(ref.context).statefulset(ref.namespace, ref.statefulset))
+
+    # -- ordinal steps ----------------------------------------------------------------
+    @activity.defn
+    def wait_for_slice_ready(self, request: SliceReadyInput) -> None:
+        ref = request.ref
+        kube = self.kube(ref.context)
+        sts = kube.statefulset(ref.namespace, ref.statefulset)
+        if sts is None:
+            if request.replicas == 0:
+                return
+            raise _conflict(
+                f"StatefulSet {ref.namespace}/{ref.statefulset} is missing in {ref.context}"
+            )
+        wanted = {
+            f"{ref.statefulset}-{k}" for k in range(request.start, request.start + request.replicas)
+        }
+
+        def done(pods: dict[str, Obj]) -> bool:
+            return all(name in pods and pod_ready(pods[name]) for name in wanted)
+
+        kube.wait(
+            f"pods {sorted(wanted)} Ready",
+            kube.core.list_namespaced_pod,
+            (ref.namespace,),
+            done,
+            request.timeout,
+            label_selector=selector_string(sts),
+        )
+
+    @activity.defn
+    def read_pod(self, request: PodRef) -> PodState:
+        pod = self.kube(request.ref.context).pod(request.ref.namespace, request.pod)
+        if pod is None:
+            return PodState(name=request.pod, exists=False)
+        return PodState(
+            name=request.pod, exists=True, uid=pod["metadata"]["uid"], ready=pod_ready(pod)
+        )
+
+    @activity.defn
+    def ensure_volumes_retained(self, request: RetainInput) -> RetainResult:
+        """Reclaim policy Retain on every volume; the original is kept in an annotation
+        so a retry after a crash still reports the true original."""
+        kube = self.kube(request.context)
+        original = {}
+        for name in request.volumes:
+            pv = kube.pv(name)
+            if pv is None:
+                raise _conflict(f"PersistentVolume {name} disappeared from {request.context}")
+            annotations = pv["metadata"].get("annotations") or {}
+            policy = pv["spec"].get("persistentVolumeReclaimPolicy") or "Delete"
+            original[name] = annotations.get(ANNOTATION_ORIGINAL_POLICY, policy)
+            if policy != "Retain":
+                kube.patch_pv(
+                    name,
+                    {
+                        "metadata": {
+                            "annotations": {
+                                ANNOTATION_ORIGINAL_POLICY: policy,
+                                manifests.ANNOTATION_MIGRATION_ID: request.migration_id,
+                            }
+                        },
+                        "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+                    },
+                )
+        return RetainResult(original_policies=original)
+
+    @activity.defn
+    def set_statefulset_slice(self, request: SetSliceInput) -> StatefulSetState:
+        """One request sets start and replicas together: patching start alone would shift
+        the slice and replace a pod."""
+        ref = request.ref
+        kube = self.kube(ref.context)
+        sts = kube.statefulset(ref.namespace, ref.statefulset)
+        if sts is None:
+            raise _conflict(
+                f"StatefulSet {ref.namespace}/{ref.statefulset} is missing in {ref.context}"
+            )
+        current = slice_of(sts)
+        target = (request.start, request.replicas)
+        if current == target:
+            return _state(sts)
+        if current != (request.from_start, request.from_replicas):
+            raise _conflict(
+                f"StatefulSet {ref.namespace}/{ref.statefulset} in {ref.context} owns "
+                f"[{current[0]}, {sum(current)}) but the migration expected "
+                f"[{request.from_start}, {request.from_start + request.from_replicas}): "
+                "somebody else changed it; the migration will not fight that change"
+            )
+        patch: Obj = {
+            # Optimistic concurrency: a write between our read and this patch is a 409,
+            # retried after a fresh read.
+            "metadata": {"resourceVersion": sts["metadata"]["resourceVersion"]},
+            "spec": {"replicas": request.replicas, "ordinals": {"start": request.start}},
+        }
+        updated = kube.patch_statefulset(ref.namespace, ref.statefulset, patch)
+        log.info(
+            "statefulset_slice_set",
+            context=ref.context,
+            statefulset=ref.statefulset,
+            start=request.start,
+            replicas=request.replicas,
+            from_start=current[0],
+            from_replicas=current[1],
+        )
+        return _state(updated)
+
+    @activity.defn
+    def wait_for_pod_gone(self, request: WaitPodGoneInput) -> None:
+        """Pod k gone (by UID; never force-deleted), then no VolumeAttachment on its volumes."""
+        ref = request.pod.ref
+        kube = self.kube(ref.context)
+        name = request.pod.pod
+
+        def pod_gone(pods: dict[str, Obj]) -> bool:
+            pod = pods.get(name)
+            if pod is None:
+                return True
+            if pod["metadata"]["uid"] != request.uid:
+                raise _conflict(
+                    f"pod {ref.namespace}/{name} was recreated in {ref.context} "
+                    "while it should be terminating: somebody scaled the source "
+                    "StatefulSet back up"
+                )
+            return False
+
+        kube.wait(
+            f"pod {name} gone",
+            kube.core.list_namespaced_pod,
+            (ref.namespace,),
+            pod_gone,
+            request.pod_timeout,
+            field_selector=f"metadata.name={name}",
+        )
+        volumes = set(request.volumes)
+
+        def detached(attachments: dict[str, Obj]) -> bool:
+            return not any(
+                (va["spec"].get("source") or {}).get("persistentVolumeName") in volumes
+                for va in attachments.values()
+            )
+
+        kube.wait(
+            f"volumes {sorted(volumes)} detached",
+            kube.storage.list_volume_attachment,
+            (),
+            detached,
+            request.detach_timeout,
+        )
+
+    @activity.defn
+    def release_source_claims(self, request: ReleaseClaimsInput) -> None:
+        """Delete the source claims (their volumes are Retain), so only the destination can
+        bind the storage. Refuses while any pod still uses a claim."""
+        kube = self.kube(request.context)
+        claims = set(request.claims)
+        for pod in kube.call(
+            f"list Pods in {request.namespace}", kube.core.list_namespaced_pod, request.namespace
+        )["items"]:
+            used = {
+                str((v.get("persistentVolumeClaim") or {}).get("claimName"))
+                for v in pod["spec"].get("volumes") or []
+                if v.get("persistentVolumeClaim")
+            }
+            if used & claims:
+                raise _conflict(f"pod {pod['metadata']['name']} still uses {sorted(used & claims)}")
+        for name in request.volumes:
+            pv = kube.pv(name)
+            if pv is not None and pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+                raise _conflict(
+                    f"PersistentVolume {name} is no longer Retain; refusing to release its claim"
+                )
+        for claim in sorted(claims):
+            kube.delete_pvc(request.namespace, claim)
+
+        def gone(pvcs: dict[str, Obj]) -> bool:
+            return not claims & set(pvcs)
+
+        kube.wait(
+            f"claims {sorted(claims)} released",
+            kube.core.list_namespaced_persistent_volume_claim,
+            (request.namespace,),
+            gone,
+            120,
+        )
+
+    @activity.defn
+    def import_volumes(self, request: ImportInput) -> None:
+        """Create in the destination each PV (same storage, pre-bound by claimRef) and PVC
+        (with volumeName). Existing objects of ours pointing at the same storage are kept."""
+        r = request.request
+        source, dest = self.kube(r.source_context), self.kube(r.destination_context)
+        k = request.ordinal.ordinal
+        for vol in request.ordinal.volumes:
+            source_pv = source.pv(vol.volume)
+            if source_pv is None:
+                raise _conflict(f"source PersistentVolume {vol.volume} disappeared")
+            if source_pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+                raise _conflict(f"source PersistentVolume {vol.volume} is not Retain")
+            pv_body = manifests.destination_pv(source_pv, r, request.migration_id, vol.claim, k)
+            self._ensure(
+                dest,
+                "PersistentVolume",
+                None,
+                pv_body,
+                request.migration_id,
+                manifests.storage_identity(source_pv),
+            )
+            claim_source = source.pvc(r.namespace, vol.claim)
+            if claim_source is None:
+                # Released already (a retry): rebuild the claim from the plan.
+                claim_source = {
+                    "metadata": {"name": vol.claim, "labels": {}},
+                    "spec": {
+                        "accessModes": source_pv["spec"].get("accessModes"),
+                        "resources": {
+                            "requests": {
+                                "storage": vol.size or source_pv["spec"]["capacity"]["storage"]
+                            }
+                        },
+                        "storageClassName": vol.storage_class or None,
+                        "volumeMode": source_pv["spec"].get("volumeMode"),
+                    },
+                }
+            pvc_body = manifests.destination_pvc(
+                claim_source, r, request.migration_id, vol.volume, k
+            )
+            self._ensure(
+                dest,
+                "PersistentVolumeClaim",
+                r.target_namespace,
+                pvc_body,
+                request.migration_id,
+                None,
+            )
+        log.info(
+            "volumes_imported",
+            context=dest.context,
+            ordinal=k,
+            volumes=[v.volume for v in request.ordinal.volumes],
+        )
+
+    def _ensure(
+        self,
+        kube: Kube,
+        kind: str,
+        ns: str | None,
+        body: Obj,
+        migration_id: str,
+        storage: str | None,
+    ) -> None:
+        if kube.create(kind, ns, body) is not None:
+            return
+        name = body["metadata"]["name"]
+        existing = kube.pv(name) if kind == "PersistentVolume" else kube.pvc(ns or "", name)
+        if existing is None:
+            raise ApplicationError(
+                f"{kind} {name} vanished after a conflict; retrying", type=errors.CONFLICT
+            )
+        if not manifests.is_ours(existing, migration_id):
+            raise ApplicationError(
+                f"{kind} {name} exists in {kube.context} and is not ours",
+                type=NOT_OURS,
+                non_retryable=True,
+            )
+        if storage is not None and manifests.storage_identity(existing) != storage:
+            raise ApplicationError(
+                f"{kind} {name} in {kube.context} points at other storage",
+                type=NOT_OURS,
+                non_retryable=True,
+            )
+
+    @activity.defn
+    def wait_for_claims_bound(self, request: ClaimsBoundInput) -> None:
+        kube = self.kube(request.context)
+        claims = set(request.claims)
+
+        def bound(pvcs: dict[str, Obj]) -> bool:
+            return all(
+                (pvcs.get(c, {}).get("status") or {}).get("phase") == "Bound" for c in claims
+            )
+
+        kube.wait(
+            f"claims {sorted(claims)} Bound",
+            kube.core.list_namespaced_persistent_volume_claim,
+            (request.namespace,),
+            bound,
+            request.timeout,
+        )
+
+    @activity.defn
+    def wait_for_pod_ready(self, request: PodReadyInput) -> PodState:
+        """Pod k Running and Ready for the StatefulSet's minReadySeconds."""
+        ref = request.pod.ref
+        kube = self.kube(ref.context)
+        sts = kube.statefulset(ref.namespace, ref.statefulset)
+        min_ready = int(((sts or {}).get("spec") or {}).get("minReadySeconds") or 0)
+        name = request.pod.pod
+        found: dict[str, Obj] = {}
+
+        def ready(pods: dict[str, Obj]) -> bool:
+            pod = pods.get(name)
+            if pod is None or (pod.get("status") or {}).get("phase") != "Running":
+                return False
+            if not pod_ready(pod):
+                return False
+            found["pod"] = pod
+            return True
+
+        deadline = time.monotonic() + request.timeout
+        kube.wait(
+            f"pod {name} Ready",
+            kube.core.list_namespaced_pod,
+            (ref.namespace,),
+            ready,
+            request.timeout,
+            field_selector=f"metadata.name={name}",
+        )
+        if min_ready:
+            since = next(
+                c["lastTransitionTime"]
+                for c in found["pod"]["status"]["conditions"]
+                if c["type"] == "Ready"
+            )
+            ready_at = datetime.fromisoformat(since.replace("Z", "+00:00"))
+            while (datetime.now(UTC) - ready_at).total_seconds() < min_ready:
+                if time.monotonic() > deadline:
+                    break
+                activity.heartbeat(f"pod {name} available after {min_ready} s")
+                time.sleep(0.5)
+            # Re-check: Ready must have held for the whole period.
+            kube.wait(
+                f"pod {name} still Ready",
+                kube.core.list_namespaced_pod,
+                (ref.namespace,),
+                ready,
+                max(1.0, deadline - time.monotonic()),
+                field_selector=f"metadata.name={name}",
+            )
+        pod = found["pod"]
+        return PodState(name=name, exists=True, uid=pod["metadata"]["uid"], ready=True)
