@@ -358,17 +358,24 @@ class MigrationActivities:
 
     @activity.defn
     def import_volumes(self, request: ImportInput) -> None:
-        """Create in the destination each PV (same storage, pre-bound by claimRef) and PVC
-        (with volumeName). Existing objects of ours pointing at the same storage are kept."""
+        """Create in the destination each PV (same storage, pre-bound by claimRef), then
+        each PVC (with volumeName). Existing objects of ours on the same storage are kept.
+
+        The claims are created only once the PV controller has marked every volume
+        Available: a claim it syncs before its informer has the volume waits for the
+        controller's 15 s resync instead of binding at once.
+        """
         r = request.request
         source, dest = self.kube(r.source_context), self.kube(r.destination_context)
         k = request.ordinal.ordinal
+        source_pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
             source_pv = source.pv(vol.volume)
             if source_pv is None:
                 raise _conflict(f"source PersistentVolume {vol.volume} disappeared")
             if source_pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
                 raise _conflict(f"source PersistentVolume {vol.volume} is not Retain")
+            source_pvs[vol.volume] = source_pv
             pv_body = manifests.destination_pv(source_pv, r, request.migration_id, vol.claim, k)
             self._ensure(
                 dest,
@@ -378,22 +385,37 @@ class MigrationActivities:
                 request.migration_id,
                 manifests.storage_identity(source_pv),
             )
-            claim_source = source.pvc(r.namespace, vol.claim)
-            if claim_source is None:
-                # Released already (a retry): rebuild the claim from the plan.
-                claim_source = {
-                    "metadata": {"name": vol.claim, "labels": {}},
-                    "spec": {
-                        "accessModes": source_pv["spec"].get("accessModes"),
-                        "resources": {
-                            "requests": {
-                                "storage": vol.size or source_pv["spec"]["capacity"]["storage"]
-                            }
-                        },
-                        "storageClassName": vol.storage_class or None,
-                        "volumeMode": source_pv["spec"].get("volumeMode"),
+        wanted = set(source_pvs)
+
+        def seen_by_controller(pvs: dict[str, Obj]) -> bool:
+            return all(
+                ((pvs.get(n) or {}).get("status") or {}).get("phase") in ("Available", "Bound")
+                for n in wanted
+            )
+
+        dest.wait(
+            f"volumes {sorted(wanted)} Available",
+            dest.core.list_persistent_volume,
+            (),
+            seen_by_controller,
+            60,
+        )
+        for vol in request.ordinal.volumes:
+            source_pv = source_pvs[vol.volume]
+            # The source claim was released in the step before; it is rebuilt from the plan.
+            claim_source = source.pvc(r.namespace, vol.claim) or {
+                "metadata": {"name": vol.claim, "labels": {}},
+                "spec": {
+                    "accessModes": source_pv["spec"].get("accessModes"),
+                    "resources": {
+                        "requests": {
+                            "storage": vol.size or source_pv["spec"]["capacity"]["storage"]
+                        }
                     },
-                }
+                    "storageClassName": vol.storage_class or None,
+                    "volumeMode": source_pv["spec"].get("volumeMode"),
+                },
+            }
             pvc_body = manifests.destination_pvc(
                 claim_source, r, request.migration_id, vol.volume, k
             )
@@ -405,12 +427,7 @@ class MigrationActivities:
                 request.migration_id,
                 None,
             )
-        log.info(
-            "volumes_imported",
-            context=dest.context,
-            ordinal=k,
-            volumes=[v.volume for v in request.ordinal.volumes],
-        )
+        log.info("volumes_imported", context=dest.context, ordinal=k, volumes=sorted(wanted))
 
     def _ensure(
         self,

@@ -128,6 +128,7 @@ class Observer:
         self.name, self.templates = statefulset, templates
         self.original: dict[tuple[str, int], tuple[str, str]] = {}
         self.markers: dict[str, str] = {}
+        self.volumes: set[str] = set()  # PV names of this app's claims
         self.watchers: dict[str, Watcher] = {}
 
     def start(self) -> None:
@@ -141,6 +142,7 @@ class Observer:
                     k = int(pvc.metadata.name[len(prefix) :])
                     kind, location = storage_of(pvs[pvc.spec.volume_name])
                     self.original[(template, k)] = (kind, location)
+                    self.volumes.add(pvc.spec.volume_name)
                     if kind in ("hostPath", "csi"):
                         folder = Path(location)
                         folder.mkdir(parents=True, exist_ok=True)
@@ -201,7 +203,13 @@ class Observer:
                     v.append(f"VolumeAttachment {va.metadata.name} of {pod} is still attached")
         for side in ("source", "destination"):
             for e in self.watchers[f"{side}/pvs"].events:
-                if e.kind == "DELETED":
+                claim = e.obj.spec.claim_ref
+                ours = e.name in self.volumes or (
+                    claim is not None
+                    and claim.namespace in (self.ns, self.dns)
+                    and claim.name.endswith(tuple(f"-{self.name}-{k}" for k in ordinals))
+                )
+                if e.kind == "DELETED" and ours:
                     v.append(f"PersistentVolume {e.name} was deleted in the {side}")
         v += self._check_claims(moved)
         v += self._check_markers()

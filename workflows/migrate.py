@@ -181,7 +181,7 @@ class MigrateOrdinal:
                 MigrationActivities.import_volumes,
                 ImportInput(request=r, migration_id=task.migration_id, ordinal=task.ordinal),
                 summary=f"{dst.context}: import {len(volumes)} volume(s) of ordinal {k}",
-                **QUICK,
+                **waiting(60),
             ),
         )
         await self._step(

@@ -131,3 +131,98 @@ async def test_six_replicas_move_keeping_every_invariant(
     (tmp_path / "timings.json").write_text(json.dumps(timings, indent=1))
     print("\nper-ordinal seconds:", json.dumps(timings, indent=1))
     print("history events: parent", len(found[0].events), "child", len(found[1].events))
+
+
+async def test_into_another_destination_namespace(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    second_namespace: str,
+) -> None:
+    deploy_app(kube["source"], namespace, "kv", 3, secret_value="x", ready_delay="200ms")
+    observer = Observer(kube, namespace, second_namespace, "kv", TEMPLATES)
+    observer.start()
+    try:
+        _, result = await migrate(
+            temporal_env,
+            worker,
+            MigrationRequest(
+                statefulset="kv",
+                namespace=namespace,
+                destination_namespace=second_namespace,
+                source_context="source",
+                destination_context="destination",
+                timeouts=TIMEOUTS,
+            ),
+        )
+    finally:
+        observer.stop()
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    assert [o.ordinal for o in result.moved] == [2, 1, 0]
+    assert {d.name for d in result.dependencies if d.action == "copied"} >= {"kv-auth", "kv"}
+
+
+async def test_a_source_slice_that_starts_at_ordinal_2(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    deploy_app(kube["source"], namespace, "zk", 4, start=2, secret_value="x", ready_delay="200ms")
+    observer = Observer(kube, namespace, namespace, "zk", TEMPLATES)
+    observer.start()
+    try:
+        _, result = await migrate(
+            temporal_env,
+            worker,
+            MigrationRequest(
+                statefulset="zk",
+                namespace=namespace,
+                source_context="source",
+                destination_context="destination",
+                timeouts=TIMEOUTS,
+            ),
+        )
+    finally:
+        observer.stop()
+    assert observer.verdict([5, 4, 3, 2], (2, 0), (2, 4)) == []
+    assert result.plan is not None and (result.plan.source_start, result.plan.end) == (2, 6)
+    assert [o.ordinal for o in result.moved] == [5, 4, 3, 2]
+
+
+async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_it(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    deploy_app(kube["source"], namespace, "pg", 5, secret_value="x", ready_delay="200ms", grace=1)
+    observer = Observer(kube, namespace, namespace, "pg", TEMPLATES)
+    observer.start()
+    request = MigrationRequest(
+        statefulset="pg",
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+        stop_at_ordinal=3,
+        timeouts=TIMEOUTS,
+    )
+    try:
+        _, split = await migrate(temporal_env, worker, request)
+        # The StatefulSet now runs split: [0, 3) in the source, [3, 5) in the destination.
+        assert [o.ordinal for o in split.moved] == [4, 3]
+        assert observer.verdict([4, 3], (0, 3), (3, 2)) == []
+        _, rest = await migrate(
+            temporal_env, worker, request.model_copy(update={"stop_at_ordinal": None})
+        )
+    finally:
+        observer.stop()
+    assert rest.plan is not None
+    assert (rest.plan.destination_exists, rest.plan.destination_start, rest.plan.end) == (
+        True,
+        3,
+        5,
+    )
+    assert [o.ordinal for o in rest.moved] == [2, 1, 0]
+    assert observer.verdict([4, 3, 2, 1, 0], (0, 0), (0, 5)) == []

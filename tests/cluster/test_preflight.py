@@ -1,0 +1,142 @@
+"""Preflight refuses bad requests and cluster states before anything changes."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from kubernetes import client
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.models import MigrationRequest, MigrationResult
+from tests.helpers import WorkerProcess, apply_statefulset, deploy_app, statefulset
+
+pytestmark = pytest.mark.cluster
+
+
+def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str]:
+    """name -> resourceVersion of everything a migration could touch, in both clusters."""
+    out: dict[str, str] = {}
+    for side, api in kube.items():
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        listings: list[tuple[str, Any]] = [
+            ("sts", apps.list_namespaced_stateful_set(namespace)),
+            ("pod", core.list_namespaced_pod(namespace)),
+            ("pvc", core.list_namespaced_persistent_volume_claim(namespace)),
+            ("secret", core.list_namespaced_secret(namespace)),
+            ("cm", core.list_namespaced_config_map(namespace)),
+            ("svc", core.list_namespaced_service(namespace)),
+            ("pv", core.list_persistent_volume()),
+            ("va", client.StorageV1Api(api).list_volume_attachment()),
+        ]
+        for kind, listing in listings:
+            for item in listing.items:
+                out[f"{side}/{kind}/{item.metadata.name}"] = item.metadata.resource_version
+    return out
+
+
+async def refused(
+    env: WorkflowEnvironment, worker: WorkerProcess, request: MigrationRequest
+) -> ApplicationError:
+    with pytest.raises(WorkflowFailureError) as failure:
+        await env.client.execute_workflow(
+            "MigrateStatefulSet",
+            request,
+            id=f"refuse-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+            result_type=MigrationResult,
+        )
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "PreflightFailed" and cause.non_retryable
+    return cause
+
+
+async def test_preflight_refusals_change_nothing(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    deploy_app(
+        kube["source"],
+        namespace,
+        "db",
+        2,
+        secret_value="x",
+        ready_delay="100ms",
+        when_scaled="Delete",
+    )
+    base = {
+        "statefulset": "db",
+        "namespace": namespace,
+        "source_context": "source",
+        "destination_context": "destination",
+    }
+    cases = [
+        (base, "whenScaled is Delete"),
+        ({**base, "statefulset": "nothere"}, "source StatefulSet"),
+        (
+            {
+                **base,
+                "fix_retention_policy": True,
+                "storage_class_mapping": {"local-csi": "fast-ssd"},
+            },
+            "storage class fast-ssd",
+        ),
+        ({**base, "source_context": "elsewhere"}, "context 'elsewhere'"),
+        ({**base, "fix_retention_policy": True, "stop_at_ordinal": 7}, "stop_at_ordinal"),
+    ]
+    before = snapshot(kube, namespace)
+    for fields, expected in cases:
+        error = await refused(temporal_env, worker, MigrationRequest(**fields))
+        assert expected in error.message, error.message
+        assert "fix:" in error.message
+    assert snapshot(kube, namespace) == before, "a refused request changed a cluster"
+    # An incompatible destination StatefulSet (another serviceName) is refused too.
+    other = statefulset("db", 0, start=2, templates={"data": None, "logs": "local-csi"})
+    other["spec"]["serviceName"] = "something-else"
+    apply_statefulset(kube["destination"], namespace, other)
+    before = snapshot(kube, namespace)
+    error = await refused(temporal_env, worker, MigrationRequest(**base, fix_retention_policy=True))
+    assert "serviceName 'something-else'" in error.message
+    # Several problems come back together, each with its fix.
+    assert error.message.count("fix:") >= 1
+    assert snapshot(kube, namespace) == before
+
+
+async def test_dry_run_returns_the_plan_and_changes_nothing(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    deploy_app(kube["source"], namespace, "db", 3, secret_value="x", ready_delay="100ms")
+    before = snapshot(kube, namespace)
+    result = await temporal_env.client.execute_workflow(
+        "MigrateStatefulSet",
+        MigrationRequest(
+            statefulset="db",
+            namespace=namespace,
+            source_context="source",
+            destination_context="destination",
+            dry_run=True,
+        ),
+        id=f"dry-{uuid.uuid4().hex[:8]}",
+        task_queue=worker.task_queue,
+        result_type=MigrationResult,
+    )
+    assert snapshot(kube, namespace) == before
+    assert result.dry_run and result.plan is not None and result.moved == []
+    plan = result.plan
+    assert [o.ordinal for o in plan.ordinals] == [2, 1, 0]
+    assert [len(o.volumes) for o in plan.ordinals] == [2, 2, 2]
+    assert plan.ordinals[0].volumes[0].claim == "data-db-2"
+    assert {(d.kind, d.action) for d in plan.dependencies} >= {
+        ("Secret", "copy"),
+        ("Service", "copy"),
+    }
+    assert any("hostPath" in w for w in plan.warnings)
