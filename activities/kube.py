@@ -43,7 +43,15 @@ class Kube:
         self.authz = client.AuthorizationV1Api(api)
 
     # -- plumbing ----------------------------------------------------------------------
+    @staticmethod
+    def _alive() -> None:
+        # Every request is a sign of life: an activity that makes many reads (preflight)
+        # is noticed dead by its heartbeat timeout, not its much longer run timeout.
+        if activity.in_activity():
+            activity.heartbeat()
+
     def call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+        self._alive()
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except errors.API_FAILURES as exc:
@@ -52,6 +60,7 @@ class Kube:
         return json.loads(data) if data else {}
 
     def maybe(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+        self._alive()
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:

@@ -55,9 +55,7 @@ async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
         await env.shutdown()
 
 
-@pytest.fixture
-def namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
-    """A fresh namespace of the same name in both clusters, deleted afterwards."""
+def _fresh_namespace(kube: dict[str, client.ApiClient]) -> str:
     name = f"t-{uuid.uuid4().hex[:10]}"
     for api in kube.values():
         core = client.CoreV1Api(api)
@@ -73,9 +71,28 @@ def namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
             timeout=30,
             what=f"default ServiceAccount in {name}",
         )
-    yield name
+    return name
+
+
+def _remove_namespace(kube: dict[str, client.ApiClient], name: str) -> None:
     for api in kube.values():
         client.CoreV1Api(api).delete_namespace(name)
+
+
+@pytest.fixture
+def namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
+    """A fresh namespace of the same name in both clusters, deleted afterwards."""
+    name = _fresh_namespace(kube)
+    yield name
+    _remove_namespace(kube, name)
+
+
+@pytest.fixture
+def second_namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
+    """One more fresh namespace in both clusters (e.g. a different destination namespace)."""
+    name = _fresh_namespace(kube)
+    yield name
+    _remove_namespace(kube, name)
 
 
 @pytest.fixture
@@ -95,16 +112,3 @@ def worker(
     proc.start()
     yield proc
     proc.stop()
-
-
-@pytest.fixture
-def second_namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
-    """One more fresh namespace in both clusters (e.g. a different destination namespace)."""
-    name = f"t-{uuid.uuid4().hex[:10]}"
-    for api in kube.values():
-        client.CoreV1Api(api).create_namespace(
-            client.V1Namespace(metadata=client.V1ObjectMeta(name=name))
-        )
-    yield name
-    for api in kube.values():
-        client.CoreV1Api(api).delete_namespace(name)

@@ -60,7 +60,7 @@ def waiting(seconds: int) -> dict[str, Any]:
     seconds, so a dead worker is noticed after the heartbeat timeout, not the wait's."""
     return {
         "start_to_close_timeout": timedelta(seconds=seconds + 60),
-        "heartbeat_timeout": timedelta(seconds=20),
+        "heartbeat_timeout": timedelta(seconds=15),
         "retry_policy": RETRY,
     }
 
@@ -257,6 +257,7 @@ class MigrateStatefulSet:
             PlanInput(request=request, migration_id=migration_id),
             summary="preflight: check both clusters and build the plan",
             start_to_close_timeout=timedelta(minutes=2),
+            heartbeat_timeout=timedelta(seconds=15),
             retry_policy=RETRY,
         )
         for warning in plan.warnings:

@@ -47,7 +47,9 @@ def record(name: str, history: WorkflowHistory) -> None:
     """Keep a history for the replay test when STSMIGRATE_RECORD_HISTORIES=1."""
     if os.environ.get("STSMIGRATE_RECORD_HISTORIES") == "1":
         HISTORIES.mkdir(exist_ok=True)
-        (HISTORIES / f"{name}.json").write_text(history.to_json())
+        # The id matters on replay: child workflow ids derive from it.
+        recorded = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+        (HISTORIES / f"{name}.json").write_text(json.dumps(recorded))
 
 
 async def migrate(
