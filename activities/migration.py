@@ -21,7 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import errors, manifests
-from activities.kube import Kube, Obj
+from activities.kube import MERGE_PATCH, WAIT_TIMEOUT, Kube, Obj
 from activities.models import (
     ClaimsBoundInput,
     DependenciesResult,
@@ -49,6 +49,8 @@ log = structlog.get_logger(__name__)
 CONFLICTING_CHANGE = "ConflictingChange"
 NOT_OURS = "NotOurs"
 ANNOTATION_ORIGINAL_POLICY = "stsmigrate.dev/original-reclaim-policy"
+ANNOTATION_BIND_NUDGE = "stsmigrate.dev/bind-retry"
+NUDGE_AFTER = 0.5  # seconds a claim may stay unbound before it is nudged
 
 
 def _conflict(message: str) -> ApplicationError:
@@ -461,21 +463,54 @@ class MigrationActivities:
 
     @activity.defn
     def wait_for_claims_bound(self, request: ClaimsBoundInput) -> None:
+        """Wait until every claim is Bound.
+
+        Kubernetes quirk: for a pre-bound PV and claim, the PV controller's claim and
+        volume workers race on the same PV; the loser logs "Error binding volume to
+        claim: failed saving the volume status ... the object has been modified" and
+        the claim then waits for the controller's 15 s resync. A claim still unbound
+        after NUDGE_AFTER seconds gets an annotation update, an event that makes the
+        controller sync it again at once. The annotation changes nothing else.
+        """
         kube = self.kube(request.context)
         claims = set(request.claims)
+        deadline = time.monotonic() + request.timeout
 
         def bound(pvcs: dict[str, Obj]) -> bool:
             return all(
-                (pvcs.get(c, {}).get("status") or {}).get("phase") == "Bound" for c in claims
+                ((pvcs.get(c) or {}).get("status") or {}).get("phase") == "Bound" for c in claims
             )
 
-        kube.wait(
-            f"claims {sorted(claims)} Bound",
-            kube.core.list_namespaced_persistent_volume_claim,
-            (request.namespace,),
-            bound,
-            request.timeout,
-        )
+        nudges = 0
+        while True:
+            window = min(NUDGE_AFTER, max(0.5, deadline - time.monotonic()))
+            try:
+                kube.wait(
+                    f"claims {sorted(claims)} Bound",
+                    kube.core.list_namespaced_persistent_volume_claim,
+                    (request.namespace,),
+                    bound,
+                    window,
+                )
+                return
+            except ApplicationError as exc:
+                if exc.type != WAIT_TIMEOUT or time.monotonic() >= deadline:
+                    raise
+            nudges += 1
+            for claim in sorted(claims):
+                pvc = kube.pvc(request.namespace, claim)
+                if pvc is not None and (pvc.get("status") or {}).get("phase") != "Bound":
+                    kube.call(
+                        f"annotate PersistentVolumeClaim {claim}",
+                        kube.core.patch_namespaced_persistent_volume_claim,
+                        claim,
+                        request.namespace,
+                        {"metadata": {"annotations": {ANNOTATION_BIND_NUDGE: str(nudges)}}},
+                        _content_type=MERGE_PATCH,
+                    )
+            log.info(
+                "claims_bind_nudged", context=kube.context, claims=sorted(claims), nudge=nudges
+            )
 
     @activity.defn
     def wait_for_pod_ready(self, request: PodReadyInput) -> PodState:

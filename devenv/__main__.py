@@ -8,20 +8,15 @@ python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a wor
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
-import os
 import signal
-import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
-from devenv.temporal import DevServer
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -59,69 +54,10 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-async def _describe(address: str, contexts: list[str]) -> str:
-    from temporalio.client import Client
-    from temporalio.contrib.pydantic import pydantic_data_converter
-
-    from activities.models import TASK_QUEUE, DescribeClustersInput, DescribeClustersResult
-
-    client = await Client.connect(address, data_converter=pydantic_data_converter)
-    workflow_id = f"describe-clusters-{uuid.uuid4().hex[:8]}"
-    result: DescribeClustersResult = await client.execute_workflow(
-        "DescribeClusters",
-        DescribeClustersInput(contexts=contexts),
-        id=workflow_id,
-        task_queue=TASK_QUEUE,
-        result_type=DescribeClustersResult,
-    )
-    for info in result.clusters:
-        _say(f"  {info.context:12} Kubernetes {info.server_version}, "
-             f"{info.nodes_ready}/{info.nodes} nodes Ready")  # fmt: skip
-    return workflow_id
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
-    workdir = _workdir(args.workdir, "stsmigrate-demo-")
-    server = DevServer(workdir / "temporal", db_filename=workdir / "temporal" / "temporal.db")
-    worker: subprocess.Popen[bytes] | None = None
-    try:
-        _say("starting the Temporal dev server ...")
-        server.start()
-        _say("starting the source and destination clusters ...")
-        with LocalClusters(workdir / "clusters") as lc:
-            env = {
-                **os.environ,
-                "TEMPORAL_ADDRESS": server.address,
-                "TEMPORAL_NAMESPACE": "default",
-                "STSMIGRATE_KUBECONFIG": str(lc.kubeconfig),
-            }
-            worker_log = workdir / "worker.log"
-            _say(f"starting the worker (JSON logs in {worker_log}) ...")
-            with worker_log.open("ab") as log:
-                worker = subprocess.Popen(
-                    ["setpriv", "--pdeathsig", "SIGTERM", "--", sys.executable,
-                     str(REPO / "worker.py")],
-                    env=env, stdout=log, stderr=subprocess.STDOUT,
-                )  # fmt: skip
-            _say("running the DescribeClusters workflow through the worker:")
-            workflow_id = asyncio.run(_describe(server.address, list(lc.clusters)))
-            _say("")
-            _say(f"Temporal UI:  {server.ui_url}/namespaces/default/workflows/{workflow_id}")
-            _say(f"Temporal:     TEMPORAL_ADDRESS={server.address}")
-            _say(f"kubeconfig:   {lc.kubeconfig}  (contexts: {', '.join(lc.clusters)})")
-            _say(
-                f"try:          kubectl --kubeconfig {lc.kubeconfig} --context destination"
-                " get nodes"
-            )
-            if not args.exit:
-                _say("Ctrl-C stops everything.")
-                _wait_for_interrupt()
-    finally:
-        if worker and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(40)
-        server.stop()
-    return 0
+    from devenv import demo  # imports the product's payload models; only the demo needs them
+
+    return demo.run(_workdir(args.workdir, "stsmigrate-demo-"), wait=not args.exit)
 
 
 def _rss_kib(pid: int) -> int:
@@ -178,9 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", help="folder for cluster state (default: a new temp folder)")
     up.add_argument("--nodes", type=int, default=3, help="fake nodes per cluster (default 3)")
     up.add_argument("--exit", action="store_true", help="stop as soon as the clusters are ready")
-    demo = sub.add_parser("demo", help="dev server, clusters, worker and a workflow")
+    demo = sub.add_parser("demo", help="dev server, clusters, worker and a real migration")
     demo.add_argument("--workdir", help="folder for all state (default: a new temp folder)")
-    demo.add_argument("--exit", action="store_true", help="stop once the workflow has run")
+    demo.add_argument("--exit", action="store_true", help="stop once the migration is done")
     measure = sub.add_parser("measure", help="warm start time and RSS of both clusters")
     measure.add_argument("--workdir", help="folder for cluster state (default: a temp folder)")
     measure.add_argument("--replicas", type=int, default=6, help="StatefulSet size (default 6)")
