@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import json
+import random
 import shutil
 import signal
 import socket
@@ -47,10 +48,36 @@ class ClusterError(RuntimeError):
     """A cluster did not start; the message names the component and its log."""
 
 
+_handed_out: set[int] = set()
+
+
+def _ephemeral_start() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A free loopback port below the kernel's ephemeral range.
+
+    Ports from the ephemeral range (what binding to port 0 returns) are also what
+    every outgoing connection on the machine draws from, so one could be taken
+    between our check and the component's bind; below the range only listeners
+    compete. No port is handed out twice by one process.
+    """
+    low, high = 20000, _ephemeral_start() - 1
+    while True:
+        port = random.randint(low, high)  # noqa: S311 (not security-relevant)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        _handed_out.add(port)
+        return port
 
 
 @dataclass

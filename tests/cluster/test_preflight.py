@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import json
+import shlex
 import uuid
 from typing import Any
 
@@ -12,7 +15,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import MigrationRequest, MigrationResult
-from tests.helpers import WorkerProcess, apply_statefulset, deploy_app, statefulset
+from devenv.temporal import temporal_binary
+from tests.helpers import REPO, WorkerProcess, apply_statefulset, deploy_app, statefulset
 
 pytestmark = pytest.mark.cluster
 
@@ -140,3 +144,47 @@ async def test_dry_run_returns_the_plan_and_changes_nothing(
         ("Service", "copy"),
     }
     assert any("hostPath" in w for w in plan.warnings)
+
+
+async def test_readme_migration_commands_work_as_written(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """The README's `temporal workflow start` / `result` lines (a dry run), run by the CLI."""
+    deploy_app(kube["source"], namespace, "redis", 2, secret_value="x", ready_delay="100ms")
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("temporal workflow start --type MigrateStatefulSet", 1)[1]
+    block = "temporal workflow start --type MigrateStatefulSet" + block.split("```", 1)[0]
+    workflow_id = f"readme-{uuid.uuid4().hex[:8]}"
+    text = (
+        block.replace("\\\n", " ")
+        .replace("prod-a", "source")
+        .replace("prod-b", "destination")
+        .replace('"shop"', f'"{namespace}"')
+        .replace("stsmigrate/source/shop/redis", workflow_id)
+        .replace("statefulset-migration", worker.task_queue)
+    )
+    address = temporal_env.client.service_client.config.target_host
+    outputs = []
+    for line in [ln for ln in text.splitlines() if ln.strip()]:
+        args = shlex.split(line)
+        assert args[0] == "temporal"
+        proc = await asyncio.create_subprocess_exec(
+            temporal_binary(),
+            *args[1:],
+            "--address",
+            address,
+            "--output",
+            "json",
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
+        assert proc.returncode == 0, stderr.decode()
+        outputs.append(stdout.decode())
+    assert len(outputs) == 2
+    result = json.loads(outputs[1])["result"]
+    assert result["dry_run"] is True
+    assert [o["ordinal"] for o in result["plan"]["ordinals"]] == [1, 0]

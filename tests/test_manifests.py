@@ -1,0 +1,281 @@
+"""Pure manifest rules: what is stripped, kept and mapped (no cluster needed)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+
+from activities import manifests
+from activities.models import MigrationRequest
+from activities.preflight import minor_version, slice_of
+
+REQUEST = MigrationRequest(
+    statefulset="redis",
+    namespace="shop",
+    source_context="a",
+    destination_context="b",
+    destination_namespace="shop2",
+    storage_class_mapping={"fast": "ssd"},
+)
+SERVER_FIELDS = {
+    "uid": "u1",
+    "resourceVersion": "42",
+    "generation": 3,
+    "creationTimestamp": "2026-01-01T00:00:00Z",
+    "managedFields": [{}],
+    "ownerReferences": [{"kind": "X"}],
+    "finalizers": ["f"],
+}
+
+
+def source_sts() -> dict[str, Any]:
+    return {
+        "metadata": {
+            "name": "redis",
+            "namespace": "shop",
+            "labels": {"app": "redis"},
+            "annotations": {"team": "db", "kubectl.kubernetes.io/last-applied-configuration": "{}"},
+            **SERVER_FIELDS,
+        },
+        "spec": {
+            "replicas": 6,
+            "serviceName": "redis",
+            "selector": {"matchLabels": {"app": "redis"}},
+            "template": {"metadata": {"labels": {"app": "redis"}}, "spec": {"containers": []}},
+            "persistentVolumeClaimRetentionPolicy": {
+                "whenScaled": "Delete",
+                "whenDeleted": "Delete",
+            },
+            "volumeClaimTemplates": [
+                {
+                    "metadata": {"name": "data", "creationTimestamp": None},
+                    "spec": {"storageClassName": "fast"},
+                    "status": {"phase": "Pending"},
+                },
+                {"metadata": {"name": "logs"}, "spec": {}},
+            ],
+        },
+        "status": {"replicas": 6},
+    }
+
+
+def test_destination_statefulset_owns_an_empty_slice_and_drops_server_fields() -> None:
+    out = manifests.destination_statefulset(source_sts(), REQUEST, "mig/1", start=6)
+    meta = out["metadata"]
+    assert not set(SERVER_FIELDS) & set(meta)
+    assert meta["namespace"] == "shop2"
+    assert meta["annotations"]["team"] == "db"
+    assert "kubectl.kubernetes.io/last-applied-configuration" not in meta["annotations"]
+    assert meta["annotations"]["stsmigrate.dev/migration-id"] == "mig/1"
+    assert meta["labels"]["app"] == "redis" and manifests.is_ours(out, "mig/1")
+    assert not manifests.is_ours(out, "mig/2")
+    assert "status" not in out
+    spec = out["spec"]
+    assert (spec["replicas"], spec["ordinals"]) == (0, {"start": 6})
+    assert spec["persistentVolumeClaimRetentionPolicy"] == {
+        "whenScaled": "Retain",
+        "whenDeleted": "Delete",
+    }
+    data, logs = spec["volumeClaimTemplates"]
+    assert data == {"metadata": {"name": "data"}, "spec": {"storageClassName": "ssd"}}
+    assert logs["spec"] == {}
+
+
+def test_destination_pv_keeps_storage_and_prebinds_to_the_claim() -> None:
+    pv = {
+        "metadata": {
+            "name": "pvc-1",
+            "annotations": {"pv.kubernetes.io/provisioned-by": "x"},
+            **SERVER_FIELDS,
+        },
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "persistentVolumeReclaimPolicy": "Delete",
+            "storageClassName": "fast",
+            "csi": {"driver": "d", "volumeHandle": "h"},
+            "claimRef": {"namespace": "shop", "name": "data-redis-5", "uid": "old"},
+        },
+        "status": {"phase": "Released"},
+    }
+    out = manifests.destination_pv(pv, REQUEST, "mig/1", "data-redis-5", 5)
+    assert out["spec"]["claimRef"] == {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "namespace": "shop2",
+        "name": "data-redis-5",
+    }
+    assert out["spec"]["persistentVolumeReclaimPolicy"] == "Retain"
+    assert out["spec"]["storageClassName"] == "ssd"
+    assert manifests.storage_identity(out) == manifests.storage_identity(pv) == "csi d h"
+    assert "namespace" not in out["metadata"] and "status" not in out
+    assert out["metadata"]["annotations"].keys() == {
+        "stsmigrate.dev/migration-id",
+        "stsmigrate.dev/source",
+    }
+    assert out["metadata"]["labels"]["stsmigrate.dev/ordinal"] == "5"
+    assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete", "input was mutated"
+
+
+def test_destination_pvc_names_its_volume() -> None:
+    pvc = {
+        "metadata": {"name": "data-redis-5", "namespace": "shop", **SERVER_FIELDS},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "fast",
+            "resources": {"requests": {"storage": "2Gi"}},
+            "volumeName": "old",
+            "dataSource": {"kind": "VolumeSnapshot"},
+        },
+    }
+    out = manifests.destination_pvc(pvc, REQUEST, "mig/1", "pvc-1", 5)
+    assert out["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "storageClassName": "ssd",
+        "resources": {"requests": {"storage": "2Gi"}},
+        "volumeName": "pvc-1",
+        "volumeMode": "Filesystem",
+    }
+    assert out["metadata"]["namespace"] == "shop2"
+
+
+def test_every_kind_of_dependency_reference_is_found() -> None:
+    pod = {
+        "serviceAccountName": "redis-sa",
+        "imagePullSecrets": [{"name": "pull"}],
+        "initContainers": [{"envFrom": [{"configMapRef": {"name": "init-cm"}}]}],
+        "containers": [
+            {
+                "env": [
+                    {"name": "P", "valueFrom": {"secretKeyRef": {"name": "env-secret"}}},
+                    {"name": "C", "valueFrom": {"configMapKeyRef": {"name": "env-cm"}}},
+                    {"name": "X", "value": "plain"},
+                ],
+                "envFrom": [{"secretRef": {"name": "envfrom-secret"}}],
+            }
+        ],
+        "volumes": [
+            {"name": "a", "secret": {"secretName": "vol-secret"}},
+            {"name": "b", "configMap": {"name": "vol-cm"}},
+            {
+                "name": "c",
+                "projected": {
+                    "sources": [
+                        {"secret": {"name": "proj-secret"}},
+                        {"configMap": {"name": "proj-cm"}},
+                        {"downwardAPI": {}},
+                    ]
+                },
+            },
+            {"name": "d", "persistentVolumeClaim": {"claimName": "x"}},
+        ],
+    }
+    found = manifests.referenced_dependencies(pod)
+    assert found["Secret"] == {"pull", "env-secret", "envfrom-secret", "vol-secret", "proj-secret"}
+    assert found["ConfigMap"] == {"init-cm", "env-cm", "vol-cm", "proj-cm"}
+    assert found["ServiceAccount"] == {"redis-sa"}
+    assert manifests.referenced_dependencies({"serviceAccountName": "default"}) == {
+        "Secret": set(),
+        "ConfigMap": set(),
+        "ServiceAccount": set(),
+    }
+
+
+@pytest.mark.parametrize(("cluster_ip", "kept"), [("None", "None"), ("10.96.0.7", None)])
+def test_services_lose_per_cluster_addresses(cluster_ip: str, kept: str | None) -> None:
+    svc = {
+        "metadata": {"name": "redis", "namespace": "shop", **SERVER_FIELDS},
+        "spec": {
+            "clusterIP": cluster_ip,
+            "clusterIPs": [cluster_ip],
+            "healthCheckNodePort": 3,
+            "ports": [{"port": 6379, "nodePort": 30001}],
+        },
+        "status": {},
+    }
+    out = manifests.copy_object(copy.deepcopy(svc), "Service", REQUEST, "mig/1")
+    assert out["spec"].get("clusterIP") == kept
+    assert "healthCheckNodePort" not in out["spec"]
+    assert out["spec"]["ports"] == [{"port": 6379}]
+    assert "status" not in out and out["metadata"]["namespace"] == "shop2"
+
+
+def test_secrets_are_copied_whole_and_service_accounts_without_token_refs() -> None:
+    secret = {"metadata": {"name": "s", **SERVER_FIELDS}, "type": "Opaque", "data": {"k": "dg=="}}
+    assert manifests.copy_object(secret, "Secret", REQUEST, "m")["data"] == {"k": "dg=="}
+    account = {"metadata": {"name": "sa"}, "secrets": [{"name": "sa-token"}]}
+    assert "secrets" not in manifests.copy_object(account, "ServiceAccount", REQUEST, "m")
+
+
+@pytest.mark.parametrize(
+    ("selector", "matches"),
+    [
+        ({"matchLabels": {"app": "redis"}}, True),
+        ({"matchLabels": {"app": "other"}}, False),
+        ({"matchExpressions": [{"key": "app", "operator": "In", "values": ["redis", "x"]}]}, True),
+        ({"matchExpressions": [{"key": "app", "operator": "NotIn", "values": ["redis"]}]}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "Exists"}]}, False),
+        ({"matchExpressions": [{"key": "tier", "operator": "DoesNotExist"}]}, True),
+        ({}, False),
+    ],
+)
+def test_selector_matches(selector: dict[str, Any], matches: bool) -> None:
+    assert manifests.selector_matches(selector, {"app": "redis"}) is matches
+
+
+def test_storage_identity_tells_storage_apart() -> None:
+    def pv(**spec: Any) -> dict[str, Any]:
+        return {"spec": {"capacity": {"storage": "1Gi"}, **spec}}
+
+    assert manifests.storage_identity(pv(hostPath={"path": "/a"})) == "hostPath /a"
+    assert manifests.storage_identity(pv(nfs={"server": "n", "path": "/e"})) == "nfs n:/e"
+    assert manifests.storage_identity(pv(hostPath={"path": "/a"})) != manifests.storage_identity(
+        pv(hostPath={"path": "/b"})
+    )
+
+
+def test_migration_label_is_label_safe() -> None:
+    label = manifests.migration_label("stsmigrate/" + "x" * 300)
+    assert len(label) == 16 and label.isalnum()
+
+
+@pytest.mark.parametrize(
+    ("version", "parsed"), [("v1.34.4", (1, 34)), ("v1.26.15-eks-1", (1, 26)), ("garbage", None)]
+)
+def test_minor_version(version: str, parsed: tuple[int, int] | None) -> None:
+    assert minor_version(version) == parsed
+
+
+def test_slice_of_defaults() -> None:
+    assert slice_of({"spec": {}}) == (0, 1)
+    assert slice_of({"spec": {"replicas": 0, "ordinals": {"start": 4}}}) == (4, 0)
+
+
+@pytest.mark.parametrize("field", ["statefulset", "namespace", "destination_namespace"])
+@pytest.mark.parametrize("bad", ["", "Upper", "-lead", "a" * 64, "under_score"])
+def test_requests_with_invalid_names_are_refused(field: str, bad: str) -> None:
+    fields = {
+        "statefulset": "redis",
+        "namespace": "shop",
+        "source_context": "a",
+        "destination_context": "b",
+        field: bad,
+    }
+    with pytest.raises(ValueError, match=field):
+        MigrationRequest(**fields)
+
+
+def test_requests_with_invalid_numbers_are_refused() -> None:
+    base = {
+        "statefulset": "redis",
+        "namespace": "shop",
+        "source_context": "a",
+        "destination_context": "b",
+    }
+    with pytest.raises(ValueError, match="stop_at_ordinal"):
+        MigrationRequest(**base, stop_at_ordinal=-1)
+    with pytest.raises(ValueError, match="pod_gone"):
+        MigrationRequest(**base, timeouts={"pod_gone": 0})
+    with pytest.raises(ValueError, match="source_context"):
+        MigrationRequest(**{**base, "source_context": ""})
