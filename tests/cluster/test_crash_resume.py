@@ -12,9 +12,9 @@ import pytest
 from kubernetes import client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import MigrationRequest, MigrationResult
+from activities.models import MigrationResult
 from devenv.observer import Observer
-from tests.cluster.test_migration import TEMPLATES, TIMEOUTS, histories, record
+from tests.cluster.test_migration import TEMPLATES, histories, record, request_for
 from tests.helpers import WorkerProcess, deploy_app
 
 pytestmark = pytest.mark.cluster
@@ -84,13 +84,7 @@ async def test_worker_killed_mid_migration_resumes_at_the_same_step(
     try:
         handle = await temporal_env.client.start_workflow(
             "MigrateStatefulSet",
-            MigrationRequest(
-                statefulset="app",
-                namespace=namespace,
-                source_context="source",
-                destination_context="destination",
-                timeouts=TIMEOUTS,
-            ),
+            request_for("app", namespace),
             id=migration_id,
             task_queue=worker.task_queue,
             result_type=MigrationResult,

@@ -4,9 +4,11 @@ judged by the independent observer."""
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -52,6 +54,30 @@ def record(name: str, history: WorkflowHistory) -> None:
         (HISTORIES / f"{name}.json").write_text(json.dumps(recorded))
 
 
+def request_for(name: str, namespace: str, **fields: Any) -> MigrationRequest:
+    return MigrationRequest(
+        statefulset=name,
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+        timeouts=TIMEOUTS,
+        **fields,
+    )
+
+
+@contextlib.contextmanager
+def observing(
+    kube: dict[str, client.ApiClient], namespace: str, destination_namespace: str, name: str
+) -> Iterator[Observer]:
+    """An observer watching both clusters for the duration of the block."""
+    observer = Observer(kube, namespace, destination_namespace, name, TEMPLATES)
+    observer.start()
+    try:
+        yield observer
+    finally:
+        observer.stop()
+
+
 async def migrate(
     env: WorkflowEnvironment, worker: WorkerProcess, request: MigrationRequest
 ) -> tuple[str, MigrationResult]:
@@ -75,22 +101,8 @@ async def test_six_replicas_move_keeping_every_invariant(
 ) -> None:
     secret_value = f"pw-{uuid.uuid4().hex}"
     deploy_app(kube["source"], namespace, "redis", 6, secret_value=secret_value)
-    observer = Observer(kube, namespace, namespace, "redis", TEMPLATES)
-    observer.start()
-    try:
-        migration_id, result = await migrate(
-            temporal_env,
-            worker,
-            MigrationRequest(
-                statefulset="redis",
-                namespace=namespace,
-                source_context="source",
-                destination_context="destination",
-                timeouts=TIMEOUTS,
-            ),
-        )
-    finally:
-        observer.stop()
+    with observing(kube, namespace, namespace, "redis") as observer:
+        migration_id, result = await migrate(temporal_env, worker, request_for("redis", namespace))
     assert observer.verdict([5, 4, 3, 2, 1, 0], (0, 0), (0, 6)) == []
 
     assert [o.ordinal for o in result.moved] == [5, 4, 3, 2, 1, 0]
@@ -143,23 +155,12 @@ async def test_into_another_destination_namespace(
     second_namespace: str,
 ) -> None:
     deploy_app(kube["source"], namespace, "kv", 3, secret_value="x", ready_delay="200ms")
-    observer = Observer(kube, namespace, second_namespace, "kv", TEMPLATES)
-    observer.start()
-    try:
+    with observing(kube, namespace, second_namespace, "kv") as observer:
         _, result = await migrate(
             temporal_env,
             worker,
-            MigrationRequest(
-                statefulset="kv",
-                namespace=namespace,
-                destination_namespace=second_namespace,
-                source_context="source",
-                destination_context="destination",
-                timeouts=TIMEOUTS,
-            ),
+            request_for("kv", namespace, destination_namespace=second_namespace),
         )
-    finally:
-        observer.stop()
     assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
     assert [o.ordinal for o in result.moved] == [2, 1, 0]
     assert {d.name for d in result.dependencies if d.action == "copied"} >= {"kv-auth", "kv"}
@@ -172,22 +173,8 @@ async def test_a_source_slice_that_starts_at_ordinal_2(
     namespace: str,
 ) -> None:
     deploy_app(kube["source"], namespace, "zk", 4, start=2, secret_value="x", ready_delay="200ms")
-    observer = Observer(kube, namespace, namespace, "zk", TEMPLATES)
-    observer.start()
-    try:
-        _, result = await migrate(
-            temporal_env,
-            worker,
-            MigrationRequest(
-                statefulset="zk",
-                namespace=namespace,
-                source_context="source",
-                destination_context="destination",
-                timeouts=TIMEOUTS,
-            ),
-        )
-    finally:
-        observer.stop()
+    with observing(kube, namespace, namespace, "zk") as observer:
+        _, result = await migrate(temporal_env, worker, request_for("zk", namespace))
     assert observer.verdict([5, 4, 3, 2], (2, 0), (2, 4)) == []
     assert result.plan is not None and (result.plan.source_start, result.plan.end) == (2, 6)
     assert [o.ordinal for o in result.moved] == [5, 4, 3, 2]
@@ -200,17 +187,8 @@ async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_i
     namespace: str,
 ) -> None:
     deploy_app(kube["source"], namespace, "pg", 5, secret_value="x", ready_delay="200ms", grace=1)
-    observer = Observer(kube, namespace, namespace, "pg", TEMPLATES)
-    observer.start()
-    request = MigrationRequest(
-        statefulset="pg",
-        namespace=namespace,
-        source_context="source",
-        destination_context="destination",
-        stop_at_ordinal=3,
-        timeouts=TIMEOUTS,
-    )
-    try:
+    request = request_for("pg", namespace, stop_at_ordinal=3)
+    with observing(kube, namespace, namespace, "pg") as observer:
         _, split = await migrate(temporal_env, worker, request)
         # The StatefulSet now runs split: [0, 3) in the source, [3, 5) in the destination.
         assert [o.ordinal for o in split.moved] == [4, 3]
@@ -218,8 +196,6 @@ async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_i
         _, rest = await migrate(
             temporal_env, worker, request.model_copy(update={"stop_at_ordinal": None})
         )
-    finally:
-        observer.stop()
     assert rest.plan is not None
     assert (rest.plan.destination_exists, rest.plan.destination_start, rest.plan.end) == (
         True,
