@@ -298,3 +298,13 @@ class MigrationResult(Payload):
     source: StatefulSetState | None = None
     destination: StatefulSetState | None = None
     seconds: float = 0.0
+
+
+class Progress(Payload):
+    """Where a migration is (the ``progress`` query of MigrateStatefulSet)."""
+
+    phase: str = "starting"  # starting, preflight, preparing, moving, done
+    current_ordinal: int | None = None
+    finished: list[OrdinalResult] = Field(default_factory=list)
+    remaining: list[int] = Field(default_factory=list, description="highest first")
+    warnings: list[str] = Field(default_factory=list)

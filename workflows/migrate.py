@@ -29,9 +29,11 @@ with workflow.unsafe.imports_passed_through():
         MigrationResult,
         OrdinalInput,
         OrdinalResult,
+        Plan,
         PlanInput,
         PodReadyInput,
         PodRef,
+        Progress,
         ReleaseClaimsInput,
         RetainInput,
         SetSliceInput,
@@ -232,9 +234,46 @@ class MigrateOrdinal:
         )
 
 
+def progress_table(progress: Progress, plan: Plan | None) -> str:
+    """The markdown shown as the workflow's current details in the Temporal UI."""
+    lines = [f"**phase:** {progress.phase}"]
+    if plan is not None:
+        lines[0] += (
+            f" · {plan.statefulset}: {plan.source_context}/{plan.namespace} → "
+            f"{plan.destination_context}/{plan.destination_namespace}"
+        )
+        lines += ["", "| ordinal | status | seconds |", "|---|---|---|"]
+        done = {r.ordinal: r for r in progress.finished}
+        for ordinal in plan.ordinals:
+            k = ordinal.ordinal
+            if k in done:
+                lines.append(f"| {k} | moved | {done[k].seconds:.1f} |")
+            elif k == progress.current_ordinal:
+                lines.append(f"| {k} | moving | |")
+            else:
+                lines.append(f"| {k} | waiting | |")
+    return "\n".join(lines)
+
+
 @workflow.defn(name="MigrateStatefulSet")
 class MigrateStatefulSet:
     """Move a StatefulSet from the source to the destination cluster, ordinal by ordinal."""
+
+    def __init__(self) -> None:
+        self._progress = Progress()
+        self._plan: Plan | None = None
+
+    @workflow.query
+    def progress(self) -> Progress:
+        return self._progress
+
+    @workflow.query
+    def plan(self) -> Plan | None:
+        return self._plan
+
+    def _set(self, **changes: object) -> None:
+        self._progress = self._progress.model_copy(update=changes)
+        workflow.set_current_details(progress_table(self._progress, self._plan))
 
     @workflow.run
     async def run(self, request: MigrationRequest) -> MigrationResult:
@@ -252,6 +291,7 @@ class MigrateStatefulSet:
             statefulset=request.statefulset,
         )
 
+        self._set(phase="preflight")
         plan = await act(
             MigrationActivities.plan_migration,
             PlanInput(request=request, migration_id=migration_id),
@@ -260,6 +300,8 @@ class MigrateStatefulSet:
             heartbeat_timeout=timedelta(seconds=15),
             retry_policy=RETRY,
         )
+        self._plan = plan
+        self._set(warnings=plan.warnings, remaining=[o.ordinal for o in plan.ordinals])
         for warning in plan.warnings:
             workflow.logger.warning("preflight: %s", warning)
         if plan.problems:
@@ -271,8 +313,10 @@ class MigrateStatefulSet:
                 non_retryable=True,
             )
         if request.dry_run:
+            self._set(phase="done")
             return MigrationResult(migration_id=migration_id, dry_run=True, plan=plan)
 
+        self._set(phase="preparing")
         if plan.fix_retention_policy:
             await act(
                 MigrationActivities.ensure_retention_policy,
@@ -296,7 +340,9 @@ class MigrateStatefulSet:
         )
 
         moved: list[OrdinalResult] = []
+        self._set(phase="moving")
         for ordinal in plan.ordinals:
+            self._set(current_ordinal=ordinal.ordinal)
             result = await workflow.execute_child_workflow(
                 MigrateOrdinal.run,
                 OrdinalInput(
@@ -310,6 +356,11 @@ class MigrateStatefulSet:
                 static_summary=f"move {ordinal.pod} from {src.context} to {dst.context}",
             )
             moved.append(result)
+            self._set(
+                current_ordinal=None,
+                finished=[*self._progress.finished, result],
+                remaining=[k for k in self._progress.remaining if k != ordinal.ordinal],
+            )
 
         source_state = await act(
             MigrationActivities.read_statefulset,
@@ -324,6 +375,7 @@ class MigrateStatefulSet:
             **QUICK,
         )
         seconds = round((workflow.now() - begun).total_seconds(), 3)
+        self._set(phase="done")
         workflow.logger.info("migration done: %d ordinal(s) in %.1f s", len(moved), seconds)
         return MigrationResult(
             migration_id=migration_id,

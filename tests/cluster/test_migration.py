@@ -3,6 +3,7 @@ judged by the independent observer."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
 import json
@@ -14,10 +15,11 @@ from typing import Any
 
 import pytest
 from kubernetes import client
+from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import MigrationRequest, MigrationResult, WaitTimeouts
+from activities.models import MigrationRequest, MigrationResult, Plan, Progress, WaitTimeouts
 from devenv.observer import Observer
 from tests.helpers import WorkerProcess, deploy_app
 
@@ -174,10 +176,35 @@ async def test_a_source_slice_that_starts_at_ordinal_2(
 ) -> None:
     deploy_app(kube["source"], namespace, "zk", 4, start=2, secret_value="x", ready_delay="200ms")
     with observing(kube, namespace, namespace, "zk") as observer:
-        _, result = await migrate(temporal_env, worker, request_for("zk", namespace))
+        handle = await temporal_env.client.start_workflow(
+            "MigrateStatefulSet",
+            request_for("zk", namespace),
+            id=f"test-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+            result_type=MigrationResult,
+        )
+        # Mid-run, the progress query says where the migration is.
+        for _ in range(600):
+            progress = await handle.query("progress", result_type=Progress)
+            if progress.current_ordinal == 4:
+                break
+            await asyncio.sleep(0.05)
+        assert progress.phase == "moving"
+        assert [r.ordinal for r in progress.finished] == [5]
+        assert progress.remaining == [4, 3, 2]
+        result = await handle.result()
     assert observer.verdict([5, 4, 3, 2], (2, 0), (2, 4)) == []
     assert result.plan is not None and (result.plan.source_start, result.plan.end) == (2, 6)
     assert [o.ordinal for o in result.moved] == [5, 4, 3, 2]
+    done = await handle.query("progress", result_type=Progress)
+    assert (done.phase, done.remaining, len(done.finished)) == ("done", [], 4)
+    assert await handle.query("plan", result_type=Plan) == result.plan
+    # The Temporal UI shows the current details: a markdown table of the ordinals.
+    metadata = await handle.query("__temporal_workflow_metadata", result_type=WorkflowMetadata)
+    details = metadata.current_details
+    assert "**phase:** done" in details
+    for k in (5, 4, 3, 2):
+        assert f"| {k} | moved |" in details
 
 
 async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_it(

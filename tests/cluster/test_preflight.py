@@ -184,7 +184,8 @@ async def test_readme_migration_commands_work_as_written(
         stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
         assert proc.returncode == 0, stderr.decode()
         outputs.append(stdout.decode())
-    assert len(outputs) == 2
+    assert len(outputs) == 3
     result = json.loads(outputs[1])["result"]
+    assert '"phase": "done"' in outputs[2].replace('":"', '": "')
     assert result["dry_run"] is True
     assert [o["ordinal"] for o in result["plan"]["ordinals"]] == [1, 0]
