@@ -22,7 +22,9 @@ pytestmark = pytest.mark.cluster
 
 
 def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str]:
-    """name -> resourceVersion of everything a migration could touch, in both clusters."""
+    """name -> resourceVersion of everything a migration of this namespace could touch, in
+    both clusters. Cluster-scoped objects are limited to this namespace's volumes: other
+    tests' volumes change as their namespaces are torn down."""
     out: dict[str, str] = {}
     for side, api in kube.items():
         core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
@@ -33,12 +35,23 @@ def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str
             ("secret", core.list_namespaced_secret(namespace)),
             ("cm", core.list_namespaced_config_map(namespace)),
             ("svc", core.list_namespaced_service(namespace)),
-            ("pv", core.list_persistent_volume()),
-            ("va", client.StorageV1Api(api).list_volume_attachment()),
         ]
         for kind, listing in listings:
             for item in listing.items:
                 out[f"{side}/{kind}/{item.metadata.name}"] = item.metadata.resource_version
+        pvs: Any = core.list_persistent_volume()
+        ours = {
+            pv.metadata.name
+            for pv in pvs.items
+            if pv.spec.claim_ref and pv.spec.claim_ref.namespace == namespace
+        }
+        for pv in pvs.items:
+            if pv.metadata.name in ours:
+                out[f"{side}/pv/{pv.metadata.name}"] = pv.metadata.resource_version
+        vas: Any = client.StorageV1Api(api).list_volume_attachment()
+        for va in vas.items:
+            if va.spec.source.persistent_volume_name in ours:
+                out[f"{side}/va/{va.metadata.name}"] = va.metadata.resource_version
     return out
 
 
