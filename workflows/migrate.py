@@ -146,22 +146,23 @@ class MigrateOrdinal:
         )
 
         # 4. Pod k gone by UID, and its volumes detached (no VolumeAttachment left).
-        if pod.exists:
-            await self._step(
-                "source_pod_gone",
-                act(
-                    MigrationActivities.wait_for_pod_gone,
-                    WaitPodGoneInput(
-                        pod=PodRef(ref=src, ordinal=k),
-                        uid=pod.uid,
-                        volumes=volumes,
-                        pod_timeout=t.pod_gone,
-                        detach_timeout=t.detach,
-                    ),
-                    summary=f"{src.context}: wait for {task.ordinal.pod} to go and detach",
-                    **waiting(t.pod_gone + t.detach),
+        # Always run: even if pod k were already gone, its volumes must be detached
+        # before the destination may take ordinal k.
+        await self._step(
+            "source_pod_gone",
+            act(
+                MigrationActivities.wait_for_pod_gone,
+                WaitPodGoneInput(
+                    pod=PodRef(ref=src, ordinal=k),
+                    uid=pod.uid,
+                    volumes=volumes,
+                    pod_timeout=t.pod_gone,
+                    detach_timeout=t.detach,
                 ),
-            )
+                summary=f"{src.context}: wait for {task.ordinal.pod} to go and detach",
+                **waiting(t.pod_gone + t.detach),
+            ),
+        )
 
         # 5. Only one cluster may claim the storage: release the source claims.
         await self._step(
