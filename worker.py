@@ -196,7 +196,7 @@ def build_worker(
         temporal,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=[cluster.read_cluster_info, *activity_methods(migration)],
+        activities=[*activity_methods(cluster), *activity_methods(migration)],
         activity_executor=executor,
         max_concurrent_activities=settings.max_activities,
         # Running activities get this long to finish (or see their cancellation

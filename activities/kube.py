@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from kubernetes import client, watch
@@ -30,6 +30,25 @@ MERGE_PATCH = "application/merge-patch+json"
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
 WATCH_WINDOW = 5
 WAIT_TIMEOUT = "WaitTimeout"
+
+
+def is_ready(obj: Obj) -> bool:
+    """The object's Ready condition is True (pods and nodes)."""
+    conditions = (obj.get("status") or {}).get("conditions") or []
+    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+def kube_for(clients: Mapping[str, client.ApiClient], context: str) -> Kube:
+    """The Kube of a context the worker holds; a typed, non-retryable error otherwise."""
+    if context not in clients:
+        known = ", ".join(sorted(clients)) or "none"
+        raise ApplicationError(
+            f"this worker holds no kubeconfig context {context!r} (it holds: {known}); "
+            "add it to the worker's kubeconfig or fix the request",
+            type=errors.UNKNOWN_CONTEXT,
+            non_retryable=True,
+        )
+    return Kube(clients[context], context)
 
 
 class Kube:
@@ -50,26 +69,26 @@ class Kube:
         if activity.in_activity():
             activity.heartbeat()
 
-    def call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
-        self._alive()
-        try:
-            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
-        except errors.API_FAILURES as exc:
-            raise errors.classify(exc, f"{action} in {self.context}") from None
-        data = resp.data
-        return json.loads(data) if data else {}
-
-    def maybe(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+    def _request(
+        self, action: str, fn: Callable[..., Any], *args: Any, answer: int | None, **kwargs: Any
+    ) -> Obj | None:
+        """One API request; the HTTP status ``answer`` (404, 409) is returned as ``None``."""
         self._alive()
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
-            if exc.status == 404:
+            if answer is not None and exc.status == answer:
                 return None
             raise errors.classify(exc, f"{action} in {self.context}") from None
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, f"{action} in {self.context}") from None
-        return json.loads(resp.data) if resp.data else {}
+        return dict(json.loads(resp.data)) if resp.data else {}
+
+    def call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+        return self._request(action, fn, *args, answer=None, **kwargs) or {}
+
+    def maybe(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+        return self._request(action, fn, *args, answer=404, **kwargs)
 
     # -- reads ------------------------------------------------------------------------
     def version(self) -> str:
@@ -111,9 +130,11 @@ class Kube:
     def namespace(self, name: str) -> Obj | None:
         return self.maybe(f"read Namespace {name}", self.core.read_namespace, name)
 
+    def nodes(self) -> list[Obj]:
+        return list(self.call("list Nodes", self.core.list_node)["items"])
+
     def node_names(self) -> set[str]:
-        nodes = self.call("list Nodes", self.core.list_node)["items"]
-        return {n["metadata"]["name"] for n in nodes}
+        return {n["metadata"]["name"] for n in self.nodes()}
 
     def volume_attachments(self) -> list[Obj]:
         return list(
@@ -179,19 +200,11 @@ class Kube:
             "PodDisruptionBudget": self.policy.create_namespaced_pod_disruption_budget,
         }
         name = body["metadata"]["name"]
-        args = (body,) if kind == "PersistentVolume" else (ns, body)
-        fn: Callable[..., Any] = (
-            self.core.create_persistent_volume if kind == "PersistentVolume" else create[kind]
-        )
-        try:
-            resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT)
-        except ApiException as exc:
-            if exc.status == 409:
-                return None
-            raise errors.classify(exc, f"create {kind} {name} in {self.context}") from None
-        except errors.API_FAILURES as exc:
-            raise errors.classify(exc, f"create {kind} {name} in {self.context}") from None
-        return dict(json.loads(resp.data))
+        if kind == "PersistentVolume":
+            return self._request(
+                f"create {kind} {name}", self.core.create_persistent_volume, body, answer=409
+            )
+        return self._request(f"create {kind} {name}", create[kind], ns, body, answer=409)
 
     def patch_statefulset(self, ns: str, name: str, patch: Obj) -> Obj:
         return self.call(

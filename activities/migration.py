@@ -21,8 +21,9 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import errors, manifests
-from activities.kube import MERGE_PATCH, WAIT_TIMEOUT, Kube, Obj
+from activities.kube import MERGE_PATCH, WAIT_TIMEOUT, Kube, Obj, is_ready, kube_for
 from activities.models import (
+    ANNOTATION_MIGRATION_ID,
     ClaimsBoundInput,
     DependenciesResult,
     Dependency,
@@ -42,7 +43,7 @@ from activities.models import (
     StatefulSetState,
     WaitPodGoneInput,
 )
-from activities.preflight import build_plan, dependency_names, pod_ready, selector_string, slice_of
+from activities.preflight import build_plan, dependency_names, selector_string, slice_of
 
 log = structlog.get_logger(__name__)
 
@@ -70,14 +71,7 @@ class MigrationActivities:
         self._clients = dict(clients)
 
     def kube(self, context: str) -> Kube:
-        if context not in self._clients:
-            known = ", ".join(sorted(self._clients)) or "none"
-            raise ApplicationError(
-                f"this worker holds no kubeconfig context {context!r} (it holds: {known})",
-                type=errors.UNKNOWN_CONTEXT,
-                non_retryable=True,
-            )
-        return Kube(self._clients[context], context)
+        return kube_for(self._clients, context)
 
     def _maybe_kube(self, context: str) -> Kube | None:
         return Kube(self._clients[context], context) if context in self._clients else None
@@ -191,7 +185,7 @@ class MigrationActivities:
         }
 
         def done(pods: dict[str, Obj]) -> bool:
-            return all(name in pods and pod_ready(pods[name]) for name in wanted)
+            return all(name in pods and is_ready(pods[name]) for name in wanted)
 
         kube.wait(
             f"pods {sorted(wanted)} Ready",
@@ -208,7 +202,7 @@ class MigrationActivities:
         if pod is None:
             return PodState(name=request.pod, exists=False)
         return PodState(
-            name=request.pod, exists=True, uid=pod["metadata"]["uid"], ready=pod_ready(pod)
+            name=request.pod, exists=True, uid=pod["metadata"]["uid"], ready=is_ready(pod)
         )
 
     @activity.defn
@@ -231,7 +225,7 @@ class MigrationActivities:
                         "metadata": {
                             "annotations": {
                                 ANNOTATION_ORIGINAL_POLICY: policy,
-                                manifests.ANNOTATION_MIGRATION_ID: request.migration_id,
+                                ANNOTATION_MIGRATION_ID: request.migration_id,
                             }
                         },
                         "spec": {"persistentVolumeReclaimPolicy": "Retain"},
@@ -526,7 +520,7 @@ class MigrationActivities:
             pod = pods.get(name)
             if pod is None or (pod.get("status") or {}).get("phase") != "Running":
                 return False
-            if not pod_ready(pod):
+            if not is_ready(pod):
                 return False
             found["pod"] = pod
             return True

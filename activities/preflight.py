@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from activities import manifests
-from activities.kube import Kube, Obj
+from activities.kube import Kube, Obj, is_ready
 from activities.models import (
     Dependency,
     MigrationRequest,
@@ -78,11 +78,6 @@ DESTINATION_PERMISSIONS = [
 def minor_version(git_version: str) -> tuple[int, int] | None:
     match = re.match(r"v?(\d+)\.(\d+)", git_version)
     return (int(match[1]), int(match[2])) if match else None
-
-
-def pod_ready(pod: Obj) -> bool:
-    conditions = (pod.get("status") or {}).get("conditions") or []
-    return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
 
 
 def slice_of(sts: Obj) -> tuple[int, int]:
@@ -283,7 +278,7 @@ def _check_source_health(kube: Kube, sts: Obj, start: int, replicas: int, f: _Fi
     not_ready = [
         f"{name}-{k}"
         for k in range(start, start + replicas)
-        if f"{name}-{k}" not in pods or not pod_ready(pods[f"{name}-{k}"])
+        if f"{name}-{k}" not in pods or not is_ready(pods[f"{name}-{k}"])
     ]
     if not_ready:
         f.problem(
