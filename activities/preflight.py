@@ -171,7 +171,8 @@ def build_plan(
                 "upgrade the control plane to 1.27+ (1.31+ recommended, where the feature is GA)",
             )
 
-    if destination.namespace(tns) is None:
+    namespace_exists = destination.namespace(tns) is not None
+    if not namespace_exists:
         found.problem(
             f"destination namespace {tns}",
             f"does not exist in {destination.context}",
@@ -245,15 +246,25 @@ def build_plan(
         lowest = max(start, request.stop_at_ordinal)
     moving = list(range(start + replicas - 1, lowest - 1, -1))
 
-    _check_classes(destination, templates, request, found)
     dest_nodes = destination.node_names()
     ordinals = [
         _plan_ordinal(source, destination, request, migration_id, k, templates, dest_nodes, found)
         for k in moving
     ]
     plan["ordinals"] = ordinals
+    # Every class the destination will need, once, named after its first user.
+    users: dict[str, str] = {}
+    for template, storage_class in templates.items():
+        if storage_class:
+            users.setdefault(storage_class, f"volumeClaimTemplate {template!r}")
+    for ordinal in ordinals:
+        for vol in ordinal.volumes:
+            if vol.storage_class:
+                users.setdefault(vol.storage_class, f"volume {vol.volume}")
+    _check_classes(destination, users, request, found)
     plan["dependencies"] = _plan_dependencies(source, destination, sts, request, found)
-    _check_quota(destination, tns, ordinals, found)
+    if namespace_exists:
+        _check_quota(destination, tns, ordinals, found)
     for side, kube, perms, namespace in (
         ("source", source, SOURCE_PERMISSIONS, ns),
         ("destination", destination, DESTINATION_PERMISSIONS, tns),
@@ -327,14 +338,15 @@ def _check_compatible(sts: Obj, dest: Obj, request: MigrationRequest, f: _Findin
 
 
 def _check_classes(
-    dest: Kube, templates: dict[str, str | None], request: MigrationRequest, f: _Findings
+    dest: Kube, users: dict[str, str], request: MigrationRequest, f: _Findings
 ) -> None:
-    for template, storage_class in templates.items():
+    """``users`` maps each source storage class to what uses it."""
+    for storage_class, user in users.items():
         mapped = request.mapped_class(storage_class)
         if mapped and dest.storage_class(mapped) is None:
             f.problem(
                 f"storage class {mapped}",
-                f"used by volumeClaimTemplate {template!r} but missing in {dest.context}",
+                f"used by {user} but missing in {dest.context}",
                 f"create StorageClass {mapped} in the destination, or map it with "
                 f"storage_class_mapping {{{storage_class!r}: '<a destination class>'}}",
             )
@@ -399,17 +411,6 @@ def _plan_ordinal(
             f.warnings.append(f"volume {pv_name} is pinned to nodes {sorted(hosts)}")
         storage_class = pv["spec"].get("storageClassName") or ""
         mapped = request.mapped_class(storage_class) or ""
-        if (
-            mapped
-            and dest.storage_class(mapped) is None
-            and not any(p.object == f"storage class {mapped}" for p in f.problems)
-        ):
-            f.problem(
-                f"storage class {mapped}",
-                f"used by volume {pv_name} but missing in {dest.context}",
-                f"create StorageClass {mapped} in the destination or "
-                "map it with storage_class_mapping",
-            )
         existing_pvc = dest.pvc(tns, claim)
         if existing_pvc is not None and not manifests.is_ours(existing_pvc, migration_id):
             f.problem(
@@ -482,8 +483,6 @@ def _plan_dependencies(
 
 
 def _check_quota(dest: Kube, ns: str, ordinals: list[OrdinalPlan], f: _Findings) -> None:
-    if dest.namespace(ns) is None:
-        return
     claims = [v for o in ordinals for v in o.volumes]
     need = {
         "pods": Decimal(len(ordinals)),
