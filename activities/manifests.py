@@ -19,6 +19,7 @@ from activities.models import (
     LABEL_ORDINAL,
     MANAGED_BY,
     MigrationRequest,
+    VolumePlan,
 )
 
 Obj = dict[str, Any]
@@ -181,24 +182,30 @@ def destination_pv(
 
 
 def destination_pvc(
-    source_pvc: Obj, request: MigrationRequest, migration_id: str, volume: str, ordinal: int
+    source_pv: Obj, volume: VolumePlan, request: MigrationRequest, migration_id: str, ordinal: int
 ) -> Obj:
+    """The destination claim of ``volume``, naming its PV. Built from the PV and the plan:
+    by the time it is made, the source claim has been released."""
     labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
-    src = source_pvc["spec"]
+    pv = source_pv["spec"]
     spec: Obj = {
-        "accessModes": src.get("accessModes") or ["ReadWriteOnce"],
-        "resources": {"requests": (src.get("resources") or {}).get("requests") or {}},
-        "volumeName": volume,
-        "volumeMode": src.get("volumeMode") or "Filesystem",
+        "accessModes": pv.get("accessModes") or ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": volume.size or pv["capacity"]["storage"]}},
+        "volumeName": volume.volume,
+        "volumeMode": pv.get("volumeMode") or "Filesystem",
     }
-    if src.get("storageClassName") is not None:
-        spec["storageClassName"] = request.mapped_class(src["storageClassName"])
+    # A claim binds only to a volume of its own class.
+    if pv.get("storageClassName"):
+        spec["storageClassName"] = request.mapped_class(pv["storageClassName"])
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
-        "metadata": clean_metadata(
-            source_pvc["metadata"], request.target_namespace, labels, annotations
-        ),
+        "metadata": {
+            "name": volume.claim,
+            "namespace": request.target_namespace,
+            "labels": labels,
+            "annotations": annotations,
+        },
         "spec": spec,
     }
 

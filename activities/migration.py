@@ -398,23 +398,7 @@ class MigrationActivities:
         )
         for vol in request.ordinal.volumes:
             source_pv = source_pvs[vol.volume]
-            # The source claim was released in the step before; it is rebuilt from the plan.
-            claim_source = source.pvc(r.namespace, vol.claim) or {
-                "metadata": {"name": vol.claim, "labels": {}},
-                "spec": {
-                    "accessModes": source_pv["spec"].get("accessModes"),
-                    "resources": {
-                        "requests": {
-                            "storage": vol.size or source_pv["spec"]["capacity"]["storage"]
-                        }
-                    },
-                    "storageClassName": vol.storage_class or None,
-                    "volumeMode": source_pv["spec"].get("volumeMode"),
-                },
-            }
-            pvc_body = manifests.destination_pvc(
-                claim_source, r, request.migration_id, vol.volume, k
-            )
+            pvc_body = manifests.destination_pvc(source_pv, vol, r, request.migration_id, k)
             self._ensure(
                 dest,
                 "PersistentVolumeClaim",

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from activities import manifests
-from activities.models import MigrationRequest
+from activities.models import MigrationRequest, VolumePlan
 from activities.preflight import minor_version, slice_of
 
 REQUEST = MigrationRequest(
@@ -119,17 +119,18 @@ def test_destination_pv_keeps_storage_and_prebinds_to_the_claim() -> None:
 
 
 def test_destination_pvc_names_its_volume() -> None:
-    pvc = {
-        "metadata": {"name": "data-redis-5", "namespace": "shop", **SERVER_FIELDS},
+    pv = {
+        "metadata": {"name": "pvc-1", **SERVER_FIELDS},
         "spec": {
             "accessModes": ["ReadWriteOnce"],
             "storageClassName": "fast",
-            "resources": {"requests": {"storage": "2Gi"}},
-            "volumeName": "old",
-            "dataSource": {"kind": "VolumeSnapshot"},
+            "capacity": {"storage": "3Gi"},
+            "claimRef": {"name": "data-redis-5", "uid": "old"},
+            "hostPath": {"path": "/v"},
         },
     }
-    out = manifests.destination_pvc(pvc, REQUEST, "mig/1", "pvc-1", 5)
+    volume = VolumePlan(template="data", claim="data-redis-5", volume="pvc-1", size="2Gi")
+    out = manifests.destination_pvc(pv, volume, REQUEST, "mig/1", 5)
     assert out["spec"] == {
         "accessModes": ["ReadWriteOnce"],
         "storageClassName": "ssd",
