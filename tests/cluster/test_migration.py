@@ -149,21 +149,37 @@ async def test_six_replicas_move_keeping_every_invariant(
     print("history events: parent", len(found[0].events), "child", len(found[1].events))
 
 
-async def test_into_another_destination_namespace(
+async def test_into_another_destination_namespace_fixing_the_retention_policy(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
     second_namespace: str,
 ) -> None:
-    deploy_app(kube["source"], namespace, "kv", 3, secret_value="x", ready_delay="200ms")
+    # whenScaled: Delete would delete each moved claim on scale-down; the request asks the
+    # migration to fix it first.
+    deploy_app(
+        kube["source"],
+        namespace,
+        "kv",
+        3,
+        secret_value="x",
+        ready_delay="200ms",
+        when_scaled="Delete",
+    )
     with observing(kube, namespace, second_namespace, "kv") as observer:
         _, result = await migrate(
             temporal_env,
             worker,
-            request_for("kv", namespace, destination_namespace=second_namespace),
+            request_for(
+                "kv", namespace, destination_namespace=second_namespace, fix_retention_policy=True
+            ),
         )
     assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    source: Any = client.AppsV1Api(kube["source"]).read_namespaced_stateful_set("kv", namespace)
+    assert source.spec.persistent_volume_claim_retention_policy.when_scaled == "Retain"
+    assert result.plan is not None and result.plan.fix_retention_policy
+    assert any("whenScaled" in w for w in result.plan.warnings)
     assert [o.ordinal for o in result.moved] == [2, 1, 0]
     assert {d.name for d in result.dependencies if d.action == "copied"} >= {"kv-auth", "kv"}
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import shlex
 import uuid
@@ -15,8 +14,14 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import MigrationRequest, MigrationResult
-from devenv.temporal import temporal_binary
-from tests.helpers import REPO, WorkerProcess, apply_statefulset, deploy_app, statefulset
+from tests.helpers import (
+    REPO,
+    WorkerProcess,
+    apply_statefulset,
+    deploy_app,
+    statefulset,
+    temporal_cli,
+)
 
 pytestmark = pytest.mark.cluster
 
@@ -184,19 +189,7 @@ async def test_readme_migration_commands_work_as_written(
     for line in [ln for ln in text.splitlines() if ln.strip()]:
         args = shlex.split(line)
         assert args[0] == "temporal"
-        proc = await asyncio.create_subprocess_exec(
-            temporal_binary(),
-            *args[1:],
-            "--address",
-            address,
-            "--output",
-            "json",
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        stdout, stderr = await asyncio.wait_for(proc.communicate(), 120)
-        assert proc.returncode == 0, stderr.decode()
-        outputs.append(stdout.decode())
+        outputs.append(await temporal_cli(address, *args[1:]))
     assert len(outputs) == 3
     result = json.loads(outputs[1])["result"]
     assert '"phase": "done"' in outputs[2].replace('":"', '": "')

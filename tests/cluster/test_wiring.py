@@ -2,15 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import signal
-import subprocess
-import sys
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 import yaml
@@ -18,45 +12,19 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import TASK_QUEUE, DescribeClustersInput, DescribeClustersResult
+from activities.models import DescribeClustersInput, DescribeClustersResult
 from devenv.build import KUBERNETES_VERSION
 from devenv.clusters import LocalClusters
-from devenv.temporal import temporal_binary
+from tests.helpers import REPO, WorkerProcess, temporal_cli
 
 pytestmark = pytest.mark.cluster
-REPO = Path(__file__).resolve().parents[2]
-
-
-@pytest.fixture
-def worker_process(
-    clusters: LocalClusters, temporal_env: WorkflowEnvironment, tmp_path: Path
-) -> Iterator[tuple[subprocess.Popen[bytes], Path, str]]:
-    task_queue = f"{TASK_QUEUE}-{uuid.uuid4().hex[:8]}"
-    log = tmp_path / "worker.log"
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": temporal_env.client.service_client.config.target_host,
-        "TEMPORAL_NAMESPACE": "default",
-        "STSMIGRATE_KUBECONFIG": str(clusters.kubeconfig),
-        "STSMIGRATE_TASK_QUEUE": task_queue,
-    }
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, str(REPO / "worker.py")], env=env, stdout=out, stderr=subprocess.STDOUT
-        )
-    try:
-        yield proc, log, task_queue
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
 
 
 async def test_describe_clusters_runs_on_a_real_worker(
     temporal_env: WorkflowEnvironment,
-    worker_process: tuple[subprocess.Popen[bytes], Path, str],
+    worker: WorkerProcess,
 ) -> None:
-    proc, log, task_queue = worker_process
+    task_queue = worker.task_queue
     result = await temporal_env.client.execute_workflow(
         "DescribeClusters",
         DescribeClustersInput(contexts=["source", "destination"]),
@@ -86,9 +54,10 @@ async def test_describe_clusters_runs_on_a_real_worker(
     assert "'nowhere'" in cause.cause.message and "source" in cause.cause.message
 
     # SIGTERM: graceful shutdown, exit 0, and every log line is one JSON object.
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(45) == 0
-    records = [json.loads(line) for line in log.read_text().splitlines() if line.strip()]
+    assert worker.proc is not None
+    worker.proc.send_signal(signal.SIGTERM)
+    assert worker.proc.wait(45) == 0
+    records = [json.loads(line) for line in worker.log.read_text().splitlines() if line.strip()]
     events = [r["event"] for r in records]
     assert "worker_started" in events and events[-1] == "worker_stopped"
     assert any(
@@ -98,19 +67,17 @@ async def test_describe_clusters_runs_on_a_real_worker(
 
 async def test_readme_cli_command_runs_the_wiring_workflow(
     temporal_env: WorkflowEnvironment,
-    worker_process: tuple[subprocess.Popen[bytes], Path, str],
+    worker: WorkerProcess,
 ) -> None:
     """The README's `temporal workflow execute` line, run as written (plus address and ids)."""
-    _, _, task_queue = worker_process
+    task_queue = worker.task_queue
     readme = (REPO / "README.md").read_text()
     assert "--type DescribeClusters --task-queue statefulset-migration" in readme
     assert """--input '{"contexts": ["prod-a", "prod-b"]}'""" in readme
-    proc = await asyncio.create_subprocess_exec(
-        temporal_binary(),
+    stdout = await temporal_cli(
+        temporal_env.client.service_client.config.target_host,
         "workflow",
         "execute",
-        "--address",
-        temporal_env.client.service_client.config.target_host,
         "--type",
         "DescribeClusters",
         "--task-queue",
@@ -119,13 +86,7 @@ async def test_readme_cli_command_runs_the_wiring_workflow(
         f"describe-{uuid.uuid4()}",
         "--input",
         '{"contexts": ["source", "destination"]}',
-        "--output",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
     )
-    stdout, stderr = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode == 0, stderr.decode()
     result = json.loads(stdout)["result"]
     assert [c["context"] for c in result["clusters"]] == ["source", "destination"]
     assert {c["server_version"] for c in result["clusters"]} == {KUBERNETES_VERSION}
