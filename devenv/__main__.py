@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import signal
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from devenv import wait_for_interrupt
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
 
@@ -23,15 +23,6 @@ REPO = Path(__file__).resolve().parent.parent
 
 def _say(message: str) -> None:
     print(message, flush=True)
-
-
-def _wait_for_interrupt() -> None:
-    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        _say("\nstopping ...")
 
 
 def _workdir(arg: str | None, prefix: str) -> Path:
@@ -50,7 +41,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         _say(f"  try:        kubectl --kubeconfig {lc.kubeconfig} --context source get nodes")
         if not args.exit:
             _say("Ctrl-C stops both clusters.")
-            _wait_for_interrupt()
+            wait_for_interrupt()
     return 0
 
 

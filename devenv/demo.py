@@ -32,6 +32,7 @@ from activities.models import (
     OrdinalResult,
     ordinal_workflow_id,
 )
+from devenv import wait_for_interrupt
 from devenv.clusters import ClusterError, LocalClusters
 from devenv.observer import Observer
 from devenv.temporal import DevServer
@@ -207,12 +208,7 @@ def run(workdir: Path, wait: bool) -> int:
             )
             if wait:
                 say("Ctrl-C stops everything.")
-                signal.signal(signal.SIGTERM, signal.default_int_handler)
-                try:
-                    while True:
-                        time.sleep(3600)
-                except KeyboardInterrupt:
-                    say("\nstopping ...")
+                wait_for_interrupt()
             return 1 if violations else 0
     finally:
         if worker and worker.poll() is None:
