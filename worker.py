@@ -53,6 +53,7 @@ from temporalio.worker import Worker
 from activities.clusters import ClusterActivities
 from activities.migration import MigrationActivities
 from activities.models import TASK_QUEUE
+from activities.temporal import TemporalActivities
 from workflows.describe import DescribeClusters
 from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
 
@@ -196,7 +197,11 @@ def build_worker(
         temporal,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=[*activity_methods(cluster), *activity_methods(migration)],
+        activities=[
+            *activity_methods(cluster),
+            *activity_methods(migration),
+            *activity_methods(TemporalActivities(temporal)),
+        ],
         activity_executor=executor,
         max_concurrent_activities=settings.max_activities,
         # Running activities get this long to finish (or see their cancellation

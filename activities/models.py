@@ -8,9 +8,22 @@ never manifests, Kubernetes model objects, credentials or Secret data.
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 TASK_QUEUE = "statefulset-migration"
+
+# Custom search attributes a migration keeps current (name -> Temporal type). A dev
+# server gets them from devenv; production: `temporal operator search-attribute create`.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "StsmigrateStatefulSet": "Keyword",
+    "StsmigrateNamespace": "Keyword",
+    "StsmigrateSourceContext": "Keyword",
+    "StsmigrateDestinationContext": "Keyword",
+    "StsmigratePhase": "Keyword",
+    "StsmigrateOrdinal": "Int",
+}
 
 
 class Payload(BaseModel):
@@ -63,6 +76,33 @@ class WaitTimeouts(Payload):
     pod_ready: int = Field(900, ge=1, description="destination pod Running and Ready")
 
 
+class ApprovalPolicy(Payload):
+    """Which ordinals wait for a human's ``approve`` before they move."""
+
+    mode: Literal["none", "first", "each", "ordinals"] = Field(
+        "none",
+        description="none; first (the first ordinal of the run); each; ordinals (those listed)",
+    )
+    ordinals: list[int] = Field(default_factory=list, description='for mode "ordinals"')
+
+    @model_validator(mode="after")
+    def _ordinals_only_for_their_mode(self) -> ApprovalPolicy:
+        if self.mode == "ordinals" and not self.ordinals:
+            raise ValueError('approval mode "ordinals" needs a non-empty list of ordinals')
+        if self.mode != "ordinals" and self.ordinals:
+            raise ValueError(f'approval mode "{self.mode}" takes no ordinals list')
+        if any(k < 0 for k in self.ordinals):
+            raise ValueError("ordinals are >= 0")
+        return self
+
+    def needs(self, ordinal: int, first: int | None) -> bool:
+        if self.mode == "each":
+            return True
+        if self.mode == "first":
+            return ordinal == first
+        return ordinal in self.ordinals
+
+
 class MigrationRequest(Payload):
     """What to move where. Names contexts of the worker's kubeconfig, never credentials."""
 
@@ -82,6 +122,7 @@ class MigrationRequest(Payload):
         False, description="set persistentVolumeClaimRetentionPolicy.whenScaled to Retain"
     )
     timeouts: WaitTimeouts = WaitTimeouts()
+    approval: ApprovalPolicy = ApprovalPolicy()
 
     @property
     def target_namespace(self) -> str:
@@ -268,12 +309,52 @@ class DependenciesResult(Payload):
     dependencies: list[Dependency] = Field(default_factory=list)
 
 
+class Control(Payload):
+    """What the operator asked of a running migration; the parent forwards it to the
+    ordinal being moved (signal ``control`` of MigrateOrdinal), latest wins."""
+
+    paused: bool = False
+    aborting: bool = False
+
+
 class OrdinalInput(Payload):
     request: MigrationRequest
     migration_id: str
     ordinal: OrdinalPlan
     source_start: int
     end: int
+    control: Control = Control()
+
+
+class StepReport(Payload):
+    """MigrateOrdinal tells its parent which step it is in (signal ``ordinal_step``)."""
+
+    ordinal: int
+    step: str
+
+
+# -- operator messages (signals and updates of MigrateStatefulSet, same names) ----------
+
+
+class PauseRequest(Payload):
+    reason: str = Field("", max_length=500)
+
+
+class ApproveRequest(Payload):
+    """Approve the next ordinal (no fields), that ordinal only if it is next, or all."""
+
+    ordinal: int | None = Field(None, ge=0, description="must be the next ordinal to move")
+    all: bool = Field(False, description="approve every ordinal that remains")
+
+    @model_validator(mode="after")
+    def _one_target(self) -> ApproveRequest:
+        if self.all and self.ordinal is not None:
+            raise ValueError("approve either one ordinal or all, not both")
+        return self
+
+
+class AbortRequest(Payload):
+    reason: str = Field("", max_length=500)
 
 
 class StepTiming(Payload):
@@ -283,6 +364,7 @@ class StepTiming(Payload):
 
 class OrdinalResult(Payload):
     ordinal: int
+    moved: bool = Field(True, description="false: aborted before the source gave it up")
     steps: list[StepTiming] = Field(default_factory=list)
     volumes: list[str] = Field(default_factory=list)
     original_reclaim_policies: dict[str, str] = Field(default_factory=dict)
@@ -298,13 +380,34 @@ class MigrationResult(Payload):
     source: StatefulSetState | None = None
     destination: StatefulSetState | None = None
     seconds: float = 0.0
+    aborted: bool = False
+    abort_reason: str = ""
+    placement: dict[str, str] = Field(
+        default_factory=dict,
+        description='where every ordinal runs at the end, read from both clusters: {"5": '
+        '"destination", "4": "source"}',
+    )
+
+
+Phase = Literal[
+    "starting", "preflight", "preparing", "moving", "paused", "awaiting_approval", "done", "aborted"
+]
 
 
 class Progress(Payload):
     """Where a migration is (the ``progress`` query of MigrateStatefulSet)."""
 
-    phase: str = "starting"  # starting, preflight, preparing, moving, done
+    phase: Phase = "starting"
     current_ordinal: int | None = None
+    step: str | None = Field(None, description="step of the current ordinal, as it reported")
+    paused: bool = Field(False, description="a pause was asked for (phase says if it holds)")
+    pause_reason: str = ""
+    waiting_for_approval: int | None = None
+    approval: ApprovalPolicy = ApprovalPolicy()
+    approved: list[int] = Field(default_factory=list)
+    approve_all: bool = False
+    aborting: bool = False
+    abort_reason: str = ""
     finished: list[OrdinalResult] = Field(default_factory=list)
     remaining: list[int] = Field(default_factory=list, description="highest first")
     warnings: list[str] = Field(default_factory=list)

@@ -24,6 +24,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.service import RPCError
 
 from activities.models import (
+    SEARCH_ATTRIBUTES,
     TASK_QUEUE,
     DescribeClustersInput,
     DescribeClustersResult,
@@ -159,7 +160,7 @@ def run(workdir: Path, wait: bool) -> int:
     worker: subprocess.Popen[bytes] | None = None
     try:
         say("starting the Temporal dev server ...")
-        server.start()
+        server.start(search_attributes=SEARCH_ATTRIBUTES)
         say("starting the source and destination clusters ...")
         with LocalClusters(workdir / "clusters") as lc:
             worker_log = workdir / "worker.log"

@@ -13,10 +13,12 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import pytest_asyncio
 from kubernetes import client, config
+from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from devenv.clusters import LocalClusters
+from activities.models import SEARCH_ATTRIBUTES
+from devenv.clusters import LocalClusters, free_port
 from devenv.temporal import temporal_binary
 from tests.helpers import WorkerProcess, wait_for
 
@@ -44,10 +46,24 @@ def kube(clusters: LocalClusters) -> Iterator[dict[str, client.ApiClient]]:
         api.close()
 
 
+@pytest.fixture(scope="session")
+def temporal_ui_port() -> int:
+    return free_port()
+
+
 @pytest_asyncio.fixture(scope="session")
-async def temporal_env() -> AsyncIterator[WorkflowEnvironment]:
+async def temporal_env(temporal_ui_port: int) -> AsyncIterator[WorkflowEnvironment]:
+    """One dev server with its Web UI and our search attributes, as devenv starts it."""
+    keys = [
+        SearchAttributeKey.for_int(name) if kind == "Int" else SearchAttributeKey.for_keyword(name)
+        for name, kind in SEARCH_ATTRIBUTES.items()
+    ]
     env = await WorkflowEnvironment.start_local(
-        dev_server_existing_path=temporal_binary(), data_converter=pydantic_data_converter
+        dev_server_existing_path=temporal_binary(),
+        data_converter=pydantic_data_converter,
+        search_attributes=keys,
+        ui=True,
+        ui_port=temporal_ui_port,
     )
     try:
         yield env

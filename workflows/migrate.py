@@ -11,24 +11,31 @@ credential ever enters a payload.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any, TypeVar
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
-from temporalio.exceptions import ApplicationError
+from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUpdate
+from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
     from activities.migration import MigrationActivities
     from activities.models import (
+        SEARCH_ATTRIBUTES,
+        AbortRequest,
+        ApprovalPolicy,
+        ApproveRequest,
         ClaimsBoundInput,
+        Control,
         EnsureDestinationInput,
         ImportInput,
         MigrationRequest,
         MigrationResult,
         OrdinalInput,
         OrdinalResult,
+        PauseRequest,
         Plan,
         PlanInput,
         PodReadyInput,
@@ -39,10 +46,13 @@ with workflow.unsafe.imports_passed_through():
         SetSliceInput,
         SliceReadyInput,
         SliceRef,
+        StatefulSetState,
+        StepReport,
         StepTiming,
         WaitPodGoneInput,
         ordinal_workflow_id,
     )
+    from activities.temporal import TemporalActivities
 
 T = TypeVar("T")
 
@@ -69,12 +79,41 @@ def waiting(seconds: int) -> dict[str, Any]:
 
 @workflow.defn(name="MigrateOrdinal")
 class MigrateOrdinal:
-    """Move one ordinal k: source gives it up, destination takes it, volumes follow."""
+    """Move one ordinal k: source gives it up, destination takes it, volumes follow.
+
+    Its parent forwards the operator's pause and abort (signal ``control``). Both
+    act only before the source gives up pod k: once it has, the ordinal finishes
+    its move, so no pause or abort leaves an identity down or half-moved.
+    """
 
     def __init__(self) -> None:
         self._steps: list[StepTiming] = []
+        self._control = Control()
+        self._reports: list[asyncio.Task[None]] = []
+        self._ordinal = 0
+
+    @workflow.signal
+    def control(self, control: Control) -> None:
+        self._control = control
+
+    def _report(self, step: str) -> None:
+        """Tell the parent the step we are in (for its progress); never waited on
+        by the step itself, and never fatal."""
+        parent = workflow.info().parent
+        if parent is None:
+            return
+        handle = workflow.get_external_workflow_handle(parent.workflow_id, run_id=parent.run_id)
+
+        async def send() -> None:
+            try:
+                await handle.signal("ordinal_step", StepReport(ordinal=self._ordinal, step=step))
+            except FailureError as err:  # the parent is gone; nobody to tell
+                workflow.logger.info("progress report %s not delivered: %s", step, err)
+
+        self._reports.append(asyncio.create_task(send()))
 
     async def _step(self, name: str, work: Awaitable[T]) -> T:
+        self._report(name)
         started = workflow.now()
         result = await work
         self._steps.append(
@@ -82,10 +121,36 @@ class MigrateOrdinal:
         )
         return result
 
+    async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
+        """``work``, or None if an abort comes first (the work is then cancelled)."""
+        task = asyncio.ensure_future(work)
+        await workflow.wait_condition(lambda: task.done() or self._control.aborting)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ActivityError):
+            await task
+        return None
+
+    async def _may_start(self) -> bool:
+        """The safe point: wait out a pause; False if the operator aborts."""
+        if self._control.paused and not self._control.aborting:
+            self._report("paused")
+            await workflow.wait_condition(
+                lambda: not self._control.paused or self._control.aborting
+            )
+        return not self._control.aborting
+
+    async def _finish(self, result: OrdinalResult) -> OrdinalResult:
+        await asyncio.gather(*self._reports)
+        return result
+
     @workflow.run
     async def run(self, task: OrdinalInput) -> OrdinalResult:
         r, k, s, end = task.request, task.ordinal.ordinal, task.source_start, task.end
         t = r.timeouts
+        self._ordinal = k
+        self._control = task.control
         src = SliceRef(context=r.source_context, namespace=r.namespace, statefulset=r.statefulset)
         dst = SliceRef(
             context=r.destination_context, namespace=r.target_namespace, statefulset=r.statefulset
@@ -94,25 +159,34 @@ class MigrateOrdinal:
         claims = [v.claim for v in task.ordinal.volumes]
         begun = workflow.now()
         act = workflow.execute_activity_method
+        not_moved = OrdinalResult(ordinal=k, moved=False, volumes=volumes)
 
         # 1. Both slices healthy before anything moves: source [s, k], destination (k, end).
-        await self._step(
+        #    An abort while waiting ends the ordinal here, still wholly in the source.
+        healthy = await self._step(
             "slices_healthy",
-            asyncio.gather(
-                act(
-                    MigrationActivities.wait_for_slice_ready,
-                    SliceReadyInput(ref=src, start=s, replicas=k + 1 - s, timeout=t.healthy),
-                    summary=f"{src.context}: pods {s}..{k} Ready",
-                    **waiting(t.healthy),
-                ),
-                act(
-                    MigrationActivities.wait_for_slice_ready,
-                    SliceReadyInput(ref=dst, start=k + 1, replicas=end - k - 1, timeout=t.healthy),
-                    summary=f"{dst.context}: pods {k + 1}..{end - 1} Ready",
-                    **waiting(t.healthy),
-                ),
+            self._unless_aborted(
+                asyncio.gather(
+                    act(
+                        MigrationActivities.wait_for_slice_ready,
+                        SliceReadyInput(ref=src, start=s, replicas=k + 1 - s, timeout=t.healthy),
+                        summary=f"{src.context}: pods {s}..{k} Ready",
+                        **waiting(t.healthy),
+                    ),
+                    act(
+                        MigrationActivities.wait_for_slice_ready,
+                        SliceReadyInput(
+                            ref=dst, start=k + 1, replicas=end - k - 1, timeout=t.healthy
+                        ),
+                        summary=f"{dst.context}: pods {k + 1}..{end - 1} Ready",
+                        **waiting(t.healthy),
+                    ),
+                )
             ),
         )
+        if healthy is None or not await self._may_start():
+            workflow.logger.info("ordinal %d not moved: aborted", k)
+            return await self._finish(not_moved)
 
         # 2. No volume may be deleted by anything that follows.
         retained = await self._step(
@@ -226,12 +300,14 @@ class MigrateOrdinal:
 
         seconds = round((workflow.now() - begun).total_seconds(), 3)
         workflow.logger.info("ordinal %d migrated in %.1f s", k, seconds)
-        return OrdinalResult(
-            ordinal=k,
-            steps=self._steps,
-            volumes=volumes,
-            original_reclaim_policies=retained.original_policies,
-            seconds=seconds,
+        return await self._finish(
+            OrdinalResult(
+                ordinal=k,
+                steps=self._steps,
+                volumes=volumes,
+                original_reclaim_policies=retained.original_policies,
+                seconds=seconds,
+            )
         )
 
 
@@ -243,26 +319,60 @@ def progress_table(progress: Progress, plan: Plan | None) -> str:
             f" · {plan.statefulset}: {plan.source_context}/{plan.namespace} → "
             f"{plan.destination_context}/{plan.destination_namespace}"
         )
-        lines += ["", "| ordinal | status | seconds |", "|---|---|---|"]
+    if progress.waiting_for_approval is not None:
+        lines.append(
+            f"\n**waiting for approval of ordinal {progress.waiting_for_approval}** "
+            "(signal or update `approve`)"
+        )
+    if progress.phase == "paused" or (progress.paused and progress.phase != "done"):
+        held = (
+            "paused" if progress.phase == "paused" else "pause asked, stops at the next safe point"
+        )
+        lines.append(f"\n**{held}**{': ' + progress.pause_reason if progress.pause_reason else ''}")
+    if progress.aborting and progress.phase != "aborted":
+        lines.append("\n**aborting** at the next safe point")
+    if plan is not None:
+        lines += ["", "| ordinal | status | step / seconds |", "|---|---|---|"]
         done = {r.ordinal: r for r in progress.finished}
         for ordinal in plan.ordinals:
             k = ordinal.ordinal
             if k in done:
-                lines.append(f"| {k} | moved | {done[k].seconds:.1f} |")
+                status = "moved" if done[k].moved else "stayed"
+                lines.append(f"| {k} | {status} | {done[k].seconds:.1f} s |")
             elif k == progress.current_ordinal:
-                lines.append(f"| {k} | moving | |")
+                lines.append(f"| {k} | {progress.phase} | {progress.step or ''} |")
             else:
                 lines.append(f"| {k} | waiting | |")
     return "\n".join(lines)
 
 
+def _key(name: str) -> SearchAttributeKey[Any]:
+    kind = SEARCH_ATTRIBUTES[name]
+    return (
+        SearchAttributeKey.for_int(name) if kind == "Int" else SearchAttributeKey.for_keyword(name)
+    )
+
+
 @workflow.defn(name="MigrateStatefulSet")
 class MigrateStatefulSet:
-    """Move a StatefulSet from the source to the destination cluster, ordinal by ordinal."""
+    """Move a StatefulSet from the source to the destination cluster, ordinal by ordinal.
+
+    Operators send ``pause``, ``resume``, ``approve``, ``abort`` and
+    ``set_approval``, each as a signal (fire-and-forget, queued while no worker
+    runs) or as an update of the same name (acknowledged, its validator rejects a
+    message that makes no sense now, and it returns the progress).
+    """
 
     def __init__(self) -> None:
         self._progress = Progress()
         self._plan: Plan | None = None
+        self._control = Control()
+        self._sent = Control()  # what the running child was last told
+        self._child: workflow.ChildWorkflowHandle[Any, OrdinalResult] | None = None
+        self._lock = asyncio.Lock()
+        self._search_attributes: set[str] = set()
+
+    # -- queries ------------------------------------------------------------------------
 
     @workflow.query
     def progress(self) -> Progress:
@@ -272,9 +382,289 @@ class MigrateStatefulSet:
     def plan(self) -> Plan | None:
         return self._plan
 
-    def _set(self, **changes: object) -> None:
-        self._progress = self._progress.model_copy(update=changes)
+    # -- operator messages: the rules (validators and signals share them) ----------------
+
+    def _finished(self) -> bool:
+        return self._progress.phase in ("done", "aborted")
+
+    def _next_ordinal(self) -> int | None:
+        """The ordinal an approval applies to: the one waiting, else the next not begun."""
+        if self._progress.waiting_for_approval is not None:
+            return self._progress.waiting_for_approval
+        moving = self._progress.current_ordinal if self._child is not None else None
+        return next((k for k in self._progress.remaining if k != moving), None)
+
+    def _pause_problem(self, _: PauseRequest | None) -> str | None:
+        if self._finished():
+            return f"the migration is {self._progress.phase}"
+        if self._control.aborting:
+            return "the migration is aborting"
+        if self._control.paused:
+            return "the migration is already paused"
+        return None
+
+    def _resume_problem(self, _: object = None) -> str | None:
+        if not self._control.paused:
+            return "the migration is not paused"
+        return None
+
+    def _approve_problem(self, req: ApproveRequest | None) -> str | None:
+        req = req or ApproveRequest()
+        if self._finished() or self._control.aborting:
+            return (
+                f"the migration is {'aborting' if self._control.aborting else self._progress.phase}"
+            )
+        if req.all:
+            return None
+        if self._plan is None:
+            return "no ordinal to approve yet: the plan is not ready (approve all is accepted)"
+        following = self._next_ordinal()
+        if following is None:
+            return "no ordinal remains to be approved"
+        if req.ordinal is not None and req.ordinal != following:
+            return f"ordinal {req.ordinal} is not next; the next ordinal to move is {following}"
+        return None
+
+    def _abort_problem(self, _: AbortRequest | None) -> str | None:
+        if self._finished():
+            return f"the migration is {self._progress.phase}"
+        if self._control.aborting:
+            return "the migration is already aborting"
+        return None
+
+    def _approval_problem(self, policy: ApprovalPolicy) -> str | None:
+        if self._finished():
+            return f"the migration is {self._progress.phase}"
+        if self._plan is not None and policy.mode == "ordinals":
+            known = {o.ordinal for o in self._plan.ordinals}
+            if unknown := sorted(set(policy.ordinals) - known):
+                return f"ordinals {unknown} are not part of this migration ({sorted(known)})"
+        return None
+
+    # -- operator messages: what they do -----------------------------------------------
+
+    async def _apply_control(self, control: Control, **progress: Any) -> None:
+        self._control = control
+        self._set(paused=control.paused, aborting=control.aborting, **progress)
+        await self._forward()
+
+    async def _forward(self) -> None:
+        """Tell the running child the latest control; one sender at a time."""
+        async with self._lock:
+            while self._child is not None and self._sent != self._control:
+                sending = self._control
+                try:
+                    await self._child.signal(MigrateOrdinal.control, sending)
+                except FailureError as err:  # the child finished meanwhile
+                    workflow.logger.info("control not delivered to ordinal: %s", err)
+                    return
+                self._sent = sending
+
+    def _approve(self, req: ApproveRequest | None) -> None:
+        req = req or ApproveRequest()
+        if req.all:
+            self._set(approve_all=True)
+            return
+        k = req.ordinal if req.ordinal is not None else self._next_ordinal()
+        if k is not None and k not in self._progress.approved:
+            self._set(approved=[*self._progress.approved, k])
+
+    def _ignored(self, message: str, problem: str | None) -> bool:
+        if problem:
+            workflow.logger.warning("signal %s ignored: %s", message, problem)
+        return problem is not None
+
+    @staticmethod
+    def _reject(problem: str | None) -> None:
+        if problem:
+            raise ApplicationError(problem, type="Rejected", non_retryable=True)
+
+    # pause
+    @workflow.signal(name="pause")
+    async def pause_signal(self, req: PauseRequest | None = None) -> None:
+        if not self._ignored("pause", self._pause_problem(req)):
+            await self._pause(req)
+
+    @workflow.update(name="pause")
+    async def pause(self, req: PauseRequest | None = None) -> Progress:
+        await self._pause(req)
+        return self._progress
+
+    @pause.validator
+    def _validate_pause(self, req: PauseRequest | None = None) -> None:
+        self._reject(self._pause_problem(req))
+
+    async def _pause(self, req: PauseRequest | None) -> None:
+        reason = req.reason if req else ""
+        workflow.logger.info("pause asked%s", f": {reason}" if reason else "")
+        await self._apply_control(
+            self._control.model_copy(update={"paused": True}), pause_reason=reason
+        )
+
+    # resume
+    @workflow.signal(name="resume")
+    async def resume_signal(self) -> None:
+        if not self._ignored("resume", self._resume_problem()):
+            await self._resume()
+
+    @workflow.update(name="resume")
+    async def resume(self) -> Progress:
+        await self._resume()
+        return self._progress
+
+    @resume.validator
+    def _validate_resume(self) -> None:
+        self._reject(self._resume_problem())
+
+    async def _resume(self) -> None:
+        workflow.logger.info("resume asked")
+        await self._apply_control(
+            self._control.model_copy(update={"paused": False}), pause_reason=""
+        )
+
+    # approve
+    @workflow.signal(name="approve")
+    def approve_signal(self, req: ApproveRequest | None = None) -> None:
+        if not self._ignored("approve", self._approve_problem(req)):
+            self._approve(req)
+
+    @workflow.update(name="approve")
+    def approve(self, req: ApproveRequest | None = None) -> Progress:
+        self._approve(req)
+        return self._progress
+
+    @approve.validator
+    def _validate_approve(self, req: ApproveRequest | None = None) -> None:
+        self._reject(self._approve_problem(req))
+
+    # abort
+    @workflow.signal(name="abort")
+    async def abort_signal(self, req: AbortRequest | None = None) -> None:
+        if not self._ignored("abort", self._abort_problem(req)):
+            await self._abort(req)
+
+    @workflow.update(name="abort")
+    async def abort(self, req: AbortRequest | None = None) -> Progress:
+        await self._abort(req)
+        return self._progress
+
+    @abort.validator
+    def _validate_abort(self, req: AbortRequest | None = None) -> None:
+        self._reject(self._abort_problem(req))
+
+    async def _abort(self, req: AbortRequest | None) -> None:
+        reason = req.reason if req else ""
+        workflow.logger.info("abort asked%s", f": {reason}" if reason else "")
+        await self._apply_control(
+            self._control.model_copy(update={"aborting": True}), abort_reason=reason
+        )
+
+    # set_approval
+    @workflow.signal(name="set_approval")
+    def set_approval_signal(self, policy: ApprovalPolicy) -> None:
+        if not self._ignored("set_approval", self._approval_problem(policy)):
+            self._set(approval=policy)
+
+    @workflow.update(name="set_approval")
+    def set_approval(self, policy: ApprovalPolicy) -> Progress:
+        self._set(approval=policy)
+        return self._progress
+
+    @set_approval.validator
+    def _validate_set_approval(self, policy: ApprovalPolicy) -> None:
+        self._reject(self._approval_problem(policy))
+
+    # from the children
+    @workflow.signal(name="ordinal_step")
+    def ordinal_step(self, report: StepReport) -> None:
+        if self._child is None or report.ordinal != self._progress.current_ordinal:
+            return  # late news of an ordinal already done
+        phase = "paused" if report.step == "paused" else "moving"
+        self._set(step=report.step, phase=phase)
+
+    # -- progress everywhere: query, UI details, search attributes ---------------------
+
+    def _set(self, **changes: Any) -> None:
+        before = self._progress
+        self._progress = before.model_copy(update=changes)
         workflow.set_current_details(progress_table(self._progress, self._plan))
+        if (before.phase, before.current_ordinal) != (
+            self._progress.phase,
+            self._progress.current_ordinal,
+        ):
+            ordinal = self._progress.current_ordinal
+            self._upsert(
+                StsmigratePhase=self._progress.phase,
+                StsmigrateOrdinal=-1 if ordinal is None else ordinal,
+            )
+
+    def _upsert(self, **values: Any) -> None:
+        pairs: list[SearchAttributeUpdate[Any]] = [
+            _key(name).value_set(value)
+            for name, value in values.items()
+            if name in self._search_attributes
+        ]
+        if pairs:
+            workflow.upsert_search_attributes(pairs)
+
+    async def _gate(self, ordinal: int | None, first: int | None) -> bool:
+        """A safe point (before the first change, between ordinals): wait while paused
+        or waiting for approval of ``ordinal``. False when the operator aborts."""
+        moving = self._progress.phase
+        while not self._control.aborting:
+            if self._control.paused:
+                self._set(phase="paused", step=None, waiting_for_approval=None)
+                await workflow.wait_condition(
+                    lambda: not self._control.paused or self._control.aborting
+                )
+                continue
+            approval = self._progress.approval
+            if (
+                ordinal is not None
+                and approval.needs(ordinal, first)
+                and not self._progress.approve_all
+                and ordinal not in self._progress.approved
+            ):
+                self._set(phase="awaiting_approval", step=None, waiting_for_approval=ordinal)
+                workflow.logger.info("ordinal %d waits for approval", ordinal)
+                await workflow.wait_condition(
+                    lambda: (
+                        self._control.paused
+                        or self._control.aborting
+                        or self._progress.approve_all
+                        or ordinal in self._progress.approved
+                        or not self._progress.approval.needs(ordinal, first)
+                    )
+                )
+                continue
+            self._set(phase=moving, waiting_for_approval=None)
+            return True
+        return False
+
+    async def _move(
+        self, request: MigrationRequest, migration_id: str, plan: Plan, index: int
+    ) -> OrdinalResult:
+        ordinal = plan.ordinals[index]
+        self._sent = self._control
+        self._child = await workflow.start_child_workflow(
+            MigrateOrdinal.run,
+            OrdinalInput(
+                request=request,
+                migration_id=migration_id,
+                ordinal=ordinal,
+                source_start=plan.source_start,
+                end=plan.end,
+                control=self._sent,
+            ),
+            id=ordinal_workflow_id(migration_id, ordinal.ordinal),
+            static_summary=f"move {ordinal.pod} from {request.source_context} "
+            f"to {request.destination_context}",
+        )
+        await self._forward()  # anything asked while the child was starting
+        try:
+            return await self._child
+        finally:
+            self._child = None
 
     @workflow.run
     async def run(self, request: MigrationRequest) -> MigrationResult:
@@ -292,7 +682,26 @@ class MigrateStatefulSet:
             statefulset=request.statefulset,
         )
 
-        self._set(phase="preflight")
+        self._search_attributes = set(
+            await act(
+                TemporalActivities.registered_search_attributes,
+                summary="which search attributes the namespace has",
+                **QUICK,
+            )
+        )
+        if missing := sorted(set(SEARCH_ATTRIBUTES) - self._search_attributes):
+            workflow.logger.warning(
+                "search attributes %s are not registered in this namespace; the migration runs "
+                "without them (see: temporal operator search-attribute create --help)",
+                ", ".join(missing),
+            )
+        self._upsert(
+            StsmigrateStatefulSet=request.statefulset,
+            StsmigrateNamespace=request.namespace,
+            StsmigrateSourceContext=request.source_context,
+            StsmigrateDestinationContext=request.destination_context,
+        )
+        self._set(phase="preflight", approval=request.approval)
         plan = await act(
             MigrationActivities.plan_migration,
             PlanInput(request=request, migration_id=migration_id),
@@ -315,53 +724,52 @@ class MigrateStatefulSet:
             )
         if request.dry_run:
             self._set(phase="done")
+            await workflow.wait_condition(workflow.all_handlers_finished)
             return MigrationResult(migration_id=migration_id, dry_run=True, plan=plan)
 
-        self._set(phase="preparing")
-        if plan.fix_retention_policy:
-            await act(
-                MigrationActivities.ensure_retention_policy,
-                src,
-                summary=f"{src.context}: whenScaled Retain",
-                **QUICK,
-            )
-        if plan.ordinals:
-            start = plan.destination_start if plan.destination_exists else plan.end
-            await act(
-                MigrationActivities.ensure_destination_statefulset,
-                EnsureDestinationInput(request=request, migration_id=migration_id, start=start),
-                summary=f"{dst.context}: StatefulSet {dst.statefulset} owning [{start}, {start})",
-                **QUICK,
-            )
-        deps = await act(
-            MigrationActivities.ensure_dependencies,
-            PlanInput(request=request, migration_id=migration_id),
-            summary=f"{dst.context}: copy Secrets, ConfigMaps, Service, PDB",
-            **QUICK,
-        )
-
+        first = plan.ordinals[0].ordinal if plan.ordinals else None
         moved: list[OrdinalResult] = []
-        self._set(phase="moving")
-        for ordinal in plan.ordinals:
-            self._set(current_ordinal=ordinal.ordinal)
-            result = await workflow.execute_child_workflow(
-                MigrateOrdinal.run,
-                OrdinalInput(
-                    request=request,
-                    migration_id=migration_id,
-                    ordinal=ordinal,
-                    source_start=plan.source_start,
-                    end=plan.end,
-                ),
-                id=ordinal_workflow_id(migration_id, ordinal.ordinal),
-                static_summary=f"move {ordinal.pod} from {src.context} to {dst.context}",
+        deps = None
+        if await self._gate(None, first):
+            self._set(phase="preparing")
+            if plan.fix_retention_policy:
+                await act(
+                    MigrationActivities.ensure_retention_policy,
+                    src,
+                    summary=f"{src.context}: whenScaled Retain",
+                    **QUICK,
+                )
+            if plan.ordinals:
+                start = plan.destination_start if plan.destination_exists else plan.end
+                await act(
+                    MigrationActivities.ensure_destination_statefulset,
+                    EnsureDestinationInput(request=request, migration_id=migration_id, start=start),
+                    summary=f"{dst.context}: StatefulSet {dst.statefulset} "
+                    f"owning [{start}, {start})",
+                    **QUICK,
+                )
+            deps = await act(
+                MigrationActivities.ensure_dependencies,
+                PlanInput(request=request, migration_id=migration_id),
+                summary=f"{dst.context}: copy Secrets, ConfigMaps, Service, PDB",
+                **QUICK,
             )
-            moved.append(result)
-            self._set(
-                current_ordinal=None,
-                finished=[*self._progress.finished, result],
-                remaining=[k for k in self._progress.remaining if k != ordinal.ordinal],
-            )
+
+            self._set(phase="moving")
+            for index, ordinal in enumerate(plan.ordinals):
+                self._set(current_ordinal=ordinal.ordinal, step=None)
+                if not await self._gate(ordinal.ordinal, first):
+                    break
+                result = await self._move(request, migration_id, plan, index)
+                self._set(
+                    current_ordinal=None,
+                    step=None,
+                    finished=[*self._progress.finished, result],
+                    remaining=[k for k in self._progress.remaining if k != ordinal.ordinal],
+                )
+                if not result.moved:
+                    break
+                moved.append(result)
 
         source_state = await act(
             MigrationActivities.read_statefulset,
@@ -376,14 +784,34 @@ class MigrateStatefulSet:
             **QUICK,
         )
         seconds = round((workflow.now() - begun).total_seconds(), 3)
-        self._set(phase="done")
-        workflow.logger.info("migration done: %d ordinal(s) in %.1f s", len(moved), seconds)
+        aborted = self._control.aborting
+        self._set(phase="aborted" if aborted else "done", current_ordinal=None, step=None)
+        workflow.logger.info(
+            "migration %s: %d ordinal(s) moved in %.1f s",
+            "aborted" if aborted else "done",
+            len(moved),
+            seconds,
+        )
+        await workflow.wait_condition(workflow.all_handlers_finished)
         return MigrationResult(
             migration_id=migration_id,
             plan=plan,
             moved=moved,
-            dependencies=deps.dependencies,
+            dependencies=deps.dependencies if deps else [],
             source=source_state,
             destination=destination_state,
             seconds=seconds,
+            aborted=aborted,
+            abort_reason=self._progress.abort_reason,
+            placement=placement(source_state, destination_state),
         )
+
+
+def placement(source: StatefulSetState, destination: StatefulSetState) -> dict[str, str]:
+    """Where every ordinal runs, highest first, from the two StatefulSets' slices."""
+    where: dict[int, str] = {}
+    for side, state in (("source", source), ("destination", destination)):
+        if state.exists:
+            for k in range(state.start, state.start + state.replicas):
+                where[k] = "both" if k in where else side
+    return {str(k): where[k] for k in sorted(where, reverse=True)}

@@ -1,0 +1,36 @@
+"""Activities that ask the Temporal server itself (not a cluster) something."""
+
+from __future__ import annotations
+
+from temporalio import activity
+from temporalio.api.enums.v1 import IndexedValueType
+from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
+from temporalio.client import Client
+from temporalio.service import RPCError
+
+from activities.models import SEARCH_ATTRIBUTES
+
+
+class TemporalActivities:
+    def __init__(self, client: Client) -> None:
+        self._client = client
+
+    @activity.defn
+    async def registered_search_attributes(self) -> list[str]:
+        """Which of our custom search attributes the namespace has, with the right type.
+
+        A server that lacks them (or refuses the question) gets none: the migration
+        runs the same, only without them. Never fails.
+        """
+        try:
+            answer = await self._client.operator_service.list_search_attributes(
+                ListSearchAttributesRequest(namespace=self._client.namespace)
+            )
+        except RPCError as err:
+            activity.logger.warning("cannot list search attributes: %s", err.message)
+            return []
+        have = {
+            name: IndexedValueType.Name(kind).removeprefix("INDEXED_VALUE_TYPE_").lower()
+            for name, kind in answer.custom_attributes.items()
+        }
+        return [name for name, kind in SEARCH_ATTRIBUTES.items() if have.get(name) == kind.lower()]

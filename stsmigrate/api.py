@@ -1,0 +1,204 @@
+"""Typed Python API: start a migration and drive it from your own code.
+
+    import asyncio
+    from stsmigrate.api import MigrationRequest, connect, start_migration
+
+    async def main() -> None:
+        client = await connect()  # TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ... like the CLI
+        migration = await start_migration(
+            client,
+            MigrationRequest(statefulset="redis", namespace="shop",
+                             source_context="prod-a", destination_context="prod-b"),
+        )
+        print((await migration.progress()).phase)
+        print((await migration.result()).placement)
+
+    asyncio.run(main())
+
+Every function speaks the payload models of ``activities.models``; operator
+messages are Temporal updates, so a call returns once the workflow accepted it, and
+raises ``Rejected`` (with the workflow's reason) when its validator refused it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowHandle,
+    WorkflowUpdateFailedError,
+)
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.envconfig import ClientConfig
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from activities.models import (
+    TASK_QUEUE,
+    AbortRequest,
+    ApprovalPolicy,
+    ApproveRequest,
+    MigrationRequest,
+    MigrationResult,
+    PauseRequest,
+    Plan,
+    Progress,
+    WaitTimeouts,
+    default_migration_id,
+)
+
+__all__ = [
+    "TASK_QUEUE",
+    "ApprovalPolicy",
+    "Migration",
+    "MigrationRequest",
+    "MigrationResult",
+    "Plan",
+    "Progress",
+    "Rejected",
+    "WaitTimeouts",
+    "connect",
+    "get_migration",
+    "start_migration",
+]
+
+WORKFLOW = "MigrateStatefulSet"
+
+
+class Rejected(Exception):
+    """The workflow refused an operator message (its update validator said why)."""
+
+
+async def connect(env: Mapping[str, str] | None = None, **overrides: Any) -> Client:
+    """A client configured like the Temporal CLI (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+    TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE, the CLI's config file), with
+    the pydantic data converter every migration payload needs."""
+    config = ClientConfig.load_client_connect_config(override_env_vars=dict(env or os.environ))
+    return await Client.connect(
+        **{**config, **overrides, "data_converter": pydantic_data_converter}
+    )
+
+
+def summary(request: MigrationRequest) -> str:
+    """The one-line static summary the Temporal UI shows for a migration."""
+    return (
+        f"move StatefulSet {request.namespace}/{request.statefulset} from "
+        f"{request.source_context} to {request.destination_context}/{request.target_namespace}"
+    )
+
+
+def details(request: MigrationRequest) -> str:
+    """The static details (markdown) shown under the summary."""
+    approval = request.approval
+    classes = ", ".join(f"{a} → {b}" for a, b in request.storage_class_mapping.items())
+    rows = [
+        ("StatefulSet", f"{request.namespace}/{request.statefulset}"),
+        ("from", request.source_context),
+        ("to", f"{request.destination_context} (namespace {request.target_namespace})"),
+        ("approval", approval.mode + (f" {approval.ordinals}" if approval.ordinals else "")),
+        ("stop at ordinal", "none" if request.stop_at_ordinal is None else request.stop_at_ordinal),
+        ("storage classes", classes or "unchanged"),
+        ("dry run", "yes" if request.dry_run else "no"),
+    ]
+    return "\n".join(["| | |", "|---|---|", *(f"| {k} | {v} |" for k, v in rows)])
+
+
+async def start_migration(
+    client: Client,
+    request: MigrationRequest,
+    *,
+    migration_id: str | None = None,
+    task_queue: str = TASK_QUEUE,
+) -> Migration:
+    """Start ``request``; the id defaults to ``stsmigrate/<source>/<namespace>/<name>``,
+    so a second start for a StatefulSet that is still migrating fails at once."""
+    handle = await client.start_workflow(
+        WORKFLOW,
+        request,
+        id=migration_id or default_migration_id(request),
+        task_queue=task_queue,
+        result_type=MigrationResult,
+        static_summary=summary(request),
+        static_details=details(request),
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
+    return Migration(handle)
+
+
+def get_migration(client: Client, migration_id: str) -> Migration:
+    """A handle on a migration started earlier (by anyone: CLI, UI, this API)."""
+    return Migration(client.get_workflow_handle(migration_id, result_type=MigrationResult))
+
+
+class Migration:
+    """One migration (a MigrateStatefulSet workflow run)."""
+
+    def __init__(self, handle: WorkflowHandle[Any, MigrationResult]) -> None:
+        self.handle = handle
+
+    @property
+    def id(self) -> str:
+        return self.handle.id
+
+    async def progress(self) -> Progress:
+        return await self.handle.query("progress", result_type=Progress)
+
+    async def plan(self) -> Plan | None:
+        return await self.handle.query("plan", result_type=Plan | None)  # type: ignore[arg-type]
+
+    async def status(self) -> WorkflowExecutionStatus | None:
+        return (await self.handle.describe()).status
+
+    async def result(self) -> MigrationResult:
+        return await self.handle.result()
+
+    async def pause(self, reason: str = "") -> Progress:
+        return await self._update("pause", PauseRequest(reason=reason))
+
+    async def resume(self) -> Progress:
+        return await self._update("resume")
+
+    async def approve(self, ordinal: int | None = None, *, all: bool = False) -> Progress:
+        """Approve the next ordinal; ``ordinal`` insists on which one; ``all`` approves
+        every ordinal that remains."""
+        return await self._update("approve", ApproveRequest(ordinal=ordinal, all=all))
+
+    async def abort(self, reason: str = "") -> Progress:
+        return await self._update("abort", AbortRequest(reason=reason))
+
+    async def set_approval(self, policy: ApprovalPolicy) -> Progress:
+        return await self._update("set_approval", policy)
+
+    async def wait_until(
+        self, condition: Callable[[Progress], bool], *, within: float = 600, poll: float = 0.5
+    ) -> Progress:
+        """Poll ``progress`` until ``condition`` holds; TimeoutError after ``within`` s."""
+        deadline = time.monotonic() + within
+        while True:
+            progress = await self.progress()
+            if condition(progress):
+                return progress
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{self.id}: still {progress.phase} after {within} s")
+            await asyncio.sleep(poll)
+
+    async def _update(self, name: str, arg: Any = None) -> Progress:
+        try:
+            args = [] if arg is None else [arg]
+            return await self.handle.execute_update(name, args=args, result_type=Progress)
+        except WorkflowUpdateFailedError as err:
+            cause = err.cause
+            if isinstance(cause, ApplicationError):
+                raise Rejected(f"{name} rejected: {cause.message}") from None
+            raise
+        except RPCError as err:
+            if "already completed" in err.message:
+                raise Rejected(f"{name} rejected: the migration {self.id} has ended") from None
+            raise
