@@ -1,6 +1,7 @@
 # The two commands of the README, and the steps they share.
 #   make demo   Temporal dev server + two local Kubernetes clusters + worker + a workflow
 #   make test   lint, format check, type check, import contracts, then the whole test suite
+#               (installs Debian's chromium for the UI test if it is missing)
 # Both create .venv, install the project with its dev extras, and build (once) or
 # reuse the Kubernetes binaries in ~/.cache/statefulset-migrator.
 
@@ -9,7 +10,9 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint binaries clusters clean
+SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: demo test lint binaries browser clusters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -20,6 +23,12 @@ $(STAMP): pyproject.toml
 
 binaries: $(STAMP)
 	@$(BIN)/python -m devenv build >/dev/null
+
+# Debian's Chromium, driven by Playwright in the Temporal UI test; installed once.
+browser:
+	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the UI test ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
 
 demo: binaries
 	$(BIN)/python -m devenv demo $(ARGS)
@@ -34,7 +43,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing; say so loudly rather than pass silently.
-test: lint binaries
+test: lint binaries browser
 	@$(BIN)/pytest $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

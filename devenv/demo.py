@@ -29,7 +29,6 @@ from activities.models import (
     DescribeClustersInput,
     DescribeClustersResult,
     MigrationRequest,
-    MigrationResult,
     OrdinalResult,
     ordinal_workflow_id,
 )
@@ -37,6 +36,8 @@ from devenv import wait_for_interrupt
 from devenv.clusters import ClusterError, LocalClusters
 from devenv.observer import Observer
 from devenv.temporal import DevServer
+from stsmigrate.api import start_migration
+from stsmigrate.cli import ui_link
 
 REPO = Path(__file__).resolve().parent.parent
 APP = Path(__file__).with_name("demo-app.yaml")
@@ -128,22 +129,22 @@ async def run_migration(server: DevServer, lc: LocalClusters) -> list[str]:
     observer.start()
     migration_id = f"stsmigrate/source/{NAMESPACE}/redis-{uuid.uuid4().hex[:6]}"
     try:
-        handle = await client.start_workflow(
-            "MigrateStatefulSet",
+        migration = await start_migration(
+            client,
             MigrationRequest(
                 statefulset="redis",
                 namespace=NAMESPACE,
                 source_context="source",
                 destination_context="destination",
             ),
-            id=migration_id,
+            migration_id=migration_id,
             task_queue=TASK_QUEUE,
-            result_type=MigrationResult,
         )
         say(f"migration {migration_id} started; watch it in the Temporal UI:")
-        say(f"  {server.ui_url}/namespaces/default/workflows/{migration_id.replace('/', '%2F')}")
+        say(f"  {ui_link(server.ui_url, 'default', migration_id)}")
+        say(f"  or: TEMPORAL_ADDRESS={server.address} stsmigrate watch {migration_id}")
         await follow(client, migration_id, [5, 4, 3, 2, 1, 0])
-        result = await handle.result()
+        result = await migration.result()
     finally:
         observer.stop()
     src, dst = result.source, result.destination

@@ -115,15 +115,16 @@ async def start_migration(
     request: MigrationRequest,
     *,
     migration_id: str | None = None,
-    task_queue: str = TASK_QUEUE,
+    task_queue: str | None = None,
 ) -> Migration:
     """Start ``request``; the id defaults to ``stsmigrate/<source>/<namespace>/<name>``,
-    so a second start for a StatefulSet that is still migrating fails at once."""
+    so a second start for a StatefulSet that is still migrating fails at once. The
+    task queue defaults to $STSMIGRATE_TASK_QUEUE, then ``statefulset-migration``."""
     handle = await client.start_workflow(
         WORKFLOW,
         request,
         id=migration_id or default_migration_id(request),
-        task_queue=task_queue,
+        task_queue=task_queue or os.environ.get("STSMIGRATE_TASK_QUEUE", TASK_QUEUE),
         result_type=MigrationResult,
         static_summary=summary(request),
         static_details=details(request),
@@ -160,21 +161,21 @@ class Migration:
         return await self.handle.result()
 
     async def pause(self, reason: str = "") -> Progress:
-        return await self._update("pause", PauseRequest(reason=reason))
+        return await self.update("pause", PauseRequest(reason=reason))
 
     async def resume(self) -> Progress:
-        return await self._update("resume")
+        return await self.update("resume")
 
     async def approve(self, ordinal: int | None = None, *, all: bool = False) -> Progress:
         """Approve the next ordinal; ``ordinal`` insists on which one; ``all`` approves
         every ordinal that remains."""
-        return await self._update("approve", ApproveRequest(ordinal=ordinal, all=all))
+        return await self.update("approve", ApproveRequest(ordinal=ordinal, all=all))
 
     async def abort(self, reason: str = "") -> Progress:
-        return await self._update("abort", AbortRequest(reason=reason))
+        return await self.update("abort", AbortRequest(reason=reason))
 
     async def set_approval(self, policy: ApprovalPolicy) -> Progress:
-        return await self._update("set_approval", policy)
+        return await self.update("set_approval", policy)
 
     async def wait_until(
         self, condition: Callable[[Progress], bool], *, within: float = 600, poll: float = 0.5
@@ -189,7 +190,14 @@ class Migration:
                 raise TimeoutError(f"{self.id}: still {progress.phase} after {within} s")
             await asyncio.sleep(poll)
 
-    async def _update(self, name: str, arg: Any = None) -> Progress:
+    async def signal(self, name: str, arg: Any = None) -> None:
+        """Send an operator message as a signal: no answer, queued while no worker runs;
+        a message that makes no sense is logged and ignored by the workflow."""
+        await self.handle.signal(name, *([] if arg is None else [arg]))
+
+    async def update(self, name: str, arg: Any = None) -> Progress:
+        """Send an operator message (pause, resume, approve, abort, set_approval) as an
+        update; returns the progress once accepted, raises Rejected otherwise."""
         try:
             args = [] if arg is None else [arg]
             return await self.handle.execute_update(name, args=args, result_type=Progress)

