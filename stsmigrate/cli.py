@@ -25,7 +25,7 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.models import (
@@ -57,6 +57,12 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
         except Rejected as e:
             err.print(f"[red]error:[/] {e}")
             sys.exit(2)
+        except WorkflowAlreadyStartedError as e:
+            err.print(
+                f"[red]error:[/] migration {e.workflow_id} is already running; "
+                f"see: stsmigrate status {e.workflow_id}"
+            )
+            sys.exit(1)
         except RPCError as e:
             err.print(f"[red]error:[/] Temporal: {e.message}")
             sys.exit(1)
@@ -123,7 +129,10 @@ def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
 def build_request(file: Path | None, **flags: Any) -> MigrationRequest:
     fields: dict[str, Any] = {}
     if file is not None:
-        loaded = yaml.safe_load(file.read_text())
+        try:
+            loaded = yaml.safe_load(file.read_text())
+        except yaml.YAMLError as e:
+            raise click.BadParameter(f"{file} is not valid YAML: {e}", param_hint="-f") from None
         if not isinstance(loaded, dict):
             raise click.BadParameter(
                 f"{file} must hold a mapping of request fields", param_hint="-f"

@@ -334,7 +334,7 @@ async def test_search_attributes_find_a_waiting_migration(
 
 
 async def test_missing_search_attributes_are_reported_not_fatal(
-    temporal_env: WorkflowEnvironment,
+    temporal_env: WorkflowEnvironment, caplog: pytest.LogCaptureFixture
 ) -> None:
     """The real activity against a namespace without our search attributes."""
     namespace = f"bare-{uuid.uuid4().hex[:6]}"
@@ -367,3 +367,6 @@ async def test_missing_search_attributes_are_reported_not_fatal(
     assert not any(
         e.HasField("upsert_workflow_search_attributes_event_attributes") for e in history.events
     )
+    said = [r.getMessage() for r in caplog.records if "are not registered" in r.getMessage()]
+    assert len(said) == 1
+    assert "StsmigratePhase" in said[0]

@@ -716,6 +716,7 @@ class MigrateStatefulSet:
             workflow.logger.warning("preflight: %s", warning)
         if plan.problems:
             listing = "\n".join(f"- {p.object}: {p.message} (fix: {p.fix})" for p in plan.problems)
+            await workflow.wait_condition(workflow.all_handlers_finished)
             raise ApplicationError(
                 f"preflight found {len(plan.problems)} problem(s); nothing was changed:\n{listing}",
                 plan,

@@ -6,6 +6,7 @@ output against the clusters, and the Temporal Web UI in a real headless Chromium
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import os
 import shlex
@@ -14,6 +15,7 @@ import sys
 import uuid
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import pytest
 from kubernetes import client
@@ -365,3 +367,55 @@ async def test_the_temporal_ui_shows_a_waiting_migration(
     assert shot.stat().st_size > 10_000
     await migration.abort("ui test done")
     assert (await migration.result()).aborted
+
+
+async def test_stsmigrate_plan_then_start_from_a_file_and_wait(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    name = "redis"
+    deploy_app(kube["source"], namespace, name, 2, secret_value="x", ready_delay="100ms")
+    run = functools.partial(stsmigrate, address(temporal_env), worker.task_queue)
+    target = ["-s", name, "-n", namespace, "--from", "source", "--to", "destination"]
+
+    before = snapshot(kube, namespace)
+    code, out, err = await run("plan", *target)
+    assert code == 0, err
+    assert "create owning the empty slice [2, 2)" in out
+    assert f"move {name}-1" in out and f"move {name}-0" in out
+    code, out, err = await run("plan", *target, "--storage-class", "local-csi=no-such-class")
+    assert code == 1, err
+    assert "blocking problem(s)" in out and "no-such-class" in out
+    assert snapshot(kube, namespace) == before  # plans change nothing
+
+    file = tmp_path / "request.yaml"
+    file.write_text(
+        f"statefulset: {name}\nnamespace: {namespace}\nsource_context: source\n"
+        "destination_context: destination\ntimeouts: {healthy: 60, pod_gone: 60, detach: 60, "
+        "bound: 60, pod_ready: 60}\n"
+    )
+    migration_id = f"stsmigrate/source/{namespace}/{name}"
+    with observing(kube, namespace, namespace, name) as observer:
+        code, out, err = await run("start", "-f", str(file), "--approval", "first")
+        assert code == 0, err
+        assert f"started {migration_id}" in out
+        link = f"http://localhost:8233/namespaces/default/workflows/{quote(migration_id, safe='')}"
+        assert f"UI: {link}" in out
+        # One migration per StatefulSet at a time: a second start is refused.
+        code, out, err = await run("start", *target)
+        assert code == 1
+        assert f"migration {migration_id} is already running" in err
+
+        migration = get_migration(temporal_env.client, migration_id)
+        await migration.wait_until(until("awaiting_approval", 1), within=60)
+        code, out, err = await run("approve", migration_id, "--all")
+        assert code == 0, err
+        code, out, err = await run("watch", migration_id)
+    assert code == 0, err
+    assert f"{migration_id}: done, 2 ordinal(s) moved" in out
+    assert observer.verdict([1, 0], (0, 0), (0, 2)) == []
+    code, out, err = await run("status", migration_id)
+    assert code == 0 and "done, 2 ordinal(s) moved" in out

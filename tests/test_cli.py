@@ -1,0 +1,142 @@
+"""The stsmigrate command's pure parts: request building, validation before any
+connection, and the progress display. (Its commands against a real server and the
+real clusters are in tests/cluster/test_operations.py.)"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from rich.console import Console
+
+from activities.models import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
+from stsmigrate.cli import build_request, main, plan_view, progress_view, ui_link
+
+FLAGS = {
+    "statefulset": None,
+    "namespace": None,
+    "source_context": None,
+    "destination_context": None,
+    "destination_namespace": None,
+    "storage_class_mapping": (),
+    "stop_at_ordinal": None,
+    "fix_retention_policy": None,
+    "approval_mode": None,
+    "approve_ordinals": None,
+}
+
+
+def plan_of(ordinals: list[int], **fields: Any) -> Plan:
+    return Plan(
+        migration_id="m",
+        source_context="a",
+        destination_context="b",
+        namespace="shop",
+        destination_namespace="shop",
+        statefulset="redis",
+        ordinals=[OrdinalPlan(ordinal=k, pod=f"redis-{k}") for k in ordinals],
+        **fields,
+    )
+
+
+def render(renderable: object) -> str:
+    console = Console(width=160, record=True)
+    console.print(renderable)
+    return console.export_text()
+
+
+def test_a_yaml_file_and_flags_make_one_request(tmp_path: Path) -> None:
+    file = tmp_path / "request.yaml"
+    file.write_text(
+        "statefulset: redis\nnamespace: shop\nsource_context: prod-a\n"
+        "destination_context: prod-b\nstorage_class_mapping: {fast: fast-b}\n"
+        "timeouts: {pod_ready: 1200}\n"
+    )
+    request = build_request(
+        file,
+        **{
+            **FLAGS,
+            "storage_class_mapping": ("slow=slow-b",),
+            "approval_mode": "ordinals",
+            "approve_ordinals": "5,3",
+            "destination_context": "prod-c",
+        },
+    )
+    assert request.destination_context == "prod-c"
+    assert request.storage_class_mapping == {"fast": "fast-b", "slow": "slow-b"}
+    assert (request.approval.mode, request.approval.ordinals) == ("ordinals", [5, 3])
+    assert request.timeouts.pod_ready == 1200
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-s", "Redis", "-n", "shop", "--from", "a", "--to", "b"], "statefulset: String should"),
+        (["-s", "redis", "-n", "shop", "--from", "a"], "destination_context: Field required"),
+        (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--storage-class", "x"],
+         "use SRC=DST"),
+        (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--approval", "ordinals"],
+         'approval mode "ordinals" needs a non-empty list'),
+        (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--stop-at-ordinal", "-1"],
+         "stop_at_ordinal: Input should be greater than or equal to 0"),
+    ],
+)  # fmt: skip
+def test_bad_input_is_refused_before_connecting(args: list[str], message: str) -> None:
+    # TEMPORAL_ADDRESS points nowhere: a connection attempt would fail differently.
+    runner = CliRunner(env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
+    result = runner.invoke(main, ["start", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [("- redis\n", "must hold a mapping of request fields"), ("a: [b\n", "is not valid YAML")],
+)
+def test_a_bad_request_file_is_refused(tmp_path: Path, content: str, message: str) -> None:
+    file = tmp_path / "request.yaml"
+    file.write_text(content)
+    result = CliRunner().invoke(main, ["plan", "-f", str(file)])
+    assert result.exit_code == 2
+    assert message in result.output
+
+
+def test_progress_display_says_what_waits_and_where() -> None:
+    progress = Progress(
+        phase="awaiting_approval",
+        current_ordinal=4,
+        waiting_for_approval=4,
+        finished=[OrdinalResult(ordinal=5, seconds=3.9, steps=[StepTiming(step="x", seconds=1)])],
+        remaining=[4, 3],
+        warnings=["hostPath volumes"],
+    )
+    plan = plan_of([5, 4, 3])
+    text = render(progress_view("stsmigrate/a/shop/redis", progress, plan))
+    assert "phase: awaiting_approval  ordinals moved: 1/3" in text
+    assert "waiting for approval of ordinal 4: stsmigrate approve stsmigrate/a/shop/redis" in text
+    rows = [[c.strip() for c in re.split(r"[│|]", ln) if c.strip()] for ln in text.splitlines()]
+    rows = [r for r in rows if r and r[0].isdigit()]
+    assert rows == [["5", "moved", "3.9"], ["4", "awaiting_approval"], ["3", "waiting"]]
+    assert "warning: hostPath volumes" in text
+
+
+def test_plan_display_lists_steps_and_blocking_problems() -> None:
+    plan = plan_of(
+        [1, 0],
+        source_replicas=2,
+        end=2,
+        problems=[Problem(object="storage class fast", message="missing", fix="create it")],
+    )
+    text = render(plan_view(plan))
+    assert "create owning the empty slice [2, 2)" in text
+    assert "move redis-1" in text and "move redis-0" in text
+    assert "1 blocking problem(s):" in text and "fix: create it" in text
+
+
+def test_ui_links_escape_the_workflow_id() -> None:
+    assert ui_link("http://ui:8233/", "default", "stsmigrate/a/shop/redis") == (
+        "http://ui:8233/namespaces/default/workflows/stsmigrate%2Fa%2Fshop%2Fredis"
+    )
