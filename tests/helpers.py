@@ -227,7 +227,15 @@ def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str
 class WorkerProcess:
     """``python worker.py`` as a real process on its own task queue; restartable."""
 
-    def __init__(self, address: str, kubeconfig: Path, log: Path, task_queue: str) -> None:
+    def __init__(
+        self,
+        address: str,
+        kubeconfig: Path,
+        log: Path,
+        task_queue: str,
+        argv: list[str] | None = None,
+    ) -> None:
+        self.argv = argv or [sys.executable, str(REPO / "worker.py")]
         self.env = {
             **os.environ,
             "TEMPORAL_ADDRESS": address,
@@ -242,7 +250,7 @@ class WorkerProcess:
     def start(self) -> None:
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
-                [sys.executable, str(REPO / "worker.py")],
+                self.argv,
                 env=self.env,
                 stdout=out,
                 stderr=subprocess.STDOUT,

@@ -22,6 +22,7 @@ from kubernetes import client
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import ApprovalPolicy, Progress
+from devenv.clusters import LocalClusters
 from stsmigrate.api import Migration, get_migration, start_migration
 from stsmigrate.cli import ui_link
 from tests.cluster.test_migration import observing, request_for
@@ -369,7 +370,30 @@ async def test_the_temporal_ui_shows_a_waiting_migration(
     assert (await migration.result()).aborted
 
 
-async def test_stsmigrate_plan_then_start_from_a_file_and_wait(
+async def test_stsmigrate_worker_plan_start_from_a_file_and_watch(
+    clusters: LocalClusters,
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Everything through the command, the worker included (`stsmigrate worker`)."""
+    worker = WorkerProcess(
+        address(temporal_env),
+        clusters.kubeconfig,
+        tmp_path / "worker.log",
+        f"stsmigrate-worker-{uuid.uuid4().hex[:8]}",
+        argv=[str(Path(sys.executable).parent / "stsmigrate"), "worker"],
+    )
+    worker.start()
+    try:
+        await plan_start_and_watch(kube, temporal_env, worker, namespace, tmp_path)
+    finally:
+        worker.stop()
+    assert '"event": "worker_started"' in (tmp_path / "worker.log").read_text()
+
+
+async def plan_start_and_watch(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
