@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
@@ -48,28 +49,39 @@ err = Console(stderr=True, highlight=False)
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
-    """Run an async command; turn the errors a user can act on into one clear line."""
+    """Run an async command; turn the errors a user can act on into one clear line.
+
+    Usage errors (click exceptions) propagate to click as usual. Once a command has
+    talked to Temporal, the process ends with ``os._exit``: the SDK's Rust threads
+    can outlive the event loop and abort interpreter teardown ("PyGILState_Release
+    ... must be current", temporalio/sdk-python#300), which would turn a finished
+    command into exit code -6.
+    """
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
         try:
-            code: int | None = asyncio.run(fn(*args, **kwargs))
+            code = asyncio.run(fn(*args, **kwargs)) or 0
         except Rejected as e:
             err.print(f"[red]error:[/] {e}")
-            sys.exit(2)
+            code = 2
         except WorkflowAlreadyStartedError as e:
             err.print(
                 f"[red]error:[/] migration {e.workflow_id} is already running; "
                 f"see: stsmigrate status {e.workflow_id}"
             )
-            sys.exit(1)
+            code = 1
         except RPCError as e:
             err.print(f"[red]error:[/] Temporal: {e.message}")
-            sys.exit(1)
+            code = 1
         except RuntimeError as e:  # e.g. connection refused while connecting
             err.print(f"[red]error:[/] {e}")
-            sys.exit(1)
-        sys.exit(code or 0)
+            code = 1
+        except KeyboardInterrupt:
+            code = 130
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
 
     return wrapper
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -12,11 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from kubernetes import client
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
 
 from devenv.observer import Seen, Watcher
 from devenv.temporal import temporal_binary
 
 REPO = Path(__file__).resolve().parent.parent
+HISTORIES = REPO / "tests" / "histories"
 
 __all__ = [
     "Seen",
@@ -24,8 +28,10 @@ __all__ = [
     "WorkerProcess",
     "apply_statefulset",
     "deploy_app",
+    "histories",
     "pod_names",
     "ready_replicas",
+    "record",
     "run_command",
     "snapshot",
     "statefulset",
@@ -310,3 +316,23 @@ async def stsmigrate(address: str, task_queue: str, *args: str) -> tuple[int, st
         "COLUMNS": "200",
     }
     return await run_command(str(Path(sys.executable).parent / "stsmigrate"), *args, env=env)
+
+
+async def histories(env: WorkflowEnvironment, migration_id: str) -> list[WorkflowHistory]:
+    """The parent's history and every child's, found by their deterministic ids."""
+    parent = await env.client.get_workflow_handle(migration_id).fetch_history()
+    out = [parent]
+    for event in parent.events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            child_id = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            out.append(await env.client.get_workflow_handle(child_id).fetch_history())
+    return out
+
+
+def record(name: str, history: WorkflowHistory) -> None:
+    """Keep a history for the replay test when STSMIGRATE_RECORD_HISTORIES=1."""
+    if os.environ.get("STSMIGRATE_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(exist_ok=True)
+        # The id matters on replay: child workflow ids derive from it.
+        recorded = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+        (HISTORIES / f"{name}.json").write_text(json.dumps(recorded))

@@ -45,6 +45,7 @@ from activities.models import (
 )
 from activities.temporal import TemporalActivities
 from stsmigrate.api import Migration, Rejected, start_migration
+from tests.helpers import histories, record
 from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
 
 ORDINALS = [2, 1, 0]
@@ -199,6 +200,7 @@ async def test_each_ordinal_waits_for_its_approval_in_turn(
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == ORDINALS
     assert result.placement == {"2": "destination", "1": "destination", "0": "destination"}
+    record("controls_approvals_parent", (await histories(temporal_env, migration.id))[0])
     with pytest.raises(Rejected, match="has ended"):
         await migration.pause()
 
@@ -245,6 +247,9 @@ async def test_pause_between_ordinals_and_during_one_changes_nothing_until_resum
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == ORDINALS
     assert clusters.slices == {"source": (0, 0), "destination": (0, 3)}
+    found = await histories(temporal_env, migration.id)
+    record("controls_pause_parent", found[0])
+    record("controls_pause_ordinal_1", found[2])
 
 
 async def test_abort_while_an_ordinal_waits_for_health_leaves_it_in_the_source(
@@ -267,6 +272,9 @@ async def test_abort_while_an_ordinal_waits_for_health_leaves_it_in_the_source(
     assert result.placement == {"2": "destination", "1": "source", "0": "source"}
     assert not any("import 1" in c for c in clusters.changes)
     assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
+    found = await histories(temporal_env, migration.id)
+    record("controls_abort_parent", found[0])
+    record("controls_abort_ordinal_1", found[2])
     with pytest.raises(Rejected, match="has ended"):
         await migration.abort()
 

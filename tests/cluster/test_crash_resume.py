@@ -14,8 +14,8 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.models import MigrationResult
 from devenv.observer import Observer
-from tests.cluster.test_migration import TEMPLATES, histories, record, request_for
-from tests.helpers import WorkerProcess, deploy_app
+from tests.cluster.test_migration import TEMPLATES, request_for
+from tests.helpers import WorkerProcess, deploy_app, histories, record
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,6 @@ import asyncio
 import base64
 import contextlib
 import json
-import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,12 +15,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 from temporalio.api.sdk.v1 import WorkflowMetadata
-from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from activities.models import MigrationRequest, MigrationResult, Plan, Progress, WaitTimeouts
 from devenv.observer import Observer
-from tests.helpers import WorkerProcess, deploy_app
+from tests.helpers import WorkerProcess, deploy_app, histories, record
 
 pytestmark = pytest.mark.cluster
 
@@ -31,29 +29,8 @@ STEPS = [
     "source_claims_released", "volumes_imported", "claims_bound", "destination_scaled_up",
     "destination_pod_ready",
 ]  # fmt: skip
-HISTORIES = Path(__file__).resolve().parents[1] / "histories"
 # Short bounds: a test that hangs should fail fast, not after the production defaults.
 TIMEOUTS = WaitTimeouts(healthy=60, pod_gone=60, detach=60, bound=60, pod_ready=60)
-
-
-async def histories(env: WorkflowEnvironment, migration_id: str) -> list[WorkflowHistory]:
-    """The parent's history and every child's, found by their deterministic ids."""
-    parent = await env.client.get_workflow_handle(migration_id).fetch_history()
-    out = [parent]
-    for event in parent.events:
-        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
-            child_id = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
-            out.append(await env.client.get_workflow_handle(child_id).fetch_history())
-    return out
-
-
-def record(name: str, history: WorkflowHistory) -> None:
-    """Keep a history for the replay test when STSMIGRATE_RECORD_HISTORIES=1."""
-    if os.environ.get("STSMIGRATE_RECORD_HISTORIES") == "1":
-        HISTORIES.mkdir(exist_ok=True)
-        # The id matters on replay: child workflow ids derive from it.
-        recorded = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
-        (HISTORIES / f"{name}.json").write_text(json.dumps(recorded))
 
 
 def request_for(name: str, namespace: str, **fields: Any) -> MigrationRequest:

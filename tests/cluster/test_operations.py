@@ -30,6 +30,8 @@ from tests.helpers import (
     REPO,
     WorkerProcess,
     deploy_app,
+    histories,
+    record,
     run_command,
     snapshot,
     stsmigrate,
@@ -171,6 +173,7 @@ async def test_approvals_through_the_temporal_cli_and_stsmigrate(
     assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
     assert [o.ordinal for o in result.moved] == [2, 1, 0]
     assert result.placement == {"2": "destination", "1": "destination", "0": "destination"}
+    record("operations_approvals_parent", (await histories(temporal_env, migration_id))[0])
 
 
 async def test_the_readme_python_example_runs_as_written(
@@ -281,6 +284,9 @@ async def test_abort_mid_move_ends_whole_and_a_later_start_continues(
         )
         assert code == 0, err
         first = await migration.result()
+        aborted_run = await histories(temporal_env, migration.id)
+        record("operations_abort_mid_move_parent", aborted_run[0])
+        record("operations_abort_mid_move_ordinal_1", aborted_run[2])
         # Ordinal 1 had stopped its source pod: it finished its move, then the run ended.
         assert first.aborted and first.abort_reason == "maintenance window over"
         assert [o.ordinal for o in first.moved] == [2, 1]
@@ -297,6 +303,8 @@ async def test_abort_mid_move_ends_whole_and_a_later_start_continues(
     assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
     assert [o.ordinal for o in second.moved] == [0] and not second.aborted
     assert second.placement == {"2": "destination", "1": "destination", "0": "destination"}
+    found = await histories(temporal_env, migration.id)  # the second run, same id
+    record("operations_continue_parent", found[0])
 
 
 async def visible_in_some_frame(page: Any, text: str, within: float) -> None:
