@@ -11,6 +11,8 @@ CLI's config file); ours are:
     STSMIGRATE_TASK_QUEUE     task queue (default: statefulset-migration)
     STSMIGRATE_MAX_ACTIVITIES concurrent activities, one thread each (default: 16)
     STSMIGRATE_LOG_LEVEL      DEBUG, INFO, WARNING or ERROR (default: INFO)
+    STSMIGRATE_CODEC_KEY      base64 AES-256 key: encrypt every payload (stsmigrate.codec)
+    STSMIGRATE_CODEC_KEY_FILE a file holding that key instead
 
 The worker holds the cluster credentials: one kubernetes ApiClient per context,
 built with ``new_client_from_config(persist_config=False)`` so nothing global is
@@ -39,7 +41,6 @@ import temporalio.workflow
 from kubernetes import client as k8s
 from kubernetes import config as k8s_config
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.runtime import (
     LogForwardingConfig,
@@ -54,6 +55,7 @@ from activities.clusters import ClusterActivities
 from activities.migration import MigrationActivities
 from activities.models import TASK_QUEUE
 from activities.temporal import TemporalActivities
+from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
 from workflows.describe import DescribeClusters
 from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
 
@@ -70,6 +72,7 @@ class Settings:
     max_activities: int = 16
     log_level: str = "INFO"
     temporal: Mapping[str, Any] = field(default_factory=dict)
+    codec: AesGcmCodec | None = None
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -80,6 +83,10 @@ class Settings:
             c.strip() for c in env.get("STSMIGRATE_CONTEXTS", "").split(",") if c.strip()
         )
         temporal = dict(ClientConfig.load_client_connect_config(override_env_vars=dict(env)))
+        try:
+            codec = codec_from_env(env)
+        except CodecKeyError as e:
+            raise SystemExit(f"payload codec: {e}") from None
         return cls(
             kubeconfig=Path(kubeconfig or "~/.kube/config").expanduser(),
             contexts=contexts,
@@ -87,6 +94,7 @@ class Settings:
             max_activities=int(env.get("STSMIGRATE_MAX_ACTIVITIES", "16")),
             log_level=env.get("STSMIGRATE_LOG_LEVEL", "INFO").upper(),
             temporal=temporal,
+            codec=codec,
         )
 
 
@@ -171,7 +179,7 @@ def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8
 
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
-        **{**settings.temporal, "data_converter": pydantic_data_converter},
+        **{**settings.temporal, "data_converter": data_converter(settings.codec)},
         runtime=runtime or sdk_runtime(),
     )
 

@@ -35,7 +35,6 @@ from temporalio.client import (
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
@@ -53,6 +52,7 @@ from activities.models import (
     WaitTimeouts,
     default_migration_id,
 )
+from stsmigrate.codec import codec_from_env, data_converter
 
 __all__ = [
     "TASK_QUEUE",
@@ -79,11 +79,12 @@ class Rejected(Exception):
 async def connect(env: Mapping[str, str] | None = None, **overrides: Any) -> Client:
     """A client configured like the Temporal CLI (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
     TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE, the CLI's config file), with
-    the pydantic data converter every migration payload needs."""
-    config = ClientConfig.load_client_connect_config(override_env_vars=dict(env or os.environ))
-    return await Client.connect(
-        **{**config, **overrides, "data_converter": pydantic_data_converter}
-    )
+    the pydantic data converter every migration payload needs, encrypting payloads
+    when STSMIGRATE_CODEC_KEY or STSMIGRATE_CODEC_KEY_FILE is set."""
+    env = dict(os.environ if env is None else env)
+    config = ClientConfig.load_client_connect_config(override_env_vars=env)
+    converter = data_converter(codec_from_env(env))
+    return await Client.connect(**{**config, **overrides, "data_converter": converter})
 
 
 def summary(request: MigrationRequest) -> str:

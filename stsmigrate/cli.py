@@ -9,6 +9,7 @@ TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE and its config file).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import os
 import sys
@@ -42,6 +43,7 @@ from activities.models import (
     default_migration_id,
 )
 from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
+from stsmigrate.codec import CodecKeyError, CodecServer, codec_from_env, new_key
 
 T = TypeVar("T")
 out = Console(highlight=False)
@@ -491,6 +493,33 @@ async def approval(mode: str, listed: str | None) -> tuple[str, Any]:
     except (ValueError, ValidationError) as e:
         raise click.UsageError(f"invalid approval mode: {e}") from None
     return "set_approval", policy
+
+
+@main.command("codec-key")
+def codec_key() -> None:
+    """Print a new random AES-256 key for STSMIGRATE_CODEC_KEY (keep it secret)."""
+    click.echo(new_key())
+
+
+@main.command("codec-server")
+@click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
+@click.option("--port", default=8081, show_default=True, help="port to listen on")
+@click.option("--ui-origin", "origins", multiple=True, help="allow this Temporal UI origin "
+              "(CORS; repeatable; default: the --ui URL)")  # fmt: skip
+@click.pass_obj
+def codec_server(obj: dict[str, Any], host: str, port: int, origins: tuple[str, ...]) -> None:
+    """Serve .../encode and .../decode for the Temporal UI and CLI (--codec-endpoint),
+    with the key of STSMIGRATE_CODEC_KEY or STSMIGRATE_CODEC_KEY_FILE."""
+    try:
+        codec = codec_from_env()
+    except CodecKeyError as e:
+        raise click.UsageError(str(e)) from None
+    if codec is None:
+        raise click.UsageError("set STSMIGRATE_CODEC_KEY or STSMIGRATE_CODEC_KEY_FILE")
+    server = CodecServer(codec, host, port, origins or (obj["ui"],))
+    err.print(f"codec server for key {codec.key_id} on {server.url} (Ctrl-C stops it)")
+    with contextlib.suppress(KeyboardInterrupt):
+        server.serve_forever()
 
 
 @main.command()

@@ -1,0 +1,255 @@
+"""The optional AES-GCM payload codec, its codec server, and what the Temporal
+server stores when it is on: no readable payload, found by walking every message
+of the raw history (with a client that has no key)."""
+
+from __future__ import annotations
+
+import base64
+import json
+import urllib.error
+import urllib.request
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import json_format
+from google.protobuf.message import Message
+from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.client import Client
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.models import DescribeClustersInput, DescribeClustersResult
+from devenv.clusters import LocalClusters, free_port
+from stsmigrate.api import MigrationRequest, start_migration
+from stsmigrate.codec import (
+    ENCODING,
+    AesGcmCodec,
+    CodecKeyError,
+    CodecServer,
+    codec_from_env,
+    data_converter,
+    new_key,
+)
+from tests.helpers import WorkerProcess, temporal_cli
+from tests.test_controls import FakeClusters
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+
+KEY = base64.b64decode(new_key())
+
+
+def plain(text: str) -> Payload:
+    return Payload(metadata={"encoding": b"json/plain"}, data=json.dumps(text).encode())
+
+
+async def test_payloads_round_trip_and_carry_nothing_readable() -> None:
+    codec = AesGcmCodec(KEY)
+    original = [plain("hunter2-marker"), plain("second")]
+    sealed = await codec.encode(original)
+    for payload in sealed:
+        assert payload.metadata["encoding"] == ENCODING
+        assert payload.metadata["encryption-key-id"] == codec.key_id.encode()
+        assert b"hunter2-marker" not in payload.SerializeToString()
+        assert b"json/plain" not in payload.SerializeToString()
+    assert sealed[0].data[:12] != sealed[1].data[:12]  # a fresh nonce each time
+    assert await codec.decode(sealed) == original
+    # Payloads written before the codec was switched on still decode.
+    assert await codec.decode([original[0]]) == [original[0]]
+
+
+async def test_a_wrong_key_or_tampering_is_named_as_such() -> None:
+    sealed = await AesGcmCodec(KEY).encode([plain("x")])
+    other = AesGcmCodec(bytes(32))
+    with pytest.raises(CodecKeyError, match=f"encrypted with key {AesGcmCodec(KEY).key_id}"):
+        await other.decode(sealed)
+    tampered = Payload()
+    tampered.CopyFrom(sealed[0])
+    tampered.data = tampered.data[:-1] + bytes([tampered.data[-1] ^ 1])
+    with pytest.raises(CodecKeyError, match="failed authentication"):
+        await AesGcmCodec(KEY).decode([tampered])
+
+
+def test_the_key_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    assert codec_from_env({}) is None
+    text = base64.b64encode(KEY).decode()
+    from_env = codec_from_env({"STSMIGRATE_CODEC_KEY": text})
+    key_file = tmp_path / "key"
+    key_file.write_text(text + "\n")
+    from_file = codec_from_env({"STSMIGRATE_CODEC_KEY_FILE": str(key_file)})
+    assert from_env is not None and from_file is not None
+    assert from_env.key_id == from_file.key_id == AesGcmCodec(KEY).key_id
+    with pytest.raises(CodecKeyError, match="base64 of 32 bytes"):
+        codec_from_env({"STSMIGRATE_CODEC_KEY": "not base64!"})
+    with pytest.raises(CodecKeyError, match="must be 32 bytes"):
+        codec_from_env({"STSMIGRATE_CODEC_KEY": base64.b64encode(b"short").decode()})
+    with pytest.raises(CodecKeyError, match="cannot read"):
+        codec_from_env({"STSMIGRATE_CODEC_KEY_FILE": str(tmp_path / "missing")})
+
+
+@pytest.fixture
+def codec_server() -> Iterator[CodecServer]:
+    server = CodecServer(AesGcmCodec(KEY), port=free_port(), origins=["http://ui.example:8233"])
+    server.start()
+    yield server
+    server.stop()
+
+
+def post(url: str, body: bytes, origin: str = "") -> tuple[int, bytes, dict[str, str]]:
+    headers = {"Content-Type": "application/json", **({"Origin": origin} if origin else {})}
+    request = urllib.request.Request(url, data=body, headers=headers, method="POST")  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310
+            return answer.status, answer.read(), dict(answer.headers)
+    except urllib.error.HTTPError as e:
+        return e.code, e.read(), dict(e.headers)
+
+
+def test_the_codec_server_speaks_the_codec_protocol(codec_server: CodecServer) -> None:
+    payloads = json_format.MessageToJson(Payloads(payloads=[plain("hello")])).encode()
+    status, encoded, headers = post(
+        f"{codec_server.url}/default/encode", payloads, "http://ui.example:8233"
+    )
+    assert status == 200
+    assert headers["Access-Control-Allow-Origin"] == "http://ui.example:8233"
+    sealed = json_format.Parse(encoded, Payloads())
+    assert sealed.payloads[0].metadata["encoding"] == ENCODING
+    status, decoded, headers = post(f"{codec_server.url}/decode", encoded, "http://evil.example")
+    assert status == 200 and "Access-Control-Allow-Origin" not in headers
+    assert json_format.Parse(decoded, Payloads()).payloads[0] == plain("hello")
+    assert post(f"{codec_server.url}/other", payloads)[0] == 404
+    assert post(f"{codec_server.url}/decode", b"{not json")[0] == 400
+
+
+def payloads_in(message: Message, skip: tuple[str, ...]) -> Iterator[Payload]:
+    """Every Payload anywhere inside ``message`` (maps and repeated fields included),
+    except under the message types named in ``skip``."""
+    if message.DESCRIPTOR.full_name in skip:
+        return
+    if isinstance(message, Payload):
+        yield message
+        return
+    for field, value in message.ListFields():
+        if field.type != field.TYPE_MESSAGE:
+            continue
+        if field.message_type.GetOptions().map_entry:
+            items: Any = value.values()
+        elif field.is_repeated:
+            items = value
+        else:
+            items = [value]
+        for item in items:
+            if isinstance(item, Message):
+                yield from payloads_in(item, skip)
+
+
+# Search attributes are indexed by the server and cannot be encrypted; they hold
+# names (StatefulSet, namespace, contexts, phase), never payload data. README says so.
+INDEXED = ("temporal.api.common.v1.SearchAttributes",)
+
+
+async def test_with_the_codec_on_the_server_stores_no_readable_payload(
+    temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    target = temporal_env.client.service_client.config.target_host
+    keyed = await Client.connect(target, data_converter=data_converter(AesGcmCodec(KEY)))
+    clusters = FakeClusters([])
+    task_queue = f"codec-{uuid.uuid4().hex[:8]}"
+    marker = f"marker-{uuid.uuid4().hex}"
+    request = MigrationRequest(
+        statefulset="redis",
+        namespace="shop",
+        source_context="source",
+        destination_context="destination",
+        storage_class_mapping={"fast": marker},
+    )
+    async with Worker(
+        keyed,
+        task_queue=task_queue,
+        workflows=[MigrateStatefulSet, MigrateOrdinal],
+        activities=clusters.activities(),
+    ):
+        migration = await start_migration(
+            keyed, request, migration_id=f"codec-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+        )
+        result = await migration.result()
+        progress = await migration.progress()  # queries decode through the codec too
+    assert progress.phase == "done" and len(result.moved) == 3
+
+    handles = [temporal_env.client.get_workflow_handle(migration.id)]  # no key
+    handles += [
+        temporal_env.client.get_workflow_handle(f"{migration.id}/ordinal-{k}") for k in (2, 1, 0)
+    ]
+    found = 0
+    for handle in handles:
+        history = await handle.fetch_history()
+        raw = b"".join(event.SerializeToString() for event in history.events)
+        assert marker.encode() not in raw
+        assert b"source_context" not in raw  # no request field name either
+        for event in history.events:
+            for payload in payloads_in(event, INDEXED):
+                found += 1
+                assert payload.metadata["encoding"] == ENCODING, event
+    assert found > 50
+
+    # The Temporal CLI shows the payloads through the codec server, and only so.
+    server = CodecServer(AesGcmCodec(KEY), port=free_port())
+    server.start()
+    try:
+        shown = await temporal_cli(target, "workflow", "show", "--workflow-id", migration.id,
+                                   "--codec-endpoint", server.url)  # fmt: skip
+        hidden = await temporal_cli(target, "workflow", "show", "--workflow-id", migration.id)
+    finally:
+        server.stop()
+    assert marker.encode() in payload_data(shown)
+    assert marker.encode() not in payload_data(hidden)
+
+
+def payload_data(cli_json: str) -> bytes:
+    """The payload bytes in the CLI's JSON output (base64 "data" fields), joined."""
+    out: list[bytes] = []
+
+    def walk(node: Any) -> None:
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if key == "data" and isinstance(value, str):
+                    out.append(base64.b64decode(value))
+                else:
+                    walk(value)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item)
+
+    walk(json.loads(cli_json))
+    return b"\n".join(out)
+
+
+@pytest.mark.cluster
+async def test_a_worker_process_with_the_key_encrypts_everything(
+    clusters: LocalClusters, temporal_env: WorkflowEnvironment, tmp_path: Path
+) -> None:
+    target = temporal_env.client.service_client.config.target_host
+    worker = WorkerProcess(
+        target, clusters.kubeconfig, tmp_path / "worker.log", f"codec-{uuid.uuid4().hex[:8]}"
+    )
+    worker.env["STSMIGRATE_CODEC_KEY"] = base64.b64encode(KEY).decode()
+    worker.start()
+    try:
+        keyed = await Client.connect(target, data_converter=data_converter(AesGcmCodec(KEY)))
+        workflow_id = f"describe-{uuid.uuid4().hex[:8]}"
+        result = await keyed.execute_workflow(
+            "DescribeClusters",
+            DescribeClustersInput(contexts=["source", "destination"]),
+            id=workflow_id,
+            task_queue=worker.task_queue,
+            result_type=DescribeClustersResult,
+        )
+    finally:
+        worker.stop()
+    assert [c.context for c in result.clusters] == ["source", "destination"]
+    history = await temporal_env.client.get_workflow_handle(workflow_id).fetch_history()
+    payloads = [p for e in history.events for p in payloads_in(e, INDEXED)]
+    assert payloads and all(p.metadata["encoding"] == ENCODING for p in payloads)
+    raw = b"".join(e.SerializeToString() for e in history.events)
+    assert b"server_version" not in raw and b"v1.34" not in raw
