@@ -8,9 +8,10 @@ never manifests, Kubernetes model objects, credentials or Secret data.
 
 from __future__ import annotations
 
-from typing import Literal
+import re
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 TASK_QUEUE = "statefulset-migration"
 
@@ -59,6 +60,33 @@ DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 # kubeconfig context names are free-form, but never empty or with control characters.
 CONTEXT = r"^[^\x00-\x1f]+$"
 
+
+def _dns_label(max_length: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) > max_length or not re.fullmatch(DNS_LABEL, value):
+            raise ValueError(
+                f"{value!r} is not a valid Kubernetes name here: use 1 to {max_length} "
+                "lowercase letters, digits and '-', starting and ending with a letter or digit"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _context(value: str) -> str:
+    if not value or len(value) > 253 or not re.fullmatch(CONTEXT, value):
+        raise ValueError(
+            f"{value!r} is not a kubeconfig context name: name one of the worker's contexts "
+            "(kubectl config get-contexts)"
+        )
+    return value
+
+
+# A StatefulSet name leaves room for "-<ordinal>" and the controller-revision hash label.
+StatefulSetName = Annotated[str, _dns_label(52)]
+NamespaceName = Annotated[str, _dns_label(63)]
+ContextName = Annotated[str, AfterValidator(_context)]
+
 MANAGED_BY = "statefulset-migrator"
 LABEL_MIGRATION = "stsmigrate.dev/migration"  # short hash of the migration id (label-safe)
 LABEL_ORDINAL = "stsmigrate.dev/ordinal"
@@ -106,11 +134,11 @@ class ApprovalPolicy(Payload):
 class MigrationRequest(Payload):
     """What to move where. Names contexts of the worker's kubeconfig, never credentials."""
 
-    statefulset: str = Field(pattern=DNS_LABEL, max_length=52)
-    namespace: str = Field(pattern=DNS_LABEL, max_length=63)
-    source_context: str = Field(pattern=CONTEXT, max_length=253)
-    destination_context: str = Field(pattern=CONTEXT, max_length=253)
-    destination_namespace: str | None = Field(None, pattern=DNS_LABEL, max_length=63)
+    statefulset: StatefulSetName
+    namespace: NamespaceName
+    source_context: ContextName
+    destination_context: ContextName
+    destination_namespace: NamespaceName | None = None
     storage_class_mapping: dict[str, str] = Field(
         default_factory=dict, description="source storage class -> destination storage class"
     )

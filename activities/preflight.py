@@ -171,6 +171,26 @@ def build_plan(
                 "upgrade the control plane to 1.27+ (1.31+ recommended, where the feature is GA)",
             )
 
+    # Permissions before anything else is read: without them the reads below would
+    # only fail one by one, while this names every missing permission at once.
+    for side, kube, perms, namespace in (
+        ("source", source, SOURCE_PERMISSIONS, ns),
+        ("destination", destination, DESTINATION_PERMISSIONS, tns),
+    ):
+        missing = [
+            f"{verb} {resource}"
+            for verb, resource, group, namespaced in perms
+            if not kube.can(verb, resource, group, namespace if namespaced else None)
+        ]
+        if missing:
+            found.problem(
+                f"{side} cluster {kube.context}",
+                f"the worker's credentials may not: {', '.join(missing)}",
+                "grant them (deploy/rbac.yaml has the role this run needs)",
+            )
+    if found.problems:
+        return Plan(**plan, problems=found.problems)
+
     namespace_exists = destination.namespace(tns) is not None
     if not namespace_exists:
         found.problem(
@@ -265,21 +285,6 @@ def build_plan(
     plan["dependencies"] = _plan_dependencies(source, destination, sts, request, found)
     if namespace_exists:
         _check_quota(destination, tns, ordinals, found)
-    for side, kube, perms, namespace in (
-        ("source", source, SOURCE_PERMISSIONS, ns),
-        ("destination", destination, DESTINATION_PERMISSIONS, tns),
-    ):
-        missing = [
-            f"{verb} {resource}"
-            for verb, resource, group, namespaced in perms
-            if not kube.can(verb, resource, group, namespace if namespaced else None)
-        ]
-        if missing:
-            found.problem(
-                f"{side} cluster {kube.context}",
-                f"the worker's credentials may not: {', '.join(missing)}",
-                "grant them (deploy/rbac.yaml has the role this run needs)",
-            )
     return Plan(**plan, problems=found.problems, warnings=found.warnings)
 
 

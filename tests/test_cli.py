@@ -74,7 +74,8 @@ def test_a_yaml_file_and_flags_make_one_request(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-s", "Redis", "-n", "shop", "--from", "a", "--to", "b"], "statefulset: String should"),
+        (["-s", "Redis", "-n", "shop", "--from", "a", "--to", "b"],
+         "statefulset: Value error, 'Redis' is not a valid Kubernetes name"),
         (["-s", "redis", "-n", "shop", "--from", "a"], "destination_context: Field required"),
         (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--storage-class", "x"],
          "use SRC=DST"),

@@ -21,6 +21,8 @@ from temporalio.common import RetryPolicy, SearchAttributeKey, SearchAttributeUp
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from pydantic import ValidationError
+
     from activities.migration import MigrationActivities
     from activities.models import (
         SEARCH_ATTRIBUTES,
@@ -353,7 +355,9 @@ def _key(name: str) -> SearchAttributeKey[Any]:
     )
 
 
-@workflow.defn(name="MigrateStatefulSet")
+# A request that does not validate (e.g. raw JSON from the Temporal CLI) fails the
+# run at once with pydantic's message, instead of failing workflow tasks forever.
+@workflow.defn(name="MigrateStatefulSet", failure_exception_types=[ValidationError])
 class MigrateStatefulSet:
     """Move a StatefulSet from the source to the destination cluster, ordinal by ordinal.
 
