@@ -24,11 +24,14 @@ $(STAMP): pyproject.toml
 binaries: $(STAMP)
 	@$(BIN)/python -m devenv build >/dev/null
 
-# Debian's Chromium, driven by Playwright in the Temporal UI test; installed once.
+# Debian packages the tests use, installed once: Chromium (driven by Playwright in the
+# Temporal UI test) and redis-server/redis-cli (a real Redis Cluster for the health probe).
 browser:
-	@command -v chromium >/dev/null || { echo "installing Debian's chromium for the UI test ..."; \
+	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { \
+	  echo "installing Debian's chromium and redis-server for the tests ..."; \
 	  $(SUDO) apt-get update -qq && \
-	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null; }
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium redis-server \
+	    >/dev/null; }
 
 demo: binaries
 	$(BIN)/python -m devenv demo $(ARGS)

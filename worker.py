@@ -13,6 +13,7 @@ CLI's config file); ours are:
     STSMIGRATE_LOG_LEVEL      DEBUG, INFO, WARNING or ERROR (default: INFO)
     STSMIGRATE_CODEC_KEY      base64 AES-256 key: encrypt every payload (stsmigrate.codec)
     STSMIGRATE_CODEC_KEY_FILE a file holding that key instead
+    STSMIGRATE_ALLOW_COMMAND_PROBES  1: health probes of kind "command" may run here
 
 The worker holds the cluster credentials: one kubernetes ApiClient per context,
 built with ``new_client_from_config(persist_config=False)`` so nothing global is
@@ -52,6 +53,7 @@ from temporalio.runtime import (
 from temporalio.worker import Worker
 
 from activities.clusters import ClusterActivities
+from activities.health import COMMANDS_ALLOWED, HealthActivities
 from activities.migration import MigrationActivities
 from activities.models import TASK_QUEUE
 from activities.temporal import TemporalActivities
@@ -73,6 +75,7 @@ class Settings:
     log_level: str = "INFO"
     temporal: Mapping[str, Any] = field(default_factory=dict)
     codec: AesGcmCodec | None = None
+    allow_command_probes: bool = False
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -95,6 +98,7 @@ class Settings:
             log_level=env.get("STSMIGRATE_LOG_LEVEL", "INFO").upper(),
             temporal=temporal,
             codec=codec,
+            allow_command_probes=env.get(COMMANDS_ALLOWED) == "1",
         )
 
 
@@ -200,7 +204,8 @@ def build_worker(
     executor: ThreadPoolExecutor,
 ) -> Worker:
     cluster = ClusterActivities(clients)
-    migration = MigrationActivities(clients)
+    migration = MigrationActivities(clients, settings.allow_command_probes)
+    health = HealthActivities(clients, settings.allow_command_probes)
     return Worker(
         temporal,
         task_queue=settings.task_queue,
@@ -208,6 +213,7 @@ def build_worker(
         activities=[
             *activity_methods(cluster),
             *activity_methods(migration),
+            *activity_methods(health),
             *activity_methods(TemporalActivities(temporal)),
         ],
         activity_executor=executor,

@@ -21,6 +21,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import errors, manifests
+from activities.health import COMMANDS_ALLOWED
 from activities.kube import MERGE_PATCH, WAIT_TIMEOUT, Kube, Obj, is_ready, kube_for
 from activities.models import (
     ANNOTATION_MIGRATION_ID,
@@ -34,6 +35,7 @@ from activities.models import (
     PodReadyInput,
     PodRef,
     PodState,
+    Problem,
     ReleaseClaimsInput,
     RetainInput,
     RetainResult,
@@ -67,7 +69,10 @@ def _state(sts: Obj | None) -> StatefulSetState:
 
 
 class MigrationActivities:
-    def __init__(self, clients: Mapping[str, client.ApiClient]) -> None:
+    def __init__(
+        self, clients: Mapping[str, client.ApiClient], allow_command_probes: bool = False
+    ) -> None:
+        self._allow_command_probes = allow_command_probes
         self._clients = dict(clients)
 
     def kube(self, context: str) -> Kube:
@@ -86,6 +91,14 @@ class MigrationActivities:
             r,
             request.migration_id,
         )
+        if not self._allow_command_probes and any(p.kind == "command" for p in r.health.probes):
+            refused = Problem(
+                object="request health.probes",
+                message="command probes are off on this worker",
+                fix=f"set {COMMANDS_ALLOWED}=1 on the worker (it lets workflow inputs run "
+                "commands there), or use a ready, http, tcp or redis_cluster probe",
+            )
+            plan = plan.model_copy(update={"problems": [*plan.problems, refused]})
         log.info(
             "plan_built",
             migration_id=request.migration_id,

@@ -131,6 +131,97 @@ class ApprovalPolicy(Payload):
         return ordinal in self.ordinals
 
 
+# Placeholders a probe's strings may use; e.g. "http://{pod}.{service}.{namespace}:8080/ok".
+PROBE_PLACEHOLDERS = ("ordinal", "pod", "namespace", "service", "statefulset")
+
+
+class Probe(Payload):
+    """One health check of a moved ordinal, run by the worker after the pod is Ready."""
+
+    kind: Literal["ready", "http", "tcp", "redis_cluster", "command"]
+    name: str = Field("", description="shown in progress and errors (default: the kind)")
+    url: str = Field("", description="http: the URL to GET (templated)")
+    expect_status: int = Field(200, ge=100, le=599, description="http: the expected status")
+    insecure_skip_verify: bool = Field(False, description="http: do not verify TLS")
+    host: str = Field("", description="tcp, redis_cluster: host (templated)")
+    port: int = Field(0, ge=0, le=65535, description="tcp, redis_cluster: port")
+    expected_nodes: int | None = Field(
+        None, ge=1, description="redis_cluster: cluster_known_nodes must equal this"
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        description="command: argv run on the worker (templated); exit 0 is healthy. Needs "
+        "STSMIGRATE_ALLOW_COMMAND_PROBES=1 on the worker",
+    )
+    soak: int = Field(0, ge=0, le=3600, description="ready: seconds the pod must stay Ready")
+    timeout: int = Field(5, ge=1, le=300, description="seconds per attempt")
+    retries: int = Field(3, ge=0, le=100, description="attempts after the first")
+    interval: int = Field(2, ge=0, le=300, description="seconds between attempts")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Probe:
+        needs = {
+            "http": ["url"],
+            "tcp": ["host", "port"],
+            "redis_cluster": ["host", "port"],
+            "command": ["command"],
+        }.get(self.kind, [])
+        if missing := [f for f in needs if not getattr(self, f)]:
+            raise ValueError(f"a {self.kind} probe needs {' and '.join(missing)}")
+        for text in [self.url, self.host, *self.command]:
+            try:
+                text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"{text!r}: unknown placeholder {e}; use {', '.join(PROBE_PLACEHOLDERS)} "
+                    "in braces ({pod}); double a literal brace ({{)"
+                ) from None
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class HealthGates(Payload):
+    """Checks run on every moved ordinal, and what happens when one fails."""
+
+    probes: list[Probe] = Field(default_factory=list)
+    on_failure: Literal["pause", "fail"] = Field(
+        "pause",
+        description="pause: wait for a human (resume accepts, abort ends); fail: end the run "
+        "with the ordinal left wholly in the destination",
+    )
+
+
+class ProbeInput(Payload):
+    probes: list[Probe]
+    context: str
+    namespace: str
+    statefulset: str
+    service: str
+    ordinal: int
+
+
+class ProbeResult(Payload):
+    probe: str
+    ok: bool
+    attempts: int
+    detail: str = ""
+
+
+class HealthReport(Payload):
+    results: list[ProbeResult] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failures(self) -> str:
+        return "; ".join(f"{r.probe}: {r.detail}" for r in self.results if not r.ok)
+
+
 class MigrationRequest(Payload):
     """What to move where. Names contexts of the worker's kubeconfig, never credentials."""
 
@@ -151,6 +242,7 @@ class MigrationRequest(Payload):
     )
     timeouts: WaitTimeouts = WaitTimeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
+    health: HealthGates = HealthGates()
 
     @property
     def target_namespace(self) -> str:
@@ -216,6 +308,7 @@ class Plan(Payload):
     destination_start: int = 0
     destination_replicas: int = 0
     claim_templates: list[str] = Field(default_factory=list)
+    service_name: str = Field("", description="the StatefulSet's serviceName")
     ordinals: list[OrdinalPlan] = Field(default_factory=list, description="highest first")
     dependencies: list[Dependency] = Field(default_factory=list)
     fix_retention_policy: bool = False
@@ -352,6 +445,7 @@ class OrdinalInput(Payload):
     source_start: int
     end: int
     control: Control = Control()
+    service: str = Field("", description="the StatefulSet's serviceName, for probe templates")
 
 
 class StepReport(Payload):
@@ -393,6 +487,7 @@ class StepTiming(Payload):
 class OrdinalResult(Payload):
     ordinal: int
     moved: bool = Field(True, description="false: aborted before the source gave it up")
+    health: HealthReport | None = Field(None, description="the health gates, when any ran")
     steps: list[StepTiming] = Field(default_factory=list)
     volumes: list[str] = Field(default_factory=list)
     original_reclaim_policies: dict[str, str] = Field(default_factory=dict)

@@ -210,6 +210,7 @@ def build_plan(
 
     start, replicas = slice_of(sts)
     plan.update(source_start=start, source_replicas=replicas)
+    plan["service_name"] = sts["spec"].get("serviceName") or ""
     templates = _templates(sts)
     plan["claim_templates"] = list(templates)
     _check_source_health(source, sts, start, replicas, found)

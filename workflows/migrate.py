@@ -23,6 +23,7 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
 
+    from activities.health import HealthActivities
     from activities.migration import MigrationActivities
     from activities.models import (
         SEARCH_ATTRIBUTES,
@@ -42,6 +43,7 @@ with workflow.unsafe.imports_passed_through():
         PlanInput,
         PodReadyInput,
         PodRef,
+        ProbeInput,
         Progress,
         ReleaseClaimsInput,
         RetainInput,
@@ -59,6 +61,7 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 PREFLIGHT_FAILED = "PreflightFailed"
+HEALTH_GATE_FAILED = "HealthGateFailed"
 
 # Retryable errors (API unavailable, throttled, conflicts) are retried without a
 # count limit: a migration stuck on an unreachable cluster waits for it rather
@@ -300,6 +303,32 @@ class MigrateOrdinal:
             ),
         )
 
+        # 9. Health gates: the operator's probes of the moved ordinal (reported, never
+        #    raised; the parent applies on_failure).
+        health = None
+        if r.health.probes:
+            probes = r.health.probes
+            budget = sum((p.timeout + p.interval) * (p.retries + 1) + p.soak for p in probes)
+            health = await self._step(
+                "health_gates",
+                act(
+                    HealthActivities.probe_ordinal,
+                    ProbeInput(
+                        probes=probes,
+                        context=dst.context,
+                        namespace=dst.namespace,
+                        statefulset=r.statefulset,
+                        service=task.service,
+                        ordinal=k,
+                    ),
+                    summary=f"{dst.context}: {len(probes)} health probe(s) of {task.ordinal.pod}",
+                    start_to_close_timeout=timedelta(seconds=budget + 60),
+                    heartbeat_timeout=timedelta(seconds=max(30, 2 * max(
+                        p.timeout + p.interval for p in probes))),
+                    retry_policy=RETRY,
+                ),
+            )  # fmt: skip
+
         seconds = round((workflow.now() - begun).total_seconds(), 3)
         workflow.logger.info("ordinal %d migrated in %.1f s", k, seconds)
         return await self._finish(
@@ -309,6 +338,7 @@ class MigrateOrdinal:
                 volumes=volumes,
                 original_reclaim_policies=retained.original_policies,
                 seconds=seconds,
+                health=health,
             )
         )
 
@@ -645,6 +675,26 @@ class MigrateStatefulSet:
             return True
         return False
 
+    async def _health_failed(self, request: MigrationRequest, result: OrdinalResult) -> None:
+        """A health gate failed on an ordinal that now runs in the destination."""
+        assert result.health is not None
+        why = f"health gate failed on ordinal {result.ordinal}: {result.health.failures}"
+        workflow.logger.warning("%s (on_failure: %s)", why, request.health.on_failure)
+        if request.health.on_failure == "fail":
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            raise ApplicationError(
+                f"{why}. Ordinal {result.ordinal} runs in the destination; ordinals "
+                f"{self._progress.remaining} are still in the source. Start the migration again "
+                "to continue once the app is healthy.",
+                result.health,
+                type=HEALTH_GATE_FAILED,
+                non_retryable=True,
+            )
+        # pause: a human looks; resume accepts and goes on, abort ends here.
+        await self._apply_control(
+            self._control.model_copy(update={"paused": True}), pause_reason=why
+        )
+
     async def _move(
         self, request: MigrationRequest, migration_id: str, plan: Plan, index: int
     ) -> OrdinalResult:
@@ -659,6 +709,7 @@ class MigrateStatefulSet:
                 source_start=plan.source_start,
                 end=plan.end,
                 control=self._sent,
+                service=plan.service_name,
             ),
             id=ordinal_workflow_id(migration_id, ordinal.ordinal),
             static_summary=f"move {ordinal.pod} from {request.source_context} "
@@ -775,6 +826,11 @@ class MigrateStatefulSet:
                 if not result.moved:
                     break
                 moved.append(result)
+                if result.health is not None and not result.health.ok:
+                    await self._health_failed(request, result)
+            # A pause asked during the last ordinal (or by its failed health gate) holds
+            # here too, so a human decides before the run reports done.
+            await self._gate(None, first)
 
         source_state = await act(
             MigrationActivities.read_statefulset,

@@ -1,0 +1,159 @@
+"""Health gates: the probes run on a moved ordinal after its pod is Ready.
+
+Every probe is tried ``1 + retries`` times, ``timeout`` seconds each, ``interval``
+apart, and reports (never raises) what it saw: the workflow decides what a failure
+means (``on_failure``). Targets are templated with the ordinal, pod, namespace,
+service and StatefulSet. The activity heartbeats between attempts.
+"""
+
+from __future__ import annotations
+
+import socket
+import ssl
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Mapping
+
+import redis
+from kubernetes import client
+from temporalio import activity
+
+from activities.kube import is_ready, kube_for
+from activities.models import HealthReport, Probe, ProbeInput, ProbeResult
+
+COMMANDS_ALLOWED = "STSMIGRATE_ALLOW_COMMAND_PROBES"
+
+
+class Unhealthy(Exception):
+    """One failed attempt, with what was seen."""
+
+
+class HealthActivities:
+    def __init__(
+        self, clients: Mapping[str, client.ApiClient], allow_commands: bool = False
+    ) -> None:
+        self._clients = clients
+        self._commands = allow_commands
+
+    @activity.defn
+    def probe_ordinal(self, task: ProbeInput) -> HealthReport:
+        values = {
+            "ordinal": str(task.ordinal),
+            "pod": f"{task.statefulset}-{task.ordinal}",
+            "namespace": task.namespace,
+            "service": task.service,
+            "statefulset": task.statefulset,
+        }
+        results = []
+        for probe in task.probes:
+            check = self._check(probe, task, values)
+            results.append(attempt(probe, check))
+            activity.logger.info(
+                "probe %s of ordinal %d: %s", probe.label, task.ordinal, results[-1].detail
+            )
+        return HealthReport(results=results)
+
+    def _check(self, probe: Probe, task: ProbeInput, values: dict[str, str]) -> Callable[[], str]:
+        host = probe.host.format_map(values)
+        if probe.kind == "http":
+            return lambda: http_get(probe.url.format_map(values), probe)
+        if probe.kind == "tcp":
+            return lambda: tcp_connect(host, probe.port, probe.timeout)
+        if probe.kind == "redis_cluster":
+            return lambda: redis_cluster(host, probe.port, probe.expected_nodes, probe.timeout)
+        if probe.kind == "command":
+            argv = [a.format_map(values) for a in probe.command]
+            return lambda: self._command(argv, probe.timeout)
+        return lambda: self._ready_for(task, values["pod"], probe.soak)
+
+    def _command(self, argv: list[str], timeout: int) -> str:
+        if not self._commands:
+            raise Unhealthy(
+                f"command probes are off on this worker (set {COMMANDS_ALLOWED}=1 to allow "
+                "workflow inputs to run commands on it)"
+            )
+        try:
+            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
+        except (OSError, subprocess.TimeoutExpired) as e:
+            raise Unhealthy(f"{argv[0]}: {e}") from None
+        if done.returncode != 0:
+            raise Unhealthy(f"{argv[0]} exited {done.returncode}")
+        return f"{argv[0]} exited 0"
+
+    def _ready_for(self, task: ProbeInput, pod: str, soak: int) -> str:
+        """The pod Ready now and at every look for ``soak`` seconds (once a second)."""
+        kube = kube_for(self._clients, task.context)
+        deadline = time.monotonic() + soak
+        while True:
+            found = kube.pod(task.namespace, pod)
+            if found is None or not is_ready(found):
+                raise Unhealthy(f"pod {pod} is not Ready")
+            if time.monotonic() >= deadline:
+                return f"pod {pod} Ready for {soak} s"
+            activity.heartbeat(f"{pod} Ready")
+            time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def attempt(probe: Probe, check: Callable[[], str]) -> ProbeResult:
+    detail = ""
+    for n in range(1, probe.retries + 2):
+        try:
+            return ProbeResult(probe=probe.label, ok=True, attempts=n, detail=check())
+        except Unhealthy as e:
+            detail = str(e)
+        if n <= probe.retries:
+            activity.heartbeat(f"{probe.label}: attempt {n} failed: {detail}")
+            time.sleep(probe.interval)
+    return ProbeResult(probe=probe.label, ok=False, attempts=probe.retries + 1, detail=detail)
+
+
+def http_get(url: str, probe: Probe) -> str:
+    context = ssl.create_default_context()
+    if probe.insecure_skip_verify:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    if not url.startswith(("http://", "https://")):
+        raise Unhealthy(f"{url}: only http and https URLs")
+    try:
+        with urllib.request.urlopen(url, timeout=probe.timeout, context=context) as answer:  # noqa: S310 - scheme checked
+            status = answer.status
+    except urllib.error.HTTPError as e:
+        status = e.code
+    except (urllib.error.URLError, OSError) as e:
+        raise Unhealthy(f"GET {url}: {getattr(e, 'reason', e)}") from None
+    if status != probe.expect_status:
+        raise Unhealthy(f"GET {url}: status {status}, expected {probe.expect_status}")
+    return f"GET {url}: {status}"
+
+
+def tcp_connect(host: str, port: int, timeout: int) -> str:
+    try:
+        socket.create_connection((host, port), timeout=timeout).close()
+    except OSError as e:
+        raise Unhealthy(f"connect {host}:{port}: {e.strerror or e}") from None
+    return f"connected to {host}:{port}"
+
+
+def redis_cluster(host: str, port: int, expected_nodes: int | None, timeout: int) -> str:
+    """CLUSTER INFO says cluster_state:ok (and the expected number of known nodes)."""
+    conn = redis.Redis(host=host, port=port, socket_timeout=timeout,
+                       socket_connect_timeout=timeout, decode_responses=True)  # fmt: skip
+    try:
+        info = conn.execute_command("CLUSTER INFO")
+    except redis.RedisError as e:
+        raise Unhealthy(f"redis {host}:{port}: {e}") from None
+    finally:
+        conn.close()
+    if isinstance(info, bytes | str):
+        text = info.decode() if isinstance(info, bytes) else info
+        fields = dict(line.split(":", 1) for line in text.split() if ":" in line)
+    else:
+        fields = {str(k): str(v) for k, v in dict(info).items()}
+    state, known = fields.get("cluster_state"), fields.get("cluster_known_nodes")
+    if state != "ok":
+        raise Unhealthy(f"redis {host}:{port}: cluster_state:{state}")
+    if expected_nodes is not None and str(expected_nodes) != known:
+        raise Unhealthy(f"redis {host}:{port}: {known} known nodes, expected {expected_nodes}")
+    return f"redis {host}:{port}: cluster_state:ok, {known} known nodes"
