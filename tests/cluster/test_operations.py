@@ -12,6 +12,7 @@ import os
 import shlex
 import shutil
 import sys
+import time
 import uuid
 from pathlib import Path
 from typing import Any
@@ -21,7 +22,7 @@ import pytest
 from kubernetes import client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import ApprovalPolicy, Progress
+from activities.models import ApprovalPolicy, HealthGates, Probe, Progress
 from devenv.clusters import LocalClusters
 from stsmigrate.api import Migration, get_migration, start_migration
 from stsmigrate.cli import ui_link
@@ -38,6 +39,7 @@ from tests.helpers import (
     temporal_cli,
     temporal_cli_result,
 )
+from tests.test_health import RedisCluster
 
 pytestmark = pytest.mark.cluster
 
@@ -451,3 +453,59 @@ async def plan_start_and_watch(
     assert observer.verdict([1, 0], (0, 0), (0, 2)) == []
     code, out, err = await run("status", migration_id)
     assert code == 0 and "done, 2 ordinal(s) moved" in out
+
+
+async def test_health_gates_on_a_real_migration_pause_when_redis_fails(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """Ordinal 1 passes its gates (pod Ready for 1 s, a real Redis Cluster ok); a
+    master is stopped, ordinal 0 moves, its gate fails and the run pauses with the
+    reason; abort ends it with both ordinals in the destination."""
+    redis = RedisCluster(tmp_path / "redis")
+    redis.start()
+    try:
+        deadline = time.monotonic() + 30
+        while "cluster_state:ok" not in redis.info(redis.ports[0]):
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+        name = "redis"
+        deploy_app(kube["source"], namespace, name, 2, secret_value="x", ready_delay="100ms")
+        gates = HealthGates(probes=[
+            Probe(kind="ready", soak=1),
+            Probe(kind="redis_cluster", host="127.0.0.1", port=redis.ports[0],
+                  expected_nodes=3, retries=2, interval=1),
+        ])  # fmt: skip
+        request = request_for(
+            name, namespace, health=gates, approval=ApprovalPolicy(mode="ordinals", ordinals=[0])
+        )
+        with observing(kube, namespace, namespace, name) as observer:
+            migration = await start_migration(
+                temporal_env.client, request, migration_id=f"gates-{uuid.uuid4().hex[:8]}",
+                task_queue=worker.task_queue,
+            )  # fmt: skip
+            waiting = await migration.wait_until(until("awaiting_approval", 0), within=60)
+            first = waiting.finished[0]
+            assert first.health is not None and first.health.ok, first.health
+            redis.stop_node(redis.ports[2])
+            deadline = time.monotonic() + 30
+            while "cluster_state:fail" not in redis.info(redis.ports[0]):
+                assert time.monotonic() < deadline, "the cluster never noticed the stop"
+                await asyncio.sleep(0.2)
+            await migration.approve(0)
+            held = await migration.wait_until(lambda p: p.phase == "paused", within=90)
+            code, out, _ = await stsmigrate(
+                address(temporal_env), worker.task_queue, "status", migration.id
+            )
+            assert code == 0 and "health gate failed on ordinal 0" in out
+            await migration.abort("redis is down")
+            result = await migration.result()
+    finally:
+        redis.stop()
+    assert "health gate failed on ordinal 0: redis_cluster: redis 127.0.0.1:" in held.pause_reason
+    assert "cluster_state:fail" in held.pause_reason
+    assert observer.verdict([1, 0], (0, 0), (0, 2)) == []
+    assert result.aborted and result.placement == {"1": "destination", "0": "destination"}

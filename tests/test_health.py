@@ -1,0 +1,192 @@
+"""Health probes against real peers on loopback: an HTTP server, a TCP listener, a
+command, and a real Redis Cluster made of Debian's redis-server (three masters,
+created with redis-cli --cluster create), healthy and with a node stopped."""
+
+from __future__ import annotations
+
+import http.server
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from temporalio.testing import ActivityEnvironment
+
+from activities.health import HealthActivities
+from activities.models import HealthGates, HealthReport, Probe, ProbeInput
+from devenv.clusters import free_port
+
+
+def run_probes(*probes: Probe, allow_commands: bool = False, ordinal: int = 3) -> HealthReport:
+    task = ProbeInput(
+        probes=list(probes), context="nowhere", namespace="shop", statefulset="redis",
+        service="redis-headless", ordinal=ordinal,
+    )  # fmt: skip
+    return ActivityEnvironment().run(HealthActivities({}, allow_commands).probe_ordinal, task)
+
+
+@pytest.fixture(scope="module")
+def http_server() -> Iterator[str]:
+    seen: list[str] = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            seen.append(self.path)
+            self.send_response(200 if self.path.startswith("/ok/") else 503)
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", free_port()), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_http_probe_is_templated_and_checks_the_status(http_server: str) -> None:
+    ok = Probe(kind="http", url=http_server + "/ok/{pod}.{service}.{namespace}/{ordinal}")
+    bad = Probe(kind="http", name="readiness", url=http_server + "/broken", retries=1, interval=0)
+    report = run_probes(ok, bad)
+    assert report.results[0].ok
+    assert report.results[0].detail == f"GET {http_server}/ok/redis-3.redis-headless.shop/3: 200"
+    assert not report.results[1].ok and report.results[1].attempts == 2
+    assert "status 503, expected 200" in report.results[1].detail
+    assert not report.ok and report.failures.startswith("readiness: GET")
+
+
+def test_tcp_probe_connects_or_says_why() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    try:
+        report = run_probes(
+            Probe(kind="tcp", host="127.0.0.1", port=port),
+            Probe(kind="tcp", host="127.0.0.1", port=free_port(), retries=0),
+        )
+    finally:
+        listener.close()
+    assert report.results[0].ok
+    assert not report.results[1].ok and "Connection refused" in report.results[1].detail
+
+
+def test_command_probes_run_only_where_the_worker_allows_them() -> None:
+    probes = [Probe(kind="command", command=["true"]),
+              Probe(kind="command", command=["sh", "-c", "exit {ordinal}"], retries=0)]  # fmt: skip
+    allowed = run_probes(*probes, allow_commands=True)
+    assert allowed.results[0].ok and not allowed.results[1].ok
+    assert allowed.results[1].detail == "sh exited 3"
+    refused = run_probes(probes[0], allow_commands=False)
+    assert not refused.ok and "STSMIGRATE_ALLOW_COMMAND_PROBES=1" in refused.failures
+
+
+def test_probe_definitions_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown placeholder 'host'"):
+        Probe(kind="http", url="http://{host}/")
+    with pytest.raises(ValueError, match="a tcp probe needs host and port"):
+        Probe(kind="tcp")
+    with pytest.raises(ValueError, match="on_failure"):
+        HealthGates(on_failure="ignore")  # type: ignore[arg-type]
+    assert Probe(kind="http", url="http://x/{{literal}}/{pod}").url  # doubled braces are fine
+
+
+class RedisCluster:
+    """Three cluster-enabled redis-server masters on loopback, joined by redis-cli."""
+
+    def __init__(self, folder: Path, nodes: int = 3) -> None:
+        self.folder = folder
+        self.ports = [free_port() for _ in range(nodes)]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for port in self.ports:
+            work = self.folder / str(port)
+            work.mkdir(parents=True)
+            self.procs[port] = subprocess.Popen(
+                ["setpriv", "--pdeathsig", "SIGTERM", "--", "redis-server", "--port", str(port),
+                 "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-node-timeout",
+                 "1000", "--cluster-config-file", str(work / "nodes.conf"), "--dir", str(work),
+                 "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+            )  # fmt: skip
+        for port in self.ports:
+            self._wait_listening(port)
+        subprocess.run(
+            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
+             "--cluster-replicas", "0", "--cluster-yes"],
+            check=True, capture_output=True, timeout=60,
+        )  # fmt: skip
+
+    @staticmethod
+    def _wait_listening(port: int) -> None:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise AssertionError(f"redis-server on {port} did not listen")
+
+    def info(self, port: int) -> str:
+        out = subprocess.run(["redis-cli", "-p", str(port), "cluster", "info"],
+                             capture_output=True, text=True, timeout=10)  # fmt: skip
+        return out.stdout
+
+    def stop_node(self, port: int) -> None:
+        self.procs[port].terminate()
+        self.procs[port].wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
+
+
+@pytest.fixture
+def redis_cluster(tmp_path: Path) -> Iterator[RedisCluster]:
+    assert shutil.which("redis-server"), "Debian's redis-server is missing: `make test` installs it"
+    cluster = RedisCluster(tmp_path)
+    try:
+        cluster.start()
+        deadline = time.monotonic() + 30
+        while "cluster_state:ok" not in cluster.info(cluster.ports[0]):
+            assert time.monotonic() < deadline, "the Redis Cluster never became ok"
+            time.sleep(0.2)
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+def test_redis_cluster_probe_against_a_real_cluster(redis_cluster: RedisCluster) -> None:
+    port = redis_cluster.ports[0]
+
+    def probe(**fields: Any) -> Probe:
+        return Probe(kind="redis_cluster", host="127.0.0.1", port=port, **{"retries": 0, **fields})
+
+    report = run_probes(probe(expected_nodes=3), probe(name="too many", expected_nodes=4))
+    assert report.results[0].ok, report.failures
+    assert report.results[0].detail == f"redis 127.0.0.1:{port}: cluster_state:ok, 3 known nodes"
+    assert report.failures == f"too many: redis 127.0.0.1:{port}: 3 known nodes, expected 4"
+
+    # A master stops: its slots are uncovered and the cluster goes to fail.
+    redis_cluster.stop_node(redis_cluster.ports[2])
+    deadline = time.monotonic() + 30
+    while "cluster_state:fail" not in redis_cluster.info(port):
+        assert time.monotonic() < deadline, "the cluster never noticed the stopped node"
+        time.sleep(0.2)
+    failed = run_probes(probe(expected_nodes=3, retries=1, interval=0))
+    assert not failed.ok
+    assert failed.results[0].attempts == 2
+    assert failed.results[0].detail == f"redis 127.0.0.1:{port}: cluster_state:fail"
+    # A node nobody listens on is named too.
+    gone = run_probes(Probe(kind="redis_cluster", host="127.0.0.1",
+                            port=redis_cluster.ports[2], retries=0))  # fmt: skip
+    assert not gone.ok and f"redis 127.0.0.1:{redis_cluster.ports[2]}" in gone.failures

@@ -1,0 +1,116 @@
+"""What MigrateStatefulSet does when a health gate fails (on_failure), on the real
+Temporal server with the cluster activities and the probes faked in memory. The
+probes themselves are tested against real peers in tests/test_health.py."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from temporalio import activity
+from temporalio.client import WorkflowFailureError
+from temporalio.exceptions import ApplicationError
+from temporalio.testing import WorkflowEnvironment
+from temporalio.worker import Worker
+
+from activities.models import (
+    SEARCH_ATTRIBUTES,
+    HealthGates,
+    HealthReport,
+    Probe,
+    ProbeInput,
+    ProbeResult,
+)
+from tests.test_controls import ORDINALS, FakeClusters, at, start
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+
+GATES = [Probe(kind="tcp", name="fake", host="{pod}", port=1)]
+
+
+@pytest_asyncio.fixture
+async def gated(
+    temporal_env: WorkflowEnvironment,
+) -> AsyncIterator[tuple[FakeClusters, str, set[int]]]:
+    clusters = FakeClusters(list(SEARCH_ATTRIBUTES))
+    failing: set[int] = set()
+    probed: list[ProbeInput] = []
+
+    @activity.defn(name="probe_ordinal")
+    async def probe_ordinal(task: ProbeInput) -> HealthReport:
+        probed.append(task)
+        ok = task.ordinal not in failing
+        detail = "up" if ok else f"{task.statefulset}-{task.ordinal} is down"
+        return HealthReport(results=[ProbeResult(probe="fake", ok=ok, attempts=1, detail=detail)])
+
+    task_queue = f"gates-{uuid.uuid4().hex[:8]}"
+    async with Worker(
+        temporal_env.client,
+        task_queue=task_queue,
+        workflows=[MigrateStatefulSet, MigrateOrdinal],
+        activities=[*clusters.activities(), probe_ordinal],
+    ):
+        yield clusters, task_queue, failing
+    assert all(p.probes == GATES for p in probed)
+
+
+async def test_a_failed_gate_pauses_and_resume_goes_on(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    clusters, task_queue, failing = gated
+    failing.add(1)
+    migration, request = await start(
+        temporal_env.client, task_queue, health=HealthGates(probes=GATES)
+    )
+    held = await migration.wait_until(at("paused", 0), within=30)
+    assert held.pause_reason == (
+        f"health gate failed on ordinal 1: fake: {request.statefulset}-1 is down"
+    )
+    assert clusters.slices == {"source": (0, 1), "destination": (1, 2)}
+    before = list(clusters.changes)
+    await asyncio.sleep(1)
+    assert clusters.changes == before
+    await migration.resume()  # the human accepts
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == ORDINALS
+    health = {r.ordinal: r.health for r in result.moved}
+    assert health[2] is not None and health[2].ok
+    assert health[1] is not None and not health[1].ok
+    assert [s.step for s in result.moved[0].steps][-1] == "health_gates"
+
+
+async def test_on_failure_fail_ends_the_run_with_the_ordinal_whole(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    clusters, task_queue, failing = gated
+    failing.add(2)
+    migration, _ = await start(
+        temporal_env.client, task_queue, health=HealthGates(probes=GATES, on_failure="fail")
+    )
+    with pytest.raises(WorkflowFailureError) as failure:
+        await migration.result()
+    cause = failure.value.cause
+    assert isinstance(cause, ApplicationError)
+    assert cause.type == "HealthGateFailed" and cause.non_retryable
+    assert "health gate failed on ordinal 2" in cause.message
+    assert "Ordinal 2 runs in the destination; ordinals [1, 0] are still in the source" in (
+        cause.message
+    )
+    assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
+
+
+async def test_a_failed_gate_on_the_last_ordinal_holds_before_done(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    _, task_queue, failing = gated
+    failing.add(0)
+    migration, _ = await start(temporal_env.client, task_queue, health=HealthGates(probes=GATES))
+    held: Any = await migration.wait_until(lambda p: p.phase == "paused", within=30)
+    assert "ordinal 0" in held.pause_reason and held.remaining == []
+    await migration.abort("looking into it")
+    result = await migration.result()
+    assert result.aborted and [r.ordinal for r in result.moved] == ORDINALS
+    assert result.placement == {"2": "destination", "1": "destination", "0": "destination"}
