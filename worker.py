@@ -59,9 +59,9 @@ from activities.models import TASK_QUEUE
 from activities.temporal import TemporalActivities
 from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
 from workflows.describe import DescribeClusters
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
-WORKFLOWS: Sequence[type] = (DescribeClusters, MigrateStatefulSet, MigrateOrdinal)
+WORKFLOWS: Sequence[type] = (DescribeClusters, MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal)
 
 log = structlog.get_logger("worker")
 

@@ -394,6 +394,8 @@ class MigrationActivities:
                 request.migration_id,
                 manifests.storage_identity(source_pv),
             )
+            # Ours from an earlier move that was rolled back: free it for the new claim.
+            self._reopen(dest, vol.volume)
         wanted = set(source_pvs)
 
         def seen_by_controller(pvs: dict[str, Obj]) -> bool:
@@ -421,6 +423,53 @@ class MigrationActivities:
                 None,
             )
         log.info("volumes_imported", context=dest.context, ordinal=k, volumes=sorted(wanted))
+
+    @staticmethod
+    def _reopen(kube: Kube, name: str) -> None:
+        """A Released volume keeps the uid of its deleted claim and binds nothing; drop
+        that uid (the claim's namespace and name stay) so the volume binds the claim
+        we create next, and only that one. The storage is untouched."""
+        pv = kube.pv(name)
+        if pv is None or (pv.get("status") or {}).get("phase") != "Released":
+            return
+        if (pv["spec"].get("claimRef") or {}).get("uid"):
+            kube.patch_pv(name, {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})
+            log.info("volume_reopened", context=kube.context, volume=name)
+
+    @activity.defn
+    def reclaim_volumes(self, request: ImportInput) -> None:
+        """Rollback: the source takes its own retained volumes back. Each source PV (still
+        pointing at the same storage, Retain) is freed of its old claim's uid and a new
+        source claim of the same name is created bound to it by volumeName."""
+        r = request.request
+        source = self.kube(r.source_context)
+        here = r.model_copy(
+            update={"destination_namespace": r.namespace, "storage_class_mapping": {}}
+        )
+        k = request.ordinal.ordinal
+        pvs: dict[str, Obj] = {}
+        for vol in request.ordinal.volumes:
+            pv = source.pv(vol.volume)
+            if pv is None:
+                raise _conflict(f"source PersistentVolume {vol.volume} disappeared")
+            if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+                raise _conflict(f"source PersistentVolume {vol.volume} is not Retain")
+            pvs[vol.volume] = pv
+            self._reopen(source, vol.volume)
+
+        def free(found: dict[str, Obj]) -> bool:
+            return all(
+                ((found.get(n) or {}).get("status") or {}).get("phase") in ("Available", "Bound")
+                for n in pvs
+            )
+
+        source.wait(f"volumes {sorted(pvs)} Available", source.core.list_persistent_volume,
+                    (), free, 60)  # fmt: skip
+        for vol in request.ordinal.volumes:
+            body = manifests.destination_pvc(pvs[vol.volume], vol, here, request.migration_id, k)
+            self._ensure(source, "PersistentVolumeClaim", r.namespace, body,
+                         request.migration_id, None)  # fmt: skip
+        log.info("volumes_reclaimed", context=source.context, ordinal=k, volumes=sorted(pvs))
 
     def _ensure(
         self,

@@ -187,10 +187,12 @@ class HealthGates(Payload):
     """Checks run on every moved ordinal, and what happens when one fails."""
 
     probes: list[Probe] = Field(default_factory=list)
-    on_failure: Literal["pause", "fail"] = Field(
+    on_failure: Literal["pause", "rollback_ordinal", "rollback_all", "fail"] = Field(
         "pause",
-        description="pause: wait for a human (resume accepts, abort ends); fail: end the run "
-        "with the ordinal left wholly in the destination",
+        description="pause: wait for a human (resume accepts, rollback, abort ends); "
+        "rollback_ordinal: give the ordinal back to the source, then pause; rollback_all: give "
+        "back every ordinal this run moved and end; fail: end the run with the ordinal left "
+        "wholly in the destination",
     )
 
 
@@ -479,6 +481,13 @@ class AbortRequest(Payload):
     reason: str = Field("", max_length=500)
 
 
+class RollbackRequest(Payload):
+    """Give moved ordinals back to the source: the last one moved, or all this run moved."""
+
+    all: bool = Field(False, description="every ordinal this run moved, then end the run")
+    reason: str = Field("", max_length=500)
+
+
 class StepTiming(Payload):
     step: str
     seconds: float
@@ -505,6 +514,7 @@ class MigrationResult(Payload):
     seconds: float = 0.0
     aborted: bool = False
     abort_reason: str = ""
+    rolled_back: list[int] = Field(default_factory=list, description="given back to the source")
     placement: dict[str, str] = Field(
         default_factory=dict,
         description='where every ordinal runs at the end, read from both clusters: {"5": '
@@ -513,8 +523,9 @@ class MigrationResult(Payload):
 
 
 Phase = Literal[
-    "starting", "preflight", "preparing", "moving", "paused", "awaiting_approval", "done", "aborted"
-]
+    "starting", "preflight", "preparing", "moving", "paused", "awaiting_approval", "rolling_back",
+    "done", "aborted",
+]  # fmt: skip
 
 
 class Progress(Payload):
@@ -531,6 +542,8 @@ class Progress(Payload):
     approve_all: bool = False
     aborting: bool = False
     abort_reason: str = ""
+    rollback: Literal["", "ordinal", "all"] = Field("", description="a rollback asked, not done")
+    rolled_back: list[int] = Field(default_factory=list, description="in the order done")
     finished: list[OrdinalResult] = Field(default_factory=list)
     remaining: list[int] = Field(default_factory=list, description="highest first")
     warnings: list[str] = Field(default_factory=list)

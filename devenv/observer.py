@@ -188,19 +188,26 @@ class Observer:
                 continue
             if not src_pods.of(pod, "DELETED"):
                 v.append(f"pod {pod} was never deleted from the source")
-            locations = {
-                self.original[(t, k)][1] for t in self.templates if (t, k) in self.original
-            }
-            detached = [
-                e.at
-                for e in self.watchers["source/vas"].events
-                if e.kind == "DELETED" and volume_location.get(self._va_volume(e.obj)) in locations
-            ]
-            if detached and max(detached) > created[0]:
-                v.append(f"pod {pod} started in the destination before its volume detached")
+            locations = self._locations(k)
             for va in items(client.StorageV1Api(self.source).list_volume_attachment()):
                 if volume_location.get(self._va_volume(va)) in locations:
                     v.append(f"VolumeAttachment {va.metadata.name} of {pod} is still attached")
+        # A pod may start on one side only while no VolumeAttachment of its storage is
+        # alive on the other (every start: an ordinal can move, come back, move again).
+        for k in sorted(ordinals):
+            pod, locations = f"{self.name}-{k}", self._locations(k)
+            for side, other in (("destination", "source"), ("source", "destination")):
+                starts = [e.at for e in self.watchers[f"{side}/pods"].of(pod, "ADDED")]
+                vas = self.watchers[f"{other}/vas"].events
+                names = {e.name for e in vas if volume_location.get(self._va_volume(e.obj))
+                         in locations}  # fmt: skip
+                for name in sorted(names):
+                    for a0, a1 in _lifetimes(vas, name):
+                        if any(a0 < c < a1 for c in starts):
+                            v.append(
+                                f"pod {pod} started in the {side} while VolumeAttachment "
+                                f"{name} of its volume was attached in the {other}"
+                            )
         for side in ("source", "destination"):
             for e in self.watchers[f"{side}/pvs"].events:
                 claim = e.obj.spec.claim_ref
@@ -216,6 +223,9 @@ class Observer:
         v += self._check_slice(self.source, self.ns, source_slice, "source")
         v += self._check_slice(self.destination, self.dns, destination_slice, "destination")
         return v
+
+    def _locations(self, k: int) -> set[str]:
+        return {self.original[(t, k)][1] for t in self.templates if (t, k) in self.original}
 
     @staticmethod
     def _va_volume(va: Any) -> str:

@@ -49,6 +49,7 @@ from activities.models import (
     PauseRequest,
     Plan,
     Progress,
+    RollbackRequest,
     WaitTimeouts,
     default_migration_id,
 )
@@ -174,6 +175,11 @@ class Migration:
 
     async def abort(self, reason: str = "") -> Progress:
         return await self.update("abort", AbortRequest(reason=reason))
+
+    async def rollback(self, *, all: bool = False, reason: str = "") -> Progress:
+        """Give the last moved ordinal (``all``: every ordinal this run moved) back to
+        the source at the next safe point; the run then pauses (``all``: ends)."""
+        return await self.update("rollback", RollbackRequest(all=all, reason=reason))
 
     async def set_approval(self, policy: ApprovalPolicy) -> Progress:
         return await self.update("set_approval", policy)

@@ -40,6 +40,7 @@ from activities.models import (
     PauseRequest,
     Plan,
     Progress,
+    RollbackRequest,
     default_migration_id,
 )
 from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
@@ -479,6 +480,16 @@ async def approve(ordinal: int | None, approve_all: bool) -> tuple[str, Any]:
 async def abort(reason: str) -> tuple[str, Any]:
     """End the migration with every ordinal wholly in one cluster."""
     return "abort", AbortRequest(reason=reason)
+
+
+@main.command()
+@click.option("--all", "everything", is_flag=True,
+              help="every ordinal this run moved, then end the run")  # fmt: skip
+@click.option("--reason", default="", help="shown in the progress and the log")
+@control
+async def rollback(everything: bool, reason: str) -> tuple[str, Any]:
+    """Give the last moved ordinal back to the source (then pause), or --all of them."""
+    return "rollback", RollbackRequest(all=everything, reason=reason)
 
 
 @main.command()

@@ -35,7 +35,7 @@ from stsmigrate.codec import (
 )
 from tests.helpers import WorkerProcess, temporal_cli
 from tests.test_controls import FakeClusters
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 KEY = base64.b64decode(new_key())
 
@@ -167,7 +167,7 @@ async def test_with_the_codec_on_the_server_stores_no_readable_payload(
     async with Worker(
         keyed,
         task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal],
+        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
         activities=clusters.activities(),
     ):
         migration = await start_migration(

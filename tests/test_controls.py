@@ -46,7 +46,7 @@ from activities.models import (
 from activities.temporal import TemporalActivities
 from stsmigrate.api import Migration, Rejected, start_migration
 from tests.helpers import histories, record
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 ORDINALS = [2, 1, 0]
 
@@ -119,6 +119,10 @@ class FakeClusters:
         async def import_volumes(task: ImportInput) -> None:
             self.changes.append(f"import {task.ordinal.ordinal}")
 
+        @activity.defn(name="reclaim_volumes")
+        async def reclaim_volumes(task: ImportInput) -> None:
+            self.changes.append(f"reclaim {task.ordinal.ordinal}")
+
         @activity.defn(name="read_statefulset")
         async def read_statefulset(ref: SliceRef) -> StatefulSetState:
             start, replicas = self.slices[ref.context]
@@ -137,7 +141,8 @@ class FakeClusters:
         return [
             registered_search_attributes, plan_migration, ensure_destination_statefulset,
             ensure_dependencies, wait_for_slice_ready, ensure_volumes_retained, read_pod,
-            set_statefulset_slice, release_source_claims, import_volumes, read_statefulset, *waits,
+            set_statefulset_slice, release_source_claims, import_volumes, reclaim_volumes,
+            read_statefulset, *waits,
         ]  # fmt: skip
 
 
@@ -148,7 +153,7 @@ async def fake(temporal_env: WorkflowEnvironment) -> AsyncIterator[tuple[FakeClu
     async with Worker(
         temporal_env.client,
         task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal],
+        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
         activities=clusters.activities(),
     ):
         yield clusters, task_queue
@@ -365,7 +370,7 @@ async def test_missing_search_attributes_are_reported_not_fatal(
     async with Worker(
         temporal_env.client,
         task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal],
+        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
         activities=clusters.activities(),
     ):
         migration, _ = await start(temporal_env.client, task_queue)

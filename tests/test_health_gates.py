@@ -19,14 +19,16 @@ from temporalio.worker import Worker
 
 from activities.models import (
     SEARCH_ATTRIBUTES,
+    ApprovalPolicy,
     HealthGates,
     HealthReport,
     Probe,
     ProbeInput,
     ProbeResult,
 )
+from stsmigrate.api import Rejected
 from tests.test_controls import ORDINALS, FakeClusters, at, start
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 GATES = [Probe(kind="tcp", name="fake", host="{pod}", port=1)]
 
@@ -50,7 +52,7 @@ async def gated(
     async with Worker(
         temporal_env.client,
         task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal],
+        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
         activities=[*clusters.activities(), probe_ordinal],
     ):
         yield clusters, task_queue, failing
@@ -114,3 +116,69 @@ async def test_a_failed_gate_on_the_last_ordinal_holds_before_done(
     result = await migration.result()
     assert result.aborted and [r.ordinal for r in result.moved] == ORDINALS
     assert result.placement == {"2": "destination", "1": "destination", "0": "destination"}
+
+
+async def test_rollback_ordinal_gives_it_back_and_pauses(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    clusters, task_queue, failing = gated
+    failing.add(1)
+    migration, _ = await start(
+        temporal_env.client, task_queue,
+        health=HealthGates(probes=GATES, on_failure="rollback_ordinal"),
+    )  # fmt: skip
+    held = await migration.wait_until(at("paused", 1), within=30)
+    assert held.rolled_back == [1] and held.remaining == [1, 0]
+    assert held.pause_reason == "rolled back ordinal 1: resume moves it again, abort ends here"
+    assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
+    after_move = clusters.changes.index("import 1")
+    # the move's scale-up, then the rollback: the same slices in reverse
+    assert clusters.changes[after_move + 1 :] == [
+        "destination [1, 3)", "destination [2, 3)", "release", "reclaim 1", "source [0, 2)",
+    ]  # fmt: skip
+    await migration.abort("later")
+    result = await migration.result()
+    assert result.aborted and [r.ordinal for r in result.moved] == [2]
+    assert result.rolled_back == [1]
+    assert result.placement == {"2": "destination", "1": "source", "0": "source"}
+
+
+async def test_rollback_all_gives_back_everything_this_run_moved(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    clusters, task_queue, failing = gated
+    failing.add(0)
+    migration, _ = await start(
+        temporal_env.client, task_queue,
+        health=HealthGates(probes=GATES, on_failure="rollback_all"),
+    )  # fmt: skip
+    result = await migration.result()
+    assert result.aborted and result.rolled_back == [0, 1, 2] and result.moved == []
+    assert result.abort_reason == "rolled back ordinals [0, 1, 2]"
+    assert result.placement == {"2": "source", "1": "source", "0": "source"}
+    assert clusters.slices == {"source": (0, 3), "destination": (3, 0)}
+
+
+async def test_an_operator_rollback_then_resume_moves_the_ordinal_again(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    clusters, task_queue, _ = gated
+    migration, _ = await start(
+        temporal_env.client, task_queue, approval=ApprovalPolicy(mode="ordinals", ordinals=[2, 0])
+    )
+    await migration.wait_until(at("awaiting_approval", 2), within=30)
+    with pytest.raises(Rejected, match="nothing to roll back: this run has moved no ordinal"):
+        await migration.rollback()
+    await migration.approve(2)
+    await migration.wait_until(at("awaiting_approval", 0), within=30)
+    progress = await migration.rollback(reason="bad latency")
+    assert progress.rollback == "ordinal"
+    held = await migration.wait_until(at("paused", 1), within=30)
+    assert held.rolled_back == [1]
+    assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
+    await migration.resume()
+    await migration.wait_until(at("awaiting_approval", 0), within=30)
+    await migration.approve(0)
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == [2, 1, 0] and result.rolled_back == [1]
+    assert clusters.slices == {"source": (0, 0), "destination": (0, 3)}

@@ -16,7 +16,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
 from workflows.describe import DescribeClusters
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet
+from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 HISTORIES = {
     path.stem: path.read_text()
@@ -33,7 +33,7 @@ def test_histories_are_checked_in() -> None:
 @pytest.mark.parametrize("name", sorted(HISTORIES))
 async def test_replay(name: str) -> None:
     replayer = Replayer(
-        workflows=[MigrateStatefulSet, MigrateOrdinal, DescribeClusters],
+        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal, DescribeClusters],
         data_converter=pydantic_data_converter,
     )
     recorded = json.loads(HISTORIES[name])

@@ -37,6 +37,7 @@ with workflow.unsafe.imports_passed_through():
         MigrationRequest,
         MigrationResult,
         OrdinalInput,
+        OrdinalPlan,
         OrdinalResult,
         PauseRequest,
         Plan,
@@ -47,6 +48,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         ReleaseClaimsInput,
         RetainInput,
+        RollbackRequest,
         SetSliceInput,
         SliceReadyInput,
         SliceRef,
@@ -82,24 +84,14 @@ def waiting(seconds: int) -> dict[str, Any]:
     }
 
 
-@workflow.defn(name="MigrateOrdinal")
-class MigrateOrdinal:
-    """Move one ordinal k: source gives it up, destination takes it, volumes follow.
-
-    Its parent forwards the operator's pause and abort (signal ``control``). Both
-    act only before the source gives up pod k: once it has, the ordinal finishes
-    its move, so no pause or abort leaves an identity down or half-moved.
-    """
+class _OrdinalSteps:
+    """Timed steps of one ordinal, each reported to the parent as it starts."""
 
     def __init__(self) -> None:
         self._steps: list[StepTiming] = []
         self._control = Control()
         self._reports: list[asyncio.Task[None]] = []
         self._ordinal = 0
-
-    @workflow.signal
-    def control(self, control: Control) -> None:
-        self._control = control
 
     def _report(self, step: str) -> None:
         """Tell the parent the step we are in (for its progress); never waited on
@@ -126,6 +118,24 @@ class MigrateOrdinal:
         )
         return result
 
+    async def _finish(self, result: OrdinalResult) -> OrdinalResult:
+        await asyncio.gather(*self._reports)
+        return result
+
+
+@workflow.defn(name="MigrateOrdinal")
+class MigrateOrdinal(_OrdinalSteps):
+    """Move one ordinal k: source gives it up, destination takes it, volumes follow.
+
+    Its parent forwards the operator's pause and abort (signal ``control``). Both
+    act only before the source gives up pod k: once it has, the ordinal finishes
+    its move, so no pause or abort leaves an identity down or half-moved.
+    """
+
+    @workflow.signal
+    def control(self, control: Control) -> None:
+        self._control = control
+
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
         """``work``, or None if an abort comes first (the work is then cancelled)."""
         task = asyncio.ensure_future(work)
@@ -145,10 +155,6 @@ class MigrateOrdinal:
                 lambda: not self._control.paused or self._control.aborting
             )
         return not self._control.aborting
-
-    async def _finish(self, result: OrdinalResult) -> OrdinalResult:
-        await asyncio.gather(*self._reports)
-        return result
 
     @workflow.run
     async def run(self, task: OrdinalInput) -> OrdinalResult:
@@ -343,6 +349,122 @@ class MigrateOrdinal:
         )
 
 
+@workflow.defn(name="RollbackOrdinal")
+class RollbackOrdinal(_OrdinalSteps):
+    """Give ordinal k back to the source: the same slice mechanism in reverse. The
+    destination gives up its lowest ordinal k, its pod and attachments go, its claims
+    are released, the source re-binds its own retained volumes (the same storage) and
+    takes ordinal k back."""
+
+    @workflow.run
+    async def run(self, task: OrdinalInput) -> OrdinalResult:
+        r, k, s, end = task.request, task.ordinal.ordinal, task.source_start, task.end
+        t = r.timeouts
+        self._ordinal = k
+        src = SliceRef(context=r.source_context, namespace=r.namespace, statefulset=r.statefulset)
+        dst = SliceRef(
+            context=r.destination_context, namespace=r.target_namespace, statefulset=r.statefulset
+        )
+        volumes = [v.volume for v in task.ordinal.volumes]
+        claims = [v.claim for v in task.ordinal.volumes]
+        begun = workflow.now()
+        act = workflow.execute_activity_method
+
+        pod = await act(
+            MigrationActivities.read_pod,
+            PodRef(ref=dst, ordinal=k),
+            summary=f"{dst.context}: read pod {task.ordinal.pod}",
+            **QUICK,
+        )
+        await self._step(
+            "destination_scaled_down",
+            act(
+                MigrationActivities.set_statefulset_slice,
+                SetSliceInput(
+                    ref=dst, start=k + 1, replicas=end - k - 1, from_start=k, from_replicas=end - k
+                ),
+                summary=f"{dst.context} {r.statefulset}: ordinals.start {k} -> {k + 1}, "
+                f"replicas {end - k} -> {end - k - 1}",
+                **QUICK,
+            ),
+        )
+        await self._step(
+            "destination_pod_gone",
+            act(
+                MigrationActivities.wait_for_pod_gone,
+                WaitPodGoneInput(
+                    pod=PodRef(ref=dst, ordinal=k),
+                    uid=pod.uid,
+                    volumes=volumes,
+                    pod_timeout=t.pod_gone,
+                    detach_timeout=t.detach,
+                ),
+                summary=f"{dst.context}: wait for {task.ordinal.pod} to go and detach",
+                **waiting(t.pod_gone + t.detach),
+            ),
+        )
+        await self._step(
+            "destination_claims_released",
+            act(
+                MigrationActivities.release_source_claims,
+                ReleaseClaimsInput(
+                    context=dst.context, namespace=dst.namespace, claims=claims, volumes=volumes
+                ),
+                summary=f"{dst.context}: release {len(claims)} claim(s)",
+                **waiting(120),
+            ),
+        )
+        await self._step(
+            "volumes_reclaimed",
+            act(
+                MigrationActivities.reclaim_volumes,
+                ImportInput(request=r, migration_id=task.migration_id, ordinal=task.ordinal),
+                summary=f"{src.context}: re-bind {len(volumes)} retained volume(s) of ordinal {k}",
+                **waiting(60),
+            ),
+        )
+        await self._step(
+            "claims_bound",
+            act(
+                MigrationActivities.wait_for_claims_bound,
+                ClaimsBoundInput(
+                    context=src.context, namespace=src.namespace, claims=claims, timeout=t.bound
+                ),
+                summary=f"{src.context}: wait for {len(claims)} claim(s) Bound",
+                **waiting(t.bound),
+            ),
+        )
+        await self._step(
+            "source_scaled_up",
+            act(
+                MigrationActivities.set_statefulset_slice,
+                SetSliceInput(
+                    ref=src, start=s, replicas=k + 1 - s, from_start=s, from_replicas=k - s
+                ),
+                summary=f"{src.context} {r.statefulset}: replicas {k - s} -> {k + 1 - s}",
+                **QUICK,
+            ),
+        )
+        await self._step(
+            "source_pod_ready",
+            act(
+                MigrationActivities.wait_for_pod_ready,
+                PodReadyInput(pod=PodRef(ref=src, ordinal=k), timeout=t.pod_ready),
+                summary=f"{src.context}: wait for {task.ordinal.pod} Ready",
+                **waiting(t.pod_ready),
+            ),
+        )
+        seconds = round((workflow.now() - begun).total_seconds(), 3)
+        workflow.logger.info("ordinal %d rolled back in %.1f s", k, seconds)
+        return await self._finish(
+            OrdinalResult(ordinal=k, steps=self._steps, volumes=volumes, seconds=seconds)
+        )
+
+
+def rollback_workflow_id(migration_id: str, ordinal: int) -> str:
+    return f"{migration_id}/rollback-{ordinal}"
+
+
 def progress_table(progress: Progress, plan: Plan | None) -> str:
     """The markdown shown as the workflow's current details in the Temporal UI."""
     lines = [f"**phase:** {progress.phase}"]
@@ -405,6 +527,8 @@ class MigrateStatefulSet:
         self._child: workflow.ChildWorkflowHandle[Any, OrdinalResult] | None = None
         self._lock = asyncio.Lock()
         self._search_attributes: set[str] = set()
+        self._moved: list[OrdinalResult] = []  # moved by this run and not rolled back
+        self._request: MigrationRequest | None = None
 
     # -- queries ------------------------------------------------------------------------
 
@@ -464,6 +588,15 @@ class MigrateStatefulSet:
             return f"the migration is {self._progress.phase}"
         if self._control.aborting:
             return "the migration is already aborting"
+        return None
+
+    def _rollback_problem(self, _: RollbackRequest | None) -> str | None:
+        if self._finished() or self._control.aborting:
+            return (
+                f"the migration is {'aborting' if self._control.aborting else self._progress.phase}"
+            )
+        if not self._moved and self._child is None:
+            return "nothing to roll back: this run has moved no ordinal"
         return None
 
     def _approval_problem(self, policy: ApprovalPolicy) -> str | None:
@@ -608,6 +741,29 @@ class MigrateStatefulSet:
     def _validate_set_approval(self, policy: ApprovalPolicy) -> None:
         self._reject(self._approval_problem(policy))
 
+    # rollback
+    @workflow.signal(name="rollback")
+    def rollback_signal(self, req: RollbackRequest | None = None) -> None:
+        if not self._ignored("rollback", self._rollback_problem(req)):
+            self._ask_rollback(req or RollbackRequest())
+
+    @workflow.update(name="rollback")
+    def rollback(self, req: RollbackRequest | None = None) -> Progress:
+        self._ask_rollback(req or RollbackRequest())
+        return self._progress
+
+    @rollback.validator
+    def _validate_rollback(self, req: RollbackRequest | None = None) -> None:
+        self._reject(self._rollback_problem(req))
+
+    def _ask_rollback(self, req: RollbackRequest) -> None:
+        """Done at the next safe point (an ordinal mid-move finishes first)."""
+        which = "all" if req.all or self._progress.rollback == "all" else "ordinal"
+        workflow.logger.info(
+            "rollback (%s) asked%s", which, f": {req.reason}" if req.reason else ""
+        )
+        self._set(rollback=which)
+
     # from the children
     @workflow.signal(name="ordinal_step")
     def ordinal_step(self, report: StepReport) -> None:
@@ -646,10 +802,17 @@ class MigrateStatefulSet:
         or waiting for approval of ``ordinal``. False when the operator aborts."""
         moving = self._progress.phase
         while not self._control.aborting:
+            if self._progress.rollback:
+                await self._roll_back()
+                return not self._control.aborting  # the caller looks again at what is next
             if self._control.paused:
                 self._set(phase="paused", step=None, waiting_for_approval=None)
                 await workflow.wait_condition(
-                    lambda: not self._control.paused or self._control.aborting
+                    lambda: (
+                        not self._control.paused
+                        or self._control.aborting
+                        or bool(self._progress.rollback)
+                    )
                 )
                 continue
             approval = self._progress.approval
@@ -665,6 +828,7 @@ class MigrateStatefulSet:
                     lambda: (
                         self._control.paused
                         or self._control.aborting
+                        or bool(self._progress.rollback)
                         or self._progress.approve_all
                         or ordinal in self._progress.approved
                         or not self._progress.approval.needs(ordinal, first)
@@ -690,15 +854,64 @@ class MigrateStatefulSet:
                 type=HEALTH_GATE_FAILED,
                 non_retryable=True,
             )
+        if request.health.on_failure in ("rollback_ordinal", "rollback_all"):
+            self._set(rollback="all" if request.health.on_failure == "rollback_all" else "ordinal")
+            return
         # pause: a human looks; resume accepts and goes on, abort ends here.
         await self._apply_control(
             self._control.model_copy(update={"paused": True}), pause_reason=why
         )
 
+    async def _roll_back(self) -> None:
+        """Give back the last moved ordinal (or all this run moved), newest first."""
+        assert self._request is not None and self._plan is not None
+        request, plan = self._request, self._plan
+        mode = self._progress.rollback
+        while self._moved and not self._control.aborting:
+            last = self._moved.pop()
+            k = last.ordinal
+            self._set(phase="rolling_back", current_ordinal=k, step=None)
+            ordinal = next(o for o in plan.ordinals if o.ordinal == k)
+            migration_id = workflow.info().workflow_id
+            await workflow.execute_child_workflow(
+                RollbackOrdinal.run,
+                OrdinalInput(
+                    request=request,
+                    migration_id=migration_id,
+                    ordinal=ordinal,
+                    source_start=plan.source_start,
+                    end=plan.end,
+                    service=plan.service_name,
+                ),
+                id=rollback_workflow_id(migration_id, k),
+                static_summary=f"give {ordinal.pod} back from {request.destination_context} "
+                f"to {request.source_context}",
+            )
+            self._set(
+                current_ordinal=None,
+                step=None,
+                finished=[r for r in self._progress.finished if r.ordinal != k],
+                remaining=[k, *self._progress.remaining],
+                rolled_back=[*self._progress.rolled_back, k],
+            )
+            if mode == "ordinal":
+                break
+        self._set(rollback="", phase="moving")
+        if mode == "all":
+            await self._apply_control(
+                self._control.model_copy(update={"aborting": True}),
+                abort_reason=f"rolled back ordinals {self._progress.rolled_back}",
+            )
+        elif self._progress.rolled_back:
+            k = self._progress.rolled_back[-1]
+            await self._apply_control(
+                self._control.model_copy(update={"paused": True}),
+                pause_reason=f"rolled back ordinal {k}: resume moves it again, abort ends here",
+            )
+
     async def _move(
-        self, request: MigrationRequest, migration_id: str, plan: Plan, index: int
+        self, request: MigrationRequest, migration_id: str, plan: Plan, ordinal: OrdinalPlan
     ) -> OrdinalResult:
-        ordinal = plan.ordinals[index]
         self._sent = self._control
         self._child = await workflow.start_child_workflow(
             MigrateOrdinal.run,
@@ -766,6 +979,7 @@ class MigrateStatefulSet:
             retry_policy=RETRY,
         )
         self._plan = plan
+        self._request = request
         self._set(warnings=plan.warnings, remaining=[o.ordinal for o in plan.ordinals])
         for warning in plan.warnings:
             workflow.logger.warning("preflight: %s", warning)
@@ -784,7 +998,6 @@ class MigrateStatefulSet:
             return MigrationResult(migration_id=migration_id, dry_run=True, plan=plan)
 
         first = plan.ordinals[0].ordinal if plan.ordinals else None
-        moved: list[OrdinalResult] = []
         deps = None
         if await self._gate(None, first):
             self._set(phase="preparing")
@@ -812,25 +1025,33 @@ class MigrateStatefulSet:
             )
 
             self._set(phase="moving")
-            for index, ordinal in enumerate(plan.ordinals):
-                self._set(current_ordinal=ordinal.ordinal, step=None)
-                if not await self._gate(ordinal.ordinal, first):
+            by_ordinal = {o.ordinal: o for o in plan.ordinals}
+            while True:
+                if not self._progress.remaining:
+                    # A pause asked during the last ordinal (or by its failed health gate)
+                    # holds here too, so a human decides before the run reports done; a
+                    # rollback done here puts ordinals back into remaining.
+                    if not await self._gate(None, first) or not self._progress.remaining:
+                        break
+                    continue
+                k = self._progress.remaining[0]
+                self._set(current_ordinal=k, step=None)
+                if not await self._gate(k, first):
                     break
-                result = await self._move(request, migration_id, plan, index)
+                if self._progress.remaining[:1] != [k]:
+                    continue  # a rollback in the gate changed what is next
+                result = await self._move(request, migration_id, plan, by_ordinal[k])
                 self._set(
                     current_ordinal=None,
                     step=None,
                     finished=[*self._progress.finished, result],
-                    remaining=[k for k in self._progress.remaining if k != ordinal.ordinal],
+                    remaining=[o for o in self._progress.remaining if o != k],
                 )
                 if not result.moved:
                     break
-                moved.append(result)
+                self._moved.append(result)
                 if result.health is not None and not result.health.ok:
                     await self._health_failed(request, result)
-            # A pause asked during the last ordinal (or by its failed health gate) holds
-            # here too, so a human decides before the run reports done.
-            await self._gate(None, first)
 
         source_state = await act(
             MigrationActivities.read_statefulset,
@@ -850,14 +1071,15 @@ class MigrateStatefulSet:
         workflow.logger.info(
             "migration %s: %d ordinal(s) moved in %.1f s",
             "aborted" if aborted else "done",
-            len(moved),
+            len(self._moved),
             seconds,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return MigrationResult(
             migration_id=migration_id,
             plan=plan,
-            moved=moved,
+            moved=self._moved,
+            rolled_back=self._progress.rolled_back,
             dependencies=deps.dependencies if deps else [],
             source=source_state,
             destination=destination_state,

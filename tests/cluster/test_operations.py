@@ -509,3 +509,46 @@ async def test_health_gates_on_a_real_migration_pause_when_redis_fails(
     assert "cluster_state:fail" in held.pause_reason
     assert observer.verdict([1, 0], (0, 0), (0, 2)) == []
     assert result.aborted and result.placement == {"1": "destination", "0": "destination"}
+
+
+async def test_rollback_gives_an_ordinal_back_on_its_own_volumes_then_it_moves_again(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    name = "redis"
+    deploy_app(kube["source"], namespace, name, 3, secret_value="x", ready_delay="1s")
+    request = request_for(name, namespace, approval=ApprovalPolicy(mode="ordinals", ordinals=[0]))
+    run = functools.partial(stsmigrate, address(temporal_env), worker.task_queue)
+    with observing(kube, namespace, namespace, name) as observer:
+        migration = await start_migration(
+            temporal_env.client, request, migration_id=f"rollback-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        await migration.wait_until(until("awaiting_approval", 0), within=90)
+        plan = await migration.plan()
+        assert plan is not None
+        volumes = {v.claim: v.volume for o in plan.ordinals if o.ordinal == 1 for v in o.volumes}
+
+        code, _, err = await run("rollback", migration.id, "--reason", "latency")
+        assert code == 0, err
+        held = await migration.wait_until(until("paused", 1), within=90)
+        assert held.rolled_back == [1]
+        assert slices(kube, namespace, name) == {"source": (0, 2, 2), "destination": (2, 1, 1)}
+        # Pod 1 runs in the source again, on its own volumes (the same PVs, the same storage).
+        core = client.CoreV1Api(kube["source"])
+        for claim, volume in volumes.items():
+            pvc: Any = core.read_namespaced_persistent_volume_claim(claim, namespace)
+            assert (pvc.spec.volume_name, pvc.status.phase) == (volume, "Bound")
+        assert observer.verdict([2], (0, 2), (2, 1)) == []  # markers intact, no overlap
+
+        # Resume: ordinal 1 moves again (its destination volumes are re-opened), then 0.
+        code, _out, err = await run("resume", migration.id)
+        assert code == 0, err
+        await migration.wait_until(until("awaiting_approval", 0), within=90)
+        await migration.approve(0)
+        result = await migration.result()
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    assert [o.ordinal for o in result.moved] == [2, 1, 0] and result.rolled_back == [1]
+    record("operations_rollback_parent", (await histories(temporal_env, migration.id))[0])
