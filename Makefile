@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint binaries browser clusters clean
+.PHONY: demo test lint binaries test-packages clusters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -26,7 +26,7 @@ binaries: $(STAMP)
 
 # Debian packages the tests use, installed once: Chromium (driven by Playwright in the
 # Temporal UI test) and redis-server/redis-cli (a real Redis Cluster for the health probe).
-browser:
+test-packages:
 	@command -v chromium >/dev/null && command -v redis-server >/dev/null || { \
 	  echo "installing Debian's chromium and redis-server for the tests ..."; \
 	  $(SUDO) apt-get update -qq && \
@@ -46,7 +46,7 @@ lint: $(STAMP)
 	$(BIN)/lint-imports
 
 # pytest exits 5 when it collected nothing; say so loudly rather than pass silently.
-test: lint binaries browser
+test: lint binaries test-packages
 	@$(BIN)/pytest $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc

@@ -334,7 +334,7 @@ async def test_the_temporal_ui_shows_a_waiting_migration(
     from playwright.async_api import async_playwright
 
     chromium = shutil.which("chromium")
-    assert chromium, "Debian's chromium is missing: `make browser` installs it"
+    assert chromium, "Debian's chromium is missing: `make test-packages` installs it"
     name = "redis"
     deploy_app(kube["source"], namespace, name, 2, secret_value="x", ready_delay="100ms")
     request = request_for(name, namespace, approval=ApprovalPolicy(mode="first"))
