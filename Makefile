@@ -12,7 +12,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test lint binaries test-packages clusters clean
+.PHONY: demo test faults lint binaries test-packages clusters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -50,6 +50,10 @@ test: lint binaries test-packages
 	@$(BIN)/pytest $(ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "error: pytest collected no tests" >&2; exit 1; fi; \
 	exit $$rc
+
+# Every fault-injection scenario (the slow ones too), then the scenario table.
+faults: binaries test-packages
+	$(BIN)/pytest -m faults -p no:cacheprovider -rA $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

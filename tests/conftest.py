@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.models import SEARCH_ATTRIBUTES
 from devenv.clusters import LocalClusters, free_port
 from devenv.temporal import temporal_binary
-from tests.helpers import WorkerProcess, wait_for
+from tests.helpers import FAULT_RESULTS, WorkerProcess, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -128,3 +128,14 @@ def worker(
     proc.start()
     yield proc
     proc.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The fault-injection scenario table, when any ran."""
+    if not FAULT_RESULTS:
+        return
+    write = terminalreporter.write_line
+    write("")
+    write(f"{'scenario':32} {'faults':>6} {'completed':>9} {'violations':>10}")
+    for scenario, faults, completed, violations in FAULT_RESULTS:
+        write(f"{scenario:32} {faults:>6} {'yes' if completed else 'NO':>9} {violations:>10}")

@@ -21,8 +21,12 @@ from devenv.temporal import temporal_binary
 
 REPO = Path(__file__).resolve().parent.parent
 HISTORIES = REPO / "tests" / "histories"
+# (scenario, faults injected, completed, observer violations) of the fault-injection
+# runs; tests/conftest.py prints them as a table at the end of the session.
+FAULT_RESULTS: list[tuple[str, int, bool, int]] = []
 
 __all__ = [
+    "FAULT_RESULTS",
     "Seen",
     "Watcher",
     "WorkerProcess",

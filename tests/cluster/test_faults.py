@@ -1,0 +1,211 @@
+"""Fault injection: worker kills at every step boundary and in the middle of waits,
+two workers with one killed, and a Temporal server restart (file database). Every
+run must complete with no observer violation.
+
+`make faults` runs all of it (marker `faults`) and prints the scenario table; the
+normal test command runs the reduced subset (everything not marked `slow`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from kubernetes import client
+from temporalio.client import WorkflowQueryFailedError
+from temporalio.service import RPCError
+from temporalio.testing import WorkflowEnvironment
+
+from activities.models import HealthGates, MigrationRequest, Probe, Progress
+from devenv.clusters import LocalClusters
+from devenv.temporal import DevServer
+from stsmigrate.api import Migration, connect, get_migration, start_migration
+from tests.cluster.test_migration import STEPS, observing, request_for
+from tests.helpers import FAULT_RESULTS, WorkerProcess, deploy_app, histories, record
+
+pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+
+GATES = HealthGates(probes=[Probe(kind="ready", soak=1)])
+ALL_STEPS = [*STEPS, "health_gates"]
+
+
+@dataclass
+class Killer:
+    """Kills (SIGKILL) and restarts a worker whenever the migration reports a target
+    (ordinal, step), after ``delay`` seconds in it; records where it struck."""
+
+    migration: Migration
+    worker: WorkerProcess
+    targets: list[tuple[int, str, float]]
+    struck: list[str] = field(default_factory=list)
+
+    async def run(self) -> None:
+        for ordinal, step, delay in self.targets:
+            while True:
+                try:
+                    p: Progress = await asyncio.wait_for(self.migration.progress(), 5)
+                except (TimeoutError, RPCError, WorkflowQueryFailedError):  # no worker yet
+                    await asyncio.sleep(0.1)
+                    continue
+                if p.phase in ("done", "aborted"):
+                    return
+                if p.current_ordinal == ordinal and p.step == step:
+                    break
+                await asyncio.sleep(0.03)
+            await asyncio.sleep(delay)
+            self.worker.kill()
+            self.struck.append(f"{ordinal}/{step}+{delay}s")
+            await asyncio.sleep(0.3)
+            self.worker.start()
+
+
+async def killed_along_the_way(
+    kube: dict[str, client.ApiClient],
+    env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    scenario: str,
+    targets: list[tuple[int, str, float]],
+) -> None:
+    deploy_app(kube["source"], namespace, "app", 3, secret_value="x", ready_delay="1s", grace=3)
+    request = request_for("app", namespace, health=GATES)
+    with observing(kube, namespace, namespace, "app") as observer:
+        migration = await start_migration(
+            env.client, request, migration_id=f"faults-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        killer = Killer(migration, worker, targets)
+        await asyncio.wait_for(killer.run(), 900)
+        result = await asyncio.wait_for(migration.result(), 300)
+    violations = observer.verdict([2, 1, 0], (0, 0), (0, 3))
+    completed = [o.ordinal for o in result.moved] == [2, 1, 0]
+    FAULT_RESULTS.append((scenario, len(killer.struck), completed, len(violations)))
+    assert len(killer.struck) == len(targets), killer.struck
+    assert violations == [] and completed
+    found = await histories(env, migration.id)
+    for child in found[1:]:  # nothing redone: each slice change scheduled once per ordinal
+        scheduled = [
+            e.activity_task_scheduled_event_attributes.activity_type.name
+            for e in child.events
+            if e.HasField("activity_task_scheduled_event_attributes")
+        ]
+        assert scheduled.count("set_statefulset_slice") == 2, scheduled
+    record(f"faults_{scenario}_parent", found[0])
+    record(f"faults_{scenario}_ordinal_2", found[1])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_worker_killed_at_every_step_boundary(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """Ten kills in one migration: as each step of ordinal 2 begins."""
+    targets = [(2, step, 0.0) for step in ALL_STEPS]
+    await killed_along_the_way(kube, temporal_env, worker, namespace, "step_boundaries", targets)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_worker_killed_in_the_middle_of_every_wait(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """Kills inside the waits of ordinal 1 (pod going: 3 s grace; pod Ready: 1 s start;
+    the health soak: 1 s) and at the boundaries of ordinal 0's volume steps."""
+    targets = [
+        (1, "source_pod_gone", 1.5),
+        (1, "claims_bound", 0.2),
+        (1, "destination_pod_ready", 0.5),
+        (1, "health_gates", 0.5),
+        (0, "source_claims_released", 0.0),
+        (0, "volumes_imported", 0.05),
+        (0, "destination_scaled_up", 0.0),
+        (0, "destination_pod_ready", 0.7),
+        (0, "health_gates", 0.8),
+        (0, "source_pod_gone", 2.5),
+    ]
+    targets.sort(key=lambda t: (-t[0], ALL_STEPS.index(t[1])))
+    await killed_along_the_way(kube, temporal_env, worker, namespace, "mid_wait", targets)
+
+
+async def test_two_workers_one_killed_the_other_finishes(
+    clusters: LocalClusters,
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    second = WorkerProcess(
+        temporal_env.client.service_client.config.target_host, clusters.kubeconfig,
+        tmp_path / "second.log", worker.task_queue,
+    )  # fmt: skip
+    second.start()
+    try:
+        deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="1s")
+        with observing(kube, namespace, namespace, "app") as observer:
+            migration = await start_migration(
+                temporal_env.client, request_for("app", namespace),
+                migration_id=f"two-workers-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+            )  # fmt: skip
+            await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
+            worker.kill()  # not restarted: the second worker must finish
+            result = await asyncio.wait_for(migration.result(), 240)
+    finally:
+        second.stop()
+    violations = observer.verdict([1, 0], (0, 0), (0, 2))
+    completed = [o.ordinal for o in result.moved] == [1, 0]
+    FAULT_RESULTS.append(("two_workers_one_killed", 1, completed, len(violations)))
+    assert violations == [] and completed
+    assert '"worker_started"' in (tmp_path / "second.log").read_text()
+
+
+@pytest.fixture
+def file_server(tmp_path: Path) -> Iterator[DevServer]:
+    server = DevServer(tmp_path / "temporal", db_filename=tmp_path / "temporal.db")
+    server.start()
+    yield server
+    server.stop()
+
+
+async def test_temporal_server_restarted_mid_migration(
+    clusters: LocalClusters,
+    kube: dict[str, client.ApiClient],
+    file_server: DevServer,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The dev server (SQLite file) stops mid-move and starts again on the same file and
+    ports; the worker reconnects and the migration resumes where it was."""
+    worker = WorkerProcess(file_server.address, clusters.kubeconfig, tmp_path / "worker.log",
+                           f"restart-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    worker.start()
+    try:
+        deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="1s", grace=3)
+        client_ = await connect({"TEMPORAL_ADDRESS": file_server.address})
+        request: MigrationRequest = request_for("app", namespace)
+        with observing(kube, namespace, namespace, "app") as observer:
+            migration = await start_migration(client_, request, task_queue=worker.task_queue)
+            await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
+            file_server.stop()
+            await asyncio.sleep(2)
+            file_server.start()
+            again = get_migration(
+                await connect({"TEMPORAL_ADDRESS": file_server.address}), migration.id
+            )
+            result = await asyncio.wait_for(again.result(), 300)
+    finally:
+        worker.stop()
+    moved = [o.ordinal for o in result.moved]
+    violations = observer.verdict([1, 0], (0, 0), (0, 2))
+    FAULT_RESULTS.append(("temporal_server_restart", 1, moved == [1, 0], len(violations)))
+    assert violations == [] and moved == [1, 0]
