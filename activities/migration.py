@@ -314,20 +314,38 @@ class MigrationActivities:
             field_selector=f"metadata.name={name}",
         )
         volumes = set(request.volumes)
+        lingering: list[str] = []
+
+        def volume_of(va: Obj) -> str | None:
+            return (va["spec"].get("source") or {}).get("persistentVolumeName")
 
         def detached(attachments: dict[str, Obj]) -> bool:
-            return not any(
-                (va["spec"].get("source") or {}).get("persistentVolumeName") in volumes
-                for va in attachments.values()
-            )
+            lingering[:] = [
+                f"VolumeAttachment {va_name} (volume {volume_of(va)}, "
+                f"node {va['spec'].get('nodeName')})"
+                for va_name, va in sorted(attachments.items())
+                if volume_of(va) in volumes
+            ]
+            return not lingering
 
-        kube.wait(
-            f"volumes {sorted(volumes)} detached",
-            kube.storage.list_volume_attachment,
-            (),
-            detached,
-            request.detach_timeout,
-        )
+        try:
+            kube.wait(
+                f"volumes {sorted(volumes)} detached",
+                kube.storage.list_volume_attachment,
+                (),
+                detached,
+                request.detach_timeout,
+            )
+        except ApplicationError as err:
+            if err.type != WAIT_TIMEOUT or not lingering:
+                raise
+            raise ApplicationError(
+                f"{', '.join(lingering)} still attached in {kube.context} after "
+                f"{request.detach_timeout} s; the destination will not start pod {name} "
+                "until it is gone (check the CSI driver's attacher on that node)",
+                type=WAIT_TIMEOUT,
+                non_retryable=True,
+            ) from None
 
     @activity.defn
     def release_source_claims(self, request: ReleaseClaimsInput) -> None:

@@ -31,6 +31,13 @@ class Payload(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
 
+class Reply(BaseModel):
+    """What a migration answers (results, progress, plans). Unknown fields are ignored,
+    so a client older than the worker still reads a reply with fields added since."""
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+
 # -- wiring check: "can the worker reach every cluster it was given?" -----------------
 
 
@@ -205,14 +212,14 @@ class ProbeInput(Payload):
     ordinal: int
 
 
-class ProbeResult(Payload):
+class ProbeResult(Reply):
     probe: str
     ok: bool
     attempts: int
     detail: str = ""
 
 
-class HealthReport(Payload):
+class HealthReport(Reply):
     results: list[ProbeResult] = Field(default_factory=list)
 
     @property
@@ -265,13 +272,13 @@ def ordinal_workflow_id(migration_id: str, ordinal: int) -> str:
     return f"{migration_id}/ordinal-{ordinal}"
 
 
-class Problem(Payload):
+class Problem(Reply):
     object: str = Field(description='what is wrong, e.g. "source StatefulSet shop/redis"')
     message: str
     fix: str
 
 
-class VolumePlan(Payload):
+class VolumePlan(Reply):
     template: str
     claim: str
     volume: str  # PV name, the same in both clusters
@@ -282,19 +289,19 @@ class VolumePlan(Payload):
     size: str = Field("", description="the claim's requested storage, e.g. 1Gi")
 
 
-class OrdinalPlan(Payload):
+class OrdinalPlan(Reply):
     ordinal: int
     pod: str
     volumes: list[VolumePlan] = Field(default_factory=list)
 
 
-class Dependency(Payload):
+class Dependency(Reply):
     kind: str  # Secret, ConfigMap, ServiceAccount, Service, PodDisruptionBudget
     name: str
     action: str = ""  # "copy" or "present" (plan); "copied" or "present" (result)
 
 
-class Plan(Payload):
+class Plan(Reply):
     migration_id: str
     source_context: str
     destination_context: str
@@ -421,7 +428,7 @@ class EnsureDestinationInput(Payload):
     start: int
 
 
-class StatefulSetState(Payload):
+class StatefulSetState(Reply):
     exists: bool
     start: int = 0
     replicas: int = 0
@@ -438,6 +445,7 @@ class Control(Payload):
 
     paused: bool = False
     aborting: bool = False
+    resumes: int = Field(0, description="how many times the operator resumed")
 
 
 class OrdinalInput(Payload):
@@ -455,6 +463,7 @@ class StepReport(Payload):
 
     ordinal: int
     step: str
+    detail: str = Field("", description="why the step is blocked (signal ordinal_blocked)")
 
 
 # -- operator messages (signals and updates of MigrateStatefulSet, same names) ----------
@@ -488,12 +497,12 @@ class RollbackRequest(Payload):
     reason: str = Field("", max_length=500)
 
 
-class StepTiming(Payload):
+class StepTiming(Reply):
     step: str
     seconds: float
 
 
-class OrdinalResult(Payload):
+class OrdinalResult(Reply):
     ordinal: int
     moved: bool = Field(True, description="false: aborted before the source gave it up")
     health: HealthReport | None = Field(None, description="the health gates, when any ran")
@@ -503,7 +512,7 @@ class OrdinalResult(Payload):
     seconds: float = 0.0
 
 
-class MigrationResult(Payload):
+class MigrationResult(Reply):
     migration_id: str
     dry_run: bool = False
     plan: Plan | None = None
@@ -528,7 +537,7 @@ Phase = Literal[
 ]  # fmt: skip
 
 
-class Progress(Payload):
+class Progress(Reply):
     """Where a migration is (the ``progress`` query of MigrateStatefulSet)."""
 
     phase: Phase = "starting"
@@ -543,6 +552,7 @@ class Progress(Payload):
     aborting: bool = False
     abort_reason: str = ""
     rollback: Literal["", "ordinal", "all"] = Field("", description="a rollback asked, not done")
+    blocked: str = Field("", description="why the moving ordinal cannot go on (until resumed)")
     rolled_back: list[int] = Field(default_factory=list, description="in the order done")
     finished: list[OrdinalResult] = Field(default_factory=list)
     remaining: list[int] = Field(default_factory=list, description="highest first")

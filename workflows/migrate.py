@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable
+import functools
+from collections.abc import Awaitable, Callable
 from datetime import timedelta
 from typing import Any, TypeVar
 
@@ -63,6 +64,9 @@ with workflow.unsafe.imports_passed_through():
 T = TypeVar("T")
 
 PREFLIGHT_FAILED = "PreflightFailed"
+# Activity failures that mean "the world is not as the step needs it", not a bug: the
+# ordinal pauses for a human instead of failing half-moved.
+BLOCKING = {"ConflictingChange", "WaitTimeout"}
 HEALTH_GATE_FAILED = "HealthGateFailed"
 
 # Retryable errors (API unavailable, throttled, conflicts) are retried without a
@@ -121,6 +125,35 @@ class _OrdinalSteps:
     async def _finish(self, result: OrdinalResult) -> OrdinalResult:
         await asyncio.gather(*self._reports)
         return result
+
+    def _resumed_since(self, seen: int) -> bool:
+        return self._control.resumes > seen
+
+    async def _held(self, name: str, make: Callable[[], Awaitable[T]]) -> T:
+        """A step the world can block (a foreign change to a StatefulSet, a pod or an
+        attachment that does not go, a claim that does not bind): instead of failing
+        with the ordinal half-moved, the run pauses with the reason (signal
+        ``ordinal_blocked`` to the parent) and retries the step when resumed."""
+        while True:
+            try:
+                return await self._step(name, make())
+            except ActivityError as err:
+                cause = err.cause
+                if not (isinstance(cause, ApplicationError) and cause.type in BLOCKING):
+                    raise
+                seen = self._control.resumes
+                workflow.logger.warning("ordinal %d %s blocked: %s", self._ordinal, name,
+                                        cause.message)  # fmt: skip
+                parent = workflow.info().parent
+                if parent is None:
+                    raise
+                await workflow.get_external_workflow_handle(
+                    parent.workflow_id, run_id=parent.run_id
+                ).signal(
+                    "ordinal_blocked",
+                    StepReport(ordinal=self._ordinal, step=name, detail=cause.message),
+                )
+                await workflow.wait_condition(functools.partial(self._resumed_since, seen))
 
 
 @workflow.defn(name="MigrateOrdinal")
@@ -218,9 +251,9 @@ class MigrateOrdinal(_OrdinalSteps):
             summary=f"{src.context}: read pod {task.ordinal.pod}",
             **QUICK,
         )
-        await self._step(
+        await self._held(
             "source_scaled_down",
-            act(
+            lambda: act(
                 MigrationActivities.set_statefulset_slice,
                 SetSliceInput(
                     ref=src, start=s, replicas=k - s, from_start=s, from_replicas=k + 1 - s
@@ -233,9 +266,9 @@ class MigrateOrdinal(_OrdinalSteps):
         # 4. Pod k gone by UID, and its volumes detached (no VolumeAttachment left).
         # Always run: even if pod k were already gone, its volumes must be detached
         # before the destination may take ordinal k.
-        await self._step(
+        await self._held(
             "source_pod_gone",
-            act(
+            lambda: act(
                 MigrationActivities.wait_for_pod_gone,
                 WaitPodGoneInput(
                     pod=PodRef(ref=src, ordinal=k),
@@ -272,9 +305,9 @@ class MigrateOrdinal(_OrdinalSteps):
                 **waiting(60),
             ),
         )
-        await self._step(
+        await self._held(
             "claims_bound",
-            act(
+            lambda: act(
                 MigrationActivities.wait_for_claims_bound,
                 ClaimsBoundInput(
                     context=dst.context, namespace=dst.namespace, claims=claims, timeout=t.bound
@@ -285,9 +318,9 @@ class MigrateOrdinal(_OrdinalSteps):
         )
 
         # 7. The destination takes ordinal k: start and replicas in ONE patch.
-        await self._step(
+        await self._held(
             "destination_scaled_up",
-            act(
+            lambda: act(
                 MigrationActivities.set_statefulset_slice,
                 SetSliceInput(
                     ref=dst, start=k, replicas=end - k, from_start=k + 1, from_replicas=end - k - 1
@@ -299,9 +332,9 @@ class MigrateOrdinal(_OrdinalSteps):
         )
 
         # 8. Pod k Running and Ready in the destination.
-        await self._step(
+        await self._held(
             "destination_pod_ready",
-            act(
+            lambda: act(
                 MigrationActivities.wait_for_pod_ready,
                 PodReadyInput(pod=PodRef(ref=dst, ordinal=k), timeout=t.pod_ready),
                 summary=f"{dst.context}: wait for {task.ordinal.pod} Ready",
@@ -586,6 +619,11 @@ class MigrateStatefulSet:
     def _abort_problem(self, _: AbortRequest | None) -> str | None:
         if self._finished():
             return f"the migration is {self._progress.phase}"
+        if self._progress.blocked:
+            return (
+                f"{self._progress.blocked}; stopping now would leave it half-moved: fix the "
+                "cause and resume (the run can be aborted once the ordinal is whole)"
+            )
         if self._control.aborting:
             return "the migration is already aborting"
         return None
@@ -685,8 +723,9 @@ class MigrateStatefulSet:
 
     async def _resume(self) -> None:
         workflow.logger.info("resume asked")
+        resumed = {"paused": False, "resumes": self._control.resumes + 1}
         await self._apply_control(
-            self._control.model_copy(update={"paused": False}), pause_reason=""
+            self._control.model_copy(update=resumed), pause_reason="", blocked=""
         )
 
     # approve
@@ -765,6 +804,19 @@ class MigrateStatefulSet:
         self._set(rollback=which)
 
     # from the children
+    @workflow.signal(name="ordinal_blocked")
+    async def ordinal_blocked(self, report: StepReport) -> None:
+        if self._child is None or report.ordinal != self._progress.current_ordinal:
+            return
+        why = f"ordinal {report.ordinal} {report.step} is blocked: {report.detail}"
+        await self._apply_control(
+            self._control.model_copy(update={"paused": True}),
+            blocked=why,
+            step=report.step,
+            phase="paused",
+            pause_reason=f"{why}. Fix the cause, then resume to retry the step.",
+        )
+
     @workflow.signal(name="ordinal_step")
     def ordinal_step(self, report: StepReport) -> None:
         if self._child is None or report.ordinal != self._progress.current_ordinal:

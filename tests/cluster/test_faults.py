@@ -13,6 +13,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from kubernetes import client
@@ -20,12 +21,20 @@ from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import HealthGates, MigrationRequest, Probe, Progress
+from activities.models import HealthGates, MigrationRequest, Probe, Progress, WaitTimeouts
 from devenv.clusters import LocalClusters
 from devenv.temporal import DevServer
-from stsmigrate.api import Migration, connect, get_migration, start_migration
+from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
 from tests.cluster.test_migration import STEPS, observing, request_for
-from tests.helpers import FAULT_RESULTS, WorkerProcess, deploy_app, histories, record
+from tests.helpers import (
+    FAULT_RESULTS,
+    WorkerProcess,
+    deploy_app,
+    histories,
+    pod_names,
+    record,
+    wait_for,
+)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 
@@ -209,3 +218,83 @@ async def test_temporal_server_restarted_mid_migration(
     violations = observer.verdict([1, 0], (0, 0), (0, 2))
     FAULT_RESULTS.append(("temporal_server_restart", 1, moved == [1, 0], len(violations)))
     assert violations == [] and moved == [1, 0]
+
+
+def _csi_attachment(api: client.ApiClient, namespace: str, claim: str) -> str | None:
+    pvc: Any = client.CoreV1Api(api).read_namespaced_persistent_volume_claim(claim, namespace)
+    for va in client.StorageV1Api(api).list_volume_attachment().items:
+        if va.spec.source.persistent_volume_name == pvc.spec.volume_name:
+            return str(va.metadata.name)
+    return None
+
+
+async def test_a_lingering_attachment_pauses_the_move_and_never_starts_the_destination(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    src, dst = kube["source"], kube["destination"]
+    deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms")
+    storage = client.StorageV1Api(src)
+    attachment = wait_for(lambda: _csi_attachment(src, namespace, "logs-app-1"), 30, "the VA")
+    hold = {"metadata": {"finalizers": ["stsmigrate.dev/test-hold"]}}
+    storage.patch_volume_attachment(attachment, hold)  # the attacher never lets it go
+    request = request_for("app", namespace, timeouts=WaitTimeouts(
+        healthy=60, pod_gone=60, detach=5, bound=60, pod_ready=60))  # fmt: skip
+    with observing(kube, namespace, namespace, "app") as observer:
+        migration = await start_migration(
+            temporal_env.client, request, migration_id=f"detach-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
+        assert held.phase == "paused" and held.current_ordinal == 1
+        assert f"VolumeAttachment {attachment}" in held.blocked
+        assert "still attached in source after 5 s" in held.blocked
+        with pytest.raises(Rejected, match="stopping now would leave it half-moved"):
+            await migration.abort()
+        await asyncio.sleep(3)
+        sts: Any = client.AppsV1Api(dst).read_namespaced_stateful_set("app", namespace)
+        assert sts.spec.replicas == 0, "the destination scaled up while the volume was attached"
+        # The attacher lets go; resume retries the wait and the move finishes.
+        storage.patch_volume_attachment(attachment, {"metadata": {"finalizers": None}})
+        await migration.resume()
+        result = await asyncio.wait_for(migration.result(), 180)
+    violations = observer.verdict([1, 0], (0, 0), (0, 2))
+    completed = [o.ordinal for o in result.moved] == [1, 0]
+    FAULT_RESULTS.append(("slow_detach", 1, completed, len(violations)))
+    assert violations == [] and completed
+
+
+async def test_a_conflicting_writer_is_not_fought(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """Somebody scales the source back up while pod 1 is going: the run pauses and
+    explains; it changes nothing until a human has put things right and resumed."""
+    src = kube["source"]
+    apps = client.AppsV1Api(src)
+    deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms", grace=3)
+    with observing(kube, namespace, namespace, "app") as observer:
+        migration = await start_migration(
+            temporal_env.client, request_for("app", namespace),
+            migration_id=f"writer-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+        )  # fmt: skip
+        await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
+        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
+        held = await migration.wait_until(lambda p: bool(p.blocked), within=60)
+        assert "somebody scaled the source StatefulSet back up" in held.blocked
+        await asyncio.sleep(2)
+        sts: Any = apps.read_namespaced_stateful_set("app", namespace)
+        assert sts.spec.replicas == 2, "the migration fought the writer"
+        # The human puts it back; once the recreated pod is gone, resume.
+        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 1}})
+        wait_for(lambda: "app-1" not in pod_names(src, namespace), 60, "app-1 gone")
+        await migration.resume()
+        result = await asyncio.wait_for(migration.result(), 180)
+    violations = observer.verdict([1, 0], (0, 0), (0, 2))
+    completed = [o.ordinal for o in result.moved] == [1, 0]
+    FAULT_RESULTS.append(("conflicting_writer", 1, completed, len(violations)))
+    assert violations == [] and completed
