@@ -362,7 +362,10 @@ class MigrationActivities:
                 if v.get("persistentVolumeClaim")
             }
             if used & claims:
-                raise _conflict(f"pod {pod['metadata']['name']} still uses {sorted(used & claims)}")
+                raise _conflict(
+                    f"pod {pod['metadata']['name']} still uses {sorted(used & claims)}: somebody "
+                    "scaled the StatefulSet back up, or another pod mounts these claims"
+                )
         for name in request.volumes:
             pv = kube.pv(name)
             if pv is not None and pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":

@@ -66,7 +66,7 @@ T = TypeVar("T")
 PREFLIGHT_FAILED = "PreflightFailed"
 # Activity failures that mean "the world is not as the step needs it", not a bug: the
 # ordinal pauses for a human instead of failing half-moved.
-BLOCKING = {"ConflictingChange", "WaitTimeout"}
+BLOCKING = {"ConflictingChange", "WaitTimeout", "NotOurs"}
 HEALTH_GATE_FAILED = "HealthGateFailed"
 
 # Retryable errors (API unavailable, throttled, conflicts) are retried without a
@@ -129,14 +129,14 @@ class _OrdinalSteps:
     def _resumed_since(self, seen: int) -> bool:
         return self._control.resumes > seen
 
-    async def _held(self, name: str, make: Callable[[], Awaitable[T]]) -> T:
+    async def _held(self, name: str, make: Callable[[], Awaitable[T]], timed: bool = True) -> T:
         """A step the world can block (a foreign change to a StatefulSet, a pod or an
         attachment that does not go, a claim that does not bind): instead of failing
         with the ordinal half-moved, the run pauses with the reason (signal
         ``ordinal_blocked`` to the parent) and retries the step when resumed."""
         while True:
             try:
-                return await self._step(name, make())
+                return await (self._step(name, make()) if timed else make())
             except ActivityError as err:
                 cause = err.cause
                 if not (isinstance(cause, ApplicationError) and cause.type in BLOCKING):
@@ -266,39 +266,55 @@ class MigrateOrdinal(_OrdinalSteps):
         # 4. Pod k gone by UID, and its volumes detached (no VolumeAttachment left).
         # Always run: even if pod k were already gone, its volumes must be detached
         # before the destination may take ordinal k.
-        await self._held(
-            "source_pod_gone",
-            lambda: act(
-                MigrationActivities.wait_for_pod_gone,
-                WaitPodGoneInput(
-                    pod=PodRef(ref=src, ordinal=k),
-                    uid=pod.uid,
-                    volumes=volumes,
-                    pod_timeout=t.pod_gone,
-                    detach_timeout=t.detach,
-                ),
-                summary=f"{src.context}: wait for {task.ordinal.pod} to go and detach",
-                **waiting(t.pod_gone + t.detach),
-            ),
-        )
-
         # 5. Only one cluster may claim the storage: release the source claims.
-        await self._step(
-            "source_claims_released",
-            act(
-                MigrationActivities.release_source_claims,
-                ReleaseClaimsInput(
-                    context=src.context, namespace=src.namespace, claims=claims, volumes=volumes
+        # Both again after a block (e.g. somebody scaled the source back up): whoever
+        # runs pod k now must be gone and detached before the claims go.
+        attempts = [0]
+
+        async def give_up_storage() -> None:
+            uid = pod.uid
+            if attempts[0]:
+                now = await act(
+                    MigrationActivities.read_pod,
+                    PodRef(ref=src, ordinal=k),
+                    summary=f"{src.context}: read pod {task.ordinal.pod} again",
+                    **QUICK,
+                )
+                uid = now.uid if now.exists else pod.uid
+            attempts[0] += 1
+            await self._step(
+                "source_pod_gone",
+                act(
+                    MigrationActivities.wait_for_pod_gone,
+                    WaitPodGoneInput(
+                        pod=PodRef(ref=src, ordinal=k),
+                        uid=uid,
+                        volumes=volumes,
+                        pod_timeout=t.pod_gone,
+                        detach_timeout=t.detach,
+                    ),
+                    summary=f"{src.context}: wait for {task.ordinal.pod} to go and detach",
+                    **waiting(t.pod_gone + t.detach),
                 ),
-                summary=f"{src.context}: release {len(claims)} claim(s)",
-                **waiting(120),
-            ),
-        )
+            )
+            await self._step(
+                "source_claims_released",
+                act(
+                    MigrationActivities.release_source_claims,
+                    ReleaseClaimsInput(
+                        context=src.context, namespace=src.namespace, claims=claims, volumes=volumes
+                    ),
+                    summary=f"{src.context}: release {len(claims)} claim(s)",
+                    **waiting(120),
+                ),
+            )
+
+        await self._held("source_pod_gone", give_up_storage, timed=False)
 
         # 6. The destination gets the same storage, pre-bound to its claims.
-        await self._step(
+        await self._held(
             "volumes_imported",
-            act(
+            lambda: act(
                 MigrationActivities.import_volumes,
                 ImportInput(request=r, migration_id=task.migration_id, ordinal=task.ordinal),
                 summary=f"{dst.context}: import {len(volumes)} volume(s) of ordinal {k}",

@@ -54,6 +54,7 @@ class Killer:
 
     async def run(self) -> None:
         for ordinal, step, delay in self.targets:
+            target = position(ordinal, step)
             while True:
                 try:
                     p: Progress = await asyncio.wait_for(self.migration.progress(), 5)
@@ -62,14 +63,22 @@ class Killer:
                     continue
                 if p.phase in ("done", "aborted"):
                     return
-                if p.current_ordinal == ordinal and p.step == step:
+                # At the target step, or the first step seen after it (a short step
+                # can start and end between two looks).
+                at = p.current_ordinal, p.step
+                if at[0] is not None and at[1] in ALL_STEPS and position(*at) >= target:
                     break
-                await asyncio.sleep(0.03)
+                await asyncio.sleep(0.02)
             await asyncio.sleep(delay)
             self.worker.kill()
-            self.struck.append(f"{ordinal}/{step}+{delay}s")
+            self.struck.append(f"{p.current_ordinal}/{p.step}+{delay}s")
             await asyncio.sleep(0.3)
             self.worker.start()
+
+
+def position(ordinal: int, step: str) -> tuple[int, int]:
+    """Order of (ordinal, step) in a migration: ordinals highest first, then steps."""
+    return (-ordinal, ALL_STEPS.index(step))
 
 
 async def killed_along_the_way(
@@ -94,6 +103,7 @@ async def killed_along_the_way(
     completed = [o.ordinal for o in result.moved] == [2, 1, 0]
     FAULT_RESULTS.append((scenario, len(killer.struck), completed, len(violations)))
     assert len(killer.struck) == len(targets), killer.struck
+    assert len(set(killer.struck)) >= len(targets) - 2, killer.struck  # (nearly) all distinct
     assert violations == [] and completed
     found = await histories(env, migration.id)
     for child in found[1:]:  # nothing redone: each slice change scheduled once per ordinal
@@ -285,7 +295,7 @@ async def test_a_conflicting_writer_is_not_fought(
         await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
         apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
         held = await migration.wait_until(lambda p: bool(p.blocked), within=60)
-        assert "somebody scaled the source StatefulSet back up" in held.blocked
+        assert "somebody scaled the" in held.blocked and "back up" in held.blocked
         await asyncio.sleep(2)
         sts: Any = apps.read_namespaced_stateful_set("app", namespace)
         assert sts.spec.replicas == 2, "the migration fought the writer"

@@ -39,8 +39,7 @@ def request_for(name: str, namespace: str, **fields: Any) -> MigrationRequest:
         namespace=namespace,
         source_context="source",
         destination_context="destination",
-        timeouts=TIMEOUTS,
-        **fields,
+        **{"timeouts": TIMEOUTS, **fields},
     )
 
 
