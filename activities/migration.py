@@ -400,11 +400,7 @@ class MigrationActivities:
         k = request.ordinal.ordinal
         source_pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
-            source_pv = source.pv(vol.volume)
-            if source_pv is None:
-                raise _conflict(f"source PersistentVolume {vol.volume} disappeared")
-            if source_pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
-                raise _conflict(f"source PersistentVolume {vol.volume} is not Retain")
+            source_pv = self._retained(source, vol.volume)
             source_pvs[vol.volume] = source_pv
             pv_body = manifests.destination_pv(source_pv, r, request.migration_id, vol.claim, k)
             self._ensure(
@@ -418,20 +414,7 @@ class MigrationActivities:
             # Ours from an earlier move that was rolled back: free it for the new claim.
             self._reopen(dest, vol.volume)
         wanted = set(source_pvs)
-
-        def seen_by_controller(pvs: dict[str, Obj]) -> bool:
-            return all(
-                ((pvs.get(n) or {}).get("status") or {}).get("phase") in ("Available", "Bound")
-                for n in wanted
-            )
-
-        dest.wait(
-            f"volumes {sorted(wanted)} Available",
-            dest.core.list_persistent_volume,
-            (),
-            seen_by_controller,
-            60,
-        )
+        self._wait_available(dest, wanted)
         for vol in request.ordinal.volumes:
             source_pv = source_pvs[vol.volume]
             pvc_body = manifests.destination_pvc(source_pv, vol, r, request.migration_id, k)
@@ -444,6 +427,30 @@ class MigrationActivities:
                 None,
             )
         log.info("volumes_imported", context=dest.context, ordinal=k, volumes=sorted(wanted))
+
+    @staticmethod
+    def _retained(kube: Kube, name: str) -> Obj:
+        """The source PV of a moving volume, which must exist and be Retain."""
+        pv = kube.pv(name)
+        if pv is None:
+            raise _conflict(f"source PersistentVolume {name} disappeared")
+        if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+            raise _conflict(f"source PersistentVolume {name} is not Retain")
+        return pv
+
+    @staticmethod
+    def _wait_available(kube: Kube, names: set[str]) -> None:
+        """Until the PV controller has seen each volume (Available or Bound): a claim it
+        syncs before its informer has the volume waits for the 15 s resync."""
+
+        def seen(pvs: dict[str, Obj]) -> bool:
+            return all(
+                ((pvs.get(n) or {}).get("status") or {}).get("phase") in ("Available", "Bound")
+                for n in names
+            )
+
+        kube.wait(f"volumes {sorted(names)} Available", kube.core.list_persistent_volume, (),
+                  seen, 60)  # fmt: skip
 
     @staticmethod
     def _reopen(kube: Kube, name: str) -> None:
@@ -470,22 +477,10 @@ class MigrationActivities:
         k = request.ordinal.ordinal
         pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
-            pv = source.pv(vol.volume)
-            if pv is None:
-                raise _conflict(f"source PersistentVolume {vol.volume} disappeared")
-            if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
-                raise _conflict(f"source PersistentVolume {vol.volume} is not Retain")
-            pvs[vol.volume] = pv
+            pvs[vol.volume] = self._retained(source, vol.volume)
             self._reopen(source, vol.volume)
+        self._wait_available(source, set(pvs))
 
-        def free(found: dict[str, Obj]) -> bool:
-            return all(
-                ((found.get(n) or {}).get("status") or {}).get("phase") in ("Available", "Bound")
-                for n in pvs
-            )
-
-        source.wait(f"volumes {sorted(pvs)} Available", source.core.list_persistent_volume,
-                    (), free, 60)  # fmt: skip
         for vol in request.ordinal.volumes:
             body = manifests.destination_pvc(pvs[vol.volume], vol, here, request.migration_id, k)
             self._ensure(source, "PersistentVolumeClaim", r.namespace, body,
