@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 from kubernetes import client
 from temporalio.client import WorkflowQueryFailedError
 from temporalio.service import RPCError
@@ -23,6 +25,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.models import HealthGates, MigrationRequest, Probe, Progress, WaitTimeouts
 from devenv.clusters import LocalClusters
+from devenv.faultproxy import FaultProxy
 from devenv.temporal import DevServer
 from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
 from tests.cluster.test_migration import STEPS, observing, request_for
@@ -308,3 +311,60 @@ async def test_a_conflicting_writer_is_not_fought(
     completed = [o.ordinal for o in result.moved] == [1, 0]
     FAULT_RESULTS.append(("conflicting_writer", 1, completed, len(violations)))
     assert violations == [] and completed
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(1200)
+async def test_kubernetes_api_faults_are_retried_to_completion(
+    clusters: LocalClusters,
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The worker reaches both apiservers through fault proxies: 500, 503, 429 with
+    Retry-After, connection resets and hung requests on 3% of requests (preflight makes
+    dozens of calls in one attempt: at 12% it never got through in 24 attempts)."""
+    proxies = {name: FaultProxy(c, rate=0.03, hang_seconds=20, seed=i)
+               for i, (name, c) in enumerate(clusters.clusters.items())}  # fmt: skip
+    config = yaml.safe_load(clusters.kubeconfig.read_text())
+    for entry in config["clusters"]:
+        entry["cluster"]["server"] = proxies[entry["name"]].server
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    for proxy in proxies.values():
+        proxy.start()
+    worker = WorkerProcess(
+        temporal_env.client.service_client.config.target_host,
+        kubeconfig,
+        tmp_path / "worker.log",
+        f"api-faults-{uuid.uuid4().hex[:8]}",
+    )
+    worker.start()
+    try:
+        deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="300ms")
+        with observing(kube, namespace, namespace, "app") as observer:
+            migration = await start_migration(
+                temporal_env.client, request_for("app", namespace),
+                migration_id=f"api-faults-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+            )  # fmt: skip
+            result = await asyncio.wait_for(migration.result(), 900)
+    finally:
+        worker.stop()
+        for proxy in proxies.values():
+            proxy.stop()
+    injected = sum((p.injected for p in proxies.values()), Counter())
+    violations = observer.verdict([1, 0], (0, 0), (0, 2))
+    completed = [o.ordinal for o in result.moved] == [1, 0]
+    FAULT_RESULTS.append(("kubernetes_api_faults", sum(injected.values()), completed,
+                          len(violations)))  # fmt: skip
+    assert violations == [] and completed
+    assert sum(injected.values()) >= 5 and len(injected) >= 3, injected  # several kinds
+    # The retries are in the history: activity attempts after failures.
+    retried = 0
+    for history in await histories(temporal_env, migration.id):
+        for e in history.events:
+            if e.HasField("activity_task_started_event_attributes"):
+                retried += e.activity_task_started_event_attributes.attempt > 1
+    assert retried > 0
+    record("faults_kubernetes_api_parent", (await histories(temporal_env, migration.id))[0])
