@@ -7,7 +7,8 @@ connection, ``Connection: close``, so watch streams pass through untouched).
 
 Faults: ``500`` and ``503`` (a Kubernetes Status body), ``429`` with
 ``Retry-After: 1``, ``reset`` (the connection dropped without an answer) and
-``hang`` (no answer for ``hang_seconds``, then the connection closed). Binds
+``hang`` (no answer for ``hang_seconds``, then the connection closed). With
+``version`` it also plays an older server (``/version`` answers it). Binds
 127.0.0.1; ``stop()`` ends it. Imports no product code.
 """
 
@@ -34,8 +35,10 @@ class FaultProxy:
         faults: Sequence[str] = FAULTS,
         hang_seconds: float = 20,
         seed: int = 0,
+        version: str | None = None,
     ) -> None:
         self.cluster, self.rate, self.faults = cluster, rate, tuple(faults)
+        self.version = version  # e.g. "v1.26.0": /version answers that instead
         self.hang_seconds = hang_seconds
         self.port = free_port()
         self.injected: Counter[str] = Counter()
@@ -89,6 +92,10 @@ class FaultProxy:
                 length = next((int(ln.split(":", 1)[1]) for ln in lines
                                if ln.lower().startswith("content-length:")), 0)  # fmt: skip
                 body = await reader.readexactly(length) if length else b""
+                path = lines[0].split(" ")[1] if " " in lines[0] else ""
+                if self.version and path.split("?")[0].rstrip("/") == "/version":
+                    await self._version(writer)
+                    continue
                 fault = self._pick()
                 if fault is None:
                     await self._forward(lines, body, writer)
@@ -105,6 +112,21 @@ class FaultProxy:
             return
         finally:
             writer.close()
+
+    async def _version(self, writer: asyncio.StreamWriter) -> None:
+        assert self.version is not None
+        major, minor = self.version.lstrip("v").split(".")[:2]
+        body = json.dumps({
+            "major": major, "minor": minor, "gitVersion": self.version, "gitCommit": "0" * 40,
+            "gitTreeState": "clean", "buildDate": "2023-01-01T00:00:00Z", "goVersion": "go1.20",
+            "compiler": "gc", "platform": "linux/amd64",
+        }).encode()  # fmt: skip
+        writer.write(
+            b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            + f"Content-Length: {len(body)}\r\n\r\n".encode()
+            + body
+        )
+        await writer.drain()
 
     async def _status(self, writer: asyncio.StreamWriter, code: int) -> None:
         reason = {500: "Internal Server Error", 503: "Service Unavailable",

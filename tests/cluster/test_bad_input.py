@@ -19,6 +19,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities.models import MigrationResult
 from devenv.clusters import LocalClusters
+from devenv.faultproxy import FaultProxy
 from tests.conftest import _fresh_namespace, _remove_namespace
 from tests.helpers import (
     WorkerProcess,
@@ -367,4 +368,40 @@ async def test_missing_permissions_are_named(
     assert "source cluster powerless" in error.message
     assert "the worker's credentials may not: get statefulsets" in error.message
     assert "fix: grant them (deploy/rbac.yaml" in error.message
+    assert snapshot(kube, namespace) == before
+
+
+async def test_a_server_older_than_1_27_is_refused(
+    clusters: LocalClusters,
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    namespace: str,
+    tmp_path: Path,
+) -> None:
+    """The source apiserver seen through a proxy that reports Kubernetes v1.26.0."""
+    deploy_app(kube["source"], namespace, APP, 1, secret_value="x", ready_delay="100ms")
+    proxy = FaultProxy(clusters.clusters["source"], rate=0, version="v1.26.0")
+    config = yaml.safe_load(clusters.kubeconfig.read_text())
+    for entry in config["clusters"]:
+        if entry["name"] == "source":
+            entry["cluster"]["server"] = proxy.server
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(yaml.safe_dump(config))
+    proxy.start()
+    worker = WorkerProcess(
+        temporal_env.client.service_client.config.target_host,
+        kubeconfig,
+        tmp_path / "worker.log",
+        f"old-server-{uuid.uuid4().hex[:8]}",
+    )
+    worker.start()
+    try:
+        before = settled(kube, namespace)
+        error = await refused(temporal_env, worker, base(namespace))
+    finally:
+        worker.stop()
+        proxy.stop()
+    assert error.type == "PreflightFailed", error.message
+    assert "source cluster source: Kubernetes v1.26.0 is too old" in error.message
+    assert "fix: upgrade the control plane to 1.27+" in error.message
     assert snapshot(kube, namespace) == before

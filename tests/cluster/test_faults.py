@@ -285,10 +285,11 @@ async def test_a_conflicting_writer_is_not_fought(
     worker: WorkerProcess,
     namespace: str,
 ) -> None:
-    """Somebody scales the source back up while pod 1 is going: the run pauses and
-    explains; it changes nothing until a human has put things right and resumed."""
-    src = kube["source"]
-    apps = client.AppsV1Api(src)
+    """Somebody scales the destination StatefulSet while pod 1 is going (seconds before
+    the migration would change it): the run pauses and explains, leaves the writer's
+    change alone, and goes on once a human has put it back and resumed."""
+    src, dst = kube["source"], kube["destination"]
+    apps = client.AppsV1Api(dst)
     deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms", grace=3)
     with observing(kube, namespace, namespace, "app") as observer:
         migration = await start_migration(
@@ -296,15 +297,17 @@ async def test_a_conflicting_writer_is_not_fought(
             migration_id=f"writer-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
         )  # fmt: skip
         await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
-        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
-        held = await migration.wait_until(lambda p: bool(p.blocked), within=60)
-        assert "somebody scaled the" in held.blocked and "back up" in held.blocked
+        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 1}})
+        held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
+        assert "ordinal 1 destination_scaled_up is blocked" in held.blocked
+        assert "owns [2, 3) but the migration expected [2, 2)" in held.blocked
+        assert "will not fight that change" in held.blocked
         await asyncio.sleep(2)
         sts: Any = apps.read_namespaced_stateful_set("app", namespace)
-        assert sts.spec.replicas == 2, "the migration fought the writer"
-        # The human puts it back; once the recreated pod is gone, resume.
-        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 1}})
-        wait_for(lambda: "app-1" not in pod_names(src, namespace), 60, "app-1 gone")
+        assert sts.spec.replicas == 1, "the migration fought the writer"
+        # The human puts it back; once the writer's pod is gone, resume.
+        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 0}})
+        wait_for(lambda: "app-2" not in pod_names(dst, namespace), 60, "app-2 gone")
         await migration.resume()
         result = await asyncio.wait_for(migration.result(), 180)
     violations = observer.verdict([1, 0], (0, 0), (0, 2))
