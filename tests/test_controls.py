@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
@@ -19,6 +19,7 @@ from google.protobuf.duration_pb2 import Duration
 from temporalio import activity
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
 from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
@@ -62,6 +63,8 @@ class FakeClusters:
         self.healthy = asyncio.Event()
         self.healthy.set()
         self.waiting_for_health = asyncio.Event()
+        # Somebody else's change, made just before the named change of ours.
+        self.before: dict[str, Callable[[], None]] = {}
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -108,7 +111,19 @@ class FakeClusters:
 
         @activity.defn(name="set_statefulset_slice")
         async def set_statefulset_slice(task: SetSliceInput) -> None:
-            self.slices[task.ref.context] = (task.start, task.replicas)
+            # The real activity's contract: no-op at the target, change only from the
+            # expected slice, else a conflicting change (nothing written).
+            current, target = self.slices[task.ref.context], (task.start, task.replicas)
+            if current == target:
+                return
+            if current != (task.from_start, task.from_replicas):
+                raise ApplicationError(
+                    f"{task.ref.context} owns {current}, expected "
+                    f"{(task.from_start, task.from_replicas)}",
+                    type="ConflictingChange",
+                    non_retryable=True,
+                )
+            self.slices[task.ref.context] = target
             self.changes.append(f"{task.ref.context} [{task.start}, {task.start + task.replicas})")
 
         @activity.defn(name="release_source_claims")
@@ -117,10 +132,12 @@ class FakeClusters:
 
         @activity.defn(name="import_volumes")
         async def import_volumes(task: ImportInput) -> None:
+            self.before.pop(f"import {task.ordinal.ordinal}", lambda: None)()
             self.changes.append(f"import {task.ordinal.ordinal}")
 
         @activity.defn(name="reclaim_volumes")
         async def reclaim_volumes(task: ImportInput) -> None:
+            self.before.pop(f"reclaim {task.ordinal.ordinal}", lambda: None)()
             self.changes.append(f"reclaim {task.ordinal.ordinal}")
 
         @activity.defn(name="read_statefulset")
@@ -383,3 +400,31 @@ async def test_missing_search_attributes_are_reported_not_fatal(
     said = [r.getMessage() for r in caplog.records if "are not registered" in r.getMessage()]
     assert len(said) == 1
     assert "StsmigratePhase" in said[0]
+
+
+async def test_a_foreign_scale_up_of_the_source_keeps_the_destination_from_taking_the_pod(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    """After pod 1 went and its claims were released, somebody (a GitOps sync putting
+    replicas back, say) scales the source up again: the destination must not start a
+    second pod 1. The run pauses, explains, and goes on once the change is undone."""
+    clusters, task_queue = fake
+    clusters.before["import 1"] = lambda: clusters.slices.update(source=(0, 2))
+    migration, _ = await start(temporal_env.client, task_queue)
+    held = await migration.wait_until(lambda p: bool(p.blocked), within=30)
+    assert (held.phase, held.current_ordinal) == ("paused", 1)
+    assert "ordinal 1 destination_scaled_up is blocked: source owns (0, 2), expected (0, 1)" in (
+        held.blocked
+    )
+    await asyncio.sleep(1)
+    assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}  # no second pod 1
+    with pytest.raises(Rejected, match="half-moved"):
+        await migration.abort()
+    clusters.slices["source"] = (0, 1)  # a human undoes the foreign change
+    await migration.resume()
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == ORDINALS
+    assert clusters.slices == {"source": (0, 0), "destination": (0, 3)}
+    found = await histories(temporal_env, migration.id)
+    record("controls_source_guard_parent", found[0])
+    record("controls_source_guard_ordinal_1", found[2])

@@ -27,6 +27,7 @@ from activities.models import (
     ProbeResult,
 )
 from stsmigrate.api import Rejected
+from tests.helpers import histories, record
 from tests.test_controls import ORDINALS, FakeClusters, at, start
 from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
@@ -182,3 +183,39 @@ async def test_an_operator_rollback_then_resume_moves_the_ordinal_again(
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == [2, 1, 0] and result.rolled_back == [1]
     assert clusters.slices == {"source": (0, 0), "destination": (0, 3)}
+
+
+async def test_a_blocked_rollback_pauses_and_resume_finishes_it(
+    temporal_env: WorkflowEnvironment, gated: tuple[FakeClusters, str, set[int]]
+) -> None:
+    """Rolling back ordinal 1, somebody scales the destination up again after pod 1
+    went there: the source must not take pod 1 back meanwhile. The rollback pauses
+    with the reason (abort refused: it would leave the ordinal half-way back), and
+    finishes once the change is undone and the operator resumes."""
+    clusters, task_queue, failing = gated
+    failing.add(1)
+    clusters.before["reclaim 1"] = lambda: clusters.slices.update(destination=(1, 2))
+    migration, _ = await start(
+        temporal_env.client, task_queue,
+        health=HealthGates(probes=GATES, on_failure="rollback_ordinal"),
+    )  # fmt: skip
+    held = await migration.wait_until(lambda p: bool(p.blocked), within=30)
+    assert (held.phase, held.current_ordinal, held.rollback) == ("paused", 1, "ordinal")
+    assert "ordinal 1 source_scaled_up is blocked: destination owns (1, 2), expected (2, 1)" in (
+        held.blocked
+    )
+    await asyncio.sleep(1)
+    assert clusters.slices == {"source": (0, 1), "destination": (1, 2)}  # no second pod 1
+    with pytest.raises(Rejected, match="half-moved"):
+        await migration.abort()
+    clusters.slices["destination"] = (2, 1)
+    await migration.resume()
+    back = await migration.wait_until(lambda p: p.rolled_back == [1] and p.paused, within=30)
+    assert back.pause_reason == "rolled back ordinal 1: resume moves it again, abort ends here"
+    assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
+    await migration.abort()
+    result = await migration.result()
+    assert result.placement == {"2": "destination", "1": "source", "0": "source"}
+    found = await histories(temporal_env, migration.id)
+    record("gates_blocked_rollback_parent", found[0])
+    record("gates_blocked_rollback_1", found[-1])

@@ -41,6 +41,7 @@ with workflow.unsafe.imports_passed_through():
         OrdinalPlan,
         OrdinalResult,
         PauseRequest,
+        PodState,
         Plan,
         PlanInput,
         PodReadyInput,
@@ -57,6 +58,7 @@ with workflow.unsafe.imports_passed_through():
         StepReport,
         StepTiming,
         WaitPodGoneInput,
+        WaitTimeouts,
         ordinal_workflow_id,
     )
     from activities.temporal import TemporalActivities
@@ -68,6 +70,9 @@ PREFLIGHT_FAILED = "PreflightFailed"
 # ordinal pauses for a human instead of failing half-moved.
 BLOCKING = {"ConflictingChange", "WaitTimeout", "NotOurs"}
 HEALTH_GATE_FAILED = "HealthGateFailed"
+# Patch id of the check that the giving side still owns its slice before the taking
+# side scales up (histories recorded before it have no such activity).
+SLICE_GUARD = "slice-guard"
 
 # Retryable errors (API unavailable, throttled, conflicts) are retried without a
 # count limit: a migration stuck on an unreachable cluster waits for it rather
@@ -96,6 +101,7 @@ class _OrdinalSteps:
         self._control = Control()
         self._reports: list[asyncio.Task[None]] = []
         self._ordinal = 0
+        self._give_up_attempts = 0
 
     def _report(self, step: str) -> None:
         """Tell the parent the step we are in (for its progress); never waited on
@@ -126,6 +132,11 @@ class _OrdinalSteps:
         await asyncio.gather(*self._reports)
         return result
 
+    @workflow.signal
+    def control(self, control: Control) -> None:
+        """The operator's pause/abort/resume, forwarded by the parent (latest wins)."""
+        self._control = control
+
     def _resumed_since(self, seen: int) -> bool:
         return self._control.resumes > seen
 
@@ -155,6 +166,73 @@ class _OrdinalSteps:
                 )
                 await workflow.wait_condition(functools.partial(self._resumed_since, seen))
 
+    async def _take(self, giver: SetSliceInput, taker: SetSliceInput, summary: str) -> None:
+        """The taking side takes ordinal k, but only while the giving side still owns
+        the slice it was left with: a foreign scale-up of the giver after its pod went
+        (a GitOps sync putting replicas back, say) would otherwise run one identity in
+        both clusters. The check is a no-op slice change (from == to), which fails as a
+        conflicting change when the slice differs; the remaining window is the one
+        round trip between the two calls."""
+        act = workflow.execute_activity_method
+        if workflow.patched(SLICE_GUARD):
+            ref = giver.ref
+            await act(
+                MigrationActivities.set_statefulset_slice,
+                giver,
+                summary=f"{ref.context} {ref.statefulset}: still owns "
+                f"[{giver.start}, {giver.start + giver.replicas})",
+                **QUICK,
+            )
+        await act(MigrationActivities.set_statefulset_slice, taker, summary=summary, **QUICK)
+
+    async def _give_up_storage(
+        self, role: str, ref: SliceRef, pod: PodState, ordinal: OrdinalPlan, t: WaitTimeouts
+    ) -> None:
+        """``role`` (source or destination) has given up ordinal k: pod k gone by UID and its volumes detached
+        (no VolumeAttachment left), then its claims released, so only one
+        cluster claims the storage. Both again after a block (somebody scaled it
+        back up): whoever runs pod k now must be gone and detached before the claims go."""
+        k, side = ordinal.ordinal, ref.context
+        volumes = [v.volume for v in ordinal.volumes]
+        claims = [v.claim for v in ordinal.volumes]
+        act = workflow.execute_activity_method
+        uid = pod.uid
+        if self._give_up_attempts:
+            now = await act(
+                MigrationActivities.read_pod,
+                PodRef(ref=ref, ordinal=k),
+                summary=f"{side}: read pod {ordinal.pod} again",
+                **QUICK,
+            )
+            uid = now.uid if now.exists else pod.uid
+        self._give_up_attempts += 1
+        await self._step(
+            f"{role}_pod_gone",
+            act(
+                MigrationActivities.wait_for_pod_gone,
+                WaitPodGoneInput(
+                    pod=PodRef(ref=ref, ordinal=k),
+                    uid=uid,
+                    volumes=volumes,
+                    pod_timeout=t.pod_gone,
+                    detach_timeout=t.detach,
+                ),
+                summary=f"{side}: wait for {ordinal.pod} to go and detach",
+                **waiting(t.pod_gone + t.detach),
+            ),
+        )
+        await self._step(
+            f"{role}_claims_released",
+            act(
+                MigrationActivities.release_source_claims,
+                ReleaseClaimsInput(
+                    context=side, namespace=ref.namespace, claims=claims, volumes=volumes
+                ),
+                summary=f"{side}: release {len(claims)} claim(s)",
+                **waiting(120),
+            ),
+        )
+
 
 @workflow.defn(name="MigrateOrdinal")
 class MigrateOrdinal(_OrdinalSteps):
@@ -164,10 +242,6 @@ class MigrateOrdinal(_OrdinalSteps):
     act only before the source gives up pod k: once it has, the ordinal finishes
     its move, so no pause or abort leaves an identity down or half-moved.
     """
-
-    @workflow.signal
-    def control(self, control: Control) -> None:
-        self._control = control
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
         """``work``, or None if an abort comes first (the work is then cancelled)."""
@@ -269,47 +343,11 @@ class MigrateOrdinal(_OrdinalSteps):
         # 5. Only one cluster may claim the storage: release the source claims.
         # Both again after a block (e.g. somebody scaled the source back up): whoever
         # runs pod k now must be gone and detached before the claims go.
-        attempts = [0]
-
-        async def give_up_storage() -> None:
-            uid = pod.uid
-            if attempts[0]:
-                now = await act(
-                    MigrationActivities.read_pod,
-                    PodRef(ref=src, ordinal=k),
-                    summary=f"{src.context}: read pod {task.ordinal.pod} again",
-                    **QUICK,
-                )
-                uid = now.uid if now.exists else pod.uid
-            attempts[0] += 1
-            await self._step(
-                "source_pod_gone",
-                act(
-                    MigrationActivities.wait_for_pod_gone,
-                    WaitPodGoneInput(
-                        pod=PodRef(ref=src, ordinal=k),
-                        uid=uid,
-                        volumes=volumes,
-                        pod_timeout=t.pod_gone,
-                        detach_timeout=t.detach,
-                    ),
-                    summary=f"{src.context}: wait for {task.ordinal.pod} to go and detach",
-                    **waiting(t.pod_gone + t.detach),
-                ),
-            )
-            await self._step(
-                "source_claims_released",
-                act(
-                    MigrationActivities.release_source_claims,
-                    ReleaseClaimsInput(
-                        context=src.context, namespace=src.namespace, claims=claims, volumes=volumes
-                    ),
-                    summary=f"{src.context}: release {len(claims)} claim(s)",
-                    **waiting(120),
-                ),
-            )
-
-        await self._held("source_pod_gone", give_up_storage, timed=False)
+        await self._held(
+            "source_pod_gone",
+            functools.partial(self._give_up_storage, "source", src, pod, task.ordinal, t),
+            timed=False,
+        )
 
         # 6. The destination gets the same storage, pre-bound to its claims.
         await self._held(
@@ -333,17 +371,18 @@ class MigrateOrdinal(_OrdinalSteps):
             ),
         )
 
-        # 7. The destination takes ordinal k: start and replicas in ONE patch.
+        # 7. The destination takes ordinal k: start and replicas in ONE patch, once the
+        #    source is seen still giving it up.
         await self._held(
             "destination_scaled_up",
-            lambda: act(
-                MigrationActivities.set_statefulset_slice,
+            functools.partial(
+                self._take,
+                SetSliceInput(ref=src, start=s, replicas=k - s, from_start=s, from_replicas=k - s),
                 SetSliceInput(
                     ref=dst, start=k, replicas=end - k, from_start=k + 1, from_replicas=end - k - 1
                 ),
-                summary=f"{dst.context} {r.statefulset}: ordinals.start {k + 1} -> {k}, "
+                f"{dst.context} {r.statefulset}: ordinals.start {k + 1} -> {k}, "
                 f"replicas {end - k - 1} -> {end - k}",
-                **QUICK,
             ),
         )
 
@@ -410,6 +449,7 @@ class RollbackOrdinal(_OrdinalSteps):
         r, k, s, end = task.request, task.ordinal.ordinal, task.source_start, task.end
         t = r.timeouts
         self._ordinal = k
+        self._control = task.control
         src = SliceRef(context=r.source_context, namespace=r.namespace, statefulset=r.statefulset)
         dst = SliceRef(
             context=r.destination_context, namespace=r.target_namespace, statefulset=r.statefulset
@@ -425,9 +465,9 @@ class RollbackOrdinal(_OrdinalSteps):
             summary=f"{dst.context}: read pod {task.ordinal.pod}",
             **QUICK,
         )
-        await self._step(
+        await self._held(
             "destination_scaled_down",
-            act(
+            lambda: act(
                 MigrationActivities.set_statefulset_slice,
                 SetSliceInput(
                     ref=dst, start=k + 1, replicas=end - k - 1, from_start=k, from_replicas=end - k
@@ -437,44 +477,23 @@ class RollbackOrdinal(_OrdinalSteps):
                 **QUICK,
             ),
         )
-        await self._step(
+        await self._held(
             "destination_pod_gone",
-            act(
-                MigrationActivities.wait_for_pod_gone,
-                WaitPodGoneInput(
-                    pod=PodRef(ref=dst, ordinal=k),
-                    uid=pod.uid,
-                    volumes=volumes,
-                    pod_timeout=t.pod_gone,
-                    detach_timeout=t.detach,
-                ),
-                summary=f"{dst.context}: wait for {task.ordinal.pod} to go and detach",
-                **waiting(t.pod_gone + t.detach),
-            ),
+            functools.partial(self._give_up_storage, "destination", dst, pod, task.ordinal, t),
+            timed=False,
         )
-        await self._step(
-            "destination_claims_released",
-            act(
-                MigrationActivities.release_source_claims,
-                ReleaseClaimsInput(
-                    context=dst.context, namespace=dst.namespace, claims=claims, volumes=volumes
-                ),
-                summary=f"{dst.context}: release {len(claims)} claim(s)",
-                **waiting(120),
-            ),
-        )
-        await self._step(
+        await self._held(
             "volumes_reclaimed",
-            act(
+            lambda: act(
                 MigrationActivities.reclaim_volumes,
                 ImportInput(request=r, migration_id=task.migration_id, ordinal=task.ordinal),
                 summary=f"{src.context}: re-bind {len(volumes)} retained volume(s) of ordinal {k}",
                 **waiting(60),
             ),
         )
-        await self._step(
+        await self._held(
             "claims_bound",
-            act(
+            lambda: act(
                 MigrationActivities.wait_for_claims_bound,
                 ClaimsBoundInput(
                     context=src.context, namespace=src.namespace, claims=claims, timeout=t.bound
@@ -483,20 +502,26 @@ class RollbackOrdinal(_OrdinalSteps):
                 **waiting(t.bound),
             ),
         )
-        await self._step(
+        await self._held(
             "source_scaled_up",
-            act(
-                MigrationActivities.set_statefulset_slice,
+            functools.partial(
+                self._take,
+                SetSliceInput(
+                    ref=dst,
+                    start=k + 1,
+                    replicas=end - k - 1,
+                    from_start=k + 1,
+                    from_replicas=end - k - 1,
+                ),
                 SetSliceInput(
                     ref=src, start=s, replicas=k + 1 - s, from_start=s, from_replicas=k - s
                 ),
-                summary=f"{src.context} {r.statefulset}: replicas {k - s} -> {k + 1 - s}",
-                **QUICK,
+                f"{src.context} {r.statefulset}: replicas {k - s} -> {k + 1 - s}",
             ),
         )
-        await self._step(
+        await self._held(
             "source_pod_ready",
-            act(
+            lambda: act(
                 MigrationActivities.wait_for_pod_ready,
                 PodReadyInput(pod=PodRef(ref=src, ordinal=k), timeout=t.pod_ready),
                 summary=f"{src.context}: wait for {task.ordinal.pod} Ready",
@@ -675,7 +700,7 @@ class MigrateStatefulSet:
             while self._child is not None and self._sent != self._control:
                 sending = self._control
                 try:
-                    await self._child.signal(MigrateOrdinal.control, sending)
+                    await self._child.signal(_OrdinalSteps.control, sending)
                 except FailureError as err:  # the child finished meanwhile
                     workflow.logger.info("control not delivered to ordinal: %s", err)
                     return
@@ -837,7 +862,10 @@ class MigrateStatefulSet:
     def ordinal_step(self, report: StepReport) -> None:
         if self._child is None or report.ordinal != self._progress.current_ordinal:
             return  # late news of an ordinal already done
-        phase = "paused" if report.step == "paused" else "moving"
+        if report.step == "paused":
+            phase = "paused"
+        else:
+            phase = "rolling_back" if self._progress.rollback else "moving"
         self._set(step=report.step, phase=phase)
 
     # -- progress everywhere: query, UI details, search attributes ---------------------
@@ -941,7 +969,8 @@ class MigrateStatefulSet:
             self._set(phase="rolling_back", current_ordinal=k, step=None)
             ordinal = next(o for o in plan.ordinals if o.ordinal == k)
             migration_id = workflow.info().workflow_id
-            await workflow.execute_child_workflow(
+            self._sent = self._control
+            self._child = await workflow.start_child_workflow(
                 RollbackOrdinal.run,
                 OrdinalInput(
                     request=request,
@@ -949,12 +978,18 @@ class MigrateStatefulSet:
                     ordinal=ordinal,
                     source_start=plan.source_start,
                     end=plan.end,
+                    control=self._sent,
                     service=plan.service_name,
                 ),
                 id=rollback_workflow_id(migration_id, k),
                 static_summary=f"give {ordinal.pod} back from {request.destination_context} "
                 f"to {request.source_context}",
             )
+            await self._forward()  # a resume of a block while the child was starting
+            try:
+                await self._child
+            finally:
+                self._child = None
             self._set(
                 current_ordinal=None,
                 step=None,
