@@ -20,7 +20,7 @@ from temporalio.testing import WorkflowEnvironment
 from activities.models import SEARCH_ATTRIBUTES
 from devenv.clusters import LocalClusters, free_port
 from devenv.temporal import temporal_binary
-from tests.helpers import FAULT_RESULTS, WorkerProcess, wait_for
+from tests.helpers import FAULT_RESULTS, KILL_POINTS, WorkerProcess, wait_for
 
 
 @pytest.fixture(scope="session")
@@ -131,11 +131,24 @@ def worker(
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """The fault-injection scenario table, when any ran."""
+    """The fault-injection scenario table (one row per scenario: migrations run, faults
+    injected, runs that ended as they should, observer violations) and where the
+    worker kills struck, when any ran."""
     if not FAULT_RESULTS:
         return
     write = terminalreporter.write_line
-    write("")
-    write(f"{'scenario':32} {'faults':>6} {'completed':>9} {'violations':>10}")
+    rows: dict[str, list[int]] = {}
     for scenario, faults, completed, violations in FAULT_RESULTS:
-        write(f"{scenario:32} {faults:>6} {'yes' if completed else 'NO':>9} {violations:>10}")
+        row = rows.setdefault(scenario, [0, 0, 0, 0])
+        for i, n in enumerate((1, faults, int(completed), violations)):
+            row[i] += n
+    write("")
+    write(f"{'scenario':32} {'runs':>4} {'faults':>6} {'completed':>9} {'violations':>10}")
+    for scenario, (runs, faults, completed, violations) in rows.items():
+        write(f"{scenario:32} {runs:>4} {faults:>6} {f'{completed}/{runs}':>9} {violations:>10}")
+    if KILL_POINTS:
+        points = {f"{s}:{p}" for s, struck in KILL_POINTS.items() for p in struck}
+        kills = sum(len(struck) for struck in KILL_POINTS.values())
+        write(f"worker kills: {kills}, at {len(points)} distinct points")
+        for scenario, struck in KILL_POINTS.items():
+            write(f"  {scenario}: {', '.join(struck)}")

@@ -24,9 +24,12 @@ HISTORIES = REPO / "tests" / "histories"
 # (scenario, faults injected, completed, observer violations) of the fault-injection
 # runs; tests/conftest.py prints them as a table at the end of the session.
 FAULT_RESULTS: list[tuple[str, int, bool, int]] = []
+# scenario -> where each worker kill struck ("ordinal/step+delay")
+KILL_POINTS: dict[str, list[str]] = {}
 
 __all__ = [
     "FAULT_RESULTS",
+    "KILL_POINTS",
     "Seen",
     "Watcher",
     "WorkerProcess",

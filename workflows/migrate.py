@@ -41,11 +41,11 @@ with workflow.unsafe.imports_passed_through():
         OrdinalPlan,
         OrdinalResult,
         PauseRequest,
-        PodState,
         Plan,
         PlanInput,
         PodReadyInput,
         PodRef,
+        PodState,
         ProbeInput,
         Progress,
         ReleaseClaimsInput,
@@ -188,10 +188,11 @@ class _OrdinalSteps:
     async def _give_up_storage(
         self, role: str, ref: SliceRef, pod: PodState, ordinal: OrdinalPlan, t: WaitTimeouts
     ) -> None:
-        """``role`` (source or destination) has given up ordinal k: pod k gone by UID and its volumes detached
-        (no VolumeAttachment left), then its claims released, so only one
-        cluster claims the storage. Both again after a block (somebody scaled it
-        back up): whoever runs pod k now must be gone and detached before the claims go."""
+        """``role`` (source or destination) has given up ordinal k: pod k gone by UID
+        and its volumes detached (no VolumeAttachment left), then its claims released,
+        so only one cluster claims the storage. Both again after a block (somebody
+        scaled it back up): whoever runs pod k now must be gone and detached before the
+        claims go."""
         k, side = ordinal.ordinal, ref.context
         volumes = [v.volume for v in ordinal.volumes]
         claims = [v.claim for v in ordinal.volumes]

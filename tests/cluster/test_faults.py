@@ -1,6 +1,8 @@
 """Fault injection: worker kills at every step boundary and in the middle of waits,
-two workers with one killed, and a Temporal server restart (file database). Every
-run must complete with no observer violation.
+two workers with one killed, a Temporal server restart (file database), Kubernetes
+API faults, a lingering attachment, a conflicting writer, and a failed health gate
+under every on_failure policy. Every run must end as it should with no observer
+violation.
 
 `make faults` runs all of it (marker `faults`) and prints the scenario table; the
 normal test command runs the reduced subset (everything not marked `slow`).
@@ -9,17 +11,19 @@ normal test command runs the reduced subset (everything not marked `slow`).
 from __future__ import annotations
 
 import asyncio
+import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
 import pytest
 import yaml
 from kubernetes import client
-from temporalio.client import WorkflowQueryFailedError
+from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
@@ -31,6 +35,7 @@ from stsmigrate.api import Migration, Rejected, connect, get_migration, start_mi
 from tests.cluster.test_migration import STEPS, observing, request_for
 from tests.helpers import (
     FAULT_RESULTS,
+    KILL_POINTS,
     WorkerProcess,
     deploy_app,
     histories,
@@ -105,17 +110,22 @@ async def killed_along_the_way(
     violations = observer.verdict([2, 1, 0], (0, 0), (0, 3))
     completed = [o.ordinal for o in result.moved] == [2, 1, 0]
     FAULT_RESULTS.append((scenario, len(killer.struck), completed, len(violations)))
+    KILL_POINTS[scenario] = killer.struck
     assert len(killer.struck) == len(targets), killer.struck
-    assert len(set(killer.struck)) >= len(targets) - 2, killer.struck  # (nearly) all distinct
+    # Every kill at its own point (a step too short to be seen is struck at the next
+    # one, which a later target may then meet again: at most one such repeat).
+    assert len(set(killer.struck)) >= len(targets) - 1, killer.struck
     assert violations == [] and completed
     found = await histories(env, migration.id)
-    for child in found[1:]:  # nothing redone: each slice change scheduled once per ordinal
+    for child in found[1:]:  # nothing redone: each slice call scheduled once per ordinal
         scheduled = [
             e.activity_task_scheduled_event_attributes.activity_type.name
             for e in child.events
             if e.HasField("activity_task_scheduled_event_attributes")
         ]
-        assert scheduled.count("set_statefulset_slice") == 2, scheduled
+        # source scale-down, the check that the source still gives k up, destination
+        # scale-up
+        assert scheduled.count("set_statefulset_slice") == 3, scheduled
     record(f"faults_{scenario}_parent", found[0])
     record(f"faults_{scenario}_ordinal_2", found[1])
 
@@ -142,8 +152,11 @@ async def test_worker_killed_in_the_middle_of_every_wait(
     namespace: str,
 ) -> None:
     """Kills inside the waits of ordinal 1 (pod going: 3 s grace; pod Ready: 1 s start;
-    the health soak: 1 s) and at the boundaries of ordinal 0's volume steps."""
+    the health soak: 1 s), at its first two changes, and at the boundaries of ordinal
+    0's volume steps (12 kills; with the 10 above, 20 or more distinct points)."""
     targets = [
+        (1, "volumes_retained", 0.0),
+        (1, "source_scaled_down", 0.0),
         (1, "source_pod_gone", 1.5),
         (1, "claims_bound", 0.2),
         (1, "destination_pod_ready", 0.5),
@@ -371,3 +384,105 @@ async def test_kubernetes_api_faults_are_retried_to_completion(
                 retried += e.activity_task_started_event_attributes.attempt > 1
     assert retried > 0
     record("faults_kubernetes_api_parent", (await histories(temporal_env, migration.id))[0])
+
+
+class AppHealth:
+    """The app's own health endpoint, as the probes see it: GET /<pod> answers 200, or
+    503 for the pods in ``down``."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(503 if self.path.strip("/") in app.down else 200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{{pod}}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> AppHealth:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def source_volumes(api: client.ApiClient, namespace: str, name: str, k: int) -> dict[str, str]:
+    """Claim -> bound volume of ordinal k in one cluster."""
+    core = client.CoreV1Api(api)
+    out = {}
+    for template in ("data", "logs"):
+        pvc: Any = core.read_namespaced_persistent_volume_claim(f"{template}-{name}-{k}", namespace)
+        out[pvc.metadata.name] = f"{pvc.spec.volume_name} {pvc.status.phase}"
+    return out
+
+
+@pytest.mark.parametrize("policy", ["pause", "rollback_ordinal", "rollback_all", "fail"])
+async def test_a_failed_health_gate_follows_on_failure(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    policy: str,
+) -> None:
+    """Ordinal 1 moves and passes its HTTP gate; ordinal 0's endpoint answers 503
+    after its move. Each policy must end where it says, with no violation: pause
+    holds before done until a human resumes; rollback_ordinal gives 0 back (on its own
+    volumes) and pauses, and moves it again once resumed; rollback_all gives back 0
+    then 1 and ends aborted; fail ends the run failed with 0 wholly in the destination."""
+    src = kube["source"]
+    deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms")
+    before = source_volumes(src, namespace, "app", 0)
+    with AppHealth() as app, observing(kube, namespace, namespace, "app") as observer:
+        app.down.add("app-0")
+        gates = HealthGates(
+            probes=[Probe(kind="http", url=app.url, timeout=2, retries=1, interval=0)],
+            on_failure=policy,
+        )
+        migration = await start_migration(
+            temporal_env.client, request_for("app", namespace, health=gates),
+            migration_id=f"gate-{policy.replace('_', '-')}-{uuid.uuid4().hex[:6]}",
+            task_queue=worker.task_queue,
+        )  # fmt: skip
+        failed: str | None = None
+        if policy == "fail":
+            with pytest.raises(WorkflowFailureError) as raised:
+                await asyncio.wait_for(migration.result(), 180)
+            failed = str(raised.value.cause)
+            moved, source_slice, destination_slice = [1, 0], (0, 0), (0, 2)
+        elif policy == "rollback_all":
+            result = await asyncio.wait_for(migration.result(), 180)
+            assert result.aborted and result.rolled_back == [0, 1], result
+            assert result.abort_reason == "rolled back ordinals [0, 1]"
+            moved, source_slice, destination_slice = [], (0, 2), (2, 0)
+        else:
+            held = await migration.wait_until(lambda p: p.phase == "paused", within=180)
+            if policy == "pause":
+                assert held.pause_reason.startswith("health gate failed on ordinal 0: http")
+                assert "503" in held.pause_reason, held.pause_reason
+            if policy == "rollback_ordinal":
+                assert held.pause_reason.startswith("rolled back ordinal 0")
+                assert held.rolled_back == [0] and held.remaining == [0]
+                assert source_volumes(src, namespace, "app", 0) == before  # its own volumes
+                assert observer.verdict([1], (0, 1), (1, 1)) == []
+            app.down.clear()  # the app recovers; the human resumes
+            await migration.resume()
+            result = await asyncio.wait_for(migration.result(), 180)
+            assert [o.ordinal for o in result.moved] == [1, 0] and not result.aborted
+            moved, source_slice, destination_slice = [1, 0], (0, 0), (0, 2)
+    violations = observer.verdict(moved, source_slice, destination_slice)
+    if policy == "rollback_all":
+        assert source_volumes(src, namespace, "app", 0) == before
+    if failed is not None:
+        assert "health gate failed on ordinal 0" in failed
+        assert "Ordinal 0 runs in the destination; ordinals [] are still in the source" in failed
+    FAULT_RESULTS.append((f"health_gate_{policy}", 1, True, len(violations)))
+    assert violations == []
