@@ -398,6 +398,8 @@ class MigrationActivities:
         r = request.request
         source, dest = self.kube(r.source_context), self.kube(r.destination_context)
         k = request.ordinal.ordinal
+        claims = [vol.claim for vol in request.ordinal.volumes]
+        self._claims_free(dest, r.target_namespace, claims, request.migration_id)
         source_pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
             source_pv = self._retained(source, vol.volume)
@@ -453,16 +455,38 @@ class MigrationActivities:
                   seen, 60)  # fmt: skip
 
     @staticmethod
+    def _claims_free(kube: Kube, ns: str, claims: list[str], migration_id: str) -> None:
+        """Before a volume is pre-bound to these claim names: the PV controller binds a
+        pre-bound volume to the claim of that name whatever it asks for (storage class
+        included), so a claim there that is not ours would get our volume."""
+        for name in claims:
+            pvc = kube.pvc(ns, name)
+            if pvc is not None and not manifests.is_ours(pvc, migration_id):
+                raise ApplicationError(
+                    f"PersistentVolumeClaim {ns}/{name} exists in {kube.context} and is not "
+                    "ours: the moving volume would be bound to it. Remove or rename it, then "
+                    "resume",
+                    type=NOT_OURS,
+                    non_retryable=True,
+                )
+
+    @staticmethod
     def _reopen(kube: Kube, name: str) -> None:
-        """A Released volume keeps the uid of its deleted claim and binds nothing; drop
-        that uid (the claim's namespace and name stay) so the volume binds the claim
-        we create next, and only that one. The storage is untouched."""
+        """A volume whose claimRef holds the uid of a claim that is gone (ours, deleted
+        by a rollback or a release; or one that was not ours and took the volume in the
+        moment before our claim existed, then was removed) binds nothing: drop that uid
+        (the claim's namespace and name stay) so the volume binds the claim we create
+        next, and only that one. The storage is untouched."""
         pv = kube.pv(name)
-        if pv is None or (pv.get("status") or {}).get("phase") != "Released":
+        ref = (pv or {}).get("spec", {}).get("claimRef") or {}
+        if pv is None or not ref.get("uid"):
             return
-        if (pv["spec"].get("claimRef") or {}).get("uid"):
-            kube.patch_pv(name, {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})
-            log.info("volume_reopened", context=kube.context, volume=name)
+        claim = kube.pvc(ref.get("namespace", ""), ref.get("name", ""))
+        if claim is not None and claim["metadata"]["uid"] == ref["uid"]:
+            return  # bound to the claim that is there (checked as ours before)
+        kube.patch_pv(name, {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})
+        phase = (pv.get("status") or {}).get("phase")
+        log.info("volume_reopened", context=kube.context, volume=name, phase=phase)
 
     @activity.defn
     def reclaim_volumes(self, request: ImportInput) -> None:
@@ -475,6 +499,8 @@ class MigrationActivities:
             update={"destination_namespace": r.namespace, "storage_class_mapping": {}}
         )
         k = request.ordinal.ordinal
+        claims = [vol.claim for vol in request.ordinal.volumes]
+        self._claims_free(source, r.namespace, claims, request.migration_id)
         pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
             pvs[vol.volume] = self._retained(source, vol.volume)

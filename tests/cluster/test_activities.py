@@ -142,3 +142,90 @@ def test_import_is_idempotent_and_refuses_a_foreign_volume(
         dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
         for core in (src, dst):
             core.delete_persistent_volume(name)
+
+
+def test_a_foreign_claim_never_gets_the_moving_volume(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    clusters: LocalClusters,
+) -> None:
+    """Kubernetes binds a pre-bound volume to the claim of that name whatever it asks
+    for (here another storage class and 1Mi). So the import refuses while a foreign
+    claim of that name exists, before it pre-binds anything; and a volume that such a
+    claim took anyway (it appeared in the moment before ours) is freed once it is gone."""
+    env = ActivityEnvironment()
+    src, dst = client.CoreV1Api(kube["source"]), client.CoreV1Api(kube["destination"])
+    name = f"{namespace}-captured"
+    src.create_persistent_volume(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": HOSTPATH_CLASS,
+                "hostPath": {"path": str(clusters.volume_root / name)},
+            },
+        }
+    )
+    volume = VolumePlan(template="data", claim="data-db-0", volume=name,
+                        storage_class=HOSTPATH_CLASS, destination_storage_class=HOSTPATH_CLASS,
+                        size="1Gi")  # fmt: skip
+    request = MigrationRequest(statefulset="db", namespace=namespace, source_context="source",
+                               destination_context="destination")  # fmt: skip
+    task = ImportInput(request=request, migration_id="mig-a",
+                       ordinal=OrdinalPlan(ordinal=0, pod="db-0", volumes=[volume]))  # fmt: skip
+    foreign = {
+        "metadata": {"name": "data-db-0"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "nobody-provisions-this",
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    }
+
+    def claim() -> Any:
+        return dst.read_namespaced_persistent_volume_claim("data-db-0", namespace)
+
+    def gone() -> bool:
+        claims = dst.list_namespaced_persistent_volume_claim(namespace).items
+        return all(c.metadata.name != "data-db-0" for c in claims)
+
+    try:
+        dst.create_namespaced_persistent_volume_claim(namespace, foreign)
+        with pytest.raises(ApplicationError) as refused:
+            env.run(acts.import_volumes, task)
+        assert refused.value.type == "NotOurs" and refused.value.non_retryable
+        assert f"PersistentVolumeClaim {namespace}/data-db-0 exists in destination and is " in (
+            refused.value.message
+        )
+        assert name not in {pv.metadata.name for pv in dst.list_persistent_volume().items}
+        dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
+        wait_for(gone, 30, "foreign claim gone")
+
+        # The capture: our volume, pre-bound by name only, and a foreign claim of that
+        # name made before ours (as if in the moment between the two creations).
+        env.run(acts.import_volumes, task)
+        wait_for(lambda: claim().status.phase == "Bound", 30, "our claim Bound")
+        dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
+        wait_for(gone, 30, "our claim gone")
+        dst.patch_persistent_volume(name, {"spec": {"claimRef": {"uid": None}}})
+        dst.create_namespaced_persistent_volume_claim(namespace, foreign)
+        wait_for(lambda: claim().spec.volume_name == name, 30, "the foreign claim takes it")
+        with pytest.raises(ApplicationError) as refused:
+            env.run(acts.import_volumes, task)
+        assert refused.value.type == "NotOurs"
+        # Removed by a human, the volume is freed of the foreign claim's uid and binds ours.
+        dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
+        wait_for(gone, 30, "foreign claim gone")
+        env.run(acts.import_volumes, task)
+        wait_for(lambda: claim().status.phase == "Bound", 60, "our claim Bound again")
+        assert claim().spec.volume_name == name
+        assert claim().metadata.labels["stsmigrate.dev/migration"]
+    finally:
+        if not gone():
+            dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
+        for core in (src, dst):
+            if name in {pv.metadata.name for pv in core.list_persistent_volume().items}:
+                core.delete_persistent_volume(name)

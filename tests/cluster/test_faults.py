@@ -329,6 +329,79 @@ async def test_a_conflicting_writer_is_not_fought(
     assert violations == [] and completed
 
 
+async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_pod(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """A GitOps sync puts the source's replicas back after pod 1 went and its claims
+    were released. To hold the run there, a foreign claim named like ordinal 1's
+    appears in the destination while pod 1 is going: the import blocks (not ours).
+    Meanwhile the source is scaled back up and runs a new pod 1. The foreign claim
+    removed and the run resumed, the import goes on, but the destination must not
+    take ordinal 1 while the source runs it: the run blocks again and says why; once
+    the source is put back it finishes."""
+    src, dst = kube["source"], kube["destination"]
+    deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms", grace=3)
+    foreign = {
+        "metadata": {"name": "data-app-1"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "nobody-provisions-this",
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    }
+    with observing(kube, namespace, namespace, "app") as observer:
+        migration = await start_migration(
+            temporal_env.client, request_for("app", namespace),
+            migration_id=f"gitops-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
+        )  # fmt: skip
+        await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
+        client.CoreV1Api(dst).create_namespaced_persistent_volume_claim(namespace, foreign)
+        held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
+        assert (
+            f"ordinal 1 volumes_imported is blocked: PersistentVolumeClaim {namespace}/data-app-1 "
+            "exists in destination and is not ours" in held.blocked
+        ), held.blocked
+        # The sync: the source takes ordinal 1 again (a new pod on new claims).
+        apps = client.AppsV1Api(src)
+        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
+        wait_for(lambda: ready_pods(src, namespace) == {"app-0", "app-1"}, 60, "app-1 again")
+        client.CoreV1Api(dst).delete_namespaced_persistent_volume_claim("data-app-1", namespace)
+        wait_for(lambda: not claim_exists(dst, namespace, "data-app-1"), 30, "claim gone")
+        await migration.resume()
+        held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
+        assert "ordinal 1 destination_scaled_up is blocked" in held.blocked, held.blocked
+        assert "in source owns [0, 2) but the migration expected [0, 1)" in held.blocked
+        await asyncio.sleep(2)
+        sts: Any = client.AppsV1Api(dst).read_namespaced_stateful_set("app", namespace)
+        assert sts.spec.replicas == 0 and "app-1" not in pod_names(dst, namespace)
+        # A human turns the sync off and puts the source back; resume finishes.
+        apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 1}})
+        wait_for(lambda: "app-1" not in pod_names(src, namespace), 60, "app-1 gone again")
+        await migration.resume()
+        result = await asyncio.wait_for(migration.result(), 180)
+    violations = observer.verdict([1, 0], (0, 0), (0, 2))
+    completed = [o.ordinal for o in result.moved] == [1, 0]
+    FAULT_RESULTS.append(("source_scaled_back_up", 1, completed, len(violations)))
+    assert violations == [] and completed
+
+
+def claim_exists(api: client.ApiClient, namespace: str, name: str) -> bool:
+    claims: Any = client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace)
+    return any(c.metadata.name == name for c in claims.items)
+
+
+def ready_pods(api: client.ApiClient, namespace: str) -> set[str]:
+    pods: Any = client.CoreV1Api(api).list_namespaced_pod(namespace)
+    return {
+        p.metadata.name
+        for p in pods.items
+        if any(c.type == "Ready" and c.status == "True" for c in p.status.conditions or [])
+    }
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(1200)
 async def test_kubernetes_api_faults_are_retried_to_completion(
