@@ -17,6 +17,7 @@ import pytest
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload, Payloads
+from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
@@ -35,7 +36,7 @@ from stsmigrate.codec import (
 )
 from tests.helpers import WorkerProcess, temporal_cli
 from tests.test_controls import FakeClusters
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows.migrate import SLICE_GUARD, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 KEY = base64.b64decode(new_key())
 
@@ -149,6 +150,20 @@ def payloads_in(message: Message, skip: tuple[str, ...]) -> Iterator[Payload]:
 INDEXED = ("temporal.api.common.v1.SearchAttributes",)
 
 
+def patch_marker(event: HistoryEvent) -> bool:
+    """The marker of a `workflow.patched` call: the SDK's core writes it, outside the
+    payload codec, and it holds the patch id only (a name of a code change, never
+    data). Checked to hold nothing else."""
+    if not event.HasField("marker_recorded_event_attributes"):
+        return False
+    marker = event.marker_recorded_event_attributes
+    if marker.marker_name != "core_patch":
+        return False
+    details = [json.loads(p.data) for ps in marker.details.values() for p in ps.payloads]
+    assert details == [{"id": SLICE_GUARD, "deprecated": False}], details
+    return True
+
+
 async def test_with_the_codec_on_the_server_stores_no_readable_payload(
     temporal_env: WorkflowEnvironment, tmp_path: Path
 ) -> None:
@@ -188,6 +203,8 @@ async def test_with_the_codec_on_the_server_stores_no_readable_payload(
         assert marker.encode() not in raw
         assert b"source_context" not in raw  # no request field name either
         for event in history.events:
+            if patch_marker(event):
+                continue
             for payload in payloads_in(event, INDEXED):
                 found += 1
                 assert payload.metadata["encoding"] == ENCODING, event

@@ -117,7 +117,9 @@ async def test_worker_killed_mid_migration_resumes_at_the_same_step(
             for e in child.events
             if e.HasField("activity_task_scheduled_event_attributes")
         ]
-        assert scheduled.count("set_statefulset_slice") == 2
+        # source scale-down, the check that the source still gives k up, destination
+        # scale-up
+        assert scheduled.count("set_statefulset_slice") == 3, scheduled
         assert scheduled.count("import_volumes") == 1
     # Destination pods, once created, were never replaced.
     assert observer.watchers["destination/pods"].of("app-3", "DELETED") == []
