@@ -196,11 +196,36 @@ def deploy_app(
             "whenDeleted": "Retain",
         }
     apply_statefulset(api, namespace, manifest)
-    wait_for(
-        lambda: ready_replicas(api, namespace, name) == replicas,
-        120,
-        f"{name}: {replicas} Ready replicas",
-    )
+    try:
+        wait_for(
+            lambda: ready_replicas(api, namespace, name) == replicas,
+            120,
+            f"{name}: {replicas} Ready replicas",
+        )
+    except AssertionError as e:
+        raise AssertionError(f"{e}\n{describe(api, namespace)}") from None
+
+
+def describe(api: client.ApiClient, namespace: str) -> str:
+    """What a namespace holds, for a failed wait: pods with their conditions, claims,
+    and the latest events."""
+    core = client.CoreV1Api(api)
+    lines = []
+    for p in core.list_namespaced_pod(namespace).items:
+        conditions = [
+            f"{c.type}={c.status}{f' ({c.reason})' if c.reason else ''}"
+            for c in p.status.conditions or []
+        ]
+        lines.append(f"pod {p.metadata.name} {p.status.phase} on {p.spec.node_name}: "
+                     f"{', '.join(conditions)}")  # fmt: skip
+    for c in core.list_namespaced_persistent_volume_claim(namespace).items:
+        lines.append(f"claim {c.metadata.name} {c.status.phase} -> {c.spec.volume_name}")
+    events = core.list_namespaced_event(namespace).items
+    events.sort(key=lambda e: str(e.last_timestamp or e.event_time or ""))
+    for e in events[-15:]:
+        lines.append(f"event {e.involved_object.kind}/{e.involved_object.name}: {e.reason}: "
+                     f"{e.message}")  # fmt: skip
+    return "\n".join(lines)
 
 
 def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str]:
