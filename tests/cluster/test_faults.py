@@ -42,6 +42,7 @@ from tests.helpers import (
     pod_names,
     record,
     wait_for,
+    wait_ready,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
@@ -367,7 +368,8 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
         # The sync: the source takes ordinal 1 again (a new pod on new claims).
         apps = client.AppsV1Api(src)
         apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
-        wait_for(lambda: ready_pods(src, namespace) == {"app-0", "app-1"}, 60, "app-1 again")
+        wait_ready(src, namespace, lambda: ready_pods(src, namespace) == {"app-0", "app-1"},
+                   "app-1 again")  # fmt: skip
         client.CoreV1Api(dst).delete_namespaced_persistent_volume_claim("data-app-1", namespace)
         wait_for(lambda: not claim_exists(dst, namespace, "data-app-1"), 30, "claim gone")
         await migration.resume()
