@@ -130,6 +130,15 @@ def worker(
     proc.stop()
 
 
+# Seconds spent in the fault-injection tests (setup, call, teardown), by test.
+FAULT_SECONDS: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if "faults" in report.keywords:
+        FAULT_SECONDS[report.nodeid] = FAULT_SECONDS.get(report.nodeid, 0.0) + report.duration
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The fault-injection scenario table (one row per scenario: migrations run, faults
     injected, runs that ended as they should, observer violations) and where the
@@ -146,6 +155,8 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     write(f"{'scenario':32} {'runs':>4} {'faults':>6} {'completed':>9} {'violations':>10}")
     for scenario, (runs, faults, completed, violations) in rows.items():
         write(f"{scenario:32} {runs:>4} {faults:>6} {f'{completed}/{runs}':>9} {violations:>10}")
+    write(f"fault-injection tests: {len(FAULT_SECONDS)} run in "
+          f"{sum(FAULT_SECONDS.values()):.1f} s (setup, call and teardown)")  # fmt: skip
     if KILL_POINTS:
         points = {f"{s}:{p}" for s, struck in KILL_POINTS.items() for p in struck}
         kills = sum(len(struck) for struck in KILL_POINTS.values())
