@@ -185,6 +185,34 @@ class _OrdinalSteps:
             )
         await act(MigrationActivities.set_statefulset_slice, taker, summary=summary, **QUICK)
 
+    async def _claims_bound(self, ref: SliceRef, claims: list[str], t: WaitTimeouts) -> None:
+        """The claims Bound on ``ref``'s side (a claim that does not bind pauses the run)."""
+        await self._held(
+            "claims_bound",
+            lambda: workflow.execute_activity_method(
+                MigrationActivities.wait_for_claims_bound,
+                ClaimsBoundInput(
+                    context=ref.context, namespace=ref.namespace, claims=claims, timeout=t.bound
+                ),
+                summary=f"{ref.context}: wait for {len(claims)} claim(s) Bound",
+                **waiting(t.bound),
+            ),
+        )
+
+    async def _pod_ready(
+        self, role: str, ref: SliceRef, ordinal: OrdinalPlan, t: WaitTimeouts
+    ) -> None:
+        """Pod k Running and Ready on ``role``'s side, the one that took it."""
+        await self._held(
+            f"{role}_pod_ready",
+            lambda: workflow.execute_activity_method(
+                MigrationActivities.wait_for_pod_ready,
+                PodReadyInput(pod=PodRef(ref=ref, ordinal=ordinal.ordinal), timeout=t.pod_ready),
+                summary=f"{ref.context}: wait for {ordinal.pod} Ready",
+                **waiting(t.pod_ready),
+            ),
+        )
+
     async def _give_up_storage(
         self, role: str, ref: SliceRef, pod: PodState, ordinal: OrdinalPlan, t: WaitTimeouts
     ) -> None:
@@ -360,17 +388,7 @@ class MigrateOrdinal(_OrdinalSteps):
                 **waiting(60),
             ),
         )
-        await self._held(
-            "claims_bound",
-            lambda: act(
-                MigrationActivities.wait_for_claims_bound,
-                ClaimsBoundInput(
-                    context=dst.context, namespace=dst.namespace, claims=claims, timeout=t.bound
-                ),
-                summary=f"{dst.context}: wait for {len(claims)} claim(s) Bound",
-                **waiting(t.bound),
-            ),
-        )
+        await self._claims_bound(dst, claims, t)
 
         # 7. The destination takes ordinal k: start and replicas in ONE patch, once the
         #    source is seen still giving it up.
@@ -388,15 +406,7 @@ class MigrateOrdinal(_OrdinalSteps):
         )
 
         # 8. Pod k Running and Ready in the destination.
-        await self._held(
-            "destination_pod_ready",
-            lambda: act(
-                MigrationActivities.wait_for_pod_ready,
-                PodReadyInput(pod=PodRef(ref=dst, ordinal=k), timeout=t.pod_ready),
-                summary=f"{dst.context}: wait for {task.ordinal.pod} Ready",
-                **waiting(t.pod_ready),
-            ),
-        )
+        await self._pod_ready("destination", dst, task.ordinal, t)
 
         # 9. Health gates: the operator's probes of the moved ordinal (reported, never
         #    raised; the parent applies on_failure).
@@ -492,17 +502,7 @@ class RollbackOrdinal(_OrdinalSteps):
                 **waiting(60),
             ),
         )
-        await self._held(
-            "claims_bound",
-            lambda: act(
-                MigrationActivities.wait_for_claims_bound,
-                ClaimsBoundInput(
-                    context=src.context, namespace=src.namespace, claims=claims, timeout=t.bound
-                ),
-                summary=f"{src.context}: wait for {len(claims)} claim(s) Bound",
-                **waiting(t.bound),
-            ),
-        )
+        await self._claims_bound(src, claims, t)
         await self._held(
             "source_scaled_up",
             functools.partial(
@@ -520,15 +520,7 @@ class RollbackOrdinal(_OrdinalSteps):
                 f"{src.context} {r.statefulset}: replicas {k - s} -> {k + 1 - s}",
             ),
         )
-        await self._held(
-            "source_pod_ready",
-            lambda: act(
-                MigrationActivities.wait_for_pod_ready,
-                PodReadyInput(pod=PodRef(ref=src, ordinal=k), timeout=t.pod_ready),
-                summary=f"{src.context}: wait for {task.ordinal.pod} Ready",
-                **waiting(t.pod_ready),
-            ),
-        )
+        await self._pod_ready("source", src, task.ordinal, t)
         seconds = round((workflow.now() - begun).total_seconds(), 3)
         workflow.logger.info("ordinal %d rolled back in %.1f s", k, seconds)
         return await self._finish(
