@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+import yaml
 from kubernetes import client
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
@@ -35,11 +38,13 @@ __all__ = [
     "WorkerProcess",
     "apply_statefulset",
     "deploy_app",
+    "edited_kubeconfig",
     "histories",
     "pod_names",
     "ready_replicas",
     "record",
     "run_command",
+    "servers_replaced",
     "snapshot",
     "statefulset",
     "stsmigrate",
@@ -47,6 +52,7 @@ __all__ = [
     "temporal_cli_result",
     "wait_for",
     "wait_ready",
+    "worker_with",
 ]
 
 
@@ -351,6 +357,43 @@ class WorkerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+
+def edited_kubeconfig(kubeconfig: Path, path: Path, edit: Callable[[dict[str, Any]], None]) -> Path:
+    """A copy of ``kubeconfig`` at ``path``, changed by ``edit`` (the parsed document)."""
+    config = yaml.safe_load(kubeconfig.read_text())
+    edit(config)
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def servers_replaced(servers: dict[str, str]) -> Callable[[dict[str, Any]], None]:
+    """An edit for ``edited_kubeconfig``: the named clusters reached at other URLs."""
+
+    def edit(config: dict[str, Any]) -> None:
+        for entry in config["clusters"]:
+            if entry["name"] in servers:
+                entry["cluster"]["server"] = servers[entry["name"]]
+
+    return edit
+
+
+@contextlib.contextmanager
+def worker_with(
+    env: WorkflowEnvironment, kubeconfig: Path, tmp_path: Path, name: str
+) -> Iterator[WorkerProcess]:
+    """A worker process with its own kubeconfig and task queue, for the block."""
+    worker = WorkerProcess(
+        env.client.service_client.config.target_host,
+        kubeconfig,
+        tmp_path / "worker.log",
+        f"{name}-{uuid.uuid4().hex[:8]}",
+    )
+    worker.start()
+    try:
+        yield worker
+    finally:
+        worker.stop()
 
 
 async def run_command(

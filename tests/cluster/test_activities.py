@@ -84,6 +84,20 @@ def test_retain_reports_the_true_original_on_a_retry_and_release_waits_for_the_p
     assert core.read_namespaced_persistent_volume_claim("data-r-0", namespace) is not None
 
 
+def retained_volume(clusters: LocalClusters, name: str) -> dict[str, Any]:
+    """A source PV as the migration leaves it before the import: Retain, hostPath."""
+    return {
+        "metadata": {"name": name},
+        "spec": {
+            "capacity": {"storage": "1Gi"},
+            "accessModes": ["ReadWriteOnce"],
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": HOSTPATH_CLASS,
+            "hostPath": {"path": str(clusters.volume_root / name)},
+        },
+    }
+
+
 def test_import_is_idempotent_and_refuses_a_foreign_volume(
     kube: dict[str, client.ApiClient],
     acts: MigrationActivities,
@@ -93,18 +107,7 @@ def test_import_is_idempotent_and_refuses_a_foreign_volume(
     env = ActivityEnvironment()
     src, dst = client.CoreV1Api(kube["source"]), client.CoreV1Api(kube["destination"])
     name = f"{namespace}-vol"
-    src.create_persistent_volume(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": HOSTPATH_CLASS,
-                "hostPath": {"path": str(clusters.volume_root / name)},
-            },
-        }
-    )
+    src.create_persistent_volume(retained_volume(clusters, name))
     request = MigrationRequest(
         statefulset="db",
         namespace=namespace,
@@ -157,18 +160,7 @@ def test_a_foreign_claim_never_gets_the_moving_volume(
     env = ActivityEnvironment()
     src, dst = client.CoreV1Api(kube["source"]), client.CoreV1Api(kube["destination"])
     name = f"{namespace}-captured"
-    src.create_persistent_volume(
-        {
-            "metadata": {"name": name},
-            "spec": {
-                "capacity": {"storage": "1Gi"},
-                "accessModes": ["ReadWriteOnce"],
-                "persistentVolumeReclaimPolicy": "Retain",
-                "storageClassName": HOSTPATH_CLASS,
-                "hostPath": {"path": str(clusters.volume_root / name)},
-            },
-        }
-    )
+    src.create_persistent_volume(retained_volume(clusters, name))
     volume = VolumePlan(template="data", claim="data-db-0", volume=name,
                         storage_class=HOSTPATH_CLASS, destination_storage_class=HOSTPATH_CLASS,
                         size="1Gi")  # fmt: skip

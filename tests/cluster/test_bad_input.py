@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
@@ -25,10 +24,13 @@ from tests.helpers import (
     WorkerProcess,
     apply_statefulset,
     deploy_app,
+    edited_kubeconfig,
     ready_replicas,
+    servers_replaced,
     snapshot,
     statefulset,
     wait_for,
+    worker_with,
 )
 
 pytestmark = pytest.mark.cluster
@@ -345,25 +347,17 @@ async def test_missing_permissions_are_named(
     token: Any = core.create_namespaced_service_account_token(
         "powerless", namespace, {"spec": {"expirationSeconds": 3600}}
     )
-    config = yaml.safe_load(clusters.kubeconfig.read_text())
-    config["users"].append({"name": "powerless", "user": {"token": token.status.token}})
-    config["contexts"].append(
-        {"name": "powerless", "context": {"cluster": "source", "user": "powerless"}}
-    )
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
-    worker = WorkerProcess(
-        temporal_env.client.service_client.config.target_host,
-        kubeconfig,
-        tmp_path / "worker.log",
-        f"powerless-{uuid.uuid4().hex[:8]}",
-    )
-    worker.start()
-    try:
+
+    def powerless(config: dict[str, Any]) -> None:
+        config["users"].append({"name": "powerless", "user": {"token": token.status.token}})
+        config["contexts"].append(
+            {"name": "powerless", "context": {"cluster": "source", "user": "powerless"}}
+        )
+
+    kubeconfig = edited_kubeconfig(clusters.kubeconfig, tmp_path / "kubeconfig", powerless)
+    with worker_with(temporal_env, kubeconfig, tmp_path, "powerless") as worker:
         before = snapshot(kube, namespace)
         error = await refused(temporal_env, worker, base(namespace, source_context="powerless"))
-    finally:
-        worker.stop()
     assert error.type == "PreflightFailed", error.message
     assert "source cluster powerless" in error.message
     assert "the worker's credentials may not: get statefulsets" in error.message
@@ -381,25 +375,15 @@ async def test_a_server_older_than_1_27_is_refused(
     """The source apiserver seen through a proxy that reports Kubernetes v1.26.0."""
     deploy_app(kube["source"], namespace, APP, 1, secret_value="x", ready_delay="100ms")
     proxy = FaultProxy(clusters.clusters["source"], rate=0, version="v1.26.0")
-    config = yaml.safe_load(clusters.kubeconfig.read_text())
-    for entry in config["clusters"]:
-        if entry["name"] == "source":
-            entry["cluster"]["server"] = proxy.server
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
-    proxy.start()
-    worker = WorkerProcess(
-        temporal_env.client.service_client.config.target_host,
-        kubeconfig,
-        tmp_path / "worker.log",
-        f"old-server-{uuid.uuid4().hex[:8]}",
+    kubeconfig = edited_kubeconfig(
+        clusters.kubeconfig, tmp_path / "kubeconfig", servers_replaced({"source": proxy.server})
     )
-    worker.start()
+    proxy.start()
     try:
-        before = settled(kube, namespace)
-        error = await refused(temporal_env, worker, base(namespace))
+        with worker_with(temporal_env, kubeconfig, tmp_path, "old-server") as worker:
+            before = settled(kube, namespace)
+            error = await refused(temporal_env, worker, base(namespace))
     finally:
-        worker.stop()
         proxy.stop()
     assert error.type == "PreflightFailed", error.message
     assert "source cluster source: Kubernetes v1.26.0 is too old" in error.message

@@ -21,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml
 from kubernetes import client
 from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
 from temporalio.service import RPCError
@@ -38,11 +37,14 @@ from tests.helpers import (
     KILL_POINTS,
     WorkerProcess,
     deploy_app,
+    edited_kubeconfig,
     histories,
     pod_names,
     record,
+    servers_replaced,
     wait_for,
     wait_ready,
+    worker_with,
 )
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
@@ -418,30 +420,23 @@ async def test_kubernetes_api_faults_are_retried_to_completion(
     dozens of calls in one attempt: at 12% it never got through in 24 attempts)."""
     proxies = {name: FaultProxy(c, rate=0.03, hang_seconds=20, seed=i)
                for i, (name, c) in enumerate(clusters.clusters.items())}  # fmt: skip
-    config = yaml.safe_load(clusters.kubeconfig.read_text())
-    for entry in config["clusters"]:
-        entry["cluster"]["server"] = proxies[entry["name"]].server
-    kubeconfig = tmp_path / "kubeconfig"
-    kubeconfig.write_text(yaml.safe_dump(config))
+    servers = {name: proxy.server for name, proxy in proxies.items()}
+    kubeconfig = edited_kubeconfig(
+        clusters.kubeconfig, tmp_path / "kubeconfig", servers_replaced(servers)
+    )
     for proxy in proxies.values():
         proxy.start()
-    worker = WorkerProcess(
-        temporal_env.client.service_client.config.target_host,
-        kubeconfig,
-        tmp_path / "worker.log",
-        f"api-faults-{uuid.uuid4().hex[:8]}",
-    )
-    worker.start()
     try:
-        deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="300ms")
-        with observing(kube, namespace, namespace, "app") as observer:
-            migration = await start_migration(
-                temporal_env.client, request_for("app", namespace),
-                migration_id=f"api-faults-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
-            )  # fmt: skip
-            result = await asyncio.wait_for(migration.result(), 900)
+        with worker_with(temporal_env, kubeconfig, tmp_path, "api-faults") as worker:
+            deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="300ms")
+            with observing(kube, namespace, namespace, "app") as observer:
+                migration = await start_migration(
+                    temporal_env.client, request_for("app", namespace),
+                    migration_id=f"api-faults-{uuid.uuid4().hex[:8]}",
+                    task_queue=worker.task_queue,
+                )  # fmt: skip
+                result = await asyncio.wait_for(migration.result(), 900)
     finally:
-        worker.stop()
         for proxy in proxies.values():
             proxy.stop()
     injected = sum((p.injected for p in proxies.values()), Counter())
