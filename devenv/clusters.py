@@ -58,26 +58,33 @@ def _ephemeral_start() -> int:
         return 32768
 
 
-def free_port() -> int:
+def free_port(also: int = 0) -> int:
     """A free loopback port below the kernel's ephemeral range.
 
     Ports from the ephemeral range (what binding to port 0 returns) are also what
     every outgoing connection on the machine draws from, so one could be taken
     between our check and the component's bind; below the range only listeners
-    compete. No port is handed out twice by one process.
+    compete. No port is handed out twice by one process. With ``also``, port + also
+    is free and below the range too (for a server that listens there as well, as a
+    Redis Cluster node does on its bus port, port + 10000).
     """
-    low, high = 20000, _ephemeral_start() - 1
+    low, high = 20000, _ephemeral_start() - 1 - also
     while True:
         port = random.randint(low, high)  # noqa: S311 (not security-relevant)
-        if port in _handed_out:
+        wanted = {port, port + also}
+        if wanted & _handed_out or not all(_bindable(p) for p in wanted):
             continue
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-        _handed_out.add(port)
+        _handed_out.update(wanted)
         return port
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass

@@ -102,7 +102,8 @@ class RedisCluster:
 
     def __init__(self, folder: Path, nodes: int = 3) -> None:
         self.folder = folder
-        self.ports = [free_port() for _ in range(nodes)]
+        # Each node also listens on port + 10000, the cluster bus.
+        self.ports = [free_port(also=10000) for _ in range(nodes)]
         self.procs: dict[int, subprocess.Popen[bytes]] = {}
 
     def start(self) -> None:
@@ -113,11 +114,12 @@ class RedisCluster:
                 ["setpriv", "--pdeathsig", "SIGTERM", "--", "redis-server", "--port", str(port),
                  "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-node-timeout",
                  "1000", "--cluster-config-file", str(work / "nodes.conf"), "--dir", str(work),
-                 "--save", "", "--appendonly", "no", "--protected-mode", "yes"],
+                 "--save", "", "--appendonly", "no", "--protected-mode", "yes",
+                 "--logfile", str(work / "redis.log")],
                 stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
             )  # fmt: skip
         for port in self.ports:
-            self._wait_listening(port)
+            self._wait_listening(port, self.folder / str(port) / "redis.log")
         subprocess.run(
             ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
              "--cluster-replicas", "0", "--cluster-yes"],
@@ -125,14 +127,15 @@ class RedisCluster:
         )  # fmt: skip
 
     @staticmethod
-    def _wait_listening(port: int) -> None:
+    def _wait_listening(port: int, log: Path) -> None:
         for _ in range(100):
             try:
                 socket.create_connection(("127.0.0.1", port), timeout=1).close()
                 return
             except OSError:
                 time.sleep(0.1)
-        raise AssertionError(f"redis-server on {port} did not listen")
+        said = log.read_text()[-2000:] if log.exists() else "(no log)"
+        raise AssertionError(f"redis-server on {port} did not listen; its log:\n{said}")
 
     def info(self, port: int) -> str:
         out = subprocess.run(["redis-cli", "-p", str(port), "cluster", "info"],
