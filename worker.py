@@ -34,7 +34,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import structlog
 import temporalio.activity
@@ -52,6 +52,7 @@ from temporalio.runtime import (
 )
 from temporalio.worker import Worker
 
+import stsmigrate.api
 from activities.clusters import ClusterActivities
 from activities.health import COMMANDS_ALLOWED, HealthActivities
 from activities.migration import MigrationActivities
@@ -253,12 +254,12 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     log.info("worker_stopped")
 
 
-def main() -> int:
+def main() -> NoReturn:
     settings = Settings.from_env()
     configure_logging(settings.log_level)
-    asyncio.run(run(settings))
-    return 0
+    # Ends the process without interpreter teardown (temporalio/sdk-python#300).
+    stsmigrate.api.run(run(settings))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

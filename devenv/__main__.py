@@ -3,12 +3,16 @@
 python -m devenv build           build or reuse the Kubernetes binaries
 python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
 python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
+python -m devenv measure         warm start time and RSS of both clusters
+python -m devenv exit-check      how often a short Temporal client script dies at exit
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import json
+import subprocess
 import sys
 import tempfile
 import time
@@ -93,6 +97,63 @@ def cmd_measure(args: argparse.Namespace) -> int:
     return 0
 
 
+# A short client script, as a user would write one: connect, start a workflow (no
+# worker needed), describe, signal and terminate it, print, end with ENDING.
+EXIT_SCRIPT = """\
+import asyncio, sys, uuid
+from temporalio.client import Client
+from stsmigrate.api import run
+
+async def main():
+    client = await Client.connect(sys.argv[1])
+    handle = await client.start_workflow("Nobody", id=str(uuid.uuid4()), task_queue="nobody")
+    await handle.describe()
+    await handle.signal("hello")
+    await handle.terminate("exit-check")
+    print("done")
+
+{ending}
+"""
+ENDINGS = {"asyncio.run": "asyncio.run(main())", "stsmigrate.api.run": "run(main())"}
+
+
+def cmd_exit_check(args: argparse.Namespace) -> int:
+    """Run the script ``--runs`` times with each ending against a dev server and count
+    how the processes ended (temporalio/sdk-python#300: a finished client script can
+    abort in interpreter teardown). Fails when a run() ending ever did not end 0."""
+    from devenv.temporal import DevServer
+
+    workdir = _workdir(args.workdir, "stsmigrate-exit-check-")
+    scripts = {}
+    for name, ending in ENDINGS.items():
+        scripts[name] = workdir / f"{name.replace('.', '_')}.py"
+        scripts[name].write_text(EXIT_SCRIPT.format(ending=ending))
+    server = DevServer(workdir / "temporal")
+    server.start()
+    outcomes: dict[str, collections.Counter[str]] = {n: collections.Counter() for n in ENDINGS}
+    try:
+        for i in range(args.runs):
+            for name, script in scripts.items():
+                done = subprocess.run(
+                    [sys.executable, str(script), server.address],
+                    capture_output=True, text=True, timeout=60, cwd=REPO,
+                )  # fmt: skip
+                printed = "done" in done.stdout
+                outcomes[name][
+                    f"exit {done.returncode}, output {'kept' if printed else 'LOST'}"
+                ] += 1
+            if (i + 1) % 10 == 0:
+                _say(f"  {i + 1}/{args.runs} runs of each ending")
+    finally:
+        server.stop()
+    _say(f"{args.runs} runs of each ending (python {sys.version.split()[0]}):")
+    for name, counter in outcomes.items():
+        for outcome, n in sorted(counter.items()):
+            _say(f"  {ENDINGS[name]:22} {outcome:26} {n:4}")
+    run_outcomes = outcomes["stsmigrate.api.run"]
+    return 0 if set(run_outcomes) == {"exit 0, output kept"} else 1
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m devenv",
@@ -112,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--workdir", help="folder for cluster state (default: a temp folder)")
     measure.add_argument("--replicas", type=int, default=6, help="StatefulSet size (default 6)")
     measure.add_argument("--settle", type=int, default=20, help="seconds before reading RSS")
+    check = sub.add_parser("exit-check", help="how often a client script dies at exit")
+    check.add_argument("--workdir", help="folder for the scripts and the dev server")
+    check.add_argument("--runs", type=int, default=50, help="runs of each ending (default 50)")
     args = parser.parse_args(argv)
     try:
         if args.command == "build":
@@ -121,6 +185,8 @@ def main(argv: list[str] | None = None) -> int:
             return cmd_up(args)
         if args.command == "measure":
             return cmd_measure(args)
+        if args.command == "exit-check":
+            return cmd_exit_check(args)
         return cmd_demo(args)
     except (BuildError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)

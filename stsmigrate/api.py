@@ -1,7 +1,6 @@
 """Typed Python API: start a migration and drive it from your own code.
 
-    import asyncio
-    from stsmigrate.api import MigrationRequest, connect, start_migration
+    from stsmigrate.api import MigrationRequest, connect, run, start_migration
 
     async def main() -> None:
         client = await connect()  # TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE, ... like the CLI
@@ -13,7 +12,7 @@
         print((await migration.progress()).phase)
         print((await migration.result()).placement)
 
-    asyncio.run(main())
+    run(main())  # asyncio.run(main()), then exit without the SDK's teardown crash
 
 Every function speaks the payload models of ``activities.models``; operator
 messages are Temporal updates, so a call returns once the workflow accepted it, and
@@ -23,10 +22,14 @@ raises ``Rejected`` (with the workflow's reason) when its validator refused it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import os
+import sys
 import time
-from collections.abc import Callable, Mapping
-from typing import Any
+import traceback
+from collections.abc import Callable, Coroutine, Mapping
+from typing import Any, NoReturn
 
 from temporalio.client import (
     Client,
@@ -66,7 +69,9 @@ __all__ = [
     "Rejected",
     "WaitTimeouts",
     "connect",
+    "exit_now",
     "get_migration",
+    "run",
     "start_migration",
 ]
 
@@ -86,6 +91,41 @@ async def connect(env: Mapping[str, str] | None = None, **overrides: Any) -> Cli
     config = ClientConfig.load_client_connect_config(override_env_vars=env)
     converter = data_converter(codec_from_env(env))
     return await Client.connect(**{**config, **overrides, "data_converter": converter})
+
+
+def run(main: Coroutine[Any, Any, int | None]) -> NoReturn:
+    """Run ``main`` like ``asyncio.run`` and end the process with its exit code
+    (None: 0; an exception: its traceback and 1; Ctrl-C: 130).
+
+    Make it the last line of a script that talks to Temporal. When the interpreter
+    tears down, the SDK's Rust threads can still be calling into Python; that aborts
+    a script that has finished its work with SIGABRT ("PyGILState_Release: thread
+    state ... must be current", temporalio/sdk-python#300) or SIGSEGV.
+    ``devenv/exit_check.py`` measures how often. ``run`` ends the process with
+    ``exit_now`` instead: output and logging are flushed, atexit handlers do not run.
+    """
+    try:
+        code = asyncio.run(main) or 0
+    except SystemExit as stop:
+        code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
+        if not isinstance(stop.code, int | None):
+            print(stop.code, file=sys.stderr)
+    except KeyboardInterrupt:
+        code = 130
+    except BaseException:
+        traceback.print_exc()
+        code = 1
+    exit_now(code)
+
+
+def exit_now(code: int) -> NoReturn:
+    """Flush standard output, standard error and logging, then ``os._exit(code)``:
+    the process ends without the interpreter teardown that sdk-python#300 breaks."""
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # closed or broken pipe
+            stream.flush()
+    os._exit(code)
 
 
 def summary(request: MigrationRequest) -> str:

@@ -11,8 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import os
-import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -43,7 +41,14 @@ from activities.models import (
     RollbackRequest,
     default_migration_id,
 )
-from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
+from stsmigrate.api import (
+    Migration,
+    Rejected,
+    connect,
+    exit_now,
+    get_migration,
+    start_migration,
+)
 from stsmigrate.codec import CodecKeyError, CodecServer, codec_from_env, new_key
 
 T = TypeVar("T")
@@ -54,37 +59,39 @@ err = Console(stderr=True, highlight=False)
 def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
     """Run an async command; turn the errors a user can act on into one clear line.
 
-    Usage errors (click exceptions) propagate to click as usual. Once a command has
-    talked to Temporal, the process ends with ``os._exit``: the SDK's Rust threads
-    can outlive the event loop and abort interpreter teardown ("PyGILState_Release
-    ... must be current", temporalio/sdk-python#300), which would turn a finished
-    command into exit code -6.
+    Usage errors (click exceptions, e.g. a bad request found before connecting)
+    propagate to click as usual. Otherwise the process ends with ``exit_now`` (flush,
+    then ``os._exit``): the SDK's Rust threads can outlive the event loop and abort
+    interpreter teardown (temporalio/sdk-python#300), which would turn a finished
+    command into exit code -6 or -11.
     """
 
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> None:
+    async def guarded(*args: Any, **kwargs: Any) -> int:
         try:
-            code = asyncio.run(fn(*args, **kwargs)) or 0
+            return await fn(*args, **kwargs) or 0
         except Rejected as e:
             err.print(f"[red]error:[/] {e}")
-            code = 2
+            return 2
         except WorkflowAlreadyStartedError as e:
             err.print(
                 f"[red]error:[/] migration {e.workflow_id} is already running; "
                 f"see: stsmigrate status {e.workflow_id}"
             )
-            code = 1
+            return 1
         except RPCError as e:
             err.print(f"[red]error:[/] Temporal: {e.message}")
-            code = 1
+            return 1
         except RuntimeError as e:  # e.g. connection refused while connecting
             err.print(f"[red]error:[/] {e}")
-            code = 1
+            return 1
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> None:
+        try:
+            code = asyncio.run(guarded(*args, **kwargs))
         except KeyboardInterrupt:
             code = 130
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(code)
+        exit_now(code)
 
     return wrapper
 
@@ -538,7 +545,7 @@ def worker() -> None:
     """Run the worker (the same as `python worker.py`; settings from the environment)."""
     import worker as worker_module
 
-    sys.exit(worker_module.main())
+    worker_module.main()
 
 
 if __name__ == "__main__":

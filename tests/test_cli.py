@@ -1,10 +1,14 @@
 """The stsmigrate command's pure parts: request building, validation before any
-connection, and the progress display. (Its commands against a real server and the
-real clusters are in tests/cluster/test_operations.py.)"""
+connection, the progress display, and how a process ends (``stsmigrate.api.run``,
+shared by the commands, the worker and scripts). (Its commands against a real server
+and the real clusters are in tests/cluster/test_operations.py.)"""
 
 from __future__ import annotations
 
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +18,7 @@ from rich.console import Console
 
 from activities.models import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
 from stsmigrate.cli import build_request, main, plan_view, progress_view, ui_link
+from tests.helpers import REPO
 
 FLAGS = {
     "statefulset": None,
@@ -141,3 +146,44 @@ def test_ui_links_escape_the_workflow_id() -> None:
     assert ui_link("http://ui:8233/", "default", "stsmigrate/a/shop/redis") == (
         "http://ui:8233/namespaces/default/workflows/stsmigrate%2Fa%2Fshop%2Fredis"
     )
+
+
+@pytest.mark.parametrize(
+    ("body", "code", "stdout", "stderr"),
+    [
+        ("print('unflushed', end='')", 0, "unflushed", None),
+        ("print('partial', end=''); return 3", 3, "partial", None),
+        ("raise ValueError('boom')", 1, "", "ValueError: boom"),
+        ("raise SystemExit('kubeconfig missing')", 1, "", "kubeconfig missing"),
+        ("raise SystemExit(4)", 4, "", None),
+        ("logging.getLogger('x').warning('logged')", 0, "", "logged"),
+    ],
+)  # fmt: skip
+def test_run_ends_the_process_with_the_coroutines_outcome(
+    body: str, code: int, stdout: str, stderr: str | None
+) -> None:
+    """``run`` skips interpreter teardown (os._exit), so whatever it must keep is
+    checked here: output still buffered in a pipe, the exit code, the traceback."""
+    script = (
+        "import logging\n"
+        "from stsmigrate.api import run\n"
+        "logging.basicConfig()\n"
+        f"async def main():\n    {body}\n"
+        "run(main())\n"
+        "print('after run')\n"
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # pipes buffer
+    done = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        env=env,
+        timeout=60,
+    )
+    assert done.returncode == code, done.stderr
+    assert done.stdout == stdout
+    if stderr is None:
+        assert done.stderr == ""
+    else:
+        assert stderr in done.stderr
