@@ -21,6 +21,7 @@ from pathlib import Path
 from devenv import wait_for_interrupt
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
+from stsmigrate.api import exit_now
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -194,4 +195,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())  # as the CLI and worker end: see stsmigrate.api.run

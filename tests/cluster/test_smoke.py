@@ -270,3 +270,36 @@ def test_launcher_leaves_nothing_running(tmp_path: Path, how: signal.Signals) ->
     launcher.send_signal(how)
     launcher.wait(30)
     wait_for(lambda: not any(_alive(pid) for pid in pids), 20, "every cluster process gone")
+
+
+def _processes_mentioning(text: str) -> list[int]:
+    """Live processes whose command line or environment names ``text``."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or int(proc.name) == os.getpid():
+            continue
+        try:
+            named = any(
+                text.encode() in (proc / part).read_bytes() for part in ("cmdline", "environ")
+            )
+        except OSError:
+            continue  # gone meanwhile, or not ours to read
+        if named and _alive(int(proc.name)):
+            found.append(int(proc.name))
+    return found
+
+
+def test_the_readme_demo_command_migrates_and_leaves_nothing_running(tmp_path: Path) -> None:
+    # `make demo ARGS=--exit` as the README gives it, with a workdir so its processes
+    # can be found: the dev server, both clusters and the worker all name it.
+    demo = subprocess.run(
+        [sys.executable, "-m", "devenv", "demo", "--exit", "--workdir", str(tmp_path)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "destination owns ordinals [0, 6)" in demo.stdout
+    assert "observer: no violation" in demo.stdout
+    assert "Fatal Python error" not in demo.stderr
+    wait_for(lambda: not _processes_mentioning(str(tmp_path)), 20, "every demo process gone")
