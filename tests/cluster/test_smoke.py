@@ -253,23 +253,41 @@ def _alive(pid: int) -> bool:
     return "State:\tZ" not in status  # a zombie has exited; only reaping is left
 
 
-@pytest.mark.parametrize("how", [signal.SIGINT, signal.SIGKILL], ids=["interrupted", "killed"])
-def test_launcher_leaves_nothing_running(tmp_path: Path, how: signal.Signals) -> None:
-    launcher = subprocess.Popen(
-        [sys.executable, "-m", "devenv", "up", "--nodes", "1", "--workdir", str(tmp_path)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    assert launcher.stdout is not None
-    first = launcher.stdout.readline()
-    assert first.startswith("clusters ready"), first + launcher.stdout.read()
-    pids = json.loads((tmp_path / "pids.json").read_text())
-    assert len(pids) == 10  # 5 processes per cluster
-    assert all(_alive(pid) for pid in pids)
-    launcher.send_signal(how)
-    launcher.wait(30)
-    wait_for(lambda: not any(_alive(pid) for pid in pids), 20, "every cluster process gone")
+@pytest.mark.parametrize(
+    ("how", "sigint_ignored"),
+    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGKILL, False)],
+    ids=["interrupted", "interrupted-started-with-sigint-ignored", "killed"],
+)
+def test_launcher_leaves_nothing_running(
+    tmp_path: Path, how: signal.Signals, sigint_ignored: bool
+) -> None:
+    # A script's `python -m devenv up &` inherits SIGINT ignored (one CI run's launcher
+    # then never stopped): "Ctrl-C stops both clusters" must hold all the same.
+    previous = signal.getsignal(signal.SIGINT)
+    if sigint_ignored:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child inherits it
+    try:
+        launcher = subprocess.Popen(
+            [sys.executable, "-m", "devenv", "up", "--nodes", "1", "--workdir", str(tmp_path)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    try:
+        assert launcher.stdout is not None
+        first = launcher.stdout.readline()
+        assert first.startswith("clusters ready"), first + launcher.stdout.read()
+        pids = json.loads((tmp_path / "pids.json").read_text())
+        assert len(pids) == 10  # 5 processes per cluster
+        assert all(_alive(pid) for pid in pids)
+        launcher.send_signal(how)
+        launcher.wait(60)
+        wait_for(lambda: not any(_alive(pid) for pid in pids), 20, "every cluster process gone")
+    finally:
+        launcher.kill()  # one that did not stop takes its clusters with it (pdeathsig)
+        launcher.wait()
 
 
 def _processes_mentioning(text: str) -> list[int]:
