@@ -18,7 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from devenv import wait_for_interrupt
+from devenv import stop_on_interrupt, wait_for_interrupt
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
 from stsmigrate.api import exit_now
@@ -178,6 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     check.add_argument("--workdir", help="folder for the scripts and the dev server")
     check.add_argument("--runs", type=int, default=50, help="runs of each ending (default 50)")
     args = parser.parse_args(argv)
+    stop_on_interrupt()
     try:
         if args.command == "build":
             _say(str(ensure_binaries()))
@@ -192,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    except KeyboardInterrupt:  # before the clusters were ready; what started is stopped
+        print("\ninterrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":
