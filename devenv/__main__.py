@@ -193,7 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     except (BuildError, ClusterError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # before the clusters were ready; what started is stopped
+    except KeyboardInterrupt:  # outside wait_for_interrupt; context managers stopped it all
         print("\ninterrupted", file=sys.stderr)
         return 130
 

@@ -263,9 +263,11 @@ def test_launcher_leaves_nothing_running(
 ) -> None:
     # A script's `python -m devenv up &` inherits SIGINT ignored (one CI run's launcher
     # then never stopped): "Ctrl-C stops both clusters" must hold all the same.
-    previous = signal.getsignal(signal.SIGINT)
-    if sigint_ignored:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # the child inherits it
+    # The child inherits SIG_IGN, or gets SIG_DFL for a Python handler, whatever
+    # this pytest process itself was started with.
+    previous = signal.signal(
+        signal.SIGINT, signal.SIG_IGN if sigint_ignored else signal.default_int_handler
+    )
     try:
         launcher = subprocess.Popen(
             [sys.executable, "-m", "devenv", "up", "--nodes", "1", "--workdir", str(tmp_path)],
