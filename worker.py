@@ -56,8 +56,8 @@ import stsmigrate.api
 from activities.clusters import ClusterActivities
 from activities.health import COMMANDS_ALLOWED, HealthActivities
 from activities.migration import MigrationActivities
-from activities.models import TASK_QUEUE
 from activities.temporal import TemporalActivities
+from contract import TASK_QUEUE
 from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
 from workflows.describe import DescribeClusters
 from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal

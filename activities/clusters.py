@@ -14,7 +14,7 @@ from kubernetes import client
 from temporalio import activity
 
 from activities.kube import is_ready, kube_for
-from activities.models import ClusterInfo, ReadClusterInfoInput
+from contract import ClusterInfo, ReadClusterInfoInput
 
 log = structlog.get_logger(__name__)
 

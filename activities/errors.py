@@ -15,16 +15,17 @@ import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
 
-MAX_MESSAGE = 300
+# The stable error types, spelled once in contract.errors; workflows and callers match on them.
+from contract.errors import (
+    CONFLICT,
+    FORBIDDEN,
+    INVALID,
+    NOT_FOUND,
+    THROTTLED,
+    UNAVAILABLE,
+)
 
-# Stable error types; workflows and callers match on these strings.
-INVALID = "KubernetesInvalid"  # 400, 422: the request itself is wrong
-FORBIDDEN = "KubernetesForbidden"  # 401, 403: credentials or RBAC
-NOT_FOUND = "KubernetesNotFound"  # 404 when the call site did not expect it
-CONFLICT = "KubernetesConflict"  # 409: re-read and try again
-THROTTLED = "KubernetesThrottled"  # 429
-UNAVAILABLE = "KubernetesUnavailable"  # 5xx, timeouts, connection errors
-UNKNOWN_CONTEXT = "UnknownContext"  # the worker holds no such kubeconfig context
+MAX_MESSAGE = 300
 
 # What an API call can raise that ``classify`` turns into a Temporal error.
 API_FAILURES = (ApiException, urllib3.exceptions.HTTPError, ConnectionError, TimeoutError)

@@ -21,7 +21,7 @@ from kubernetes import client
 from temporalio import activity
 
 from activities.kube import is_ready, kube_for
-from activities.models import HealthReport, Probe, ProbeInput, ProbeResult
+from contract import HealthReport, Probe, ProbeInput, ProbeResult
 
 COMMANDS_ALLOWED = "STSMIGRATE_ALLOW_COMMAND_PROBES"
 

@@ -22,6 +22,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
 from activities import errors
+from contract.errors import UNKNOWN_CONTEXT, WAIT_TIMEOUT
 
 Obj = dict[str, Any]
 # (connect, read) seconds for one API request.
@@ -29,7 +30,6 @@ REQUEST_TIMEOUT = (5, 15)
 MERGE_PATCH = "application/merge-patch+json"
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
 WATCH_WINDOW = 5
-WAIT_TIMEOUT = "WaitTimeout"
 
 
 def is_ready(obj: Obj) -> bool:
@@ -45,7 +45,7 @@ def kube_for(clients: Mapping[str, client.ApiClient], context: str) -> Kube:
         raise ApplicationError(
             f"this worker holds no kubeconfig context {context!r} (it holds: {known}); "
             "add it to the worker's kubeconfig or fix the request",
-            type=errors.UNKNOWN_CONTEXT,
+            type=UNKNOWN_CONTEXT,
             non_retryable=True,
         )
     return Kube(clients[context], context)

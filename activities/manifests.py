@@ -12,7 +12,7 @@ import copy
 import hashlib
 from typing import Any
 
-from activities.models import (
+from contract import (
     ANNOTATION_MIGRATION_ID,
     ANNOTATION_SOURCE,
     LABEL_MIGRATION,

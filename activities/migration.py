@@ -20,10 +20,11 @@ from kubernetes import client
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import errors, manifests
+from activities import manifests
 from activities.health import COMMANDS_ALLOWED
-from activities.kube import MERGE_PATCH, WAIT_TIMEOUT, Kube, Obj, is_ready, kube_for
-from activities.models import (
+from activities.kube import MERGE_PATCH, Kube, Obj, is_ready, kube_for
+from activities.preflight import build_plan, dependency_names, selector_string, slice_of
+from contract import (
     ANNOTATION_MIGRATION_ID,
     ClaimsBoundInput,
     DependenciesResult,
@@ -45,12 +46,10 @@ from activities.models import (
     StatefulSetState,
     WaitPodGoneInput,
 )
-from activities.preflight import build_plan, dependency_names, selector_string, slice_of
+from contract.errors import CONFLICT, CONFLICTING_CHANGE, NOT_OURS, WAIT_TIMEOUT
 
 log = structlog.get_logger(__name__)
 
-CONFLICTING_CHANGE = "ConflictingChange"
-NOT_OURS = "NotOurs"
 ANNOTATION_ORIGINAL_POLICY = "stsmigrate.dev/original-reclaim-policy"
 ANNOTATION_BIND_NUDGE = "stsmigrate.dev/bind-retry"
 NUDGE_AFTER = 0.5  # seconds a claim may stay unbound before it is nudged
@@ -528,7 +527,7 @@ class MigrationActivities:
         existing = kube.pv(name) if kind == "PersistentVolume" else kube.pvc(ns or "", name)
         if existing is None:
             raise ApplicationError(
-                f"{kind} {name} vanished after a conflict; retrying", type=errors.CONFLICT
+                f"{kind} {name} vanished after a conflict; retrying", type=CONFLICT
             )
         if not manifests.is_ours(existing, migration_id):
             raise ApplicationError(

@@ -16,7 +16,7 @@ from kubernetes.utils import parse_quantity
 
 from activities import manifests
 from activities.kube import Kube, Obj, is_ready
-from activities.models import (
+from contract import (
     Dependency,
     MigrationRequest,
     OrdinalPlan,

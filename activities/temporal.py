@@ -8,7 +8,7 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client
 from temporalio.service import RPCError
 
-from activities.models import SEARCH_ATTRIBUTES
+from contract import SEARCH_ATTRIBUTES
 
 
 class TemporalActivities:

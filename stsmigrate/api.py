@@ -14,7 +14,7 @@
 
     run(main())  # asyncio.run(main()), then exit without the SDK's teardown crash
 
-Every function speaks the payload models of ``activities.models``; operator
+Every function speaks the payload models of ``contract``; operator
 messages are Temporal updates, so a call returns once the workflow accepted it, and
 raises ``Rejected`` (with the workflow's reason) when its validator refused it.
 """
@@ -42,7 +42,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.exceptions import ApplicationError
 from temporalio.service import RPCError
 
-from activities.models import (
+from contract import (
     TASK_QUEUE,
     AbortRequest,
     ApprovalPolicy,

@@ -28,7 +28,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from activities.models import (
+from contract import (
     TASK_QUEUE,
     AbortRequest,
     ApprovalPolicy,

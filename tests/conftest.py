@@ -17,7 +17,7 @@ from temporalio.common import SearchAttributeKey
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import SEARCH_ATTRIBUTES
+from contract import SEARCH_ATTRIBUTES
 from devenv.clusters import LocalClusters, free_port
 from devenv.temporal import temporal_binary
 from tests.helpers import FAULT_RESULTS, KILL_POINTS, WorkerProcess, wait_for

@@ -16,7 +16,7 @@ import pytest
 from click.testing import CliRunner
 from rich.console import Console
 
-from activities.models import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
+from contract import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
 from stsmigrate.cli import build_request, main, plan_view, progress_view, ui_link
 from tests.helpers import REPO
 

@@ -22,7 +22,7 @@ from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import DescribeClustersInput, DescribeClustersResult
+from contract import DescribeClustersInput, DescribeClustersResult
 from devenv.clusters import LocalClusters, free_port
 from stsmigrate.api import MigrationRequest, start_migration
 from stsmigrate.codec import (

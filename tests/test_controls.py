@@ -23,7 +23,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import (
+from activities.temporal import TemporalActivities
+from contract import (
     SEARCH_ATTRIBUTES,
     ApprovalPolicy,
     DependenciesResult,
@@ -44,7 +45,6 @@ from activities.models import (
     SliceRef,
     StatefulSetState,
 )
-from activities.temporal import TemporalActivities
 from stsmigrate.api import Migration, Rejected, start_migration
 from tests.helpers import histories, record
 from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal

@@ -11,7 +11,7 @@ from temporalio import activity
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import (
+from contract import (
     ClusterInfo,
     DescribeClustersInput,
     DescribeClustersResult,

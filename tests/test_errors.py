@@ -10,6 +10,7 @@ import urllib3
 from kubernetes.client.exceptions import ApiException
 
 from activities import errors
+from contract import errors as types
 
 
 def api_exception(
@@ -33,18 +34,18 @@ def api_exception(
 @pytest.mark.parametrize(
     ("status", "error_type", "retryable"),
     [
-        (400, errors.INVALID, False),
-        (401, errors.FORBIDDEN, False),
-        (403, errors.FORBIDDEN, False),
-        (404, errors.NOT_FOUND, True),
-        (405, errors.INVALID, False),
-        (409, errors.CONFLICT, True),
-        (422, errors.INVALID, False),
-        (429, errors.THROTTLED, True),
-        (500, errors.UNAVAILABLE, True),
-        (502, errors.UNAVAILABLE, True),
-        (503, errors.UNAVAILABLE, True),
-        (504, errors.UNAVAILABLE, True),
+        (400, types.INVALID, False),
+        (401, types.FORBIDDEN, False),
+        (403, types.FORBIDDEN, False),
+        (404, types.NOT_FOUND, True),
+        (405, types.INVALID, False),
+        (409, types.CONFLICT, True),
+        (422, types.INVALID, False),
+        (429, types.THROTTLED, True),
+        (500, types.UNAVAILABLE, True),
+        (502, types.UNAVAILABLE, True),
+        (503, types.UNAVAILABLE, True),
+        (504, types.UNAVAILABLE, True),
     ],
 )
 def test_status_codes(status: int, error_type: str, retryable: bool) -> None:
@@ -73,7 +74,7 @@ def test_throttling_honours_retry_after() -> None:
 )
 def test_transport_failures_are_retryable_and_keep_urls_out(exc: BaseException) -> None:
     err = errors.classify(exc, "read node list")
-    assert err.type == errors.UNAVAILABLE
+    assert err.type == types.UNAVAILABLE
     assert not err.non_retryable
     assert "s3cr3t" not in err.message and "127.0.0.1" not in err.message
 

@@ -18,7 +18,7 @@ import pytest
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import HealthActivities
-from activities.models import HealthGates, HealthReport, Probe, ProbeInput
+from contract import HealthGates, HealthReport, Probe, ProbeInput
 from devenv.clusters import free_port
 
 

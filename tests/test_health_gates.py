@@ -17,7 +17,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
-from activities.models import (
+from contract import (
     SEARCH_ATTRIBUTES,
     ApprovalPolicy,
     HealthGates,

@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 
 from activities import manifests
-from activities.models import MigrationRequest, VolumePlan
 from activities.preflight import minor_version, slice_of
+from contract import MigrationRequest, VolumePlan
 
 REQUEST = MigrationRequest(
     statefulset="redis",

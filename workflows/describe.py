@@ -14,7 +14,7 @@ from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
     from activities.clusters import ClusterActivities
-    from activities.models import (
+    from contract import (
         ClusterInfo,
         DescribeClustersInput,
         DescribeClustersResult,

@@ -26,7 +26,8 @@ with workflow.unsafe.imports_passed_through():
 
     from activities.health import HealthActivities
     from activities.migration import MigrationActivities
-    from activities.models import (
+    from activities.temporal import TemporalActivities
+    from contract import (
         SEARCH_ATTRIBUTES,
         AbortRequest,
         ApprovalPolicy,
@@ -61,7 +62,6 @@ with workflow.unsafe.imports_passed_through():
         WaitTimeouts,
         ordinal_workflow_id,
     )
-    from activities.temporal import TemporalActivities
 
 T = TypeVar("T")
 

@@ -11,7 +11,7 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.migration import MigrationActivities
-from activities.models import (
+from contract import (
     ImportInput,
     MigrationRequest,
     OrdinalPlan,

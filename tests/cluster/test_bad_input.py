@@ -16,7 +16,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import MigrationResult
+from contract import MigrationResult
 from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from tests.conftest import _fresh_namespace, _remove_namespace

@@ -12,7 +12,7 @@ import pytest
 from kubernetes import client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import MigrationResult
+from contract import MigrationResult
 from devenv.observer import Observer
 from tests.cluster.test_migration import TEMPLATES, request_for
 from tests.helpers import WorkerProcess, deploy_app, histories, record

@@ -26,7 +26,7 @@ from temporalio.client import WorkflowFailureError, WorkflowQueryFailedError
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import HealthGates, MigrationRequest, Probe, Progress, WaitTimeouts
+from contract import HealthGates, MigrationRequest, Probe, Progress, WaitTimeouts
 from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from devenv.temporal import DevServer

@@ -17,7 +17,7 @@ from kubernetes import client
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import MigrationRequest, MigrationResult, Plan, Progress, WaitTimeouts
+from contract import MigrationRequest, MigrationResult, Plan, Progress, WaitTimeouts
 from devenv.observer import Observer
 from tests.helpers import WorkerProcess, deploy_app, histories, record
 

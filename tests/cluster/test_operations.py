@@ -22,7 +22,7 @@ import pytest
 from kubernetes import client
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import ApprovalPolicy, HealthGates, Probe, Progress
+from contract import ApprovalPolicy, HealthGates, Probe, Progress
 from devenv.clusters import LocalClusters
 from stsmigrate.api import Migration, get_migration, start_migration
 from stsmigrate.cli import ui_link

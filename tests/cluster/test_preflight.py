@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import MigrationRequest, MigrationResult
+from contract import MigrationRequest, MigrationResult
 from tests.helpers import (
     REPO,
     WorkerProcess,

@@ -12,7 +12,7 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from activities.models import DescribeClustersInput, DescribeClustersResult
+from contract import DescribeClustersInput, DescribeClustersResult
 from devenv.build import KUBERNETES_VERSION
 from devenv.clusters import LocalClusters
 from tests.helpers import REPO, WorkerProcess, temporal_cli

@@ -1,0 +1,220 @@
+"""Activity inputs and outputs, and the input of the per-ordinal children."""
+
+from __future__ import annotations
+
+from pydantic import Field
+
+from contract.base import Payload, Reply
+from contract.operator import Control
+from contract.plan import Dependency, OrdinalPlan
+from contract.request import MigrationRequest, Probe
+
+# -- wiring check: "can the worker reach every cluster it was given?" -----------------
+
+
+class ReadClusterInfoInput(Payload):
+    context: str = Field(min_length=1, description="kubeconfig context the worker holds")
+
+
+class ClusterInfo(Payload):
+    context: str
+    server_version: str = Field(description="gitVersion reported by /version, e.g. v1.34.4")
+    nodes: int = 0
+    nodes_ready: int = 0
+
+
+class DescribeClustersInput(Payload):
+    contexts: list[str] = Field(min_length=1)
+
+
+class DescribeClustersResult(Payload):
+    clusters: list[ClusterInfo] = Field(default_factory=list)
+
+
+class ProbeInput(Payload):
+    probes: list[Probe]
+    context: str
+    namespace: str
+    statefulset: str
+    service: str
+    ordinal: int
+
+
+class ProbeResult(Reply):
+    probe: str
+    ok: bool
+    attempts: int
+    detail: str = ""
+
+
+class HealthReport(Reply):
+    results: list[ProbeResult] = Field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return all(r.ok for r in self.results)
+
+    @property
+    def failures(self) -> str:
+        return "; ".join(f"{r.probe}: {r.detail}" for r in self.results if not r.ok)
+
+
+class PlanInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+
+
+class SliceRef(Payload):
+    """One side of the move: a StatefulSet in a cluster."""
+
+    context: str
+    namespace: str
+    statefulset: str
+
+
+class SetSliceInput(Payload):
+    """Converge a StatefulSet to owning [start, start + replicas).
+
+    ``from_*`` is the slice we expect to find if the change is still to be made; any
+    third state means somebody else changed the StatefulSet, which is refused.
+    """
+
+    ref: SliceRef
+    start: int
+    replicas: int
+    from_start: int
+    from_replicas: int
+
+
+class OrdinalMove(Payload):
+    """The slice arithmetic of handing ordinal k over, named once.
+
+    The source owns [s, k + 1) before ordinal k moves and the destination (k, end):
+    ordinals move highest first, so the source keeps the low ones and the destination
+    grows downwards from ``end`` (one past the highest ordinal). A rollback of k is
+    the same hand-over from the other side. Pure, so it is tested as a table.
+    """
+
+    source_start: int  # s: the lowest ordinal the StatefulSet has (spec.ordinals.start)
+    ordinal: int  # k
+    end: int
+
+    def source_with_k(self) -> tuple[int, int]:
+        """(start, replicas) of the source owning [s, k]."""
+        return self.source_start, self.ordinal + 1 - self.source_start
+
+    def source_without_k(self) -> tuple[int, int]:
+        """(start, replicas) of the source owning [s, k)."""
+        return self.source_start, self.ordinal - self.source_start
+
+    def destination_without_k(self) -> tuple[int, int]:
+        """(start, replicas) of the destination owning (k, end)."""
+        return self.ordinal + 1, self.end - self.ordinal - 1
+
+    def destination_with_k(self) -> tuple[int, int]:
+        """(start, replicas) of the destination owning [k, end)."""
+        return self.ordinal, self.end - self.ordinal
+
+
+def slice_change(
+    ref: SliceRef, to: tuple[int, int], from_: tuple[int, int] | None = None
+) -> SetSliceInput:
+    """Converge ``ref`` to the slice ``to`` from ``from_``; without ``from_`` a no-op
+    change that only checks ``ref`` still owns ``to`` (the slice guard)."""
+    expected = to if from_ is None else from_
+    return SetSliceInput(
+        ref=ref, start=to[0], replicas=to[1], from_start=expected[0], from_replicas=expected[1]
+    )
+
+
+class SliceReadyInput(Payload):
+    ref: SliceRef
+    start: int
+    replicas: int
+    timeout: int = 300
+
+
+class PodRef(Payload):
+    ref: SliceRef
+    ordinal: int
+
+    @property
+    def pod(self) -> str:
+        return f"{self.ref.statefulset}-{self.ordinal}"
+
+
+class PodState(Payload):
+    name: str
+    exists: bool
+    uid: str = ""
+    ready: bool = False
+
+
+class WaitPodGoneInput(Payload):
+    pod: PodRef
+    uid: str
+    volumes: list[str] = Field(default_factory=list)
+    pod_timeout: int = 600
+    detach_timeout: int = 600
+
+
+class RetainInput(Payload):
+    context: str
+    volumes: list[str]
+    migration_id: str
+
+
+class RetainResult(Payload):
+    original_policies: dict[str, str] = Field(default_factory=dict)
+
+
+class ReleaseClaimsInput(Payload):
+    context: str
+    namespace: str
+    claims: list[str]
+    volumes: list[str]
+
+
+class ImportInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+    ordinal: OrdinalPlan
+
+
+class ClaimsBoundInput(Payload):
+    context: str
+    namespace: str
+    claims: list[str]
+    timeout: int = 300
+
+
+class PodReadyInput(Payload):
+    pod: PodRef
+    timeout: int = 900
+
+
+class EnsureDestinationInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+    start: int
+
+
+class StatefulSetState(Reply):
+    exists: bool
+    start: int = 0
+    replicas: int = 0
+    ready_replicas: int = 0
+
+
+class DependenciesResult(Payload):
+    dependencies: list[Dependency] = Field(default_factory=list)
+
+
+class OrdinalInput(Payload):
+    request: MigrationRequest
+    migration_id: str
+    ordinal: OrdinalPlan
+    source_start: int
+    end: int
+    control: Control = Control()
+    service: str = Field("", description="the StatefulSet's serviceName, for probe templates")

@@ -1,0 +1,36 @@
+"""Names every layer shares: the task queue, search attributes, labels and workflow ids.
+
+Stdlib only: kept apart so the other contract modules, the workflows and the CLI
+agree on one spelling of each name that crosses a process."""
+
+from __future__ import annotations
+
+TASK_QUEUE = "statefulset-migration"
+
+# Custom search attributes a migration keeps current (name -> Temporal type). A dev
+# server gets them from devenv; production: `temporal operator search-attribute create`.
+SEARCH_ATTRIBUTES: dict[str, str] = {
+    "StsmigrateStatefulSet": "Keyword",
+    "StsmigrateNamespace": "Keyword",
+    "StsmigrateSourceContext": "Keyword",
+    "StsmigrateDestinationContext": "Keyword",
+    "StsmigratePhase": "Keyword",
+    "StsmigrateOrdinal": "Int",
+}
+
+
+MANAGED_BY = "statefulset-migrator"
+LABEL_MIGRATION = "stsmigrate.dev/migration"  # short hash of the migration id (label-safe)
+LABEL_ORDINAL = "stsmigrate.dev/ordinal"
+ANNOTATION_MIGRATION_ID = "stsmigrate.dev/migration-id"
+ANNOTATION_SOURCE = "stsmigrate.dev/source"  # "<context>/<namespace>/<name>"
+
+
+def ordinal_workflow_id(migration_id: str, ordinal: int) -> str:
+    """The child that moves ordinal k (deterministic, so a retry finds it)."""
+    return f"{migration_id}/ordinal-{ordinal}"
+
+
+def rollback_workflow_id(migration_id: str, ordinal: int) -> str:
+    """The child that gives ordinal k back to the source."""
+    return f"{migration_id}/rollback-{ordinal}"

@@ -1,0 +1,148 @@
+"""Where a migration is and what it did: progress, step timings, results."""
+
+from __future__ import annotations
+
+from typing import Literal, NamedTuple, get_args
+
+from pydantic import Field
+
+from contract.activity_io import HealthReport, StatefulSetState
+from contract.base import Reply
+from contract.plan import Dependency, Plan
+from contract.request import ApprovalPolicy
+
+# The steps of one ordinal, in the order they run: the one list the workflow, the
+# activity reports, the CLI, the UI table and the tests name. A move runs MOVE_STEPS
+# (health_gates only when probes are configured); a rollback runs ROLLBACK_STEPS:
+# the same hand-over with the two sides swapped (docs/design.md, "The hand-over").
+# Payload fields hold them as plain strings, so a client older than the worker
+# still reads a progress with a step added since.
+Step = Literal[
+    "slices_healthy",
+    "volumes_retained",
+    "source_scaled_down",
+    "source_pod_gone",
+    "source_claims_released",
+    "volumes_imported",
+    "claims_bound",
+    "destination_scaled_up",
+    "destination_pod_ready",
+    "health_gates",
+    "destination_scaled_down",
+    "destination_pod_gone",
+    "destination_claims_released",
+    "volumes_reclaimed",
+    "source_scaled_up",
+    "source_pod_ready",
+]
+STEPS: tuple[Step, ...] = get_args(Step)
+MOVE_STEPS: tuple[Step, ...] = STEPS[:10]
+ROLLBACK_STEPS: tuple[Step, ...] = (
+    "destination_scaled_down",
+    "destination_pod_gone",
+    "destination_claims_released",
+    "volumes_reclaimed",
+    "claims_bound",
+    "source_scaled_up",
+    "source_pod_ready",
+)
+# Reported in place of a step while the child waits out a pause at its safe point.
+PAUSED_AT_SAFE_POINT = "paused"
+
+
+class StepTiming(Reply):
+    step: str
+    seconds: float
+
+
+class OrdinalResult(Reply):
+    ordinal: int
+    moved: bool = Field(True, description="false: aborted before the source gave it up")
+    health: HealthReport | None = Field(None, description="the health gates, when any ran")
+    steps: list[StepTiming] = Field(default_factory=list)
+    volumes: list[str] = Field(default_factory=list)
+    original_reclaim_policies: dict[str, str] = Field(default_factory=dict)
+    seconds: float = 0.0
+
+
+class MigrationResult(Reply):
+    migration_id: str
+    dry_run: bool = False
+    plan: Plan | None = None
+    moved: list[OrdinalResult] = Field(default_factory=list)
+    dependencies: list[Dependency] = Field(default_factory=list)
+    source: StatefulSetState | None = None
+    destination: StatefulSetState | None = None
+    seconds: float = 0.0
+    aborted: bool = False
+    abort_reason: str = ""
+    rolled_back: list[int] = Field(default_factory=list, description="given back to the source")
+    placement: dict[str, str] = Field(
+        default_factory=dict,
+        description='where every ordinal runs at the end, read from both clusters: {"5": '
+        '"destination", "4": "source"}',
+    )
+
+
+Phase = Literal[
+    "starting",
+    "preflight",
+    "preparing",
+    "moving",
+    "paused",
+    "awaiting_approval",
+    "rolling_back",
+    "done",
+    "aborted",
+]
+
+
+class Progress(Reply):
+    """Where a migration is (the ``progress`` query of MigrateStatefulSet)."""
+
+    phase: Phase = "starting"
+    current_ordinal: int | None = None
+    step: str | None = Field(None, description="step of the current ordinal, as it reported")
+    paused: bool = Field(False, description="a pause was asked for (phase says if it holds)")
+    pause_reason: str = ""
+    waiting_for_approval: int | None = None
+    approval: ApprovalPolicy = ApprovalPolicy()
+    approved: list[int] = Field(default_factory=list)
+    approve_all: bool = False
+    aborting: bool = False
+    abort_reason: str = ""
+    rollback: Literal["", "ordinal", "all"] = Field("", description="a rollback asked, not done")
+    blocked: str = Field("", description="why the moving ordinal cannot go on (until resumed)")
+    rolled_back: list[int] = Field(default_factory=list, description="in the order done")
+    finished: list[OrdinalResult] = Field(default_factory=list)
+    remaining: list[int] = Field(default_factory=list, description="highest first")
+    warnings: list[str] = Field(default_factory=list)
+
+
+class ProgressRow(NamedTuple):
+    """One ordinal's line in the progress table (the UI's details and the CLI's)."""
+
+    ordinal: int
+    status: str  # moved, stayed, waiting, or the phase of the ordinal being moved
+    seconds: float | None  # how long it took, once finished
+    step: str  # the step of the ordinal being moved
+
+
+def plan_ordinals(progress: Progress, plan: Plan | None) -> list[int]:
+    """The ordinals of the migration, highest first (from the plan once there is one)."""
+    if plan is not None:
+        return [o.ordinal for o in plan.ordinals]
+    return sorted({*(r.ordinal for r in progress.finished), *progress.remaining}, reverse=True)
+
+
+def progress_rows(progress: Progress, ordinals: list[int]) -> list[ProgressRow]:
+    done = {r.ordinal: r for r in progress.finished}
+    rows = []
+    for k in ordinals:
+        if k in done:
+            rows.append(ProgressRow(k, "moved" if done[k].moved else "stayed", done[k].seconds, ""))
+        elif k == progress.current_ordinal:
+            rows.append(ProgressRow(k, progress.phase, None, progress.step or ""))
+        else:
+            rows.append(ProgressRow(k, "waiting", None, ""))
+    return rows

@@ -1,0 +1,184 @@
+"""What to move where: MigrationRequest and the options it carries.
+
+A request names contexts of the worker's kubeconfig, never credentials. It is
+validated in full before anything changes (invariant I6 of docs/design.md)."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Literal
+
+from pydantic import AfterValidator, Field, model_validator
+
+from contract.base import Payload
+
+# A DNS-1123 label: namespaces, StatefulSet names (pods are "<name>-<ordinal>").
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# kubeconfig context names are free-form, but never empty or with control characters.
+CONTEXT = r"^[^\x00-\x1f]+$"
+
+
+def _dns_label(max_length: int) -> AfterValidator:
+    def check(value: str) -> str:
+        if len(value) > max_length or not re.fullmatch(DNS_LABEL, value):
+            raise ValueError(
+                f"{value!r} is not a valid Kubernetes name here: use 1 to {max_length} "
+                "lowercase letters, digits and '-', starting and ending with a letter or digit"
+            )
+        return value
+
+    return AfterValidator(check)
+
+
+def _context(value: str) -> str:
+    if not value or len(value) > 253 or not re.fullmatch(CONTEXT, value):
+        raise ValueError(
+            f"{value!r} is not a kubeconfig context name: name one of the worker's contexts "
+            "(kubectl config get-contexts)"
+        )
+    return value
+
+
+# A StatefulSet name leaves room for "-<ordinal>" and the controller-revision hash label.
+StatefulSetName = Annotated[str, _dns_label(52)]
+NamespaceName = Annotated[str, _dns_label(63)]
+ContextName = Annotated[str, AfterValidator(_context)]
+
+
+class WaitTimeouts(Payload):
+    """Upper bounds for the waits of one ordinal, in seconds."""
+
+    healthy: int = Field(300, ge=1, description="both slices Ready before an ordinal moves")
+    pod_gone: int = Field(600, ge=1, description="source pod gone (its grace period included)")
+    detach: int = Field(600, ge=1, description="no VolumeAttachment left for its volumes")
+    bound: int = Field(300, ge=1, description="destination claims Bound")
+    pod_ready: int = Field(900, ge=1, description="destination pod Running and Ready")
+
+
+class ApprovalPolicy(Payload):
+    """Which ordinals wait for a human's ``approve`` before they move."""
+
+    mode: Literal["none", "first", "each", "ordinals"] = Field(
+        "none",
+        description="none; first (the first ordinal of the run); each; ordinals (those listed)",
+    )
+    ordinals: list[int] = Field(default_factory=list, description='for mode "ordinals"')
+
+    @model_validator(mode="after")
+    def _ordinals_only_for_their_mode(self) -> ApprovalPolicy:
+        if self.mode == "ordinals" and not self.ordinals:
+            raise ValueError('approval mode "ordinals" needs a non-empty list of ordinals')
+        if self.mode != "ordinals" and self.ordinals:
+            raise ValueError(f'approval mode "{self.mode}" takes no ordinals list')
+        if any(k < 0 for k in self.ordinals):
+            raise ValueError("ordinals are >= 0")
+        return self
+
+    def needs(self, ordinal: int, first: int | None) -> bool:
+        if self.mode == "each":
+            return True
+        if self.mode == "first":
+            return ordinal == first
+        return ordinal in self.ordinals
+
+
+# Placeholders a probe's strings may use; e.g. "http://{pod}.{service}.{namespace}:8080/ok".
+PROBE_PLACEHOLDERS = ("ordinal", "pod", "namespace", "service", "statefulset")
+
+
+class Probe(Payload):
+    """One health check of a moved ordinal, run by the worker after the pod is Ready."""
+
+    kind: Literal["ready", "http", "tcp", "redis_cluster", "command"]
+    name: str = Field("", description="shown in progress and errors (default: the kind)")
+    url: str = Field("", description="http: the URL to GET (templated)")
+    expect_status: int = Field(200, ge=100, le=599, description="http: the expected status")
+    insecure_skip_verify: bool = Field(False, description="http: do not verify TLS")
+    host: str = Field("", description="tcp, redis_cluster: host (templated)")
+    port: int = Field(0, ge=0, le=65535, description="tcp, redis_cluster: port")
+    expected_nodes: int | None = Field(
+        None, ge=1, description="redis_cluster: cluster_known_nodes must equal this"
+    )
+    command: list[str] = Field(
+        default_factory=list,
+        description="command: argv run on the worker (templated); exit 0 is healthy. Needs "
+        "STSMIGRATE_ALLOW_COMMAND_PROBES=1 on the worker",
+    )
+    soak: int = Field(0, ge=0, le=3600, description="ready: seconds the pod must stay Ready")
+    timeout: int = Field(5, ge=1, le=300, description="seconds per attempt")
+    retries: int = Field(3, ge=0, le=100, description="attempts after the first")
+    interval: int = Field(2, ge=0, le=300, description="seconds between attempts")
+
+    @model_validator(mode="after")
+    def _complete(self) -> Probe:
+        needs = {
+            "http": ["url"],
+            "tcp": ["host", "port"],
+            "redis_cluster": ["host", "port"],
+            "command": ["command"],
+        }.get(self.kind, [])
+        if missing := [f for f in needs if not getattr(self, f)]:
+            raise ValueError(f"a {self.kind} probe needs {' and '.join(missing)}")
+        for text in [self.url, self.host, *self.command]:
+            try:
+                text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
+            except (KeyError, IndexError, ValueError) as e:
+                raise ValueError(
+                    f"{text!r}: unknown placeholder {e}; use {', '.join(PROBE_PLACEHOLDERS)} "
+                    "in braces ({pod}); double a literal brace ({{)"
+                ) from None
+        return self
+
+    @property
+    def label(self) -> str:
+        return self.name or self.kind
+
+
+class HealthGates(Payload):
+    """Checks run on every moved ordinal, and what happens when one fails."""
+
+    probes: list[Probe] = Field(default_factory=list)
+    on_failure: Literal["pause", "rollback_ordinal", "rollback_all", "fail"] = Field(
+        "pause",
+        description="pause: wait for a human (resume accepts, rollback, abort ends); "
+        "rollback_ordinal: give the ordinal back to the source, then pause; rollback_all: give "
+        "back every ordinal this run moved and end; fail: end the run with the ordinal left "
+        "wholly in the destination",
+    )
+
+
+class MigrationRequest(Payload):
+    """What to move where. Names contexts of the worker's kubeconfig, never credentials."""
+
+    statefulset: StatefulSetName
+    namespace: NamespaceName
+    source_context: ContextName
+    destination_context: ContextName
+    destination_namespace: NamespaceName | None = None
+    storage_class_mapping: dict[str, str] = Field(
+        default_factory=dict, description="source storage class -> destination storage class"
+    )
+    stop_at_ordinal: int | None = Field(
+        None, ge=0, description="lowest ordinal to move; lower ones stay in the source"
+    )
+    dry_run: bool = False
+    fix_retention_policy: bool = Field(
+        False, description="set persistentVolumeClaimRetentionPolicy.whenScaled to Retain"
+    )
+    timeouts: WaitTimeouts = WaitTimeouts()
+    approval: ApprovalPolicy = ApprovalPolicy()
+    health: HealthGates = HealthGates()
+
+    @property
+    def target_namespace(self) -> str:
+        return self.destination_namespace or self.namespace
+
+    def mapped_class(self, storage_class: str | None) -> str | None:
+        if storage_class is None:
+            return None
+        return self.storage_class_mapping.get(storage_class, storage_class)
+
+
+def default_migration_id(request: MigrationRequest) -> str:
+    """The workflow id used when the caller picks none: one migration per StatefulSet."""
+    return f"stsmigrate/{request.source_context}/{request.namespace}/{request.statefulset}"
