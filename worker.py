@@ -59,8 +59,7 @@ from activities.migration import MigrationActivities
 from activities.temporal import TemporalActivities
 from contract import TASK_QUEUE
 from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
-from workflows.describe import DescribeClusters
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import DescribeClusters, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 WORKFLOWS: Sequence[type] = (DescribeClusters, MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal)
 

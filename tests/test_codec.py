@@ -36,7 +36,7 @@ from stsmigrate.codec import (
 )
 from tests.helpers import WorkerProcess, temporal_cli
 from tests.test_controls import FakeClusters
-from workflows.migrate import SLICE_GUARD, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import SLICE_GUARD, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 KEY = base64.b64decode(new_key())
 

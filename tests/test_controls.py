@@ -47,7 +47,7 @@ from contract import (
 )
 from stsmigrate.api import Migration, Rejected, start_migration
 from tests.helpers import histories, record
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 ORDINALS = [2, 1, 0]
 

@@ -18,7 +18,7 @@ from contract import (
     ReadClusterInfoInput,
 )
 from worker import Settings
-from workflows.describe import DescribeClusters
+from workflows import DescribeClusters
 
 
 async def test_results_keep_the_requested_order(temporal_env: WorkflowEnvironment) -> None:

@@ -29,7 +29,7 @@ from contract import (
 from stsmigrate.api import Rejected
 from tests.helpers import histories, record
 from tests.test_controls import ORDINALS, FakeClusters, at, start
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 GATES = [Probe(kind="tcp", name="fake", host="{pod}", port=1)]
 

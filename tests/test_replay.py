@@ -15,8 +15,7 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows.describe import DescribeClusters
-from workflows.migrate import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import DescribeClusters, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 HISTORIES = {
     path.stem: path.read_text()
