@@ -197,25 +197,30 @@ def activity_methods(obj: object) -> list[Any]:
     ]
 
 
+def activities_of(
+    temporal: Client, clients: Mapping[str, k8s.ApiClient], settings: Settings
+) -> list[Any]:
+    """Every activity the worker registers, bound to its clients (the test fakes are
+    checked against this list: tests/test_parity.py)."""
+    return [
+        *activity_methods(ClusterActivities(clients)),
+        *activity_methods(MigrationActivities(clients, settings.allow_command_probes)),
+        *activity_methods(HealthActivities(clients, settings.allow_command_probes)),
+        *activity_methods(TemporalActivities(temporal)),
+    ]
+
+
 def build_worker(
     temporal: Client,
     clients: Mapping[str, k8s.ApiClient],
     settings: Settings,
     executor: ThreadPoolExecutor,
 ) -> Worker:
-    cluster = ClusterActivities(clients)
-    migration = MigrationActivities(clients, settings.allow_command_probes)
-    health = HealthActivities(clients, settings.allow_command_probes)
     return Worker(
         temporal,
         task_queue=settings.task_queue,
         workflows=list(WORKFLOWS),
-        activities=[
-            *activity_methods(cluster),
-            *activity_methods(migration),
-            *activity_methods(health),
-            *activity_methods(TemporalActivities(temporal)),
-        ],
+        activities=activities_of(temporal, clients, settings),
         activity_executor=executor,
         max_concurrent_activities=settings.max_activities,
         # Running activities get this long to finish (or see their cancellation
