@@ -14,6 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 from kubernetes import client
@@ -67,7 +68,22 @@ def _state(sts: Obj | None) -> StatefulSetState:
     return StatefulSetState(exists=True, start=start, replicas=replicas, ready_replicas=ready)
 
 
-class MigrationActivities:
+# Transitional (issue 13): old Python names of renamed activities, new name by old,
+# until workflows/ calls the new ones. Delete with the metaclass below.
+_OLD_NAMES = {"release_source_claims": "release_claims"}
+
+
+class _KeepsOldNames(type):
+    """``MigrationActivities.<old name>`` still resolves, looked up only on demand, so
+    ``dir()`` (the worker's registration) lists each activity once."""
+
+    def __getattr__(cls, name: str) -> Any:
+        if name in _OLD_NAMES:
+            return getattr(cls, _OLD_NAMES[name])
+        raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
+
+
+class MigrationActivities(metaclass=_KeepsOldNames):
     def __init__(
         self, clients: Mapping[str, client.ApiClient], allow_command_probes: bool = False
     ) -> None:
@@ -346,10 +362,12 @@ class MigrationActivities:
                 non_retryable=True,
             ) from None
 
-    @activity.defn
-    def release_source_claims(self, request: ReleaseClaimsInput) -> None:
-        """Delete the source claims (their volumes are Retain), so only the destination can
-        bind the storage. Refuses while any pod still uses a claim."""
+    # Wire name from when only the source gave claims up; a rollback releases the
+    # destination's. Recorded histories hold the old name, so it stays.
+    @activity.defn(name="release_source_claims")
+    def release_claims(self, request: ReleaseClaimsInput) -> None:
+        """Delete the giving side's claims (their volumes are Retain), so only the taking
+        side can bind the storage. Refuses while any pod still uses a claim."""
         kube = self.kube(request.context)
         claims = set(request.claims)
         for pod in kube.call(

@@ -79,7 +79,7 @@ def test_retain_reports_the_true_original_on_a_retry_and_release_waits_for_the_p
         context="source", namespace=namespace, claims=["data-r-0"], volumes=[pv_name]
     )
     with pytest.raises(ApplicationError) as refused:
-        env.run(acts.release_source_claims, release)
+        env.run(acts.release_claims, release)
     assert refused.value.type == "ConflictingChange"
     assert core.read_namespaced_persistent_volume_claim("data-r-0", namespace) is not None
 
