@@ -4,9 +4,11 @@
   model does not know.
 - Every request has a timeout; every failure goes through ``errors.classify``.
 - ``None`` means 404 where absence is an answer (reads, delete).
-- ``wait`` follows a watch (re-listing every few seconds and after a 410) and
-  heartbeats, so a step reacts within a fraction of a second of the change and a
-  dead worker is noticed by its heartbeat timeout.
+- The ``wait_for_*`` methods follow a watch (re-listing every few seconds and after
+  a 410) and heartbeat, so a step reacts within a fraction of a second of the change
+  and a dead worker is noticed by its heartbeat timeout.
+- The typed API clients are private: activities reach the API only through the
+  named methods here.
 """
 
 from __future__ import annotations
@@ -30,12 +32,29 @@ REQUEST_TIMEOUT = (5, 15)
 MERGE_PATCH = "application/merge-patch+json"
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
 WATCH_WINDOW = 5
+# ``done`` of a wait: the watched objects by name -> finished (or raises to stop the wait).
+Done = Callable[[dict[str, Obj]], bool]
 
 
 def is_ready(obj: Obj) -> bool:
     """The object's Ready condition is True (pods and nodes)."""
     conditions = (obj.get("status") or {}).get("conditions") or []
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
+
+
+# -- StatefulSet helpers ----------------------------------------------------------------
+def slice_of(sts: Obj) -> tuple[int, int]:
+    """(ordinals.start, replicas) of a StatefulSet, with the API's defaults (0, 1)."""
+    spec = sts.get("spec") or {}
+    start = int((spec.get("ordinals") or {}).get("start") or 0)
+    replicas = spec.get("replicas")
+    return start, int(1 if replicas is None else replicas)
+
+
+def selector_string(sts: Obj) -> str:
+    """The StatefulSet's matchLabels as a label selector for a list or watch."""
+    labels = ((sts.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
+    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def kube_for(clients: Mapping[str, client.ApiClient], context: str) -> Kube:
@@ -55,11 +74,11 @@ class Kube:
     def __init__(self, api: client.ApiClient, context: str) -> None:
         self.api = api
         self.context = context
-        self.core = client.CoreV1Api(api)
-        self.apps = client.AppsV1Api(api)
-        self.storage = client.StorageV1Api(api)
-        self.policy = client.PolicyV1Api(api)
-        self.authz = client.AuthorizationV1Api(api)
+        self._core = client.CoreV1Api(api)
+        self._apps = client.AppsV1Api(api)
+        self._storage = client.StorageV1Api(api)
+        self._policy = client.PolicyV1Api(api)
+        self._authz = client.AuthorizationV1Api(api)
 
     # -- plumbing ----------------------------------------------------------------------
     @staticmethod
@@ -100,70 +119,74 @@ class Kube:
 
     def statefulset(self, ns: str, name: str) -> Obj | None:
         return self.maybe(
-            f"read StatefulSet {ns}/{name}", self.apps.read_namespaced_stateful_set, name, ns
+            f"read StatefulSet {ns}/{name}", self._apps.read_namespaced_stateful_set, name, ns
         )
 
     def pod(self, ns: str, name: str) -> Obj | None:
-        return self.maybe(f"read Pod {ns}/{name}", self.core.read_namespaced_pod, name, ns)
+        return self.maybe(f"read Pod {ns}/{name}", self._core.read_namespaced_pod, name, ns)
 
-    def pods(self, ns: str, selector: str) -> list[Obj]:
+    def pods(self, ns: str, selector: str | None = None) -> list[Obj]:
+        """The namespace's pods, or those matching the label ``selector``."""
         return list(
             self.call(
-                f"list Pods in {ns}", self.core.list_namespaced_pod, ns, label_selector=selector
+                f"list Pods in {ns}",
+                self._core.list_namespaced_pod,
+                ns,
+                label_selector=selector,  # None: not sent
             )["items"]
         )
 
     def pvc(self, ns: str, name: str) -> Obj | None:
         return self.maybe(
             f"read PersistentVolumeClaim {ns}/{name}",
-            self.core.read_namespaced_persistent_volume_claim,
+            self._core.read_namespaced_persistent_volume_claim,
             name,
             ns,
         )
 
     def pv(self, name: str) -> Obj | None:
-        return self.maybe(f"read PersistentVolume {name}", self.core.read_persistent_volume, name)
+        return self.maybe(f"read PersistentVolume {name}", self._core.read_persistent_volume, name)
 
     def storage_class(self, name: str) -> Obj | None:
-        return self.maybe(f"read StorageClass {name}", self.storage.read_storage_class, name)
+        return self.maybe(f"read StorageClass {name}", self._storage.read_storage_class, name)
 
     def namespace(self, name: str) -> Obj | None:
-        return self.maybe(f"read Namespace {name}", self.core.read_namespace, name)
+        return self.maybe(f"read Namespace {name}", self._core.read_namespace, name)
 
     def nodes(self) -> list[Obj]:
-        return list(self.call("list Nodes", self.core.list_node)["items"])
+        return list(self.call("list Nodes", self._core.list_node)["items"])
 
     def node_names(self) -> set[str]:
         return {n["metadata"]["name"] for n in self.nodes()}
 
     def volume_attachments(self) -> list[Obj]:
         return list(
-            self.call("list VolumeAttachments", self.storage.list_volume_attachment)["items"]
+            self.call("list VolumeAttachments", self._storage.list_volume_attachment)["items"]
         )
 
     def quotas(self, ns: str) -> list[Obj]:
         return list(
-            self.call(f"list ResourceQuotas in {ns}", self.core.list_namespaced_resource_quota, ns)[
-                "items"
-            ]
+            self.call(
+                f"list ResourceQuotas in {ns}", self._core.list_namespaced_resource_quota, ns
+            )["items"]
         )
 
     def pdbs(self, ns: str) -> list[Obj]:
         return list(
             self.call(
                 f"list PodDisruptionBudgets in {ns}",
-                self.policy.list_namespaced_pod_disruption_budget,
+                self._policy.list_namespaced_pod_disruption_budget,
                 ns,
             )["items"]
         )
 
     def dependency(self, kind: str, ns: str, name: str) -> Obj | None:
         read = {
-            "Secret": self.core.read_namespaced_secret,
-            "ConfigMap": self.core.read_namespaced_config_map,
-            "ServiceAccount": self.core.read_namespaced_service_account,
-            "Service": self.core.read_namespaced_service,
-            "PodDisruptionBudget": self.policy.read_namespaced_pod_disruption_budget,
+            "Secret": self._core.read_namespaced_secret,
+            "ConfigMap": self._core.read_namespaced_config_map,
+            "ServiceAccount": self._core.read_namespaced_service_account,
+            "Service": self._core.read_namespaced_service,
+            "PodDisruptionBudget": self._policy.read_namespaced_pod_disruption_budget,
         }[kind]
         return self.maybe(f"read {kind} {ns}/{name}", read, name, ns)
 
@@ -182,7 +205,7 @@ class Kube:
         }
         out = self.call(
             f"review access to {verb} {resource}",
-            self.authz.create_self_subject_access_review,
+            self._authz.create_self_subject_access_review,
             review,
         )
         return bool((out.get("status") or {}).get("allowed"))
@@ -191,25 +214,25 @@ class Kube:
     def create(self, kind: str, ns: str | None, body: Obj) -> Obj | None:
         """Create; ``None`` if it already exists (the caller decides whether that is ours)."""
         create: dict[str, Callable[..., Any]] = {
-            "StatefulSet": self.apps.create_namespaced_stateful_set,
-            "PersistentVolumeClaim": self.core.create_namespaced_persistent_volume_claim,
-            "Secret": self.core.create_namespaced_secret,
-            "ConfigMap": self.core.create_namespaced_config_map,
-            "ServiceAccount": self.core.create_namespaced_service_account,
-            "Service": self.core.create_namespaced_service,
-            "PodDisruptionBudget": self.policy.create_namespaced_pod_disruption_budget,
+            "StatefulSet": self._apps.create_namespaced_stateful_set,
+            "PersistentVolumeClaim": self._core.create_namespaced_persistent_volume_claim,
+            "Secret": self._core.create_namespaced_secret,
+            "ConfigMap": self._core.create_namespaced_config_map,
+            "ServiceAccount": self._core.create_namespaced_service_account,
+            "Service": self._core.create_namespaced_service,
+            "PodDisruptionBudget": self._policy.create_namespaced_pod_disruption_budget,
         }
         name = body["metadata"]["name"]
         if kind == "PersistentVolume":
             return self._request(
-                f"create {kind} {name}", self.core.create_persistent_volume, body, answer=409
+                f"create {kind} {name}", self._core.create_persistent_volume, body, answer=409
             )
         return self._request(f"create {kind} {name}", create[kind], ns, body, answer=409)
 
     def patch_statefulset(self, ns: str, name: str, patch: Obj) -> Obj:
         return self.call(
             f"patch StatefulSet {ns}/{name}",
-            self.apps.patch_namespaced_stateful_set,
+            self._apps.patch_namespaced_stateful_set,
             name,
             ns,
             patch,
@@ -219,31 +242,68 @@ class Kube:
     def patch_pv(self, name: str, patch: Obj) -> Obj:
         return self.call(
             f"patch PersistentVolume {name}",
-            self.core.patch_persistent_volume,
+            self._core.patch_persistent_volume,
             name,
             patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    def annotate_pvc(self, ns: str, name: str, annotations: dict[str, str]) -> Obj:
+        return self.call(
+            f"annotate PersistentVolumeClaim {name}",
+            self._core.patch_namespaced_persistent_volume_claim,
+            name,
+            ns,
+            {"metadata": {"annotations": annotations}},
             _content_type=MERGE_PATCH,
         )
 
     def delete_pvc(self, ns: str, name: str) -> None:
         self.maybe(
             f"delete PersistentVolumeClaim {ns}/{name}",
-            self.core.delete_namespaced_persistent_volume_claim,
+            self._core.delete_namespaced_persistent_volume_claim,
             name,
             ns,
         )
 
     # -- waiting ----------------------------------------------------------------------
-    def wait(
+    # Each returns once ``done(objects by name)`` holds and raises WaitTimeout after
+    # ``timeout`` s; ``what`` names the wait in heartbeats and messages.
+    def wait_for_pods(self, ns: str, selector: str, what: str, done: Done, timeout: float) -> None:
+        """Pods of the namespace matching the label ``selector``."""
+        self._wait(
+            what, self._core.list_namespaced_pod, (ns,), done, timeout, label_selector=selector
+        )
+
+    def wait_for_pod(self, ns: str, name: str, what: str, done: Done, timeout: float) -> None:
+        """The one pod ``name`` (absent from the dict while it does not exist)."""
+        selector = f"metadata.name={name}"
+        self._wait(
+            what, self._core.list_namespaced_pod, (ns,), done, timeout, field_selector=selector
+        )
+
+    def wait_for_claims(self, ns: str, what: str, done: Done, timeout: float) -> None:
+        """PersistentVolumeClaims of the namespace."""
+        self._wait(what, self._core.list_namespaced_persistent_volume_claim, (ns,), done, timeout)
+
+    def wait_for_volumes(self, what: str, done: Done, timeout: float) -> None:
+        """PersistentVolumes."""
+        self._wait(what, self._core.list_persistent_volume, (), done, timeout)
+
+    def wait_for_attachments(self, what: str, done: Done, timeout: float) -> None:
+        """VolumeAttachments."""
+        self._wait(what, self._storage.list_volume_attachment, (), done, timeout)
+
+    def _wait(
         self,
         what: str,
         list_fn: Callable[..., Any],
         args: tuple[Any, ...],
-        done: Callable[[dict[str, Obj]], bool],
+        done: Done,
         timeout: float,
         **selectors: Any,
     ) -> None:
-        """Return once ``done(items by name)`` holds; raise WaitTimeout after ``timeout`` s.
+        """The one watch loop behind every wait.
 
         ``items`` is kept current from watch events between re-lists; ``done`` may also
         raise (e.g. on a conflicting change) to stop the wait.

@@ -23,8 +23,8 @@ from temporalio.exceptions import ApplicationError
 
 from activities import manifests
 from activities.health import COMMANDS_ALLOWED
-from activities.kube import MERGE_PATCH, Kube, Obj, is_ready, kube_for
-from activities.preflight import build_plan, dependency_names, selector_string, slice_of
+from activities.kube import Kube, Obj, is_ready, kube_for, selector_string, slice_of
+from activities.preflight import build_plan, dependency_names
 from contract import (
     ANNOTATION_MIGRATION_ID,
     ClaimsBoundInput,
@@ -215,13 +215,12 @@ class MigrationActivities(metaclass=_KeepsOldNames):
         def done(pods: dict[str, Obj]) -> bool:
             return all(name in pods and is_ready(pods[name]) for name in wanted)
 
-        kube.wait(
+        kube.wait_for_pods(
+            ref.namespace,
+            selector_string(sts),
             f"pods {sorted(wanted)} Ready",
-            kube.core.list_namespaced_pod,
-            (ref.namespace,),
             done,
             request.timeout,
-            label_selector=selector_string(sts),
         )
 
     @activity.defn
@@ -320,14 +319,7 @@ class MigrationActivities(metaclass=_KeepsOldNames):
                 )
             return False
 
-        kube.wait(
-            f"pod {name} gone",
-            kube.core.list_namespaced_pod,
-            (ref.namespace,),
-            pod_gone,
-            request.pod_timeout,
-            field_selector=f"metadata.name={name}",
-        )
+        kube.wait_for_pod(ref.namespace, name, f"pod {name} gone", pod_gone, request.pod_timeout)
         volumes = set(request.volumes)
         lingering: list[str] = []
 
@@ -344,12 +336,8 @@ class MigrationActivities(metaclass=_KeepsOldNames):
             return not lingering
 
         try:
-            kube.wait(
-                f"volumes {sorted(volumes)} detached",
-                kube.storage.list_volume_attachment,
-                (),
-                detached,
-                request.detach_timeout,
+            kube.wait_for_attachments(
+                f"volumes {sorted(volumes)} detached", detached, request.detach_timeout
             )
         except ApplicationError as err:
             if err.type != WAIT_TIMEOUT or not lingering:
@@ -370,9 +358,7 @@ class MigrationActivities(metaclass=_KeepsOldNames):
         side can bind the storage. Refuses while any pod still uses a claim."""
         kube = self.kube(request.context)
         claims = set(request.claims)
-        for pod in kube.call(
-            f"list Pods in {request.namespace}", kube.core.list_namespaced_pod, request.namespace
-        )["items"]:
+        for pod in kube.pods(request.namespace):
             used = {
                 str((v.get("persistentVolumeClaim") or {}).get("claimName"))
                 for v in pod["spec"].get("volumes") or []
@@ -395,13 +381,7 @@ class MigrationActivities(metaclass=_KeepsOldNames):
         def gone(pvcs: dict[str, Obj]) -> bool:
             return not claims & set(pvcs)
 
-        kube.wait(
-            f"claims {sorted(claims)} released",
-            kube.core.list_namespaced_persistent_volume_claim,
-            (request.namespace,),
-            gone,
-            120,
-        )
+        kube.wait_for_claims(request.namespace, f"claims {sorted(claims)} released", gone, 120)
 
     @activity.defn
     def import_volumes(self, request: ImportInput) -> None:
@@ -468,8 +448,7 @@ class MigrationActivities(metaclass=_KeepsOldNames):
                 for n in names
             )
 
-        kube.wait(f"volumes {sorted(names)} Available", kube.core.list_persistent_volume, (),
-                  seen, 60)  # fmt: skip
+        kube.wait_for_volumes(f"volumes {sorted(names)} Available", seen, 60)
 
     @staticmethod
     def _claims_free(kube: Kube, ns: str, claims: list[str], migration_id: str) -> None:
@@ -584,12 +563,8 @@ class MigrationActivities(metaclass=_KeepsOldNames):
         while True:
             window = min(NUDGE_AFTER, max(0.5, deadline - time.monotonic()))
             try:
-                kube.wait(
-                    f"claims {sorted(claims)} Bound",
-                    kube.core.list_namespaced_persistent_volume_claim,
-                    (request.namespace,),
-                    bound,
-                    window,
+                kube.wait_for_claims(
+                    request.namespace, f"claims {sorted(claims)} Bound", bound, window
                 )
                 return
             except ApplicationError as exc:
@@ -599,13 +574,8 @@ class MigrationActivities(metaclass=_KeepsOldNames):
             for claim in sorted(claims):
                 pvc = kube.pvc(request.namespace, claim)
                 if pvc is not None and (pvc.get("status") or {}).get("phase") != "Bound":
-                    kube.call(
-                        f"annotate PersistentVolumeClaim {claim}",
-                        kube.core.patch_namespaced_persistent_volume_claim,
-                        claim,
-                        request.namespace,
-                        {"metadata": {"annotations": {ANNOTATION_BIND_NUDGE: str(nudges)}}},
-                        _content_type=MERGE_PATCH,
+                    kube.annotate_pvc(
+                        request.namespace, claim, {ANNOTATION_BIND_NUDGE: str(nudges)}
                     )
             log.info(
                 "claims_bind_nudged", context=kube.context, claims=sorted(claims), nudge=nudges
@@ -631,14 +601,7 @@ class MigrationActivities(metaclass=_KeepsOldNames):
             return True
 
         deadline = time.monotonic() + request.timeout
-        kube.wait(
-            f"pod {name} Ready",
-            kube.core.list_namespaced_pod,
-            (ref.namespace,),
-            ready,
-            request.timeout,
-            field_selector=f"metadata.name={name}",
-        )
+        kube.wait_for_pod(ref.namespace, name, f"pod {name} Ready", ready, request.timeout)
         if min_ready:
             since = next(
                 c["lastTransitionTime"]
@@ -652,13 +615,12 @@ class MigrationActivities(metaclass=_KeepsOldNames):
                 activity.heartbeat(f"pod {name} available after {min_ready} s")
                 time.sleep(0.5)
             # Re-check: Ready must have held for the whole period.
-            kube.wait(
+            kube.wait_for_pod(
+                ref.namespace,
+                name,
                 f"pod {name} still Ready",
-                kube.core.list_namespaced_pod,
-                (ref.namespace,),
                 ready,
                 max(1.0, deadline - time.monotonic()),
-                field_selector=f"metadata.name={name}",
             )
         pod = found["pod"]
         return PodState(name=name, exists=True, uid=pod["metadata"]["uid"], ready=True)

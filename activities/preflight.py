@@ -15,7 +15,7 @@ from typing import Any
 from kubernetes.utils import parse_quantity
 
 from activities import manifests
-from activities.kube import Kube, Obj, is_ready
+from activities.kube import Kube, Obj, is_ready, selector_string, slice_of
 from contract import (
     Dependency,
     MigrationRequest,
@@ -78,18 +78,6 @@ DESTINATION_PERMISSIONS = [
 def minor_version(git_version: str) -> tuple[int, int] | None:
     match = re.match(r"v?(\d+)\.(\d+)", git_version)
     return (int(match[1]), int(match[2])) if match else None
-
-
-def slice_of(sts: Obj) -> tuple[int, int]:
-    spec = sts.get("spec") or {}
-    start = int((spec.get("ordinals") or {}).get("start") or 0)
-    replicas = spec.get("replicas")
-    return start, int(1 if replicas is None else replicas)
-
-
-def selector_string(sts: Obj) -> str:
-    labels = ((sts.get("spec") or {}).get("selector") or {}).get("matchLabels") or {}
-    return ",".join(f"{k}={v}" for k, v in sorted(labels.items()))
 
 
 def _templates(sts: Obj) -> dict[str, str | None]:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 
 from activities import manifests
-from activities.preflight import minor_version, slice_of
+from activities.kube import slice_of
+from activities.preflight import minor_version
 from contract import MigrationRequest, VolumePlan
 
 REQUEST = MigrationRequest(
