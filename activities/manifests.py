@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import hashlib
+from collections.abc import Callable
 from typing import Any
 
 from contract import (
@@ -187,7 +188,34 @@ def destination_pvc(
     """The destination claim of ``volume``, naming its PV. Built from the PV and the plan:
     by the time it is made, the source claim has been released."""
     labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
-    pv = source_pv["spec"]
+    return _claim(
+        source_pv, volume, request.target_namespace, request.mapped_class, labels, annotations
+    )
+
+
+def reclaimed_pvc(
+    source_pv: Obj, volume: VolumePlan, request: MigrationRequest, migration_id: str, ordinal: int
+) -> Obj:
+    """Rollback: the source claim of ``volume`` made again, in the source namespace and of
+    the PV's own class, naming the retained source PV."""
+    labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
+    return _claim(source_pv, volume, request.namespace, _same_class, labels, annotations)
+
+
+def _same_class(storage_class: str) -> str:
+    return storage_class
+
+
+def _claim(
+    pv_obj: Obj,
+    volume: VolumePlan,
+    namespace: str,
+    map_class: Callable[[str], str | None],
+    labels: Obj,
+    annotations: Obj,
+) -> Obj:
+    """A claim bound by volumeName to ``volume``'s PV (``pv_obj``), asking for what it has."""
+    pv = pv_obj["spec"]
     spec: Obj = {
         "accessModes": pv.get("accessModes") or ["ReadWriteOnce"],
         "resources": {"requests": {"storage": volume.size or pv["capacity"]["storage"]}},
@@ -196,13 +224,13 @@ def destination_pvc(
     }
     # A claim binds only to a volume of its own class.
     if pv.get("storageClassName"):
-        spec["storageClassName"] = request.mapped_class(pv["storageClassName"])
+        spec["storageClassName"] = map_class(pv["storageClassName"])
     return {
         "apiVersion": "v1",
         "kind": "PersistentVolumeClaim",
         "metadata": {
             "name": volume.claim,
-            "namespace": request.target_namespace,
+            "namespace": namespace,
             "labels": labels,
             "annotations": annotations,
         },

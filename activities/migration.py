@@ -491,9 +491,6 @@ class MigrationActivities(metaclass=_KeepsOldNames):
         source claim of the same name is created bound to it by volumeName."""
         r = request.request
         source = self.kube(r.source_context)
-        here = r.model_copy(
-            update={"destination_namespace": r.namespace, "storage_class_mapping": {}}
-        )
         k = request.ordinal.ordinal
         claims = [vol.claim for vol in request.ordinal.volumes]
         self._claims_free(source, r.namespace, claims, request.migration_id)
@@ -504,9 +501,10 @@ class MigrationActivities(metaclass=_KeepsOldNames):
         self._wait_available(source, set(pvs))
 
         for vol in request.ordinal.volumes:
-            body = manifests.destination_pvc(pvs[vol.volume], vol, here, request.migration_id, k)
-            self._ensure(source, "PersistentVolumeClaim", r.namespace, body,
-                         request.migration_id, None)  # fmt: skip
+            body = manifests.reclaimed_pvc(pvs[vol.volume], vol, r, request.migration_id, k)
+            self._ensure(
+                source, "PersistentVolumeClaim", r.namespace, body, request.migration_id, None
+            )
         log.info("volumes_reclaimed", context=source.context, ordinal=k, volumes=sorted(pvs))
 
     def _ensure(

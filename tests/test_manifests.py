@@ -142,6 +142,33 @@ def test_destination_pvc_names_its_volume() -> None:
     assert out["metadata"]["namespace"] == "shop2"
 
 
+def test_reclaimed_pvc_is_the_claim_the_rollback_built_from_a_faked_request() -> None:
+    pv = {
+        "metadata": {"name": "pvc-1", **SERVER_FIELDS},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "fast",
+            "capacity": {"storage": "3Gi"},
+            "claimRef": {"namespace": "shop", "name": "data-redis-5", "uid": "old"},
+            "hostPath": {"path": "/v"},
+        },
+    }
+    volume = VolumePlan(template="data", claim="data-redis-5", volume="pvc-1", size="2Gi")
+    # What reclaim_volumes built before: the destination claim of a request pointed back
+    # at the source namespace with no class mapping.
+    faked = REQUEST.model_copy(
+        update={"destination_namespace": REQUEST.namespace, "storage_class_mapping": {}}
+    )
+    before = manifests.destination_pvc(pv, volume, faked, "mig/1", 5)
+    out = manifests.reclaimed_pvc(pv, volume, REQUEST, "mig/1", 5)
+    assert out == before
+    # REQUEST maps fast -> ssd into shop2: the reclaimed claim keeps the source's own.
+    assert out["metadata"]["namespace"] == "shop"
+    assert out["spec"]["storageClassName"] == "fast"
+    assert manifests.is_ours(out, "mig/1")
+    assert out["metadata"]["annotations"]["stsmigrate.dev/source"] == "a/shop/redis"
+
+
 def test_every_kind_of_dependency_reference_is_found() -> None:
     pod = {
         "serviceAccountName": "redis-sa",
