@@ -218,3 +218,10 @@ class OrdinalInput(Payload):
     end: int
     control: Control = Control()
     service: str = Field("", description="the StatefulSet's serviceName, for probe templates")
+
+    @property
+    def move(self) -> OrdinalMove:
+        """The slices of this ordinal's hand-over."""
+        return OrdinalMove(
+            source_start=self.source_start, ordinal=self.ordinal.ordinal, end=self.end
+        )

@@ -1,0 +1,156 @@
+"""MigrateOrdinal: move one ordinal k from the source to the destination.
+
+The child ``<migration id>/ordinal-<k>`` of MigrateStatefulSet. Before the hand-over
+(workflows/handover.py, source gives, destination takes) it waits for both slices
+to be healthy and makes every volume of k Retain (invariant I2); after it, it runs
+the operator's health gates on the moved pod.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import TypeVar
+
+from temporalio import workflow
+from temporalio.exceptions import ActivityError
+
+with workflow.unsafe.imports_passed_through():
+    from activities.health import HealthActivities
+    from activities.migration import MigrationActivities
+    from contract import (
+        PAUSED_AT_SAFE_POINT,
+        OrdinalInput,
+        OrdinalResult,
+        ProbeInput,
+        RetainInput,
+        SliceReadyInput,
+    )
+    from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
+    from workflows.options import probe_options, quick, wait_options
+
+T = TypeVar("T")
+
+
+@workflow.defn(name="MigrateOrdinal")
+class MigrateOrdinal(OrdinalHandover):
+    """Move one ordinal k: source gives it up, destination takes it, volumes follow.
+
+    Its parent forwards the operator's pause and abort (signal ``control``). Both
+    act only before the source gives up pod k (the safe point): once it has, the
+    ordinal finishes its move, so no pause or abort leaves an identity down or
+    half-moved (invariant I4).
+    """
+
+    async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
+        """``work``, or None if an abort comes first (the work is then cancelled)."""
+        task = asyncio.ensure_future(work)
+        await workflow.wait_condition(lambda: task.done() or self._control.aborting)
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ActivityError):
+            await task
+        return None
+
+    async def _may_start(self) -> bool:
+        """The safe point: wait out a pause; False if the operator aborts."""
+        if self._control.paused and not self._control.aborting:
+            self._report(PAUSED_AT_SAFE_POINT)
+            await workflow.wait_condition(
+                lambda: not self._control.paused or self._control.aborting
+            )
+        return not self._control.aborting
+
+    @workflow.run
+    async def run(self, task: OrdinalInput) -> OrdinalResult:
+        request, k, t = task.request, task.ordinal.ordinal, task.request.timeouts
+        self._ordinal = k
+        self._control = task.control
+        source, destination = source_side(task), destination_side(task)
+        src, dst = source.ref, destination.ref
+        volumes = [v.volume for v in task.ordinal.volumes]
+        begun = workflow.now()
+        not_moved = OrdinalResult(ordinal=k, moved=False, volumes=volumes)
+
+        # 1. Both slices healthy before anything moves: source [s, k], destination (k, end).
+        #    An abort while waiting ends the ordinal here, still wholly in the source.
+        (s, with_k), (above, rest) = source.with_k, destination.without_k
+        healthy = await self._timed_step(
+            "slices_healthy",
+            self._unless_aborted(
+                asyncio.gather(
+                    workflow.execute_activity_method(
+                        MigrationActivities.wait_for_slice_ready,
+                        SliceReadyInput(ref=src, start=s, replicas=with_k, timeout=t.healthy),
+                        **wait_options(t.healthy, f"{src.context}: pods {s}..{k} Ready"),
+                    ),
+                    workflow.execute_activity_method(
+                        MigrationActivities.wait_for_slice_ready,
+                        SliceReadyInput(ref=dst, start=above, replicas=rest, timeout=t.healthy),
+                        **wait_options(
+                            t.healthy, f"{dst.context}: pods {above}..{task.end - 1} Ready"
+                        ),
+                    ),
+                )
+            ),
+        )
+        if healthy is None or not await self._may_start():
+            workflow.logger.info("ordinal %d not moved: aborted", k)
+            return await self._finish(not_moved)
+
+        # 2. No volume may be deleted by anything that follows.
+        retained = await self._timed_step(
+            "volumes_retained",
+            workflow.execute_activity_method(
+                MigrationActivities.ensure_volumes_retained,
+                RetainInput(context=src.context, volumes=volumes, migration_id=task.migration_id),
+                **quick(f"{src.context}: reclaim policy Retain on {len(volumes)} volume(s)"),
+            ),
+        )
+
+        # 3-8. The hand-over: the source gives ordinal k up, the destination takes it
+        #      on the same volumes, pod k Ready there.
+        adoption = Adoption(
+            step="volumes_imported",
+            activity=MigrationActivities.import_volumes,
+            summary=f"{dst.context}: import {len(volumes)} volume(s) of ordinal {k}",
+        )
+        await self.hand_over(task, source, destination, adoption)
+
+        # 9. Health gates: the operator's probes of the moved ordinal (reported, never
+        #    raised; the parent applies on_failure).
+        health = None
+        if probes := request.health.probes:
+            health = await self._timed_step(
+                "health_gates",
+                workflow.execute_activity_method(
+                    HealthActivities.probe_ordinal,
+                    ProbeInput(
+                        probes=probes,
+                        context=dst.context,
+                        namespace=dst.namespace,
+                        statefulset=request.statefulset,
+                        service=task.service,
+                        ordinal=k,
+                    ),
+                    **probe_options(
+                        probes,
+                        f"{dst.context}: {len(probes)} health probe(s) of {task.ordinal.pod}",
+                    ),
+                ),
+            )
+
+        seconds = round((workflow.now() - begun).total_seconds(), 3)
+        workflow.logger.info("ordinal %d migrated in %.1f s", k, seconds)
+        return await self._finish(
+            OrdinalResult(
+                ordinal=k,
+                steps=self._steps,
+                volumes=volumes,
+                original_reclaim_policies=retained.original_policies,
+                seconds=seconds,
+                health=health,
+            )
+        )

@@ -1,0 +1,72 @@
+"""Activity options and patch ids the migration workflows share.
+
+Temporal owns retries (docs/design.md, invariant I3): retryable errors (API
+unavailable, throttled, conflicts) are retried without a count limit, so a
+migration stuck on an unreachable cluster waits for it rather than failing
+half-way. Non-retryable errors (bad input, conflicting changes, wait timeouts)
+fail the activity at once and the workflow decides (a blocked step pauses).
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from contract import Probe
+
+RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
+
+# Patch id of the check that the giving side still owns its slice before the taking
+# side scales up (histories recorded before it have no such activity). Move it to
+# workflow.deprecate_patch once no run started before it can still be open (the
+# longest migration's retention after the release that added it), then drop it.
+SLICE_GUARD = "slice-guard"
+
+# Every option set takes the activity's summary (shown in the UI's timeline): it is
+# part of workflow.ActivityConfig, so it travels with the options.
+
+
+def quick(summary: str) -> workflow.ActivityConfig:
+    """A single API round trip. Short, so that after a worker crash the retry starts soon."""
+    return {
+        "start_to_close_timeout": timedelta(seconds=30),
+        "retry_policy": RETRY,
+        "summary": summary,
+    }
+
+
+def preflight(summary: str) -> workflow.ActivityConfig:
+    """Preflight reads both clusters and heartbeats while it does."""
+    return {
+        "start_to_close_timeout": timedelta(minutes=2),
+        "heartbeat_timeout": timedelta(seconds=15),
+        "retry_policy": RETRY,
+        "summary": summary,
+    }
+
+
+def wait_options(seconds: int, summary: str) -> workflow.ActivityConfig:
+    """A watch-based wait of at most ``seconds``: it heartbeats every few seconds, so a
+    dead worker is noticed after the heartbeat timeout, not the wait's."""
+    return {
+        "start_to_close_timeout": timedelta(seconds=seconds + 60),
+        "heartbeat_timeout": timedelta(seconds=15),
+        "retry_policy": RETRY,
+        "summary": summary,
+    }
+
+
+def probe_options(probes: list[Probe], summary: str) -> workflow.ActivityConfig:
+    """The health gates: every attempt of every probe fits in the timeout, and the
+    heartbeat allows the slowest single attempt twice over."""
+    budget = sum((p.timeout + p.interval) * (p.retries + 1) + p.soak for p in probes)
+    slowest = max(p.timeout + p.interval for p in probes)
+    return {
+        "start_to_close_timeout": timedelta(seconds=budget + 60),
+        "heartbeat_timeout": timedelta(seconds=max(30, 2 * slowest)),
+        "retry_policy": RETRY,
+        "summary": summary,
+    }

@@ -1,0 +1,157 @@
+"""What happens at a migration's safe points, and the children that move ordinals.
+
+A safe point is before the first change and between two ordinals: no ordinal is
+half-moved there, so a pause holds, an approval is waited for and a rollback is
+done there (docs/design.md, invariant I4). An ordinal being moved finishes first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from temporalio import workflow
+
+with workflow.unsafe.imports_passed_through():
+    from contract import (
+        MigrationRequest,
+        OrdinalInput,
+        OrdinalPlan,
+        OrdinalResult,
+        ordinal_workflow_id,
+        rollback_workflow_id,
+    )
+    from workflows.migrate_ordinal import MigrateOrdinal
+    from workflows.operator_messages import OperatorMessages
+    from workflows.rollback_ordinal import RollbackOrdinal
+
+
+class SafePoints(OperatorMessages):
+    """The parent's safe points and its per-ordinal children."""
+
+    _request: MigrationRequest
+
+    async def _wait_at_safe_point(self, ordinal: int | None, first: int | None) -> bool:
+        """Wait while paused or waiting for approval of ``ordinal``; do a rollback that
+        was asked. False when the operator aborts."""
+        moving = self._progress.phase
+        while not self._control.aborting:
+            if self._progress.rollback:
+                await self._roll_back()
+                return not self._control.aborting  # the caller looks again at what is next
+            if self._control.paused:
+                self._update_progress(phase="paused", step=None, waiting_for_approval=None)
+                await workflow.wait_condition(
+                    lambda: (
+                        not self._control.paused
+                        or self._control.aborting
+                        or bool(self._progress.rollback)
+                    )
+                )
+                continue
+            if ordinal is not None and self._needs_approval(ordinal, first):
+                self._update_progress(
+                    phase="awaiting_approval", step=None, waiting_for_approval=ordinal
+                )
+                workflow.logger.info("ordinal %d waits for approval", ordinal)
+                await workflow.wait_condition(
+                    lambda: (
+                        self._control.paused
+                        or self._control.aborting
+                        or bool(self._progress.rollback)
+                        or not self._needs_approval(ordinal, first)
+                    )
+                )
+                continue
+            self._update_progress(phase=moving, waiting_for_approval=None)
+            return True
+        return False
+
+    def _needs_approval(self, ordinal: int, first: int | None) -> bool:
+        progress = self._progress
+        return (
+            progress.approval.needs(ordinal, first)
+            and not progress.approve_all
+            and ordinal not in progress.approved
+        )
+
+    async def _roll_back(self) -> None:
+        """Give back the last moved ordinal (or all this run moved), newest first."""
+        assert self._plan is not None
+        by_ordinal = {o.ordinal: o for o in self._plan.ordinals}
+        mode = self._progress.rollback
+        while self._moved and not self._control.aborting:
+            k = self._moved.pop().ordinal
+            self._update_progress(phase="rolling_back", current_ordinal=k, step=None)
+            await self._give_back(by_ordinal[k])
+            self._update_progress(
+                current_ordinal=None,
+                step=None,
+                finished=[r for r in self._progress.finished if r.ordinal != k],
+                remaining=[k, *self._progress.remaining],
+                rolled_back=[*self._progress.rolled_back, k],
+            )
+            if mode == "ordinal":
+                break
+        self._update_progress(rollback="", phase="moving")
+        if mode == "all":
+            await self._apply_control(
+                self._control.model_copy(update={"aborting": True}),
+                abort_reason=f"rolled back ordinals {self._progress.rolled_back}",
+            )
+        elif self._progress.rolled_back:
+            k = self._progress.rolled_back[-1]
+            await self._apply_control(
+                self._control.model_copy(update={"paused": True}),
+                pause_reason=f"rolled back ordinal {k}: resume moves it again, abort ends here",
+            )
+
+    # -- the children: one per ordinal moved or given back ---------------------------------
+
+    async def _run_child(
+        self,
+        run: Callable[[Any, OrdinalInput], Awaitable[OrdinalResult]],
+        child_id: str,
+        summary: str,
+        ordinal: OrdinalPlan,
+    ) -> OrdinalResult:
+        """Run one ordinal's child to its end, told the operator's latest control."""
+        assert self._plan is not None
+        plan, self._forwarded = self._plan, self._control
+        self._child = await workflow.start_child_workflow(
+            run,
+            OrdinalInput(
+                request=self._request,
+                migration_id=workflow.info().workflow_id,
+                ordinal=ordinal,
+                source_start=plan.source_start,
+                end=plan.end,
+                control=self._forwarded,
+                service=plan.service_name,
+            ),
+            id=child_id,
+            static_summary=summary,
+        )
+        await self._forward_control()  # anything asked while the child was starting
+        try:
+            return await self._child
+        finally:
+            self._child = None
+
+    async def _move(self, ordinal: OrdinalPlan) -> OrdinalResult:
+        r = self._request
+        return await self._run_child(
+            MigrateOrdinal.run,
+            ordinal_workflow_id(workflow.info().workflow_id, ordinal.ordinal),
+            f"move {ordinal.pod} from {r.source_context} to {r.destination_context}",
+            ordinal,
+        )
+
+    async def _give_back(self, ordinal: OrdinalPlan) -> OrdinalResult:
+        r = self._request
+        return await self._run_child(
+            RollbackOrdinal.run,
+            rollback_workflow_id(workflow.info().workflow_id, ordinal.ordinal),
+            f"give {ordinal.pod} back from {r.destination_context} to {r.source_context}",
+            ordinal,
+        )
