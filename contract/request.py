@@ -46,13 +46,15 @@ ContextName = Annotated[str, AfterValidator(_context)]
 
 
 class WaitTimeouts(Payload):
-    """Upper bounds for the waits of one ordinal, in seconds."""
+    """Upper bounds for the waits of one ordinal, in seconds. The giver is the side
+    that gives the ordinal up (the source in a move, the destination in a rollback),
+    the taker the side that takes it."""
 
     healthy: int = Field(300, ge=1, description="both slices Ready before an ordinal moves")
-    pod_gone: int = Field(600, ge=1, description="source pod gone (its grace period included)")
+    pod_gone: int = Field(600, ge=1, description="the giver's pod gone (its grace period included)")
     detach: int = Field(600, ge=1, description="no VolumeAttachment left for its volumes")
-    bound: int = Field(300, ge=1, description="destination claims Bound")
-    pod_ready: int = Field(900, ge=1, description="destination pod Running and Ready")
+    bound: int = Field(300, ge=1, description="the taker's claims Bound")
+    pod_ready: int = Field(900, ge=1, description="the taker's pod Running and Ready")
 
 
 class ApprovalPolicy(Payload):

@@ -199,7 +199,15 @@ class OperatorMessages(ProgressKeeper):
         if problem := OPERATOR_MESSAGES[name].rule(self, arg):
             raise ApplicationError(problem, type=REJECTED, non_retryable=True)
 
-    @workflow.signal(dynamic=True)
+    # One dynamic handler, so the rules and actions are written once. Its names are not
+    # listed in the workflow's metadata (the UI's signal menu) one by one; that costs
+    # little: the signal is the path for when no worker runs, and then no worker answers
+    # the metadata query either. With a worker, the six updates are listed.
+    @workflow.signal(
+        dynamic=True,
+        description="Operator messages as signals: pause, resume, approve, abort, "
+        "set_approval, rollback (the same input as the update of that name)",
+    )
     async def operator_signal(self, name: str, args: Sequence[RawValue]) -> None:
         """Every operator message sent as a signal: checked by the same rule as its
         update, and logged and ignored when refused (a signal has nobody to answer)."""
