@@ -4,15 +4,18 @@ It deliberately imports no product code (no ``activities``, no ``workflows``): i
 sees only what the API servers report and what is on disk, so it cannot share a
 bug with the migrator. Used by the tests and the demo.
 
-Checks (DESIGN.md invariants 1 and 2):
-- at most one pod per identity: the lifetimes of pod ``<name>-<k>`` in the two
-  clusters never overlap, and a destination pod is created only after every
-  source VolumeAttachment of that ordinal's volumes is gone;
-- no PersistentVolume is deleted in either cluster;
-- every moved ordinal's destination claim, per template, is bound to a volume with
-  the same storage (hostPath path or CSI volume handle) as the original;
-- marker files written into each volume before the run are intact after it;
-- final slices of both StatefulSets as expected, every pod Ready.
+Checks (the invariants of docs/design.md):
+- I1, at most one pod per identity: the lifetimes of pod ``<name>-<k>`` in the two
+  clusters never overlap; a pod starts in one cluster only while no
+  VolumeAttachment of its volumes is alive in the other (a move and a rollback
+  alike); every moved pod appeared in the destination, was deleted from the
+  source, and left no VolumeAttachment there;
+- I2, no volume lost: no PersistentVolume of the app is deleted in either
+  cluster; every moved ordinal's destination claim, per template, is bound to a
+  volume with the same storage (hostPath path or CSI volume handle) as the
+  original; marker files written into each volume before the run are intact;
+- I3 and I4, the run ends where it should with every ordinal wholly in one
+  cluster: the final slices of both StatefulSets as expected, every pod Ready.
 """
 
 from __future__ import annotations
@@ -199,8 +202,9 @@ class Observer:
             for side, other in (("destination", "source"), ("source", "destination")):
                 starts = [e.at for e in self.watchers[f"{side}/pods"].of(pod, "ADDED")]
                 vas = self.watchers[f"{other}/vas"].events
-                names = {e.name for e in vas if volume_location.get(self._va_volume(e.obj))
-                         in locations}  # fmt: skip
+                names = {
+                    e.name for e in vas if volume_location.get(self._va_volume(e.obj)) in locations
+                }
                 for name in sorted(names):
                     for a0, a1 in _lifetimes(vas, name):
                         if any(a0 < c < a1 for c in starts):
