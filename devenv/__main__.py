@@ -71,19 +71,29 @@ def cmd_measure(args: argparse.Namespace) -> int:
     with LocalClusters(workdir) as lc:
         _say(f"warm start of both clusters: {time.monotonic() - started:.1f} s")
         sts = {
-            "apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "load"},
+            "apiVersion": "apps/v1",
+            "kind": "StatefulSet",
+            "metadata": {"name": "load"},
             "spec": {
-                "replicas": args.replicas, "serviceName": "load",
+                "replicas": args.replicas,
+                "serviceName": "load",
                 "selector": {"matchLabels": {"app": "load"}},
-                "template": {"metadata": {"labels": {"app": "load"}},
-                             "spec": {"containers": [{"name": "c", "image": "x"}]}},
+                "template": {
+                    "metadata": {"labels": {"app": "load"}},
+                    "spec": {"containers": [{"name": "c", "image": "x"}]},
+                },
                 "volumeClaimTemplates": [
-                    {"metadata": {"name": n}, "spec": {
-                        "accessModes": ["ReadWriteOnce"],
-                        "resources": {"requests": {"storage": "1Gi"}}}}
-                    for n in ("data", "logs")],
+                    {
+                        "metadata": {"name": n},
+                        "spec": {
+                            "accessModes": ["ReadWriteOnce"],
+                            "resources": {"requests": {"storage": "1Gi"}},
+                        },
+                    }
+                    for n in ("data", "logs")
+                ],
             },
-        }  # fmt: skip
+        }
         lc.kubectl("source", "apply", "-f", "-", input=json.dumps(sts))
         lc.kubectl("source", "rollout", "status", "statefulset/load", "--timeout=120s")
         time.sleep(args.settle)
@@ -137,8 +147,11 @@ def cmd_exit_check(args: argparse.Namespace) -> int:
             for name, script in scripts.items():
                 done = subprocess.run(
                     [sys.executable, str(script), server.address],
-                    capture_output=True, text=True, timeout=60, cwd=REPO,
-                )  # fmt: skip
+                    capture_output=True,
+                    text=True,
+                    timeout=60,
+                    cwd=REPO,
+                )
                 printed = "done" in done.stdout
                 outcomes[name][
                     f"exit {done.returncode}, output {'kept' if printed else 'LOST'}"

@@ -142,28 +142,60 @@ def ensure_binaries(progress: Progress = _stderr) -> Path:
     if any(name in missing for name in KUBE_BINARIES):
         targets = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES]
         _run_go(
-            [go, "build", "-v", "-trimpath", "-tags=selinux,notest",
-             f"-ldflags={_kube_ldflags()}", "-o", f"{partial}/", *targets],
-            GO_DIR / "kubernetes", env, f"kubernetes {KUBERNETES_VERSION}", progress,
-        )  # fmt: skip
+            [
+                go,
+                "build",
+                "-v",
+                "-trimpath",
+                "-tags=selinux,notest",
+                f"-ldflags={_kube_ldflags()}",
+                "-o",
+                f"{partial}/",
+                *targets,
+            ],
+            GO_DIR / "kubernetes",
+            env,
+            f"kubernetes {KUBERNETES_VERSION}",
+            progress,
+        )
         for name in KUBE_BINARIES:
             _check_version(partial / name, KUBERNETES_VERSION)
             os.replace(partial / name, bins / name)
     if "etcd" in missing:
         _run_go(
-            [go, "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", f"{partial}/etcd",
-             "go.etcd.io/etcd/server/v3"],
-            GO_DIR / "etcd", env, f"etcd {ETCD_VERSION}", progress,
-        )  # fmt: skip
+            [
+                go,
+                "build",
+                "-v",
+                "-trimpath",
+                "-ldflags=-s -w",
+                "-o",
+                f"{partial}/etcd",
+                "go.etcd.io/etcd/server/v3",
+            ],
+            GO_DIR / "etcd",
+            env,
+            f"etcd {ETCD_VERSION}",
+            progress,
+        )
         _check_version(partial / "etcd", ETCD_VERSION)
         os.replace(partial / "etcd", bins / "etcd")
     if "kwok" in missing:
         # kwok's go.mod has no replace directives, so the documented `go install` works.
         _run_go(
-            [go, "install", "-v", "-trimpath", "-ldflags=-s -w",
-             f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}"],
-            bins, {**env, "GOBIN": str(partial), "GOFLAGS": ""}, f"kwok {KWOK_VERSION}", progress,
-        )  # fmt: skip
+            [
+                go,
+                "install",
+                "-v",
+                "-trimpath",
+                "-ldflags=-s -w",
+                f"sigs.k8s.io/kwok/cmd/kwok@{KWOK_VERSION}",
+            ],
+            bins,
+            {**env, "GOBIN": str(partial), "GOFLAGS": ""},
+            f"kwok {KWOK_VERSION}",
+            progress,
+        )
         _check_version(partial / "kwok", KWOK_VERSION)
         os.replace(partial / "kwok", bins / "kwok")
     shutil.rmtree(partial, ignore_errors=True)

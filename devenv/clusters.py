@@ -170,14 +170,23 @@ class Cluster:
     def start_etcd(self) -> None:
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         client = f"http://127.0.0.1:{self.etcd_port}"
-        self._spawn("etcd", [
-            str(self.bins / "etcd"), f"--name={self.name}", f"--data-dir={self.workdir / 'etcd'}",
-            f"--listen-client-urls={client}", f"--advertise-client-urls={client}",
-            f"--listen-peer-urls={peer}", f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster={self.name}={peer}", "--log-level=warn",
-            # Throwaway test data: fsync only costs time here.
-            "--unsafe-no-fsync", "--quota-backend-bytes=2147483648",
-        ])  # fmt: skip
+        self._spawn(
+            "etcd",
+            [
+                str(self.bins / "etcd"),
+                f"--name={self.name}",
+                f"--data-dir={self.workdir / 'etcd'}",
+                f"--listen-client-urls={client}",
+                f"--advertise-client-urls={client}",
+                f"--listen-peer-urls={peer}",
+                f"--initial-advertise-peer-urls={peer}",
+                f"--initial-cluster={self.name}={peer}",
+                "--log-level=warn",
+                # Throwaway test data: fsync only costs time here.
+                "--unsafe-no-fsync",
+                "--quota-backend-bytes=2147483648",
+            ],
+        )
 
     def etcd_ready(self) -> bool:
         try:
@@ -190,21 +199,29 @@ class Cluster:
 
     def start_apiserver(self) -> None:
         p = self.pki
-        self._spawn("kube-apiserver", [
-            str(self.bins / "kube-apiserver"),
-            f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
-            "--bind-address=127.0.0.1", "--advertise-address=127.0.0.1",
-            f"--secure-port={self.api_port}", f"--cert-dir={self.workdir / 'apiserver-certs'}",
-            f"--tls-cert-file={p.server_cert}", f"--tls-private-key-file={p.server_key}",
-            f"--client-ca-file={p.ca_cert}",
-            "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
-            f"--service-account-key-file={p.sa_pub}",
-            f"--service-account-signing-key-file={p.sa_key}",
-            "--service-cluster-ip-range=10.96.0.0/16",
-            "--authorization-mode=Node,RBAC", "--allow-privileged=true",
-            # No kubelets or real endpoints: the "kubernetes" Service needs none.
-            "--endpoint-reconciler-type=none", "--profiling=false",
-        ])  # fmt: skip
+        self._spawn(
+            "kube-apiserver",
+            [
+                str(self.bins / "kube-apiserver"),
+                f"--etcd-servers=http://127.0.0.1:{self.etcd_port}",
+                "--bind-address=127.0.0.1",
+                "--advertise-address=127.0.0.1",
+                f"--secure-port={self.api_port}",
+                f"--cert-dir={self.workdir / 'apiserver-certs'}",
+                f"--tls-cert-file={p.server_cert}",
+                f"--tls-private-key-file={p.server_key}",
+                f"--client-ca-file={p.ca_cert}",
+                "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
+                f"--service-account-key-file={p.sa_pub}",
+                f"--service-account-signing-key-file={p.sa_key}",
+                "--service-cluster-ip-range=10.96.0.0/16",
+                "--authorization-mode=Node,RBAC",
+                "--allow-privileged=true",
+                # No kubelets or real endpoints: the "kubernetes" Service needs none.
+                "--endpoint-reconciler-type=none",
+                "--profiling=false",
+            ],
+        )
 
     def _tls_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -223,29 +240,50 @@ class Cluster:
     def start_components(self) -> None:
         kc = str(self.admin_kubeconfig)
         p = self.pki
-        common = [f"--kubeconfig={kc}", f"--authentication-kubeconfig={kc}",
-                  f"--authorization-kubeconfig={kc}", "--bind-address=127.0.0.1",
-                  "--leader-elect=false"]  # fmt: skip
-        self._spawn("kube-controller-manager", [
-            str(self.bins / "kube-controller-manager"), *common,
-            f"--secure-port={self.kcm_port}", f"--cert-dir={self.workdir / 'kcm-certs'}",
-            "--controllers=*", f"--root-ca-file={p.ca_cert}",
-            f"--service-account-private-key-file={p.sa_key}",
-            f"--cluster-signing-cert-file={p.ca_cert}", f"--cluster-signing-key-file={p.ca_key}",
-        ])  # fmt: skip
-        self._spawn("kube-scheduler", [
-            str(self.bins / "kube-scheduler"), *common,
-            f"--secure-port={self.scheduler_port}",
-            f"--cert-dir={self.workdir / 'scheduler-certs'}",
-        ])  # fmt: skip
-        self._spawn("kwok", [
-            str(self.bins / "kwok"), f"--kubeconfig={kc}",
-            f"--config={self.workdir / 'stages.yaml'}",
-            "--manage-all-nodes=false",
-            "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
-            "--node-lease-duration-seconds=40", "--cidr=10.244.0.0/16", "--node-ip=10.0.0.1",
-            f"--server-address=127.0.0.1:{self.kwok_port}",
-        ])  # fmt: skip
+        common = [
+            f"--kubeconfig={kc}",
+            f"--authentication-kubeconfig={kc}",
+            f"--authorization-kubeconfig={kc}",
+            "--bind-address=127.0.0.1",
+            "--leader-elect=false",
+        ]
+        self._spawn(
+            "kube-controller-manager",
+            [
+                str(self.bins / "kube-controller-manager"),
+                *common,
+                f"--secure-port={self.kcm_port}",
+                f"--cert-dir={self.workdir / 'kcm-certs'}",
+                "--controllers=*",
+                f"--root-ca-file={p.ca_cert}",
+                f"--service-account-private-key-file={p.sa_key}",
+                f"--cluster-signing-cert-file={p.ca_cert}",
+                f"--cluster-signing-key-file={p.ca_key}",
+            ],
+        )
+        self._spawn(
+            "kube-scheduler",
+            [
+                str(self.bins / "kube-scheduler"),
+                *common,
+                f"--secure-port={self.scheduler_port}",
+                f"--cert-dir={self.workdir / 'scheduler-certs'}",
+            ],
+        )
+        self._spawn(
+            "kwok",
+            [
+                str(self.bins / "kwok"),
+                f"--kubeconfig={kc}",
+                f"--config={self.workdir / 'stages.yaml'}",
+                "--manage-all-nodes=false",
+                "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
+                "--node-lease-duration-seconds=40",
+                "--cidr=10.244.0.0/16",
+                "--node-ip=10.0.0.1",
+                f"--server-address=127.0.0.1:{self.kwok_port}",
+            ],
+        )
         self.kubectl("apply", "-f", "-", input=yaml.safe_dump_all(self.bootstrap_objects()))
 
     def bootstrap_objects(self) -> list[dict[str, Any]]:
@@ -280,33 +318,38 @@ class Cluster:
         ]
         for i in range(self.nodes):
             name = f"{self.name}-node-{i}"
-            objects.append({
-                "apiVersion": "v1",
-                "kind": "Node",
-                "metadata": {
-                    "name": name,
-                    "annotations": {
-                        "kwok.x-k8s.io/node": "fake",
-                        "node.alpha.kubernetes.io/ttl": "0",
-                        # Normally set by the kubelet; without it the attach/detach
-                        # controller leaves this node's volumes alone.
-                        "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+            objects.append(
+                {
+                    "apiVersion": "v1",
+                    "kind": "Node",
+                    "metadata": {
+                        "name": name,
+                        "annotations": {
+                            "kwok.x-k8s.io/node": "fake",
+                            "node.alpha.kubernetes.io/ttl": "0",
+                            # Normally set by the kubelet; without it the attach/detach
+                            # controller leaves this node's volumes alone.
+                            "volumes.kubernetes.io/controller-managed-attach-detach": "true",
+                        },
+                        "labels": {
+                            "kubernetes.io/hostname": name,
+                            "kubernetes.io/os": "linux",
+                            "kubernetes.io/arch": "amd64",
+                            "type": "kwok",
+                        },
                     },
-                    "labels": {
-                        "kubernetes.io/hostname": name,
-                        "kubernetes.io/os": "linux",
-                        "kubernetes.io/arch": "amd64",
-                        "type": "kwok",
-                    },
-                },
-            })  # fmt: skip
+                }
+            )
         return objects
 
     def kubectl(self, *args: str, input: str | None = None) -> str:
         out = subprocess.run(
             [str(self.bins / "kubectl"), f"--kubeconfig={self.admin_kubeconfig}", *args],
-            input=input, capture_output=True, text=True, timeout=60,
-        )  # fmt: skip
+            input=input,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         if out.returncode != 0:
             raise ClusterError(f"kubectl {' '.join(args)} on {self.name}: {out.stderr.strip()}")
         return out.stdout
@@ -319,10 +362,13 @@ class Cluster:
         except ClusterError:
             return False
         ready = [
-            n for n in nodes
-            if any(c["type"] == "Ready" and c["status"] == "True"
-                   for c in n.get("status", {}).get("conditions", []))
-        ]  # fmt: skip
+            n
+            for n in nodes
+            if any(
+                c["type"] == "Ready" and c["status"] == "True"
+                for c in n.get("status", {}).get("conditions", [])
+            )
+        ]
         return len(ready) == self.nodes
 
 
@@ -337,19 +383,26 @@ def kubeconfig_dict(clusters: dict[str, Cluster]) -> dict[str, Any]:
         "kind": "Config",
         "current-context": next(iter(clusters)),
         "clusters": [
-            {"name": n, "cluster": {"server": c.server,
-                                    "certificate-authority-data": b64(c.pki.ca_cert)}}
+            {
+                "name": n,
+                "cluster": {"server": c.server, "certificate-authority-data": b64(c.pki.ca_cert)},
+            }
             for n, c in clusters.items()
         ],
         "users": [
-            {"name": f"{n}-admin", "user": {"client-certificate-data": b64(c.pki.admin_cert),
-                                            "client-key-data": b64(c.pki.admin_key)}}
+            {
+                "name": f"{n}-admin",
+                "user": {
+                    "client-certificate-data": b64(c.pki.admin_cert),
+                    "client-key-data": b64(c.pki.admin_key),
+                },
+            }
             for n, c in clusters.items()
         ],
         "contexts": [
             {"name": n, "context": {"cluster": n, "user": f"{n}-admin"}} for n in clusters
         ],
-    }  # fmt: skip
+    }
 
 
 class LocalClusters:

@@ -89,8 +89,14 @@ class FaultProxy:
                 except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
                     return
                 lines = head.decode("latin-1").split("\r\n")
-                length = next((int(ln.split(":", 1)[1]) for ln in lines
-                               if ln.lower().startswith("content-length:")), 0)  # fmt: skip
+                length = next(
+                    (
+                        int(ln.split(":", 1)[1])
+                        for ln in lines
+                        if ln.lower().startswith("content-length:")
+                    ),
+                    0,
+                )
                 body = await reader.readexactly(length) if length else b""
                 path = lines[0].split(" ")[1] if " " in lines[0] else ""
                 if self.version and path.split("?")[0].rstrip("/") == "/version":
@@ -116,11 +122,19 @@ class FaultProxy:
     async def _version(self, writer: asyncio.StreamWriter) -> None:
         assert self.version is not None
         major, minor = self.version.lstrip("v").split(".")[:2]
-        body = json.dumps({
-            "major": major, "minor": minor, "gitVersion": self.version, "gitCommit": "0" * 40,
-            "gitTreeState": "clean", "buildDate": "2023-01-01T00:00:00Z", "goVersion": "go1.20",
-            "compiler": "gc", "platform": "linux/amd64",
-        }).encode()  # fmt: skip
+        body = json.dumps(
+            {
+                "major": major,
+                "minor": minor,
+                "gitVersion": self.version,
+                "gitCommit": "0" * 40,
+                "gitTreeState": "clean",
+                "buildDate": "2023-01-01T00:00:00Z",
+                "goVersion": "go1.20",
+                "compiler": "gc",
+                "platform": "linux/amd64",
+            }
+        ).encode()
         writer.write(
             b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
             + f"Content-Length: {len(body)}\r\n\r\n".encode()
@@ -129,11 +143,21 @@ class FaultProxy:
         await writer.drain()
 
     async def _status(self, writer: asyncio.StreamWriter, code: int) -> None:
-        reason = {500: "Internal Server Error", 503: "Service Unavailable",
-                  429: "Too Many Requests"}[code]  # fmt: skip
-        body = json.dumps({"kind": "Status", "apiVersion": "v1", "status": "Failure",
-                           "message": f"injected by the fault proxy: {reason}",
-                           "reason": reason.replace(" ", ""), "code": code}).encode()  # fmt: skip
+        reason = {
+            500: "Internal Server Error",
+            503: "Service Unavailable",
+            429: "Too Many Requests",
+        }[code]
+        body = json.dumps(
+            {
+                "kind": "Status",
+                "apiVersion": "v1",
+                "status": "Failure",
+                "message": f"injected by the fault proxy: {reason}",
+                "reason": reason.replace(" ", ""),
+                "code": code,
+            }
+        ).encode()
         extra = "Retry-After: 1\r\n" if code == 429 else ""
         writer.write(
             f"HTTP/1.1 {code} {reason}\r\nContent-Type: application/json\r\n{extra}"

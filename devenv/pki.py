@@ -76,12 +76,18 @@ def _sign(
     if ca:
         builder = builder.add_extension(
             x509.KeyUsage(
-                digital_signature=True, key_cert_sign=True, crl_sign=True,
-                content_commitment=False, key_encipherment=True, data_encipherment=False,
-                key_agreement=False, encipher_only=False, decipher_only=False,
+                digital_signature=True,
+                key_cert_sign=True,
+                crl_sign=True,
+                content_commitment=False,
+                key_encipherment=True,
+                data_encipherment=False,
+                key_agreement=False,
+                encipher_only=False,
+                decipher_only=False,
             ),
             critical=True,
-        )  # fmt: skip
+        )
     if usage is not None:
         builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
     if sans:
@@ -96,9 +102,20 @@ def _write_cert(path: Path, cert: x509.Certificate) -> None:
 def make_pki(folder: Path, cluster: str) -> ClusterPKI:
     folder.mkdir(parents=True, exist_ok=True)
     pki = ClusterPKI(
-        *(folder / n for n in ("ca.crt", "ca.key", "apiserver.crt", "apiserver.key",
-                               "admin.crt", "admin.key", "sa.key", "sa.pub"))
-    )  # fmt: skip
+        *(
+            folder / n
+            for n in (
+                "ca.crt",
+                "ca.key",
+                "apiserver.crt",
+                "apiserver.key",
+                "admin.crt",
+                "admin.key",
+                "sa.key",
+                "sa.pub",
+            )
+        )
+    )
     ca_key = _key()
     ca_name = _name(f"{cluster}-ca")
     _write_key(pki.ca_key, ca_key)
@@ -109,24 +126,42 @@ def make_pki(folder: Path, cluster: str) -> ClusterPKI:
         x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
         # First address of the service CIDR: in-cluster clients reach the API there.
         x509.IPAddress(ipaddress.ip_address("10.96.0.1")),
-        *(x509.DNSName(n) for n in ("localhost", "kubernetes", "kubernetes.default",
-                                    "kubernetes.default.svc",
-                                    "kubernetes.default.svc.cluster.local")),
-    ]  # fmt: skip
+        *(
+            x509.DNSName(n)
+            for n in (
+                "localhost",
+                "kubernetes",
+                "kubernetes.default",
+                "kubernetes.default.svc",
+                "kubernetes.default.svc.cluster.local",
+            )
+        ),
+    ]
     _write_key(pki.server_key, server_key)
     _write_cert(
         pki.server_cert,
-        _sign(_name("kube-apiserver"), server_key.public_key(), ca_name, ca_key,
-              usage=ExtendedKeyUsageOID.SERVER_AUTH, sans=sans),
-    )  # fmt: skip
+        _sign(
+            _name("kube-apiserver"),
+            server_key.public_key(),
+            ca_name,
+            ca_key,
+            usage=ExtendedKeyUsageOID.SERVER_AUTH,
+            sans=sans,
+        ),
+    )
 
     admin_key = _key()
     _write_key(pki.admin_key, admin_key)
     _write_cert(
         pki.admin_cert,
-        _sign(_name("kubernetes-admin", "system:masters"), admin_key.public_key(), ca_name,
-              ca_key, usage=ExtendedKeyUsageOID.CLIENT_AUTH),
-    )  # fmt: skip
+        _sign(
+            _name("kubernetes-admin", "system:masters"),
+            admin_key.public_key(),
+            ca_name,
+            ca_key,
+            usage=ExtendedKeyUsageOID.CLIENT_AUTH,
+        ),
+    )
 
     sa_key = _key()
     _write_key(pki.sa_key, sa_key)

@@ -48,10 +48,9 @@ class DevServer:
 
     def start(self, search_attributes: dict[str, str] | None = None) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
-        args = [
-            temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1",
-            "--port", str(self.port), "--ui-port", str(self.ui_port), "--log-level", "warn",
-        ]  # fmt: skip
+        args = [temporal_binary(), "server", "start-dev", "--ip", "127.0.0.1"]
+        args += ["--port", str(self.port), "--ui-port", str(self.ui_port)]
+        args += ["--log-level", "warn"]
         if self.db_filename:
             args += ["--db-filename", str(self.db_filename)]
         for name, kind in (search_attributes or {}).items():
@@ -59,8 +58,10 @@ class DevServer:
         with self.log.open("ab") as log:
             self._proc = subprocess.Popen(
                 ["setpriv", "--pdeathsig", "SIGTERM", "--", *args],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            )  # fmt: skip
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+            )
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
