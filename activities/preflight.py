@@ -3,6 +3,10 @@
 Read-only by contract (the activity is ``plan_migration``). Every problem is
 collected, each naming the object and the fix, so an operator fixes them all in
 one round; the workflow refuses to change anything while any remain.
+
+``build_plan`` runs the ``check_*`` steps in a fixed order (the order of the
+problems and warnings in the plan, and of the reads). Each step records what it
+finds in ``Findings`` and returns the typed part of the plan it learned.
 """
 
 from __future__ import annotations
@@ -10,7 +14,6 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any
 
 from kubernetes.utils import parse_quantity
 
@@ -100,12 +103,47 @@ def _affinity_hosts(pv: Obj) -> set[str]:
 
 
 @dataclass
-class _Findings:
+class Findings:
+    """Problems (each blocks the run) and warnings, in the order the checks found them."""
+
     problems: list[Problem] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
 
     def problem(self, obj: str, message: str, fix: str) -> None:
         self.problems.append(Problem(object=obj, message=message, fix=fix))
+
+
+# -- the typed parts of a plan ---------------------------------------------------------
+@dataclass(frozen=True)
+class Versions:
+    source: str = ""
+    destination: str = ""
+
+
+@dataclass(frozen=True)
+class SourceSlice:
+    """The source StatefulSet and the ordinals it owns: [start, start + replicas)."""
+
+    sts: Obj = field(default_factory=dict)
+    start: int = 0
+    replicas: int = 0
+    templates: dict[str, str | None] = field(default_factory=dict)  # claim template -> class
+
+    @property
+    def service_name(self) -> str:
+        return str((self.sts.get("spec") or {}).get("serviceName") or "")
+
+
+@dataclass(frozen=True)
+class DestinationSlice:
+    exists: bool = False
+    start: int = 0
+    replicas: int = 0
+    end: int = 0  # one past the highest ordinal of the whole StatefulSet
+
+
+# What a plan holds of the checks it never reached (Plan's own defaults).
+NO_VERSIONS, NO_SOURCE, NO_DESTINATION = Versions(), SourceSlice(), DestinationSlice()
 
 
 def build_plan(
@@ -114,56 +152,141 @@ def build_plan(
     """Read both clusters and return the plan with every problem found.
 
     ``None`` for a side means the worker has no such context; that is a problem too.
+    A failed check that later checks depend on returns the plan found so far.
     """
-    found = _Findings()
-    ns, tns, name = request.namespace, request.target_namespace, request.statefulset
-    plan: dict[str, Any] = {
-        "migration_id": migration_id,
-        "source_context": request.source_context,
-        "destination_context": request.destination_context,
-        "namespace": ns,
-        "destination_namespace": tns,
-        "statefulset": name,
-        "fix_retention_policy": False,
-    }
+    found = Findings()
+    check_contexts(source, destination, request, found)
+    if source is None or destination is None or not check_not_itself(request, found):
+        return _plan(request, migration_id, found)
+    versions = check_versions(source, destination, found)
+    check_permissions(source, destination, request, found)
+    if found.problems:
+        return _plan(request, migration_id, found, versions)
+    namespace_exists = check_destination_namespace(destination, request, found)
+    source_slice = check_source(source, request, found)
+    if source_slice is None:
+        return _plan(request, migration_id, found, versions)
+    check_source_health(source, source_slice, found)
+    fix_retention_policy = check_retention_policy(source_slice, request, found)
+    destination_slice = check_destination(destination, source_slice, request, found)
+    moving = check_stop_at_ordinal(source_slice, request, found)
+    ordinals = check_volumes(
+        source, destination, source_slice, request, migration_id, moving, found
+    )
+    check_storage_classes(destination, source_slice, ordinals, request, found)
+    dependencies = check_dependencies(source, destination, source_slice.sts, request, found)
+    if namespace_exists:
+        check_quota(destination, request.target_namespace, ordinals, found)
+    return _plan(
+        request,
+        migration_id,
+        found,
+        versions,
+        source_slice,
+        destination_slice,
+        ordinals=ordinals,
+        dependencies=dependencies,
+        fix_retention_policy=fix_retention_policy,
+    )
+
+
+def _plan(
+    request: MigrationRequest,
+    migration_id: str,
+    found: Findings,
+    versions: Versions = NO_VERSIONS,
+    source: SourceSlice = NO_SOURCE,
+    destination: DestinationSlice = NO_DESTINATION,
+    *,
+    ordinals: list[OrdinalPlan] | None = None,
+    dependencies: list[Dependency] | None = None,
+    fix_retention_policy: bool = False,
+) -> Plan:
+    """The plan from its parts; the parts of checks never reached are empty."""
+    return Plan(
+        migration_id=migration_id,
+        source_context=request.source_context,
+        destination_context=request.destination_context,
+        namespace=request.namespace,
+        destination_namespace=request.target_namespace,
+        statefulset=request.statefulset,
+        source_version=versions.source,
+        destination_version=versions.destination,
+        source_start=source.start,
+        source_replicas=source.replicas,
+        end=destination.end,
+        destination_exists=destination.exists,
+        destination_start=destination.start,
+        destination_replicas=destination.replicas,
+        claim_templates=list(source.templates),
+        service_name=source.service_name,
+        ordinals=ordinals or [],
+        dependencies=dependencies or [],
+        fix_retention_policy=fix_retention_policy,
+        warnings=found.warnings,
+        problems=found.problems,
+    )
+
+
+# -- the checks, in the order build_plan runs them -------------------------------------
+def check_contexts(
+    source: Kube | None, destination: Kube | None, request: MigrationRequest, f: Findings
+) -> None:
     for side, kube, context in (
         ("source", source, request.source_context),
         ("destination", destination, request.destination_context),
     ):
         if kube is None:
-            found.problem(
+            f.problem(
                 f"{side} context {context!r}",
                 "the worker's kubeconfig has no such context",
                 "name a context the worker holds, or add it to the worker's "
                 "kubeconfig (STSMIGRATE_KUBECONFIG)",
             )
-    if source is None or destination is None:
-        return Plan(**plan, problems=found.problems)
-    if request.source_context == request.destination_context and ns == tns:
-        found.problem(
+
+
+def check_not_itself(request: MigrationRequest, f: Findings) -> bool:
+    """The destination is another StatefulSet than the source."""
+    if request.source_context == request.destination_context and (
+        request.namespace == request.target_namespace
+    ):
+        f.problem(
             "request",
             "source and destination are the same StatefulSet",
             "name another destination context or namespace",
         )
-        return Plan(**plan, problems=found.problems)
+        return False
+    return True
 
-    for side, kube in (("source", source), ("destination", destination)):
-        version = kube.version()
-        plan[f"{side}_version"] = version
-        parsed = minor_version(version)
-        if parsed is None or parsed < (1, MIN_MINOR):
-            found.problem(
-                f"{side} cluster {kube.context}",
-                f"Kubernetes {version} is too old: StatefulSet .spec.ordinals needs "
-                f"1.{MIN_MINOR} or later",
-                "upgrade the control plane to 1.27+ (1.31+ recommended, where the feature is GA)",
-            )
 
+def check_versions(source: Kube, destination: Kube, f: Findings) -> Versions:
+    return Versions(
+        source=_check_version("source", source, f),
+        destination=_check_version("destination", destination, f),
+    )
+
+
+def _check_version(side: str, kube: Kube, f: Findings) -> str:
+    version = kube.version()
+    parsed = minor_version(version)
+    if parsed is None or parsed < (1, MIN_MINOR):
+        f.problem(
+            f"{side} cluster {kube.context}",
+            f"Kubernetes {version} is too old: StatefulSet .spec.ordinals needs "
+            f"1.{MIN_MINOR} or later",
+            "upgrade the control plane to 1.27+ (1.31+ recommended, where the feature is GA)",
+        )
+    return version
+
+
+def check_permissions(
+    source: Kube, destination: Kube, request: MigrationRequest, f: Findings
+) -> None:
     # Permissions before anything else is read: without them the reads below would
     # only fail one by one, while this names every missing permission at once.
     for side, kube, perms, namespace in (
-        ("source", source, SOURCE_PERMISSIONS, ns),
-        ("destination", destination, DESTINATION_PERMISSIONS, tns),
+        ("source", source, SOURCE_PERMISSIONS, request.namespace),
+        ("destination", destination, DESTINATION_PERMISSIONS, request.target_namespace),
     ):
         missing = [
             f"{verb} {resource}"
@@ -171,118 +294,48 @@ def build_plan(
             if not kube.can(verb, resource, group, namespace if namespaced else None)
         ]
         if missing:
-            found.problem(
+            f.problem(
                 f"{side} cluster {kube.context}",
                 f"the worker's credentials may not: {', '.join(missing)}",
                 "grant them (deploy/rbac.yaml has the role this run needs)",
             )
-    if found.problems:
-        return Plan(**plan, problems=found.problems)
 
-    namespace_exists = destination.namespace(tns) is not None
-    if not namespace_exists:
-        found.problem(
-            f"destination namespace {tns}",
-            f"does not exist in {destination.context}",
-            f"kubectl --context {destination.context} create namespace {tns}",
-        )
 
+def check_destination_namespace(destination: Kube, request: MigrationRequest, f: Findings) -> bool:
+    tns = request.target_namespace
+    if destination.namespace(tns) is not None:
+        return True
+    f.problem(
+        f"destination namespace {tns}",
+        f"does not exist in {destination.context}",
+        f"kubectl --context {destination.context} create namespace {tns}",
+    )
+    return False
+
+
+def check_source(source: Kube, request: MigrationRequest, f: Findings) -> SourceSlice | None:
+    """The source StatefulSet exists; ``None`` (a problem) if not."""
+    ns, name = request.namespace, request.statefulset
     sts = source.statefulset(ns, name)
     if sts is None:
-        found.problem(
+        f.problem(
             f"source StatefulSet {ns}/{name}",
             f"not found in {source.context}",
             "check the StatefulSet name, its namespace and the source context",
         )
-        return Plan(**plan, problems=found.problems, warnings=found.warnings)
-
+        return None
     start, replicas = slice_of(sts)
-    plan.update(source_start=start, source_replicas=replicas)
-    plan["service_name"] = sts["spec"].get("serviceName") or ""
-    templates = _templates(sts)
-    plan["claim_templates"] = list(templates)
-    _check_source_health(source, sts, start, replicas, found)
-
-    when_scaled = (sts["spec"].get("persistentVolumeClaimRetentionPolicy") or {}).get(
-        "whenScaled"
-    ) or "Retain"
-    if when_scaled == "Delete":
-        if request.fix_retention_policy:
-            plan["fix_retention_policy"] = True
-            found.warnings.append(
-                "persistentVolumeClaimRetentionPolicy.whenScaled will be set "
-                "from Delete to Retain on the source StatefulSet"
-            )
-        else:
-            found.problem(
-                f"source StatefulSet {ns}/{name}",
-                "persistentVolumeClaimRetentionPolicy.whenScaled is Delete: scaling "
-                "down would delete the claims of the ordinals being moved",
-                "set whenScaled to Retain, or pass fix_retention_policy=true to let "
-                "the migration do it",
-            )
-
-    end = start + replicas
-    dest_sts = destination.statefulset(tns, name)
-    plan.update(
-        destination_exists=dest_sts is not None, destination_start=end, destination_replicas=0
-    )
-    if dest_sts is not None:
-        d_start, d_replicas = slice_of(dest_sts)
-        plan.update(destination_start=d_start, destination_replicas=d_replicas)
-        _check_compatible(sts, dest_sts, request, found)
-        if replicas > 0 and d_replicas > 0 and d_start != end:
-            found.problem(
-                f"destination StatefulSet {tns}/{name}",
-                f"owns ordinals [{d_start}, {d_start + d_replicas}) but the source "
-                f"owns [{start}, {end}): the slices must meet (an earlier run may have "
-                "stopped mid-move)",
-                "bring the ordinal in between back to one cluster, then start again",
-            )
-        if d_replicas > 0:
-            end = d_start + d_replicas
-    plan["end"] = end
-
-    lowest = start
-    if request.stop_at_ordinal is not None:
-        if not start <= request.stop_at_ordinal <= start + replicas:
-            found.problem(
-                "request stop_at_ordinal",
-                f"{request.stop_at_ordinal} is outside the source slice "
-                f"[{start}, {start + replicas})",
-                f"choose an ordinal from {start} to {start + replicas}",
-            )
-        lowest = max(start, request.stop_at_ordinal)
-    moving = list(range(start + replicas - 1, lowest - 1, -1))
-
-    dest_nodes = destination.node_names()
-    ordinals = [
-        _plan_ordinal(source, destination, request, migration_id, k, templates, dest_nodes, found)
-        for k in moving
-    ]
-    plan["ordinals"] = ordinals
-    # Every class the destination will need, once, named after its first user.
-    users: dict[str, str] = {}
-    for template, storage_class in templates.items():
-        if storage_class:
-            users.setdefault(storage_class, f"volumeClaimTemplate {template!r}")
-    for ordinal in ordinals:
-        for vol in ordinal.volumes:
-            if vol.storage_class:
-                users.setdefault(vol.storage_class, f"volume {vol.volume}")
-    _check_classes(destination, users, request, found)
-    plan["dependencies"] = _plan_dependencies(source, destination, sts, request, found)
-    if namespace_exists:
-        _check_quota(destination, tns, ordinals, found)
-    return Plan(**plan, problems=found.problems, warnings=found.warnings)
+    return SourceSlice(sts=sts, start=start, replicas=replicas, templates=_templates(sts))
 
 
-def _check_source_health(kube: Kube, sts: Obj, start: int, replicas: int, f: _Findings) -> None:
+def check_source_health(kube: Kube, source_slice: SourceSlice, f: Findings) -> None:
+    """Every pod of the slice Ready, and no rollout in progress."""
+    sts = source_slice.sts
     ns, name = sts["metadata"]["namespace"], sts["metadata"]["name"]
     pods = {p["metadata"]["name"]: p for p in kube.pods(ns, selector_string(sts))}
     not_ready = [
         f"{name}-{k}"
-        for k in range(start, start + replicas)
+        for k in range(source_slice.start, source_slice.start + source_slice.replicas)
         if f"{name}-{k}" not in pods or not is_ready(pods[f"{name}-{k}"])
     ]
     if not_ready:
@@ -302,7 +355,57 @@ def _check_source_health(kube: Kube, sts: Obj, start: int, replicas: int, f: _Fi
         )
 
 
-def _check_compatible(sts: Obj, dest: Obj, request: MigrationRequest, f: _Findings) -> None:
+def check_retention_policy(
+    source_slice: SourceSlice, request: MigrationRequest, f: Findings
+) -> bool:
+    """Scaling down keeps the claims; ``True`` if the migration is to set that itself."""
+    spec = source_slice.sts["spec"]
+    when_scaled = (spec.get("persistentVolumeClaimRetentionPolicy") or {}).get(
+        "whenScaled"
+    ) or "Retain"
+    if when_scaled != "Delete":
+        return False
+    if request.fix_retention_policy:
+        f.warnings.append(
+            "persistentVolumeClaimRetentionPolicy.whenScaled will be set "
+            "from Delete to Retain on the source StatefulSet"
+        )
+        return True
+    f.problem(
+        f"source StatefulSet {request.namespace}/{request.statefulset}",
+        "persistentVolumeClaimRetentionPolicy.whenScaled is Delete: scaling "
+        "down would delete the claims of the ordinals being moved",
+        "set whenScaled to Retain, or pass fix_retention_policy=true to let the migration do it",
+    )
+    return False
+
+
+def check_destination(
+    destination: Kube, source_slice: SourceSlice, request: MigrationRequest, f: Findings
+) -> DestinationSlice:
+    """The destination StatefulSet absent, or compatible and owning the slice just above
+    the source's."""
+    tns, name = request.target_namespace, request.statefulset
+    start, end = source_slice.start, source_slice.start + source_slice.replicas
+    dest_sts = destination.statefulset(tns, name)
+    if dest_sts is None:
+        return DestinationSlice(exists=False, start=end, replicas=0, end=end)
+    d_start, d_replicas = slice_of(dest_sts)
+    check_compatible(source_slice.sts, dest_sts, request, f)
+    if source_slice.replicas > 0 and d_replicas > 0 and d_start != end:
+        f.problem(
+            f"destination StatefulSet {tns}/{name}",
+            f"owns ordinals [{d_start}, {d_start + d_replicas}) but the source "
+            f"owns [{start}, {end}): the slices must meet (an earlier run may have "
+            "stopped mid-move)",
+            "bring the ordinal in between back to one cluster, then start again",
+        )
+    if d_replicas > 0:
+        end = d_start + d_replicas
+    return DestinationSlice(exists=True, start=d_start, replicas=d_replicas, end=end)
+
+
+def check_compatible(sts: Obj, dest: Obj, request: MigrationRequest, f: Findings) -> None:
     where = f"destination StatefulSet {request.target_namespace}/{request.statefulset}"
     if sts["spec"].get("selector") != dest["spec"].get("selector"):
         f.problem(
@@ -331,10 +434,159 @@ def _check_compatible(sts: Obj, dest: Obj, request: MigrationRequest, f: _Findin
         )
 
 
-def _check_classes(
-    dest: Kube, users: dict[str, str], request: MigrationRequest, f: _Findings
+def check_stop_at_ordinal(
+    source_slice: SourceSlice, request: MigrationRequest, f: Findings
+) -> list[int]:
+    """The ordinals to move, highest first: down to ``stop_at_ordinal``, if it is inside."""
+    start, end = source_slice.start, source_slice.start + source_slice.replicas
+    lowest = start
+    if request.stop_at_ordinal is not None:
+        if not start <= request.stop_at_ordinal <= end:
+            f.problem(
+                "request stop_at_ordinal",
+                f"{request.stop_at_ordinal} is outside the source slice [{start}, {end})",
+                f"choose an ordinal from {start} to {end}",
+            )
+        lowest = max(start, request.stop_at_ordinal)
+    return list(range(end - 1, lowest - 1, -1))
+
+
+def check_volumes(
+    source: Kube,
+    dest: Kube,
+    source_slice: SourceSlice,
+    request: MigrationRequest,
+    migration_id: str,
+    moving: list[int],
+    f: Findings,
+) -> list[OrdinalPlan]:
+    """Every claim of every moving ordinal, with its volume."""
+    dest_nodes = dest.node_names()
+    ordinals = []
+    for k in moving:
+        volumes = []
+        for template in source_slice.templates:
+            volume = check_volume(source, dest, request, migration_id, template, k, dest_nodes, f)
+            if volume is not None:
+                volumes.append(volume)
+        ordinals.append(OrdinalPlan(ordinal=k, pod=f"{request.statefulset}-{k}", volumes=volumes))
+    return ordinals
+
+
+def check_volume(
+    source: Kube,
+    dest: Kube,
+    request: MigrationRequest,
+    migration_id: str,
+    template: str,
+    k: int,
+    dest_nodes: set[str],
+    f: Findings,
+) -> VolumePlan | None:
+    """Ordinal k's claim of ``template``: Bound to a PV that exists, that the destination's
+    nodes can reach, and whose names are free in the destination. ``None`` if it cannot
+    be planned."""
+    ns, name = request.namespace, request.statefulset
+    claim = f"{template}-{name}-{k}"
+    pvc = source.pvc(ns, claim)
+    if pvc is None:
+        f.problem(
+            f"source PersistentVolumeClaim {ns}/{claim}",
+            "not found",
+            f"the pod {name}-{k} must have run once; check the StatefulSet",
+        )
+        return None
+    phase = (pvc.get("status") or {}).get("phase")
+    pv_name = pvc["spec"].get("volumeName")
+    if phase != "Bound" or not pv_name:
+        f.problem(
+            f"source PersistentVolumeClaim {ns}/{claim}",
+            f"is {phase}, not Bound",
+            "wait until it is Bound (check its StorageClass provisioner)",
+        )
+        return None
+    pv = source.pv(pv_name)
+    if pv is None:
+        f.problem(
+            f"source PersistentVolume {pv_name}",
+            f"bound to {claim} but not found",
+            "repair the claim's binding before migrating",
+        )
+        return None
+    identity = manifests.storage_identity(pv)
+    check_reachable(pv_name, pv, claim, identity, dest, dest_nodes, f)
+    storage_class = pv["spec"].get("storageClassName") or ""
+    check_names_free(dest, request.target_namespace, claim, pv_name, migration_id, f)
+    return VolumePlan(
+        template=template,
+        claim=claim,
+        volume=pv_name,
+        storage_class=storage_class,
+        destination_storage_class=request.mapped_class(storage_class) or "",
+        storage=identity,
+        reclaim_policy=pv["spec"].get("persistentVolumeReclaimPolicy") or "",
+        size=str(((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage") or ""),
+    )
+
+
+def check_reachable(
+    pv_name: str, pv: Obj, claim: str, identity: str, dest: Kube, dest_nodes: set[str], f: Findings
 ) -> None:
-    """``users`` maps each source storage class to what uses it."""
+    """Node-local storage is warned; affinity to nodes the destination lacks refused."""
+    kind = identity.split(" ", 1)[0]
+    if kind in ("hostPath", "local"):
+        f.warnings.append(
+            f"volume {pv_name} ({claim}) is {kind}: the destination's nodes must see the same path"
+        )
+    hosts = _affinity_hosts(pv)
+    if hosts and not hosts & dest_nodes:
+        f.problem(
+            f"source PersistentVolume {pv_name}",
+            f"node affinity pins it to {', '.join(sorted(hosts))}, which the "
+            f"destination {dest.context} does not have",
+            "use storage reachable from the destination's nodes (or nodes of the same names there)",
+        )
+    elif hosts:
+        f.warnings.append(f"volume {pv_name} is pinned to nodes {sorted(hosts)}")
+
+
+def check_names_free(
+    dest: Kube, tns: str, claim: str, pv_name: str, migration_id: str, f: Findings
+) -> None:
+    """No claim or volume of these names in the destination but ours."""
+    existing_pvc = dest.pvc(tns, claim)
+    if existing_pvc is not None and not manifests.is_ours(existing_pvc, migration_id):
+        f.problem(
+            f"destination PersistentVolumeClaim {tns}/{claim}",
+            "already exists and was not created by this migration",
+            "delete it if it is left over, or migrate into another namespace",
+        )
+    existing_pv = dest.pv(pv_name)
+    if existing_pv is not None and not manifests.is_ours(existing_pv, migration_id):
+        f.problem(
+            f"destination PersistentVolume {pv_name}",
+            "already exists and was not created by this migration",
+            "delete it if it is left over (check its storage first)",
+        )
+
+
+def check_storage_classes(
+    dest: Kube,
+    source_slice: SourceSlice,
+    ordinals: list[OrdinalPlan],
+    request: MigrationRequest,
+    f: Findings,
+) -> None:
+    """Every class the destination will need (after mapping), checked once and named
+    after its first user."""
+    users: dict[str, str] = {}
+    for template, storage_class in source_slice.templates.items():
+        if storage_class:
+            users.setdefault(storage_class, f"volumeClaimTemplate {template!r}")
+    for ordinal in ordinals:
+        for vol in ordinal.volumes:
+            if vol.storage_class:
+                users.setdefault(vol.storage_class, f"volume {vol.volume}")
     for storage_class, user in users.items():
         mapped = request.mapped_class(storage_class)
         if mapped and dest.storage_class(mapped) is None:
@@ -344,97 +596,6 @@ def _check_classes(
                 f"create StorageClass {mapped} in the destination, or map it with "
                 f"storage_class_mapping {{{storage_class!r}: '<a destination class>'}}",
             )
-
-
-def _plan_ordinal(
-    source: Kube,
-    dest: Kube,
-    request: MigrationRequest,
-    migration_id: str,
-    k: int,
-    templates: dict[str, str | None],
-    dest_nodes: set[str],
-    f: _Findings,
-) -> OrdinalPlan:
-    ns, tns, name = request.namespace, request.target_namespace, request.statefulset
-    volumes = []
-    for template in templates:
-        claim = f"{template}-{name}-{k}"
-        pvc = source.pvc(ns, claim)
-        if pvc is None:
-            f.problem(
-                f"source PersistentVolumeClaim {ns}/{claim}",
-                "not found",
-                f"the pod {name}-{k} must have run once; check the StatefulSet",
-            )
-            continue
-        phase = (pvc.get("status") or {}).get("phase")
-        pv_name = pvc["spec"].get("volumeName")
-        if phase != "Bound" or not pv_name:
-            f.problem(
-                f"source PersistentVolumeClaim {ns}/{claim}",
-                f"is {phase}, not Bound",
-                "wait until it is Bound (check its StorageClass provisioner)",
-            )
-            continue
-        pv = source.pv(pv_name)
-        if pv is None:
-            f.problem(
-                f"source PersistentVolume {pv_name}",
-                f"bound to {claim} but not found",
-                "repair the claim's binding before migrating",
-            )
-            continue
-        identity = manifests.storage_identity(pv)
-        kind = identity.split(" ", 1)[0]
-        if kind in ("hostPath", "local"):
-            f.warnings.append(
-                f"volume {pv_name} ({claim}) is {kind}: the destination's nodes "
-                "must see the same path"
-            )
-        hosts = _affinity_hosts(pv)
-        if hosts and not hosts & dest_nodes:
-            f.problem(
-                f"source PersistentVolume {pv_name}",
-                f"node affinity pins it to {', '.join(sorted(hosts))}, which the "
-                f"destination {dest.context} does not have",
-                "use storage reachable from the destination's nodes (or nodes of the same "
-                "names there)",
-            )
-        elif hosts:
-            f.warnings.append(f"volume {pv_name} is pinned to nodes {sorted(hosts)}")
-        storage_class = pv["spec"].get("storageClassName") or ""
-        mapped = request.mapped_class(storage_class) or ""
-        existing_pvc = dest.pvc(tns, claim)
-        if existing_pvc is not None and not manifests.is_ours(existing_pvc, migration_id):
-            f.problem(
-                f"destination PersistentVolumeClaim {tns}/{claim}",
-                "already exists and was not created by this migration",
-                "delete it if it is left over, or migrate into another namespace",
-            )
-        existing_pv = dest.pv(pv_name)
-        if existing_pv is not None and not manifests.is_ours(existing_pv, migration_id):
-            f.problem(
-                f"destination PersistentVolume {pv_name}",
-                "already exists and was not created by this migration",
-                "delete it if it is left over (check its storage first)",
-            )
-        volumes.append(
-            VolumePlan(
-                template=template,
-                claim=claim,
-                volume=pv_name,
-                storage_class=storage_class,
-                destination_storage_class=mapped,
-                storage=identity,
-                reclaim_policy=pv["spec"].get("persistentVolumeReclaimPolicy") or "",
-                size=str(
-                    ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage")
-                    or ""
-                ),
-            )
-        )
-    return OrdinalPlan(ordinal=k, pod=f"{name}-{k}", volumes=volumes)
 
 
 def dependency_names(source: Kube, sts: Obj) -> list[tuple[str, str]]:
@@ -453,9 +614,10 @@ def dependency_names(source: Kube, sts: Obj) -> list[tuple[str, str]]:
     return names
 
 
-def _plan_dependencies(
-    source: Kube, dest: Kube, sts: Obj, request: MigrationRequest, f: _Findings
+def check_dependencies(
+    source: Kube, dest: Kube, sts: Obj, request: MigrationRequest, f: Findings
 ) -> list[Dependency]:
+    """Each dependency present in the destination or copyable from the source."""
     out = []
     for kind, name in dependency_names(source, sts):
         if dest.dependency(kind, request.target_namespace, name) is not None:
@@ -476,7 +638,9 @@ def _plan_dependencies(
     return out
 
 
-def _check_quota(dest: Kube, ns: str, ordinals: list[OrdinalPlan], f: _Findings) -> None:
+def check_quota(dest: Kube, ns: str, ordinals: list[OrdinalPlan], f: Findings) -> None:
+    """Room in every ResourceQuota of the destination namespace for the moving pods and
+    claims."""
     claims = [v for o in ordinals for v in o.volumes]
     need = {
         "pods": Decimal(len(ordinals)),
