@@ -1,0 +1,149 @@
+"""Preflight checks of the clusters themselves: the worker holds both contexts, they
+are two StatefulSets, the servers are new enough, the credentials may do every
+request the run makes, and the destination namespace exists."""
+
+from __future__ import annotations
+
+import re
+
+from activities.kube import Kube
+from activities.preflight.findings import Findings, Versions
+from contract import MigrationRequest
+
+MIN_MINOR = 27  # .spec.ordinals: beta and on by default in 1.27, GA in 1.31
+
+# (verb, resource, API group, namespaced) the run needs, per side.
+SOURCE_PERMISSIONS = [
+    ("get", "statefulsets", "apps", True),
+    ("patch", "statefulsets", "apps", True),
+    ("list", "pods", "", True),
+    ("watch", "pods", "", True),
+    ("get", "pods", "", True),
+    ("get", "persistentvolumeclaims", "", True),
+    ("delete", "persistentvolumeclaims", "", True),
+    ("list", "persistentvolumeclaims", "", True),
+    ("get", "persistentvolumes", "", False),
+    ("patch", "persistentvolumes", "", False),
+    ("list", "volumeattachments", "storage.k8s.io", False),
+    ("watch", "volumeattachments", "storage.k8s.io", False),
+    ("get", "secrets", "", True),
+    ("get", "configmaps", "", True),
+    ("get", "services", "", True),
+    ("get", "serviceaccounts", "", True),
+    ("list", "poddisruptionbudgets", "policy", True),
+]
+DESTINATION_PERMISSIONS = [
+    ("get", "statefulsets", "apps", True),
+    ("create", "statefulsets", "apps", True),
+    ("patch", "statefulsets", "apps", True),
+    ("list", "pods", "", True),
+    ("watch", "pods", "", True),
+    ("get", "pods", "", True),
+    ("get", "persistentvolumeclaims", "", True),
+    ("create", "persistentvolumeclaims", "", True),
+    ("list", "persistentvolumeclaims", "", True),
+    ("watch", "persistentvolumeclaims", "", True),
+    ("get", "persistentvolumes", "", False),
+    ("create", "persistentvolumes", "", False),
+    ("get", "storageclasses", "storage.k8s.io", False),
+    ("get", "secrets", "", True),
+    ("create", "secrets", "", True),
+    ("get", "configmaps", "", True),
+    ("create", "configmaps", "", True),
+    ("get", "services", "", True),
+    ("create", "services", "", True),
+    ("get", "serviceaccounts", "", True),
+    ("create", "serviceaccounts", "", True),
+    ("get", "poddisruptionbudgets", "policy", True),
+    ("create", "poddisruptionbudgets", "policy", True),
+    ("list", "resourcequotas", "", True),
+]
+
+
+def minor_version(git_version: str) -> tuple[int, int] | None:
+    match = re.match(r"v?(\d+)\.(\d+)", git_version)
+    return (int(match[1]), int(match[2])) if match else None
+
+
+def check_contexts(
+    source: Kube | None, destination: Kube | None, request: MigrationRequest, f: Findings
+) -> None:
+    for side, kube, context in (
+        ("source", source, request.source_context),
+        ("destination", destination, request.destination_context),
+    ):
+        if kube is None:
+            f.problem(
+                f"{side} context {context!r}",
+                "the worker's kubeconfig has no such context",
+                "name a context the worker holds, or add it to the worker's "
+                "kubeconfig (STSMIGRATE_KUBECONFIG)",
+            )
+
+
+def check_not_itself(request: MigrationRequest, f: Findings) -> bool:
+    """The destination is another StatefulSet than the source."""
+    if request.source_context == request.destination_context and (
+        request.namespace == request.target_namespace
+    ):
+        f.problem(
+            "request",
+            "source and destination are the same StatefulSet",
+            "name another destination context or namespace",
+        )
+        return False
+    return True
+
+
+def check_versions(source: Kube, destination: Kube, f: Findings) -> Versions:
+    return Versions(
+        source=_check_version("source", source, f),
+        destination=_check_version("destination", destination, f),
+    )
+
+
+def _check_version(side: str, kube: Kube, f: Findings) -> str:
+    version = kube.version()
+    parsed = minor_version(version)
+    if parsed is None or parsed < (1, MIN_MINOR):
+        f.problem(
+            f"{side} cluster {kube.context}",
+            f"Kubernetes {version} is too old: StatefulSet .spec.ordinals needs "
+            f"1.{MIN_MINOR} or later",
+            "upgrade the control plane to 1.27+ (1.31+ recommended, where the feature is GA)",
+        )
+    return version
+
+
+def check_permissions(
+    source: Kube, destination: Kube, request: MigrationRequest, f: Findings
+) -> None:
+    # Permissions before anything else is read: without them the reads below would
+    # only fail one by one, while this names every missing permission at once.
+    for side, kube, perms, namespace in (
+        ("source", source, SOURCE_PERMISSIONS, request.namespace),
+        ("destination", destination, DESTINATION_PERMISSIONS, request.target_namespace),
+    ):
+        missing = [
+            f"{verb} {resource}"
+            for verb, resource, group, namespaced in perms
+            if not kube.can(verb, resource, group, namespace if namespaced else None)
+        ]
+        if missing:
+            f.problem(
+                f"{side} cluster {kube.context}",
+                f"the worker's credentials may not: {', '.join(missing)}",
+                "grant them (deploy/rbac.yaml has the role this run needs)",
+            )
+
+
+def check_destination_namespace(destination: Kube, request: MigrationRequest, f: Findings) -> bool:
+    tns = request.target_namespace
+    if destination.namespace(tns) is not None:
+        return True
+    f.problem(
+        f"destination namespace {tns}",
+        f"does not exist in {destination.context}",
+        f"kubectl --context {destination.context} create namespace {tns}",
+    )
+    return False

@@ -1,0 +1,114 @@
+"""``build_plan``: the preflight checks in their fixed order, and the plan from their
+parts. The order is that of the problems and warnings in the plan, and of the reads."""
+
+from __future__ import annotations
+
+from activities.kube import Kube
+from activities.preflight.access import (
+    check_contexts,
+    check_destination_namespace,
+    check_not_itself,
+    check_permissions,
+    check_versions,
+)
+from activities.preflight.dependencies import check_dependencies
+from activities.preflight.findings import (
+    NO_DESTINATION,
+    NO_SOURCE,
+    NO_VERSIONS,
+    DestinationSlice,
+    Findings,
+    SourceSlice,
+    Versions,
+)
+from activities.preflight.statefulsets import (
+    check_destination,
+    check_retention_policy,
+    check_source,
+    check_source_health,
+    check_stop_at_ordinal,
+)
+from activities.preflight.volumes import check_quota, check_storage_classes, check_volumes
+from contract import Dependency, MigrationRequest, OrdinalPlan, Plan
+
+
+def build_plan(
+    source: Kube | None, destination: Kube | None, request: MigrationRequest, migration_id: str
+) -> Plan:
+    """Read both clusters and return the plan with every problem found.
+
+    ``None`` for a side means the worker has no such context; that is a problem too.
+    A failed check that later checks depend on returns the plan found so far.
+    """
+    found = Findings()
+    check_contexts(source, destination, request, found)
+    if source is None or destination is None or not check_not_itself(request, found):
+        return _plan(request, migration_id, found)
+    versions = check_versions(source, destination, found)
+    check_permissions(source, destination, request, found)
+    if found.problems:
+        return _plan(request, migration_id, found, versions)
+    namespace_exists = check_destination_namespace(destination, request, found)
+    source_slice = check_source(source, request, found)
+    if source_slice is None:
+        return _plan(request, migration_id, found, versions)
+    check_source_health(source, source_slice, found)
+    fix_retention_policy = check_retention_policy(source_slice, request, found)
+    destination_slice = check_destination(destination, source_slice, request, found)
+    moving = check_stop_at_ordinal(source_slice, request, found)
+    ordinals = check_volumes(
+        source, destination, source_slice, request, migration_id, moving, found
+    )
+    check_storage_classes(destination, source_slice, ordinals, request, found)
+    dependencies = check_dependencies(source, destination, source_slice.sts, request, found)
+    if namespace_exists:
+        check_quota(destination, request.target_namespace, ordinals, found)
+    return _plan(
+        request,
+        migration_id,
+        found,
+        versions,
+        source_slice,
+        destination_slice,
+        ordinals=ordinals,
+        dependencies=dependencies,
+        fix_retention_policy=fix_retention_policy,
+    )
+
+
+def _plan(
+    request: MigrationRequest,
+    migration_id: str,
+    found: Findings,
+    versions: Versions = NO_VERSIONS,
+    source: SourceSlice = NO_SOURCE,
+    destination: DestinationSlice = NO_DESTINATION,
+    *,
+    ordinals: list[OrdinalPlan] | None = None,
+    dependencies: list[Dependency] | None = None,
+    fix_retention_policy: bool = False,
+) -> Plan:
+    """The plan from its parts; the parts of checks never reached are empty."""
+    return Plan(
+        migration_id=migration_id,
+        source_context=request.source_context,
+        destination_context=request.destination_context,
+        namespace=request.namespace,
+        destination_namespace=request.target_namespace,
+        statefulset=request.statefulset,
+        source_version=versions.source,
+        destination_version=versions.destination,
+        source_start=source.start,
+        source_replicas=source.replicas,
+        end=destination.end,
+        destination_exists=destination.exists,
+        destination_start=destination.start,
+        destination_replicas=destination.replicas,
+        claim_templates=list(source.templates),
+        service_name=source.service_name,
+        ordinals=ordinals or [],
+        dependencies=dependencies or [],
+        fix_retention_policy=fix_retention_policy,
+        warnings=found.warnings,
+        problems=found.problems,
+    )
