@@ -60,15 +60,20 @@ from stsmigrate.codec import codec_from_env, data_converter
 
 __all__ = [
     "TASK_QUEUE",
+    "AbortRequest",
     "ApprovalPolicy",
+    "ApproveRequest",
     "Migration",
     "MigrationRequest",
     "MigrationResult",
+    "PauseRequest",
     "Plan",
     "Progress",
     "Rejected",
+    "RollbackRequest",
     "WaitTimeouts",
     "connect",
+    "default_migration_id",
     "exit_now",
     "get_migration",
     "run",
@@ -79,7 +84,8 @@ WORKFLOW = "MigrateStatefulSet"
 
 
 class Rejected(Exception):
-    """The workflow refused an operator message (its update validator said why)."""
+    """The workflow refused an operator message: its update validator said why (an
+    ApplicationError of type ``contract.errors.REJECTED``)."""
 
 
 async def connect(env: Mapping[str, str] | None = None, **overrides: Any) -> Client:
@@ -93,9 +99,13 @@ async def connect(env: Mapping[str, str] | None = None, **overrides: Any) -> Cli
     return await Client.connect(**{**config, **overrides, "data_converter": converter})
 
 
-def run(main: Coroutine[Any, Any, int | None]) -> NoReturn:
+def run(
+    main: Coroutine[Any, Any, int | None], *, propagate: tuple[type[BaseException], ...] = ()
+) -> NoReturn:
     """Run ``main`` like ``asyncio.run`` and end the process with its exit code
-    (None: 0; an exception: its traceback and 1; Ctrl-C: 130).
+    (None: 0; an exception: its traceback and 1; Ctrl-C: 130). An exception of a
+    type in ``propagate`` is raised instead, and the process goes on (the
+    ``stsmigrate`` command hands usage errors back to click that way).
 
     Make it the last line of a script that talks to Temporal. When the interpreter
     tears down, the SDK's Rust threads can still be calling into Python; that aborts
@@ -106,6 +116,8 @@ def run(main: Coroutine[Any, Any, int | None]) -> NoReturn:
     """
     try:
         code = asyncio.run(main) or 0
+    except propagate:
+        raise
     except SystemExit as stop:
         code = stop.code if isinstance(stop.code, int) else 0 if stop.code is None else 1
         if not isinstance(stop.code, int | None):
@@ -243,8 +255,9 @@ class Migration:
         await self.handle.signal(name, *([] if arg is None else [arg]))
 
     async def update(self, name: str, arg: Any = None) -> Progress:
-        """Send an operator message (pause, resume, approve, abort, set_approval) as an
-        update; returns the progress once accepted, raises Rejected otherwise."""
+        """Send an operator message (pause, resume, approve, abort, set_approval,
+        rollback) as an update; returns the progress once accepted, raises Rejected
+        otherwise."""
         try:
             args = [] if arg is None else [arg]
             return await self.handle.execute_update(name, args=args, result_type=Progress)

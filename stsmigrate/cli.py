@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import os
+import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from pathlib import Path
@@ -28,25 +30,25 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
-from contract import (
+from contract import plan_ordinals, progress_rows
+from contract.errors import PREFLIGHT_FAILED
+from stsmigrate.api import (
     TASK_QUEUE,
     AbortRequest,
     ApprovalPolicy,
     ApproveRequest,
+    Migration,
     MigrationRequest,
     MigrationResult,
     PauseRequest,
     Plan,
     Progress,
-    RollbackRequest,
-    default_migration_id,
-)
-from stsmigrate.api import (
-    Migration,
     Rejected,
+    RollbackRequest,
     connect,
-    exit_now,
+    default_migration_id,
     get_migration,
+    run,
     start_migration,
 )
 from stsmigrate.codec import CodecKeyError, CodecServer, codec_from_env, new_key
@@ -57,13 +59,13 @@ err = Console(stderr=True, highlight=False)
 
 
 def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..., None]:
-    """Run an async command; turn the errors a user can act on into one clear line.
+    """Run an async command through ``stsmigrate.api.run`` (the process ends without
+    the interpreter teardown that temporalio/sdk-python#300 breaks); turn the errors
+    a user can act on into one clear line.
 
-    Usage errors (click exceptions, e.g. a bad request found before connecting)
-    propagate to click as usual. Otherwise the process ends with ``exit_now`` (flush,
-    then ``os._exit``): the SDK's Rust threads can outlive the event loop and abort
-    interpreter teardown (temporalio/sdk-python#300), which would turn a finished
-    command into exit code -6 or -11.
+    What click itself handles goes back to click as usual: usage errors (e.g. a bad
+    request found before connecting: its message, exit code 2) and a closed output
+    pipe (exit code 1, no traceback).
     """
 
     async def guarded(*args: Any, **kwargs: Any) -> int:
@@ -87,11 +89,7 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> None:
-        try:
-            code = asyncio.run(guarded(*args, **kwargs))
-        except KeyboardInterrupt:
-            code = 130
-        exit_now(code)
+        run(guarded(*args, **kwargs), propagate=(click.ClickException, BrokenPipeError))
 
     return wrapper
 
@@ -257,23 +255,12 @@ def progress_view(migration_id: str, progress: Progress, plan: Plan | None) -> G
     if progress.aborting and progress.phase != "aborted":
         parts.append(Text("aborting at the next safe point", style="red"))
     table = Table("ordinal", "status", "seconds / step")
-    done = {r.ordinal: r for r in progress.finished}
-    for k in plan_ordinals(progress, plan):
-        if k in done:
-            table.add_row(str(k), "moved" if done[k].moved else "stayed", f"{done[k].seconds:.1f}")
-        elif k == progress.current_ordinal:
-            table.add_row(str(k), progress.phase, progress.step or "")
-        else:
-            table.add_row(str(k), "waiting", "")
+    for row in progress_rows(progress, plan_ordinals(progress, plan)):
+        detail = f"{row.seconds:.1f}" if row.seconds is not None else row.step
+        table.add_row(str(row.ordinal), row.status, detail)
     parts.append(table)
     parts += [Text(f"warning: {w}", style="yellow") for w in progress.warnings]
     return Group(*parts)
-
-
-def plan_ordinals(progress: Progress, plan: Plan | None) -> list[int]:
-    if plan is not None:
-        return [o.ordinal for o in plan.ordinals]
-    return sorted({*(r.ordinal for r in progress.finished), *progress.remaining}, reverse=True)
 
 
 def result_view(result: MigrationResult) -> Group:
@@ -339,7 +326,7 @@ async def plan(obj: dict[str, Any], as_json: bool, file: Path | None, **flags: A
         the_plan = (await migration.result()).plan
     except WorkflowFailureError as e:
         cause = e.cause
-        if not (isinstance(cause, ApplicationError) and cause.type == "PreflightFailed"):
+        if not (isinstance(cause, ApplicationError) and cause.type == PREFLIGHT_FAILED):
             raise
         the_plan = Plan.model_validate(cause.details[0])
     assert the_plan is not None
@@ -490,8 +477,9 @@ async def abort(reason: str) -> tuple[str, Any]:
 
 
 @main.command()
-@click.option("--all", "everything", is_flag=True,
-              help="every ordinal this run moved, then end the run")  # fmt: skip
+@click.option(
+    "--all", "everything", is_flag=True, help="every ordinal this run moved, then end the run"
+)
 @click.option("--reason", default="", help="shown in the progress and the log")
 @control
 async def rollback(everything: bool, reason: str) -> tuple[str, Any]:
@@ -522,8 +510,12 @@ def codec_key() -> None:
 @main.command("codec-server")
 @click.option("--host", default="127.0.0.1", show_default=True, help="address to bind")
 @click.option("--port", default=8081, show_default=True, help="port to listen on")
-@click.option("--ui-origin", "origins", multiple=True, help="allow this Temporal UI origin "
-              "(CORS; repeatable; default: the --ui URL)")  # fmt: skip
+@click.option(
+    "--ui-origin",
+    "origins",
+    multiple=True,
+    help="allow this Temporal UI origin (CORS; repeatable; default: the --ui URL)",
+)
 @click.pass_obj
 def codec_server(obj: dict[str, Any], host: str, port: int, origins: tuple[str, ...]) -> None:
     """Serve .../encode and .../decode for the Temporal UI and CLI (--codec-endpoint),
@@ -543,9 +535,14 @@ def codec_server(obj: dict[str, Any], host: str, port: int, origins: tuple[str, 
 @main.command()
 def worker() -> None:
     """Run the worker (the same as `python worker.py`; settings from the environment)."""
-    import worker as worker_module
-
-    worker_module.main()
+    # The worker is the top-level module ``worker``, which imports this package (the
+    # codec, ``run``); the client side does not import it back. This process becomes
+    # ``python -m worker`` instead, as deploy/worker.yaml runs it: exec keeps the pid,
+    # the environment, the standard streams and ignored signals. -P: the current
+    # directory does not go first on sys.path, as for this command.
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    os.execv(sys.executable, [sys.executable, "-P", "-m", "worker"])  # noqa: S606 (our argv)
 
 
 if __name__ == "__main__":
