@@ -29,7 +29,7 @@ import logging
 import os
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -188,25 +188,37 @@ async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     )
 
 
-def activity_methods(obj: object) -> list[Any]:
-    """The bound @activity.defn methods of an activities object."""
-    return [
-        getattr(obj, name)
-        for name in dir(type(obj))
-        if hasattr(getattr(type(obj), name), "__temporal_activity_definition")
-    ]
-
-
 def activities_of(
     temporal: Client, clients: Mapping[str, k8s.ApiClient], settings: Settings
-) -> list[Any]:
+) -> list[Callable[..., Any]]:
     """Every activity the worker registers, bound to its clients (the test fakes are
-    checked against this list: tests/test_parity.py)."""
+    checked against this list: tests/test_parity.py). Named one by one, as the SDK's
+    samples do: an @activity.defn method runs on this worker once it is listed here."""
+    cluster = ClusterActivities(clients)
+    migration = MigrationActivities(clients, settings.allow_command_probes)
+    health = HealthActivities(clients, settings.allow_command_probes)
+    server = TemporalActivities(temporal)
     return [
-        *activity_methods(ClusterActivities(clients)),
-        *activity_methods(MigrationActivities(clients, settings.allow_command_probes)),
-        *activity_methods(HealthActivities(clients, settings.allow_command_probes)),
-        *activity_methods(TemporalActivities(temporal)),
+        cluster.read_cluster_info,
+        # preflight and the parent's steps
+        migration.plan_migration,
+        migration.ensure_retention_policy,
+        migration.ensure_destination_statefulset,
+        migration.ensure_dependencies,
+        migration.read_statefulset,
+        # the steps of one ordinal (the hand-over: docs/design.md)
+        migration.wait_for_slice_ready,
+        migration.read_pod,
+        migration.ensure_volumes_retained,
+        migration.set_statefulset_slice,
+        migration.wait_for_pod_gone,
+        migration.release_claims,
+        migration.import_volumes,
+        migration.reclaim_volumes,
+        migration.wait_for_claims_bound,
+        migration.wait_for_pod_ready,
+        health.probe_ordinal,
+        server.registered_search_attributes,
     ]
 
 
