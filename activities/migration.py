@@ -7,7 +7,6 @@ is in ``activities.converging``). Its own activity is the preflight.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
 
 import structlog
 from kubernetes import client
@@ -23,27 +22,12 @@ from contract import Plan, PlanInput, Problem
 
 log = structlog.get_logger(__name__)
 
-# Transitional (issue 13): old Python names of renamed activities, new name by old,
-# until workflows/ calls the new ones. Delete with the metaclass below.
-_OLD_NAMES = {"release_source_claims": "release_claims"}
-
-
-class _KeepsOldNames(type):
-    """``MigrationActivities.<old name>`` still resolves, looked up only on demand, so
-    ``dir()`` (the worker's registration) lists each activity once."""
-
-    def __getattr__(cls, name: str) -> Any:
-        if name in _OLD_NAMES:
-            return getattr(cls, _OLD_NAMES[name])
-        raise AttributeError(f"type object {cls.__name__!r} has no attribute {name!r}")
-
 
 class MigrationActivities(
     SliceActivities,
     PodActivities,
     VolumeActivities,
     DependencyActivities,
-    metaclass=_KeepsOldNames,
 ):
     def __init__(
         self, clients: Mapping[str, client.ApiClient], allow_command_probes: bool = False
