@@ -138,8 +138,13 @@ def tcp_connect(host: str, port: int, timeout: int) -> str:
 
 def redis_cluster(host: str, port: int, expected_nodes: int | None, timeout: int) -> str:
     """CLUSTER INFO says cluster_state:ok (and the expected number of known nodes)."""
-    conn = redis.Redis(host=host, port=port, socket_timeout=timeout,
-                       socket_connect_timeout=timeout, decode_responses=True)  # fmt: skip
+    conn = redis.Redis(
+        host=host,
+        port=port,
+        socket_timeout=timeout,
+        socket_connect_timeout=timeout,
+        decode_responses=True,
+    )
     try:
         info = conn.execute_command("CLUSTER INFO")
     except redis.RedisError as e:
