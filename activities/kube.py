@@ -72,7 +72,7 @@ def kube_for(clients: Mapping[str, client.ApiClient], context: str) -> Kube:
 
 class Kube:
     def __init__(self, api: client.ApiClient, context: str) -> None:
-        self.api = api
+        self._api = api
         self.context = context
         self._core = client.CoreV1Api(api)
         self._apps = client.AppsV1Api(api)
@@ -103,32 +103,32 @@ class Kube:
             raise errors.classify(exc, f"{action} in {self.context}") from None
         return dict(json.loads(resp.data)) if resp.data else {}
 
-    def call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
+    def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
         return self._request(action, fn, *args, answer=None, **kwargs) or {}
 
-    def maybe(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
+    def _maybe(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj | None:
         return self._request(action, fn, *args, answer=404, **kwargs)
 
     # -- reads ------------------------------------------------------------------------
     def version(self) -> str:
         try:
-            info = client.VersionApi(self.api).get_code(_request_timeout=REQUEST_TIMEOUT)
+            info = client.VersionApi(self._api).get_code(_request_timeout=REQUEST_TIMEOUT)
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, f"read server version of {self.context}") from None
         return str(info.git_version)
 
     def statefulset(self, ns: str, name: str) -> Obj | None:
-        return self.maybe(
+        return self._maybe(
             f"read StatefulSet {ns}/{name}", self._apps.read_namespaced_stateful_set, name, ns
         )
 
     def pod(self, ns: str, name: str) -> Obj | None:
-        return self.maybe(f"read Pod {ns}/{name}", self._core.read_namespaced_pod, name, ns)
+        return self._maybe(f"read Pod {ns}/{name}", self._core.read_namespaced_pod, name, ns)
 
     def pods(self, ns: str, selector: str | None = None) -> list[Obj]:
         """The namespace's pods, or those matching the label ``selector``."""
         return list(
-            self.call(
+            self._call(
                 f"list Pods in {ns}",
                 self._core.list_namespaced_pod,
                 ns,
@@ -137,7 +137,7 @@ class Kube:
         )
 
     def pvc(self, ns: str, name: str) -> Obj | None:
-        return self.maybe(
+        return self._maybe(
             f"read PersistentVolumeClaim {ns}/{name}",
             self._core.read_namespaced_persistent_volume_claim,
             name,
@@ -145,35 +145,35 @@ class Kube:
         )
 
     def pv(self, name: str) -> Obj | None:
-        return self.maybe(f"read PersistentVolume {name}", self._core.read_persistent_volume, name)
+        return self._maybe(f"read PersistentVolume {name}", self._core.read_persistent_volume, name)
 
     def storage_class(self, name: str) -> Obj | None:
-        return self.maybe(f"read StorageClass {name}", self._storage.read_storage_class, name)
+        return self._maybe(f"read StorageClass {name}", self._storage.read_storage_class, name)
 
     def namespace(self, name: str) -> Obj | None:
-        return self.maybe(f"read Namespace {name}", self._core.read_namespace, name)
+        return self._maybe(f"read Namespace {name}", self._core.read_namespace, name)
 
     def nodes(self) -> list[Obj]:
-        return list(self.call("list Nodes", self._core.list_node)["items"])
+        return list(self._call("list Nodes", self._core.list_node)["items"])
 
     def node_names(self) -> set[str]:
         return {n["metadata"]["name"] for n in self.nodes()}
 
     def volume_attachments(self) -> list[Obj]:
         return list(
-            self.call("list VolumeAttachments", self._storage.list_volume_attachment)["items"]
+            self._call("list VolumeAttachments", self._storage.list_volume_attachment)["items"]
         )
 
     def quotas(self, ns: str) -> list[Obj]:
         return list(
-            self.call(
+            self._call(
                 f"list ResourceQuotas in {ns}", self._core.list_namespaced_resource_quota, ns
             )["items"]
         )
 
     def pdbs(self, ns: str) -> list[Obj]:
         return list(
-            self.call(
+            self._call(
                 f"list PodDisruptionBudgets in {ns}",
                 self._policy.list_namespaced_pod_disruption_budget,
                 ns,
@@ -188,7 +188,7 @@ class Kube:
             "Service": self._core.read_namespaced_service,
             "PodDisruptionBudget": self._policy.read_namespaced_pod_disruption_budget,
         }[kind]
-        return self.maybe(f"read {kind} {ns}/{name}", read, name, ns)
+        return self._maybe(f"read {kind} {ns}/{name}", read, name, ns)
 
     def can(self, verb: str, resource: str, group: str = "", namespace: str | None = None) -> bool:
         review = {
@@ -203,7 +203,7 @@ class Kube:
                 }
             },
         }
-        out = self.call(
+        out = self._call(
             f"review access to {verb} {resource}",
             self._authz.create_self_subject_access_review,
             review,
@@ -230,7 +230,7 @@ class Kube:
         return self._request(f"create {kind} {name}", create[kind], ns, body, answer=409)
 
     def patch_statefulset(self, ns: str, name: str, patch: Obj) -> Obj:
-        return self.call(
+        return self._call(
             f"patch StatefulSet {ns}/{name}",
             self._apps.patch_namespaced_stateful_set,
             name,
@@ -240,7 +240,7 @@ class Kube:
         )
 
     def patch_pv(self, name: str, patch: Obj) -> Obj:
-        return self.call(
+        return self._call(
             f"patch PersistentVolume {name}",
             self._core.patch_persistent_volume,
             name,
@@ -249,7 +249,7 @@ class Kube:
         )
 
     def annotate_pvc(self, ns: str, name: str, annotations: dict[str, str]) -> Obj:
-        return self.call(
+        return self._call(
             f"annotate PersistentVolumeClaim {name}",
             self._core.patch_namespaced_persistent_volume_claim,
             name,
@@ -259,7 +259,7 @@ class Kube:
         )
 
     def delete_pvc(self, ns: str, name: str) -> None:
-        self.maybe(
+        self._maybe(
             f"delete PersistentVolumeClaim {ns}/{name}",
             self._core.delete_namespaced_persistent_volume_claim,
             name,
@@ -310,7 +310,7 @@ class Kube:
         """
         deadline = time.monotonic() + timeout
         while True:
-            listed = self.call(f"list for {what}", list_fn, *args, **selectors)
+            listed = self._call(f"list for {what}", list_fn, *args, **selectors)
             items = {i["metadata"]["name"]: i for i in listed.get("items") or []}
             activity.heartbeat(what)
             if done(items):
@@ -332,7 +332,7 @@ class Kube:
                     _request_timeout=(REQUEST_TIMEOUT[0], window + 5),
                     **selectors,
                 ):
-                    obj = self.api.sanitize_for_serialization(event["object"])
+                    obj = self._api.sanitize_for_serialization(event["object"])
                     name = (obj.get("metadata") or {}).get("name")
                     if event["type"] == "DELETED":
                         items.pop(name, None)
