@@ -18,7 +18,7 @@ from rich.console import Console
 
 from contract import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
 from stsmigrate.cli import build_request, main, plan_view, progress_view, ui_link
-from tests.helpers import REPO
+from tests.support.paths import REPO
 
 FLAGS = {
     "statefulset": None,
@@ -79,17 +79,25 @@ def test_a_yaml_file_and_flags_make_one_request(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["-s", "Redis", "-n", "shop", "--from", "a", "--to", "b"],
-         "statefulset: Value error, 'Redis' is not a valid Kubernetes name"),
+        (
+            ["-s", "Redis", "-n", "shop", "--from", "a", "--to", "b"],
+            "statefulset: Value error, 'Redis' is not a valid Kubernetes name",
+        ),
         (["-s", "redis", "-n", "shop", "--from", "a"], "destination_context: Field required"),
-        (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--storage-class", "x"],
-         "use SRC=DST"),
-        (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--approval", "ordinals"],
-         'approval mode "ordinals" needs a non-empty list'),
-        (["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--stop-at-ordinal", "-1"],
-         "stop_at_ordinal: Input should be greater than or equal to 0"),
+        (
+            ["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--storage-class", "x"],
+            "use SRC=DST",
+        ),
+        (
+            ["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--approval", "ordinals"],
+            'approval mode "ordinals" needs a non-empty list',
+        ),
+        (
+            ["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--stop-at-ordinal", "-1"],
+            "stop_at_ordinal: Input should be greater than or equal to 0",
+        ),
     ],
-)  # fmt: skip
+)
 def test_bad_input_is_refused_before_connecting(args: list[str], message: str) -> None:
     # TEMPORAL_ADDRESS points nowhere: a connection attempt would fail differently.
     runner = CliRunner(env={"TEMPORAL_ADDRESS": "127.0.0.1:1"})
@@ -158,7 +166,7 @@ def test_ui_links_escape_the_workflow_id() -> None:
         ("raise SystemExit(4)", 4, "", None),
         ("logging.getLogger('x').warning('logged')", 0, "", "logged"),
     ],
-)  # fmt: skip
+)
 def test_run_ends_the_process_with_the_coroutines_outcome(
     body: str, code: int, stdout: str, stderr: str | None
 ) -> None:

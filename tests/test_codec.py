@@ -20,7 +20,6 @@ from temporalio.api.common.v1 import Payload, Payloads
 from temporalio.api.history.v1 import HistoryEvent
 from temporalio.client import Client
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
 from contract import DescribeClustersInput, DescribeClustersResult
 from devenv.clusters import LocalClusters, free_port
@@ -34,9 +33,10 @@ from stsmigrate.codec import (
     data_converter,
     new_key,
 )
-from tests.helpers import WorkerProcess, temporal_cli
-from tests.test_controls import FakeClusters
-from workflows import SLICE_GUARD, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from tests.support.commands import temporal_cli
+from tests.support.fakes import FakeClusters, fake_worker
+from tests.support.processes import WorkerProcess
+from workflows import SLICE_GUARD
 
 KEY = base64.b64decode(new_key())
 
@@ -179,12 +179,7 @@ async def test_with_the_codec_on_the_server_stores_no_readable_payload(
         destination_context="destination",
         storage_class_mapping={"fast": marker},
     )
-    async with Worker(
-        keyed,
-        task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
-        activities=clusters.activities(),
-    ):
+    async with fake_worker(keyed, task_queue, clusters.activities()):
         migration = await start_migration(
             keyed, request, migration_id=f"codec-{uuid.uuid4().hex[:8]}", task_queue=task_queue
         )
@@ -214,9 +209,9 @@ async def test_with_the_codec_on_the_server_stores_no_readable_payload(
     server = CodecServer(AesGcmCodec(KEY), port=free_port())
     server.start()
     try:
-        shown = await temporal_cli(target, "workflow", "show", "--workflow-id", migration.id,
-                                   "--codec-endpoint", server.url)  # fmt: skip
-        hidden = await temporal_cli(target, "workflow", "show", "--workflow-id", migration.id)
+        show = ["workflow", "show", "--workflow-id", migration.id]
+        shown = await temporal_cli(target, *show, "--codec-endpoint", server.url)
+        hidden = await temporal_cli(target, *show)
     finally:
         server.stop()
     assert marker.encode() in payload_data(shown)

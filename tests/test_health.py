@@ -7,7 +7,6 @@ from __future__ import annotations
 import http.server
 import shutil
 import socket
-import subprocess
 import threading
 import time
 from collections.abc import Iterator
@@ -20,13 +19,18 @@ from temporalio.testing import ActivityEnvironment
 from activities.health import HealthActivities
 from contract import HealthGates, HealthReport, Probe, ProbeInput
 from devenv.clusters import free_port
+from tests.support.redis_cluster import RedisCluster
 
 
 def run_probes(*probes: Probe, allow_commands: bool = False, ordinal: int = 3) -> HealthReport:
     task = ProbeInput(
-        probes=list(probes), context="nowhere", namespace="shop", statefulset="redis",
-        service="redis-headless", ordinal=ordinal,
-    )  # fmt: skip
+        probes=list(probes),
+        context="nowhere",
+        namespace="shop",
+        statefulset="redis",
+        service="redis-headless",
+        ordinal=ordinal,
+    )
     return ActivityEnvironment().run(HealthActivities({}, allow_commands).probe_ordinal, task)
 
 
@@ -78,8 +82,10 @@ def test_tcp_probe_connects_or_says_why() -> None:
 
 
 def test_command_probes_run_only_where_the_worker_allows_them() -> None:
-    probes = [Probe(kind="command", command=["true"]),
-              Probe(kind="command", command=["sh", "-c", "exit {ordinal}"], retries=0)]  # fmt: skip
+    probes = [
+        Probe(kind="command", command=["true"]),
+        Probe(kind="command", command=["sh", "-c", "exit {ordinal}"], retries=0),
+    ]
     allowed = run_probes(*probes, allow_commands=True)
     assert allowed.results[0].ok and not allowed.results[1].ok
     assert allowed.results[1].detail == "sh exited 3"
@@ -95,62 +101,6 @@ def test_probe_definitions_are_checked() -> None:
     with pytest.raises(ValueError, match="on_failure"):
         HealthGates(on_failure="ignore")  # type: ignore[arg-type]
     assert Probe(kind="http", url="http://x/{{literal}}/{pod}").url  # doubled braces are fine
-
-
-class RedisCluster:
-    """Three cluster-enabled redis-server masters on loopback, joined by redis-cli."""
-
-    def __init__(self, folder: Path, nodes: int = 3) -> None:
-        self.folder = folder
-        # Each node also listens on port + 10000, the cluster bus.
-        self.ports = [free_port(also=10000) for _ in range(nodes)]
-        self.procs: dict[int, subprocess.Popen[bytes]] = {}
-
-    def start(self) -> None:
-        for port in self.ports:
-            work = self.folder / str(port)
-            work.mkdir(parents=True)
-            self.procs[port] = subprocess.Popen(
-                ["setpriv", "--pdeathsig", "SIGTERM", "--", "redis-server", "--port", str(port),
-                 "--bind", "127.0.0.1", "--cluster-enabled", "yes", "--cluster-node-timeout",
-                 "1000", "--cluster-config-file", str(work / "nodes.conf"), "--dir", str(work),
-                 "--save", "", "--appendonly", "no", "--protected-mode", "yes",
-                 "--logfile", str(work / "redis.log")],
-                stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
-            )  # fmt: skip
-        for port in self.ports:
-            self._wait_listening(port, self.folder / str(port) / "redis.log")
-        subprocess.run(
-            ["redis-cli", "--cluster", "create", *(f"127.0.0.1:{p}" for p in self.ports),
-             "--cluster-replicas", "0", "--cluster-yes"],
-            check=True, capture_output=True, timeout=60,
-        )  # fmt: skip
-
-    @staticmethod
-    def _wait_listening(port: int, log: Path) -> None:
-        for _ in range(100):
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=1).close()
-                return
-            except OSError:
-                time.sleep(0.1)
-        said = log.read_text()[-2000:] if log.exists() else "(no log)"
-        raise AssertionError(f"redis-server on {port} did not listen; its log:\n{said}")
-
-    def info(self, port: int) -> str:
-        out = subprocess.run(["redis-cli", "-p", str(port), "cluster", "info"],
-                             capture_output=True, text=True, timeout=10)  # fmt: skip
-        return out.stdout
-
-    def stop_node(self, port: int) -> None:
-        self.procs[port].terminate()
-        self.procs[port].wait(10)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-                proc.wait(10)
 
 
 @pytest.fixture
@@ -190,6 +140,7 @@ def test_redis_cluster_probe_against_a_real_cluster(redis_cluster: RedisCluster)
     assert failed.results[0].attempts == 2
     assert failed.results[0].detail == f"redis 127.0.0.1:{port}: cluster_state:fail"
     # A node nobody listens on is named too.
-    gone = run_probes(Probe(kind="redis_cluster", host="127.0.0.1",
-                            port=redis_cluster.ports[2], retries=0))  # fmt: skip
+    gone = run_probes(
+        Probe(kind="redis_cluster", host="127.0.0.1", port=redis_cluster.ports[2], retries=0)
+    )
     assert not gone.ok and f"redis 127.0.0.1:{redis_cluster.ports[2]}" in gone.failures

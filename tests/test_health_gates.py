@@ -11,25 +11,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from temporalio import activity
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
-from temporalio.worker import Worker
 
-from contract import (
-    SEARCH_ATTRIBUTES,
-    ApprovalPolicy,
-    HealthGates,
-    HealthReport,
-    Probe,
-    ProbeInput,
-    ProbeResult,
-)
+from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, HealthGates, Probe
 from stsmigrate.api import Rejected
-from tests.helpers import histories, record
-from tests.test_controls import ORDINALS, FakeClusters, at, start
-from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from tests.support.fakes import ORDINALS, FakeClusters, FakeProbes, at, fake_worker, start
+from tests.support.histories import histories, record
 
 GATES = [Probe(kind="tcp", name="fake", host="{pod}", port=1)]
 
@@ -39,25 +28,13 @@ async def gated(
     temporal_env: WorkflowEnvironment,
 ) -> AsyncIterator[tuple[FakeClusters, str, set[int]]]:
     clusters = FakeClusters(list(SEARCH_ATTRIBUTES))
-    failing: set[int] = set()
-    probed: list[ProbeInput] = []
-
-    @activity.defn(name="probe_ordinal")
-    async def probe_ordinal(task: ProbeInput) -> HealthReport:
-        probed.append(task)
-        ok = task.ordinal not in failing
-        detail = "up" if ok else f"{task.statefulset}-{task.ordinal} is down"
-        return HealthReport(results=[ProbeResult(probe="fake", ok=ok, attempts=1, detail=detail)])
-
+    probes = FakeProbes()
     task_queue = f"gates-{uuid.uuid4().hex[:8]}"
-    async with Worker(
-        temporal_env.client,
-        task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
-        activities=[*clusters.activities(), probe_ordinal],
+    async with fake_worker(
+        temporal_env.client, task_queue, [*clusters.activities(), *probes.activities()]
     ):
-        yield clusters, task_queue, failing
-    assert all(p.probes == GATES for p in probed)
+        yield clusters, task_queue, probes.failing
+    assert all(p.probes == GATES for p in probes.probed)
 
 
 async def test_a_failed_gate_pauses_and_resume_goes_on(
@@ -125,9 +102,10 @@ async def test_rollback_ordinal_gives_it_back_and_pauses(
     clusters, task_queue, failing = gated
     failing.add(1)
     migration, _ = await start(
-        temporal_env.client, task_queue,
+        temporal_env.client,
+        task_queue,
         health=HealthGates(probes=GATES, on_failure="rollback_ordinal"),
-    )  # fmt: skip
+    )
     held = await migration.wait_until(at("paused", 1), within=30)
     assert held.rolled_back == [1] and held.remaining == [1, 0]
     assert held.pause_reason == "rolled back ordinal 1: resume moves it again, abort ends here"
@@ -135,8 +113,12 @@ async def test_rollback_ordinal_gives_it_back_and_pauses(
     after_move = clusters.changes.index("import 1")
     # the move's scale-up, then the rollback: the same slices in reverse
     assert clusters.changes[after_move + 1 :] == [
-        "destination [1, 3)", "destination [2, 3)", "release", "reclaim 1", "source [0, 2)",
-    ]  # fmt: skip
+        "destination [1, 3)",
+        "destination [2, 3)",
+        "release",
+        "reclaim 1",
+        "source [0, 2)",
+    ]
     await migration.abort("later")
     result = await migration.result()
     assert result.aborted and [r.ordinal for r in result.moved] == [2]
@@ -150,9 +132,10 @@ async def test_rollback_all_gives_back_everything_this_run_moved(
     clusters, task_queue, failing = gated
     failing.add(0)
     migration, _ = await start(
-        temporal_env.client, task_queue,
+        temporal_env.client,
+        task_queue,
         health=HealthGates(probes=GATES, on_failure="rollback_all"),
-    )  # fmt: skip
+    )
     result = await migration.result()
     assert result.aborted and result.rolled_back == [0, 1, 2] and result.moved == []
     assert result.abort_reason == "rolled back ordinals [0, 1, 2]"
@@ -196,9 +179,10 @@ async def test_a_blocked_rollback_pauses_and_resume_finishes_it(
     failing.add(1)
     clusters.before["reclaim 1"] = lambda: clusters.slices.update(destination=(1, 2))
     migration, _ = await start(
-        temporal_env.client, task_queue,
+        temporal_env.client,
+        task_queue,
         health=HealthGates(probes=GATES, on_failure="rollback_ordinal"),
-    )  # fmt: skip
+    )
     held = await migration.wait_until(lambda p: bool(p.blocked), within=30)
     assert (held.phase, held.current_ordinal, held.rollback) == ("paused", 1, "ordinal")
     assert "ordinal 1 source_scaled_up is blocked: destination owns (1, 2), expected (2, 1)" in (

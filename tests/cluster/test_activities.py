@@ -22,7 +22,9 @@ from contract import (
     VolumePlan,
 )
 from devenv.clusters import HOSTPATH_CLASS, LocalClusters
-from tests.helpers import apply_statefulset, ready_replicas, statefulset, wait_for
+from tests.support.apps import apply_statefulset, statefulset
+from tests.support.cluster_state import ready_replicas
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -161,13 +163,25 @@ def test_a_foreign_claim_never_gets_the_moving_volume(
     src, dst = client.CoreV1Api(kube["source"]), client.CoreV1Api(kube["destination"])
     name = f"{namespace}-captured"
     src.create_persistent_volume(retained_volume(clusters, name))
-    volume = VolumePlan(template="data", claim="data-db-0", volume=name,
-                        storage_class=HOSTPATH_CLASS, destination_storage_class=HOSTPATH_CLASS,
-                        size="1Gi")  # fmt: skip
-    request = MigrationRequest(statefulset="db", namespace=namespace, source_context="source",
-                               destination_context="destination")  # fmt: skip
-    task = ImportInput(request=request, migration_id="mig-a",
-                       ordinal=OrdinalPlan(ordinal=0, pod="db-0", volumes=[volume]))  # fmt: skip
+    volume = VolumePlan(
+        template="data",
+        claim="data-db-0",
+        volume=name,
+        storage_class=HOSTPATH_CLASS,
+        destination_storage_class=HOSTPATH_CLASS,
+        size="1Gi",
+    )
+    request = MigrationRequest(
+        statefulset="db",
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+    )
+    task = ImportInput(
+        request=request,
+        migration_id="mig-a",
+        ordinal=OrdinalPlan(ordinal=0, pod="db-0", volumes=[volume]),
+    )
     foreign = {
         "metadata": {"name": "data-db-0"},
         "spec": {

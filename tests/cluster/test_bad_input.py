@@ -19,19 +19,12 @@ from temporalio.testing import WorkflowEnvironment
 from contract import MigrationResult
 from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
-from tests.conftest import _fresh_namespace, _remove_namespace
-from tests.helpers import (
-    WorkerProcess,
-    apply_statefulset,
-    deploy_app,
-    edited_kubeconfig,
-    ready_replicas,
-    servers_replaced,
-    snapshot,
-    statefulset,
-    wait_for,
-    worker_with,
-)
+from tests.support.apps import apply_statefulset, deploy_app, statefulset
+from tests.support.cluster_state import ready_replicas, snapshot
+from tests.support.kubeconfigs import edited_kubeconfig, servers_replaced
+from tests.support.namespaces import fresh_namespace, remove_namespace
+from tests.support.processes import WorkerProcess, worker_with
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -58,10 +51,10 @@ def shared_worker(
 @pytest.fixture(scope="module")
 def app_namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
     """One healthy 2-replica app shared by the cases that only vary the request."""
-    name = _fresh_namespace(kube)
+    name = fresh_namespace(kube)
     deploy_app(kube["source"], name, APP, 2, secret_value="x", ready_delay="100ms")
     yield name
-    _remove_namespace(kube, name)
+    remove_namespace(kube, name)
 
 
 def base(app_namespace: str, **fields: Any) -> dict[str, Any]:
@@ -126,8 +119,9 @@ REQUESTS: list[tuple[str, dict[str, Any], str]] = [
 ]
 
 
-@pytest.mark.parametrize(("fields", "expected"), [c[1:] for c in REQUESTS],
-                         ids=[c[0] for c in REQUESTS])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fields", "expected"), [c[1:] for c in REQUESTS], ids=[c[0] for c in REQUESTS]
+)
 async def test_an_invalid_request_fails_at_once(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
@@ -158,23 +152,42 @@ async def test_a_missing_required_field_fails_at_once(
 # -- requests preflight refuses against the shared app ----------------------------------
 
 PREFLIGHT: list[tuple[str, dict[str, Any], list[str]]] = [
-    ("unknown context", {"source_context": "elsewhere"},
-     ["source context 'elsewhere'", "no such context", "fix: name a context the worker holds"]),
-    ("StatefulSet missing", {"statefulset": "nothere"},
-     ["source StatefulSet", "not found in source", "fix: check the StatefulSet name"]),
-    ("same source and destination", {"destination_context": "source"},
-     ["source and destination are the same StatefulSet", "fix: name another destination"]),
-    ("destination namespace missing", {"destination_namespace": "nowhere-ns"},
-     ["destination namespace nowhere-ns", "fix: kubectl --context destination create namespace"]),
-    ("storage class missing", {"storage_class_mapping": {"local-csi": "fast-ssd"}},
-     ["storage class fast-ssd", "missing in destination", "fix: create StorageClass fast-ssd"]),
-    ("stop_at_ordinal outside", {"stop_at_ordinal": 7},
-     ["request stop_at_ordinal", "7 is outside the source slice [0, 2)"]),
-]  # fmt: skip
+    (
+        "unknown context",
+        {"source_context": "elsewhere"},
+        ["source context 'elsewhere'", "no such context", "fix: name a context the worker holds"],
+    ),
+    (
+        "StatefulSet missing",
+        {"statefulset": "nothere"},
+        ["source StatefulSet", "not found in source", "fix: check the StatefulSet name"],
+    ),
+    (
+        "same source and destination",
+        {"destination_context": "source"},
+        ["source and destination are the same StatefulSet", "fix: name another destination"],
+    ),
+    (
+        "destination namespace missing",
+        {"destination_namespace": "nowhere-ns"},
+        ["destination namespace nowhere-ns", "fix: kubectl --context destination create namespace"],
+    ),
+    (
+        "storage class missing",
+        {"storage_class_mapping": {"local-csi": "fast-ssd"}},
+        ["storage class fast-ssd", "missing in destination", "fix: create StorageClass fast-ssd"],
+    ),
+    (
+        "stop_at_ordinal outside",
+        {"stop_at_ordinal": 7},
+        ["request stop_at_ordinal", "7 is outside the source slice [0, 2)"],
+    ),
+]
 
 
-@pytest.mark.parametrize(("fields", "expected"), [c[1:] for c in PREFLIGHT],
-                         ids=[c[0] for c in PREFLIGHT])  # fmt: skip
+@pytest.mark.parametrize(
+    ("fields", "expected"), [c[1:] for c in PREFLIGHT], ids=[c[0] for c in PREFLIGHT]
+)
 async def test_preflight_refuses_the_request(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
@@ -197,8 +210,9 @@ Setup = Callable[[dict[str, client.ApiClient], str], dict[str, Any]]
 
 
 def retention_delete(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]:
-    deploy_app(kube["source"], ns, APP, 2, secret_value="x", ready_delay="100ms",
-               when_scaled="Delete")  # fmt: skip
+    deploy_app(
+        kube["source"], ns, APP, 2, secret_value="x", ready_delay="100ms", when_scaled="Delete"
+    )
     return {}
 
 
@@ -206,9 +220,12 @@ def claim_pending(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]:
     # A claim template whose class has no provisioner: the claim stays Pending.
     storage = client.StorageV1Api(kube["source"])
     storage.create_storage_class(
-        {"metadata": {"name": f"{ns}-none"}, "provisioner": "kubernetes.io/no-provisioner",
-         "volumeBindingMode": "Immediate"}
-    )  # fmt: skip
+        {
+            "metadata": {"name": f"{ns}-none"},
+            "provisioner": "kubernetes.io/no-provisioner",
+            "volumeBindingMode": "Immediate",
+        }
+    )
     apply_statefulset(kube["source"], ns, statefulset(APP, 1, templates={"data": f"{ns}-none"}))
     return {}
 
@@ -222,23 +239,35 @@ def node_affinity(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]:
     """A local PV pinned to a node only the source has, bound to the app's claim."""
     core = client.CoreV1Api(kube["source"])
     pv = f"{ns}-local"
-    core.create_persistent_volume({
-        "metadata": {"name": pv},
-        "spec": {
-            "capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-            "persistentVolumeReclaimPolicy": "Retain", "storageClassName": "",
-            "local": {"path": f"/srv/{ns}"},
-            "claimRef": {"namespace": ns, "name": f"data-{APP}-0"},
-            "nodeAffinity": {"required": {"nodeSelectorTerms": [{"matchExpressions": [
-                {"key": "kubernetes.io/hostname", "operator": "In", "values": ["source-node-0"]}
-            ]}]}},
+    on_node = {"key": "kubernetes.io/hostname", "operator": "In", "values": ["source-node-0"]}
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": pv},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": "",
+                "local": {"path": f"/srv/{ns}"},
+                "claimRef": {"namespace": ns, "name": f"data-{APP}-0"},
+                "nodeAffinity": {
+                    "required": {"nodeSelectorTerms": [{"matchExpressions": [on_node]}]}
+                },
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": f"data-{APP}-0"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": "",
+                "volumeName": pv,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
         },
-    })  # fmt: skip
-    core.create_namespaced_persistent_volume_claim(ns, {
-        "metadata": {"name": f"data-{APP}-0"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "storageClassName": "", "volumeName": pv,
-                 "resources": {"requests": {"storage": "1Gi"}}},
-    })  # fmt: skip
+    )
     manifest = statefulset(APP, 1, templates={"data": ""})
     apply_statefulset(kube["source"], ns, manifest)
     wait_for(lambda: ready_replicas(kube["source"], ns, APP) == 1, 60, "pod on the local PV")
@@ -254,10 +283,16 @@ def destination_runs_the_ordinals(kube: dict[str, client.ApiClient], ns: str) ->
 
 def claim_name_taken(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]:
     deploy_app(kube["source"], ns, APP, 2, secret_value="x", ready_delay="100ms")
-    client.CoreV1Api(kube["destination"]).create_namespaced_persistent_volume_claim(ns, {
-        "metadata": {"name": f"data-{APP}-1"},
-        "spec": {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": "1Gi"}}},
-    })  # fmt: skip
+    client.CoreV1Api(kube["destination"]).create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": f"data-{APP}-1"},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
     return {}
 
 
@@ -266,19 +301,29 @@ def volume_name_taken(kube: dict[str, client.ApiClient], ns: str) -> dict[str, A
     claim: Any = client.CoreV1Api(kube["source"]).read_namespaced_persistent_volume_claim(
         f"data-{APP}-0", ns
     )
-    client.CoreV1Api(kube["destination"]).create_persistent_volume({
-        "metadata": {"name": claim.spec.volume_name},
-        "spec": {"capacity": {"storage": "1Gi"}, "accessModes": ["ReadWriteOnce"],
-                 "hostPath": {"path": f"/srv/other-{ns}"}, "storageClassName": "other"},
-    })  # fmt: skip
+    client.CoreV1Api(kube["destination"]).create_persistent_volume(
+        {
+            "metadata": {"name": claim.spec.volume_name},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "hostPath": {"path": f"/srv/other-{ns}"},
+                "storageClassName": "other",
+            },
+        }
+    )
     return {}
 
 
 def quota_too_small(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]:
     deploy_app(kube["source"], ns, APP, 2, secret_value="x", ready_delay="100ms")
-    client.CoreV1Api(kube["destination"]).create_namespaced_resource_quota(ns, {
-        "metadata": {"name": "tight"}, "spec": {"hard": {"persistentvolumeclaims": "1"}},
-    })  # fmt: skip
+    client.CoreV1Api(kube["destination"]).create_namespaced_resource_quota(
+        ns,
+        {
+            "metadata": {"name": "tight"},
+            "spec": {"hard": {"persistentvolumeclaims": "1"}},
+        },
+    )
     return {}
 
 
@@ -292,30 +337,55 @@ def secret_missing(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]
 
 
 STATES: list[tuple[str, Setup, list[str]]] = [
-    ("retention policy Delete", retention_delete,
-     ["whenScaled is Delete", "fix:"]),
-    ("claim Pending", claim_pending,
-     ["source PersistentVolumeClaim", "is Pending, not Bound", "fix: wait until it is Bound"]),
-    ("pods not Ready", pods_not_ready,
-     [f"pods not Ready: {APP}-0", "fix: wait until every pod is Ready"]),
-    ("PV pinned to a source node", node_affinity,
-     ["node affinity pins it to source-node-0", "fix:"]),
-    ("destination already runs the ordinals", destination_runs_the_ordinals,
-     ["owns ordinals [0, 2) but the source owns [0, 2)", "fix:"]),
-    ("claim name taken in the destination", claim_name_taken,
-     ["destination PersistentVolumeClaim", "already exists and was not created by this migration",
-      "fix: delete it if it is left over"]),
-    ("volume name taken in the destination", volume_name_taken,
-     ["destination PersistentVolume", "already exists", "fix: delete it if it is left over"]),
-    ("quota too small", quota_too_small,
-     ["destination ResourceQuota", "tight", "fix: raise the quota"]),
-    ("Secret missing everywhere", secret_missing,
-     ["Secret", "gone", "exists in neither cluster", "fix: create the Secret"]),
-]  # fmt: skip
+    ("retention policy Delete", retention_delete, ["whenScaled is Delete", "fix:"]),
+    (
+        "claim Pending",
+        claim_pending,
+        ["source PersistentVolumeClaim", "is Pending, not Bound", "fix: wait until it is Bound"],
+    ),
+    (
+        "pods not Ready",
+        pods_not_ready,
+        [f"pods not Ready: {APP}-0", "fix: wait until every pod is Ready"],
+    ),
+    (
+        "PV pinned to a source node",
+        node_affinity,
+        ["node affinity pins it to source-node-0", "fix:"],
+    ),
+    (
+        "destination already runs the ordinals",
+        destination_runs_the_ordinals,
+        ["owns ordinals [0, 2) but the source owns [0, 2)", "fix:"],
+    ),
+    (
+        "claim name taken in the destination",
+        claim_name_taken,
+        [
+            "destination PersistentVolumeClaim",
+            "already exists and was not created by this migration",
+            "fix: delete it if it is left over",
+        ],
+    ),
+    (
+        "volume name taken in the destination",
+        volume_name_taken,
+        ["destination PersistentVolume", "already exists", "fix: delete it if it is left over"],
+    ),
+    (
+        "quota too small",
+        quota_too_small,
+        ["destination ResourceQuota", "tight", "fix: raise the quota"],
+    ),
+    (
+        "Secret missing everywhere",
+        secret_missing,
+        ["Secret", "gone", "exists in neither cluster", "fix: create the Secret"],
+    ),
+]
 
 
-@pytest.mark.parametrize(("setup", "expected"), [c[1:] for c in STATES],
-                         ids=[c[0] for c in STATES])  # fmt: skip
+@pytest.mark.parametrize(("setup", "expected"), [c[1:] for c in STATES], ids=[c[0] for c in STATES])
 async def test_preflight_refuses_the_cluster_state(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,

@@ -14,8 +14,10 @@ from temporalio.testing import WorkflowEnvironment
 
 from contract import MigrationResult
 from devenv.observer import Observer
-from tests.cluster.test_migration import TEMPLATES, request_for
-from tests.helpers import WorkerProcess, deploy_app, histories, record
+from tests.support.apps import deploy_app
+from tests.support.histories import histories, record
+from tests.support.processes import WorkerProcess
+from tests.support.scenarios import TEMPLATES, request_for
 
 pytestmark = pytest.mark.cluster
 

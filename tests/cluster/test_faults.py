@@ -31,21 +31,14 @@ from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from devenv.temporal import DevServer
 from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
-from tests.cluster.test_migration import STEPS, observing, request_for
-from tests.helpers import (
-    FAULT_RESULTS,
-    KILL_POINTS,
-    WorkerProcess,
-    deploy_app,
-    edited_kubeconfig,
-    histories,
-    pod_names,
-    record,
-    servers_replaced,
-    wait_for,
-    wait_ready,
-    worker_with,
-)
+from tests.support.apps import deploy_app
+from tests.support.cluster_state import pod_names
+from tests.support.faults import FaultTable
+from tests.support.histories import histories, record
+from tests.support.kubeconfigs import edited_kubeconfig, servers_replaced
+from tests.support.processes import WorkerProcess, worker_with
+from tests.support.scenarios import STEPS, observing, request_for
+from tests.support.waits import wait_for, wait_ready
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 
@@ -97,6 +90,7 @@ async def killed_along_the_way(
     env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
     scenario: str,
     targets: list[tuple[int, str, float]],
 ) -> None:
@@ -104,16 +98,18 @@ async def killed_along_the_way(
     request = request_for("app", namespace, health=GATES)
     with observing(kube, namespace, namespace, "app") as observer:
         migration = await start_migration(
-            env.client, request, migration_id=f"faults-{uuid.uuid4().hex[:8]}",
+            env.client,
+            request,
+            migration_id=f"faults-{uuid.uuid4().hex[:8]}",
             task_queue=worker.task_queue,
-        )  # fmt: skip
+        )
         killer = Killer(migration, worker, targets)
         await asyncio.wait_for(killer.run(), 900)
         result = await asyncio.wait_for(migration.result(), 300)
     violations = observer.verdict([2, 1, 0], (0, 0), (0, 3))
     completed = [o.ordinal for o in result.moved] == [2, 1, 0]
-    FAULT_RESULTS.append((scenario, len(killer.struck), completed, len(violations)))
-    KILL_POINTS[scenario] = killer.struck
+    fault_table.add(scenario, len(killer.struck), completed, len(violations))
+    fault_table.kill_points[scenario] = killer.struck
     assert len(killer.struck) == len(targets), killer.struck
     # Every kill at its own point (a step too short to be seen is struck at the next
     # one, which a later target may then meet again: at most one such repeat).
@@ -140,10 +136,13 @@ async def test_worker_killed_at_every_step_boundary(
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
 ) -> None:
     """Ten kills in one migration: as each step of ordinal 2 begins."""
     targets = [(2, step, 0.0) for step in ALL_STEPS]
-    await killed_along_the_way(kube, temporal_env, worker, namespace, "step_boundaries", targets)
+    await killed_along_the_way(
+        kube, temporal_env, worker, namespace, fault_table, "step_boundaries", targets
+    )
 
 
 @pytest.mark.slow
@@ -153,6 +152,7 @@ async def test_worker_killed_in_the_middle_of_every_wait(
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
 ) -> None:
     """Kills inside the waits of ordinal 1 (pod going: 3 s grace; pod Ready: 1 s start;
     the health soak: 1 s), at its first two changes, and at the boundaries of ordinal
@@ -172,7 +172,9 @@ async def test_worker_killed_in_the_middle_of_every_wait(
         (0, "source_pod_gone", 2.5),
     ]
     targets.sort(key=lambda t: (-t[0], ALL_STEPS.index(t[1])))
-    await killed_along_the_way(kube, temporal_env, worker, namespace, "mid_wait", targets)
+    await killed_along_the_way(
+        kube, temporal_env, worker, namespace, fault_table, "mid_wait", targets
+    )
 
 
 async def test_two_workers_one_killed_the_other_finishes(
@@ -182,28 +184,30 @@ async def test_two_workers_one_killed_the_other_finishes(
     worker: WorkerProcess,
     namespace: str,
     tmp_path: Path,
+    fault_table: FaultTable,
 ) -> None:
     second = WorkerProcess(
-        temporal_env.client.service_client.config.target_host, clusters.kubeconfig,
-        tmp_path / "second.log", worker.task_queue,
-    )  # fmt: skip
+        temporal_env.client.service_client.config.target_host,
+        clusters.kubeconfig,
+        tmp_path / "second.log",
+        worker.task_queue,
+    )
     second.start()
     try:
         deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="1s")
         with observing(kube, namespace, namespace, "app") as observer:
             migration = await start_migration(
-                temporal_env.client, request_for("app", namespace),
-                migration_id=f"two-workers-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
-            )  # fmt: skip
+                temporal_env.client,
+                request_for("app", namespace),
+                migration_id=f"two-workers-{uuid.uuid4().hex[:8]}",
+                task_queue=worker.task_queue,
+            )
             await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
             worker.kill()  # not restarted: the second worker must finish
             result = await asyncio.wait_for(migration.result(), 240)
     finally:
         second.stop()
-    violations = observer.verdict([1, 0], (0, 0), (0, 2))
-    completed = [o.ordinal for o in result.moved] == [1, 0]
-    FAULT_RESULTS.append(("two_workers_one_killed", 1, completed, len(violations)))
-    assert violations == [] and completed
+    fault_table.judge("two_workers_one_killed", observer, result, [1, 0], (0, 0), (0, 2))
     assert '"worker_started"' in (tmp_path / "second.log").read_text()
 
 
@@ -221,11 +225,16 @@ async def test_temporal_server_restarted_mid_migration(
     file_server: DevServer,
     namespace: str,
     tmp_path: Path,
+    fault_table: FaultTable,
 ) -> None:
     """The dev server (SQLite file) stops mid-move and starts again on the same file and
     ports; the worker reconnects and the migration resumes where it was."""
-    worker = WorkerProcess(file_server.address, clusters.kubeconfig, tmp_path / "worker.log",
-                           f"restart-{uuid.uuid4().hex[:8]}")  # fmt: skip
+    worker = WorkerProcess(
+        file_server.address,
+        clusters.kubeconfig,
+        tmp_path / "worker.log",
+        f"restart-{uuid.uuid4().hex[:8]}",
+    )
     worker.start()
     try:
         deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="1s", grace=3)
@@ -243,10 +252,7 @@ async def test_temporal_server_restarted_mid_migration(
             result = await asyncio.wait_for(again.result(), 300)
     finally:
         worker.stop()
-    moved = [o.ordinal for o in result.moved]
-    violations = observer.verdict([1, 0], (0, 0), (0, 2))
-    FAULT_RESULTS.append(("temporal_server_restart", 1, moved == [1, 0], len(violations)))
-    assert violations == [] and moved == [1, 0]
+    fault_table.judge("temporal_server_restart", observer, result, [1, 0], (0, 0), (0, 2))
 
 
 def _csi_attachment(api: client.ApiClient, namespace: str, claim: str) -> str | None:
@@ -262,6 +268,7 @@ async def test_a_lingering_attachment_pauses_the_move_and_never_starts_the_desti
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
 ) -> None:
     src, dst = kube["source"], kube["destination"]
     deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms")
@@ -269,13 +276,18 @@ async def test_a_lingering_attachment_pauses_the_move_and_never_starts_the_desti
     attachment = wait_for(lambda: _csi_attachment(src, namespace, "logs-app-1"), 30, "the VA")
     hold = {"metadata": {"finalizers": ["stsmigrate.dev/test-hold"]}}
     storage.patch_volume_attachment(attachment, hold)  # the attacher never lets it go
-    request = request_for("app", namespace, timeouts=WaitTimeouts(
-        healthy=60, pod_gone=60, detach=5, bound=60, pod_ready=60))  # fmt: skip
+    request = request_for(
+        "app",
+        namespace,
+        timeouts=WaitTimeouts(healthy=60, pod_gone=60, detach=5, bound=60, pod_ready=60),
+    )
     with observing(kube, namespace, namespace, "app") as observer:
         migration = await start_migration(
-            temporal_env.client, request, migration_id=f"detach-{uuid.uuid4().hex[:8]}",
+            temporal_env.client,
+            request,
+            migration_id=f"detach-{uuid.uuid4().hex[:8]}",
             task_queue=worker.task_queue,
-        )  # fmt: skip
+        )
         held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
         assert held.phase == "paused" and held.current_ordinal == 1
         assert f"VolumeAttachment {attachment}" in held.blocked
@@ -289,10 +301,7 @@ async def test_a_lingering_attachment_pauses_the_move_and_never_starts_the_desti
         storage.patch_volume_attachment(attachment, {"metadata": {"finalizers": None}})
         await migration.resume()
         result = await asyncio.wait_for(migration.result(), 180)
-    violations = observer.verdict([1, 0], (0, 0), (0, 2))
-    completed = [o.ordinal for o in result.moved] == [1, 0]
-    FAULT_RESULTS.append(("slow_detach", 1, completed, len(violations)))
-    assert violations == [] and completed
+    fault_table.judge("slow_detach", observer, result, [1, 0], (0, 0), (0, 2))
 
 
 async def test_a_conflicting_writer_is_not_fought(
@@ -300,6 +309,7 @@ async def test_a_conflicting_writer_is_not_fought(
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
 ) -> None:
     """Somebody scales the destination StatefulSet while pod 1 is going (seconds before
     the migration would change it): the run pauses and explains, leaves the writer's
@@ -309,9 +319,11 @@ async def test_a_conflicting_writer_is_not_fought(
     deploy_app(src, namespace, "app", 2, secret_value="x", ready_delay="300ms", grace=3)
     with observing(kube, namespace, namespace, "app") as observer:
         migration = await start_migration(
-            temporal_env.client, request_for("app", namespace),
-            migration_id=f"writer-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
-        )  # fmt: skip
+            temporal_env.client,
+            request_for("app", namespace),
+            migration_id=f"writer-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
         await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
         apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 1}})
         held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
@@ -326,10 +338,7 @@ async def test_a_conflicting_writer_is_not_fought(
         wait_for(lambda: "app-2" not in pod_names(dst, namespace), 60, "app-2 gone")
         await migration.resume()
         result = await asyncio.wait_for(migration.result(), 180)
-    violations = observer.verdict([1, 0], (0, 0), (0, 2))
-    completed = [o.ordinal for o in result.moved] == [1, 0]
-    FAULT_RESULTS.append(("conflicting_writer", 1, completed, len(violations)))
-    assert violations == [] and completed
+    fault_table.judge("conflicting_writer", observer, result, [1, 0], (0, 0), (0, 2))
 
 
 async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_pod(
@@ -337,6 +346,7 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
 ) -> None:
     """A GitOps sync puts the source's replicas back after pod 1 went and its claims
     were released. To hold the run there, a foreign claim named like ordinal 1's
@@ -357,9 +367,11 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
     }
     with observing(kube, namespace, namespace, "app") as observer:
         migration = await start_migration(
-            temporal_env.client, request_for("app", namespace),
-            migration_id=f"gitops-{uuid.uuid4().hex[:8]}", task_queue=worker.task_queue,
-        )  # fmt: skip
+            temporal_env.client,
+            request_for("app", namespace),
+            migration_id=f"gitops-{uuid.uuid4().hex[:8]}",
+            task_queue=worker.task_queue,
+        )
         await migration.wait_until(lambda p: p.step == "source_pod_gone", within=60, poll=0.05)
         client.CoreV1Api(dst).create_namespaced_persistent_volume_claim(namespace, foreign)
         held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
@@ -370,8 +382,9 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
         # The sync: the source takes ordinal 1 again (a new pod on new claims).
         apps = client.AppsV1Api(src)
         apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
-        wait_ready(src, namespace, lambda: ready_pods(src, namespace) == {"app-0", "app-1"},
-                   "app-1 again")  # fmt: skip
+        wait_ready(
+            src, namespace, lambda: ready_pods(src, namespace) == {"app-0", "app-1"}, "app-1 again"
+        )
         client.CoreV1Api(dst).delete_namespaced_persistent_volume_claim("data-app-1", namespace)
         wait_for(lambda: not claim_exists(dst, namespace, "data-app-1"), 30, "claim gone")
         await migration.resume()
@@ -386,10 +399,7 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
         wait_for(lambda: "app-1" not in pod_names(src, namespace), 60, "app-1 gone again")
         await migration.resume()
         result = await asyncio.wait_for(migration.result(), 180)
-    violations = observer.verdict([1, 0], (0, 0), (0, 2))
-    completed = [o.ordinal for o in result.moved] == [1, 0]
-    FAULT_RESULTS.append(("source_scaled_back_up", 1, completed, len(violations)))
-    assert violations == [] and completed
+    fault_table.judge("source_scaled_back_up", observer, result, [1, 0], (0, 0), (0, 2))
 
 
 def claim_exists(api: client.ApiClient, namespace: str, name: str) -> bool:
@@ -414,12 +424,15 @@ async def test_kubernetes_api_faults_are_retried_to_completion(
     temporal_env: WorkflowEnvironment,
     namespace: str,
     tmp_path: Path,
+    fault_table: FaultTable,
 ) -> None:
     """The worker reaches both apiservers through fault proxies: 500, 503, 429 with
     Retry-After, connection resets and hung requests on 3% of requests (preflight makes
     dozens of calls in one attempt: at 12% it never got through in 24 attempts)."""
-    proxies = {name: FaultProxy(c, rate=0.03, hang_seconds=20, seed=i)
-               for i, (name, c) in enumerate(clusters.clusters.items())}  # fmt: skip
+    proxies = {
+        name: FaultProxy(c, rate=0.03, hang_seconds=20, seed=i)
+        for i, (name, c) in enumerate(clusters.clusters.items())
+    }
     servers = {name: proxy.server for name, proxy in proxies.items()}
     kubeconfig = edited_kubeconfig(
         clusters.kubeconfig, tmp_path / "kubeconfig", servers_replaced(servers)
@@ -431,20 +444,20 @@ async def test_kubernetes_api_faults_are_retried_to_completion(
             deploy_app(kube["source"], namespace, "app", 2, secret_value="x", ready_delay="300ms")
             with observing(kube, namespace, namespace, "app") as observer:
                 migration = await start_migration(
-                    temporal_env.client, request_for("app", namespace),
+                    temporal_env.client,
+                    request_for("app", namespace),
                     migration_id=f"api-faults-{uuid.uuid4().hex[:8]}",
                     task_queue=worker.task_queue,
-                )  # fmt: skip
+                )
                 result = await asyncio.wait_for(migration.result(), 900)
     finally:
         for proxy in proxies.values():
             proxy.stop()
     injected = sum((p.injected for p in proxies.values()), Counter())
-    violations = observer.verdict([1, 0], (0, 0), (0, 2))
-    completed = [o.ordinal for o in result.moved] == [1, 0]
-    FAULT_RESULTS.append(("kubernetes_api_faults", sum(injected.values()), completed,
-                          len(violations)))  # fmt: skip
-    assert violations == [] and completed
+    faults = sum(injected.values())
+    fault_table.judge(
+        "kubernetes_api_faults", observer, result, [1, 0], (0, 0), (0, 2), faults=faults
+    )
     assert sum(injected.values()) >= 5 and len(injected) >= 3, injected  # several kinds
     # The retries are in the history: activity attempts after failures.
     retried = 0
@@ -501,6 +514,7 @@ async def test_a_failed_health_gate_follows_on_failure(
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
+    fault_table: FaultTable,
     policy: str,
 ) -> None:
     """Ordinal 1 moves and passes its HTTP gate; ordinal 0's endpoint answers 503
@@ -518,10 +532,11 @@ async def test_a_failed_health_gate_follows_on_failure(
             on_failure=policy,
         )
         migration = await start_migration(
-            temporal_env.client, request_for("app", namespace, health=gates),
+            temporal_env.client,
+            request_for("app", namespace, health=gates),
             migration_id=f"gate-{policy.replace('_', '-')}-{uuid.uuid4().hex[:6]}",
             task_queue=worker.task_queue,
-        )  # fmt: skip
+        )
         failed: str | None = None
         if policy == "fail":
             with pytest.raises(WorkflowFailureError) as raised:
@@ -554,5 +569,5 @@ async def test_a_failed_health_gate_follows_on_failure(
     if failed is not None:
         assert "health gate failed on ordinal 0" in failed
         assert "Ordinal 0 runs in the destination; ordinals [] are still in the source" in failed
-    FAULT_RESULTS.append((f"health_gate_{policy}", 1, True, len(violations)))
+    fault_table.add(f"health_gate_{policy}", 1, True, len(violations))
     assert violations == []

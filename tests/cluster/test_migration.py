@@ -5,10 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import json
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -17,43 +15,13 @@ from kubernetes import client
 from temporalio.api.sdk.v1 import WorkflowMetadata
 from temporalio.testing import WorkflowEnvironment
 
-from contract import MigrationRequest, MigrationResult, Plan, Progress, WaitTimeouts
-from devenv.observer import Observer
-from tests.helpers import WorkerProcess, deploy_app, histories, record
+from contract import MigrationRequest, MigrationResult, Plan, Progress
+from tests.support.apps import deploy_app
+from tests.support.histories import histories, record
+from tests.support.processes import WorkerProcess
+from tests.support.scenarios import STEPS, observing, request_for
 
 pytestmark = pytest.mark.cluster
-
-TEMPLATES = ["data", "logs"]
-STEPS = [
-    "slices_healthy", "volumes_retained", "source_scaled_down", "source_pod_gone",
-    "source_claims_released", "volumes_imported", "claims_bound", "destination_scaled_up",
-    "destination_pod_ready",
-]  # fmt: skip
-# Short bounds: a test that hangs should fail fast, not after the production defaults.
-TIMEOUTS = WaitTimeouts(healthy=60, pod_gone=60, detach=60, bound=60, pod_ready=60)
-
-
-def request_for(name: str, namespace: str, **fields: Any) -> MigrationRequest:
-    return MigrationRequest(
-        statefulset=name,
-        namespace=namespace,
-        source_context="source",
-        destination_context="destination",
-        **{"timeouts": TIMEOUTS, **fields},
-    )
-
-
-@contextlib.contextmanager
-def observing(
-    kube: dict[str, client.ApiClient], namespace: str, destination_namespace: str, name: str
-) -> Iterator[Observer]:
-    """An observer watching both clusters for the duration of the block."""
-    observer = Observer(kube, namespace, destination_namespace, name, TEMPLATES)
-    observer.start()
-    try:
-        yield observer
-    finally:
-        observer.stop()
 
 
 async def migrate(

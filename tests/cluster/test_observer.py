@@ -8,8 +8,10 @@ from typing import Any
 import pytest
 from kubernetes import client
 
-from tests.cluster.test_migration import observing
-from tests.helpers import apply_statefulset, deploy_app, ready_replicas, statefulset, wait_for
+from tests.support.apps import apply_statefulset, deploy_app, statefulset
+from tests.support.cluster_state import ready_replicas
+from tests.support.scenarios import observing
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -36,10 +38,13 @@ def test_the_observer_reports_broken_invariants(
         wait_for(lambda: ready_replicas(kube["source"], namespace, name) == 0, 60, "scaled down")
         core.delete_namespaced_persistent_volume_claim(f"logs-{name}-0", namespace)
         wait_for(
-            lambda: claim.spec.volume_name not in {p.metadata.name for p in
-                                                   core.list_persistent_volume().items},
-            60, "the volume deleted",
-        )  # fmt: skip
+            lambda: (
+                claim.spec.volume_name
+                not in {p.metadata.name for p in core.list_persistent_volume().items}
+            ),
+            60,
+            "the volume deleted",
+        )
         verdict = observer.verdict([0], (0, 1), (0, 1))
     assert f"pod {name}-0 existed in both clusters at once" in verdict
     assert f"PersistentVolume {claim.spec.volume_name} was deleted in the source" in verdict

@@ -26,20 +26,14 @@ from contract import ApprovalPolicy, HealthGates, Probe, Progress
 from devenv.clusters import LocalClusters
 from stsmigrate.api import Migration, get_migration, start_migration
 from stsmigrate.cli import ui_link
-from tests.cluster.test_migration import observing, request_for
-from tests.helpers import (
-    REPO,
-    WorkerProcess,
-    deploy_app,
-    histories,
-    record,
-    run_command,
-    snapshot,
-    stsmigrate,
-    temporal_cli,
-    temporal_cli_result,
-)
-from tests.test_health import RedisCluster
+from tests.support.apps import deploy_app
+from tests.support.cluster_state import snapshot
+from tests.support.commands import run_command, stsmigrate, temporal_cli, temporal_cli_result
+from tests.support.histories import histories, record
+from tests.support.paths import REPO
+from tests.support.processes import WorkerProcess
+from tests.support.redis_cluster import RedisCluster
+from tests.support.scenarios import observing, request_for
 
 pytestmark = pytest.mark.cluster
 
@@ -474,19 +468,29 @@ async def test_health_gates_on_a_real_migration_pause_when_redis_fails(
             await asyncio.sleep(0.2)
         name = "redis"
         deploy_app(kube["source"], namespace, name, 2, secret_value="x", ready_delay="100ms")
-        gates = HealthGates(probes=[
-            Probe(kind="ready", soak=1),
-            Probe(kind="redis_cluster", host="127.0.0.1", port=redis.ports[0],
-                  expected_nodes=3, retries=2, interval=1),
-        ])  # fmt: skip
+        gates = HealthGates(
+            probes=[
+                Probe(kind="ready", soak=1),
+                Probe(
+                    kind="redis_cluster",
+                    host="127.0.0.1",
+                    port=redis.ports[0],
+                    expected_nodes=3,
+                    retries=2,
+                    interval=1,
+                ),
+            ]
+        )
         request = request_for(
             name, namespace, health=gates, approval=ApprovalPolicy(mode="ordinals", ordinals=[0])
         )
         with observing(kube, namespace, namespace, name) as observer:
             migration = await start_migration(
-                temporal_env.client, request, migration_id=f"gates-{uuid.uuid4().hex[:8]}",
+                temporal_env.client,
+                request,
+                migration_id=f"gates-{uuid.uuid4().hex[:8]}",
                 task_queue=worker.task_queue,
-            )  # fmt: skip
+            )
             waiting = await migration.wait_until(until("awaiting_approval", 0), within=60)
             first = waiting.finished[0]
             assert first.health is not None and first.health.ok, first.health
@@ -523,9 +527,11 @@ async def test_rollback_gives_an_ordinal_back_on_its_own_volumes_then_it_moves_a
     run = functools.partial(stsmigrate, address(temporal_env), worker.task_queue)
     with observing(kube, namespace, namespace, name) as observer:
         migration = await start_migration(
-            temporal_env.client, request, migration_id=f"rollback-{uuid.uuid4().hex[:8]}",
+            temporal_env.client,
+            request,
+            migration_id=f"rollback-{uuid.uuid4().hex[:8]}",
             task_queue=worker.task_queue,
-        )  # fmt: skip
+        )
         await migration.wait_until(until("awaiting_approval", 0), within=90)
         plan = await migration.plan()
         assert plan is not None

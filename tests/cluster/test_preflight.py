@@ -13,15 +13,11 @@ from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from contract import MigrationRequest, MigrationResult
-from tests.helpers import (
-    REPO,
-    WorkerProcess,
-    apply_statefulset,
-    deploy_app,
-    snapshot,
-    statefulset,
-    temporal_cli,
-)
+from tests.support.apps import apply_statefulset, deploy_app, statefulset
+from tests.support.cluster_state import snapshot
+from tests.support.commands import temporal_cli
+from tests.support.paths import REPO
+from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.cluster
 

@@ -16,7 +16,10 @@ from kubernetes import client
 
 from devenv.build import KUBERNETES_VERSION
 from devenv.clusters import CSI_CLASS, HOSTPATH_CLASS, LocalClusters
-from tests.helpers import Watcher, apply_statefulset, pod_names, statefulset, wait_for
+from devenv.observer import Watcher
+from tests.support.apps import apply_statefulset, statefulset
+from tests.support.cluster_state import pod_names
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
 

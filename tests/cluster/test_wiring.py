@@ -15,7 +15,9 @@ from temporalio.testing import WorkflowEnvironment
 from contract import DescribeClustersInput, DescribeClustersResult
 from devenv.build import KUBERNETES_VERSION
 from devenv.clusters import LocalClusters
-from tests.helpers import REPO, WorkerProcess, temporal_cli
+from tests.support.commands import temporal_cli
+from tests.support.paths import REPO
+from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.cluster
 

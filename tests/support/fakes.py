@@ -1,0 +1,222 @@
+"""Both clusters and the health probes faked in memory, for workflow tests on the real
+Temporal server (tests/test_controls.py, test_health_gates.py, test_codec.py).
+
+Every fake is registered under the name of the real activity it stands for;
+tests/test_parity.py checks those names against the worker's activities."""
+
+from __future__ import annotations
+
+import asyncio
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from temporalio import activity
+from temporalio.client import Client
+from temporalio.exceptions import ApplicationError
+from temporalio.worker import Worker
+
+from contract import (
+    DependenciesResult,
+    EnsureDestinationInput,
+    HealthReport,
+    ImportInput,
+    MigrationRequest,
+    OrdinalPlan,
+    Plan,
+    PlanInput,
+    PodRef,
+    PodState,
+    ProbeInput,
+    ProbeResult,
+    Progress,
+    ReleaseClaimsInput,
+    RetainInput,
+    RetainResult,
+    SetSliceInput,
+    SliceReadyInput,
+    SliceRef,
+    StatefulSetState,
+)
+from stsmigrate.api import Migration, start_migration
+from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+
+# The ordinals of every fake migration, in the order they move.
+ORDINALS = [2, 1, 0]
+
+
+class FakeClusters:
+    """Both clusters as two slices; every change is appended to ``changes``."""
+
+    def __init__(self, search_attributes: list[str]) -> None:
+        self.slices = {"source": (0, 3), "destination": (3, 0)}
+        self.changes: list[str] = []
+        self.search_attributes = search_attributes
+        # Cleared to hold the health wait of the next ordinal (an ordinal "in progress").
+        self.healthy = asyncio.Event()
+        self.healthy.set()
+        self.waiting_for_health = asyncio.Event()
+        # Somebody else's change, made just before the named change of ours.
+        self.before: dict[str, Callable[[], None]] = {}
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="registered_search_attributes")
+        async def registered_search_attributes() -> list[str]:
+            return self.search_attributes
+
+        @activity.defn(name="plan_migration")
+        async def plan_migration(task: PlanInput) -> Plan:
+            r = task.request
+            return Plan(
+                migration_id=task.migration_id,
+                source_context=r.source_context,
+                destination_context=r.destination_context,
+                namespace=r.namespace,
+                destination_namespace=r.target_namespace,
+                statefulset=r.statefulset,
+                source_replicas=3,
+                end=3,
+                ordinals=[OrdinalPlan(ordinal=k, pod=f"{r.statefulset}-{k}") for k in ORDINALS],
+            )
+
+        @activity.defn(name="ensure_destination_statefulset")
+        async def ensure_destination_statefulset(task: EnsureDestinationInput) -> None:
+            self.changes.append("destination statefulset")
+
+        @activity.defn(name="ensure_dependencies")
+        async def ensure_dependencies(task: PlanInput) -> DependenciesResult:
+            self.changes.append("dependencies")
+            return DependenciesResult()
+
+        @activity.defn(name="wait_for_slice_ready")
+        async def wait_for_slice_ready(task: SliceReadyInput) -> None:
+            self.waiting_for_health.set()
+            await self.healthy.wait()
+
+        @activity.defn(name="ensure_volumes_retained")
+        async def ensure_volumes_retained(task: RetainInput) -> RetainResult:
+            self.changes.append("retain")
+            return RetainResult()
+
+        @activity.defn(name="read_pod")
+        async def read_pod(task: PodRef) -> PodState:
+            return PodState(name=task.pod, exists=True, uid="uid", ready=True)
+
+        @activity.defn(name="set_statefulset_slice")
+        async def set_statefulset_slice(task: SetSliceInput) -> None:
+            # The real activity's contract: no-op at the target, change only from the
+            # expected slice, else a conflicting change (nothing written).
+            current, target = self.slices[task.ref.context], (task.start, task.replicas)
+            if current == target:
+                return
+            if current != (task.from_start, task.from_replicas):
+                raise ApplicationError(
+                    f"{task.ref.context} owns {current}, expected "
+                    f"{(task.from_start, task.from_replicas)}",
+                    type="ConflictingChange",
+                    non_retryable=True,
+                )
+            self.slices[task.ref.context] = target
+            self.changes.append(f"{task.ref.context} [{task.start}, {task.start + task.replicas})")
+
+        @activity.defn(name="release_source_claims")
+        async def release_source_claims(task: ReleaseClaimsInput) -> None:
+            self.changes.append("release")
+
+        @activity.defn(name="import_volumes")
+        async def import_volumes(task: ImportInput) -> None:
+            self.before.pop(f"import {task.ordinal.ordinal}", lambda: None)()
+            self.changes.append(f"import {task.ordinal.ordinal}")
+
+        @activity.defn(name="reclaim_volumes")
+        async def reclaim_volumes(task: ImportInput) -> None:
+            self.before.pop(f"reclaim {task.ordinal.ordinal}", lambda: None)()
+            self.changes.append(f"reclaim {task.ordinal.ordinal}")
+
+        @activity.defn(name="read_statefulset")
+        async def read_statefulset(ref: SliceRef) -> StatefulSetState:
+            start, replicas = self.slices[ref.context]
+            return StatefulSetState(exists=True, start=start, replicas=replicas)
+
+        def waits_for_nothing(name: str) -> Any:
+            async def nothing(task: Any) -> None:
+                return None
+
+            return activity.defn(name=name)(nothing)
+
+        waits = [
+            waits_for_nothing(name)
+            for name in ("wait_for_pod_gone", "wait_for_claims_bound", "wait_for_pod_ready")
+        ]
+        return [
+            registered_search_attributes,
+            plan_migration,
+            ensure_destination_statefulset,
+            ensure_dependencies,
+            wait_for_slice_ready,
+            ensure_volumes_retained,
+            read_pod,
+            set_statefulset_slice,
+            release_source_claims,
+            import_volumes,
+            reclaim_volumes,
+            read_statefulset,
+            *waits,
+        ]
+
+
+class FakeProbes:
+    """The health gates' probe activity: ordinals in ``failing`` are down; every probe
+    request is kept in ``probed``."""
+
+    def __init__(self) -> None:
+        self.failing: set[int] = set()
+        self.probed: list[ProbeInput] = []
+
+    def activities(self) -> list[Any]:
+        @activity.defn(name="probe_ordinal")
+        async def probe_ordinal(task: ProbeInput) -> HealthReport:
+            self.probed.append(task)
+            ok = task.ordinal not in self.failing
+            detail = "up" if ok else f"{task.statefulset}-{task.ordinal} is down"
+            return HealthReport(
+                results=[ProbeResult(probe="fake", ok=ok, attempts=1, detail=detail)]
+            )
+
+        return [probe_ordinal]
+
+
+def fake_worker(client: Client, task_queue: str, activities: list[Any]) -> Worker:
+    """The migration workflows on an in-process worker with these (fake) activities."""
+    return Worker(
+        client,
+        task_queue=task_queue,
+        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
+        activities=activities,
+    )
+
+
+async def start(
+    client: Client, task_queue: str, **fields: Any
+) -> tuple[Migration, MigrationRequest]:
+    """A migration of a fresh app against the fakes."""
+    request = MigrationRequest(
+        statefulset=f"app-{uuid.uuid4().hex[:6]}",
+        namespace="shop",
+        source_context="source",
+        destination_context="destination",
+        **fields,
+    )
+    migration = await start_migration(
+        client, request, migration_id=f"controls-{uuid.uuid4().hex[:8]}", task_queue=task_queue
+    )
+    return migration, request
+
+
+def at(phase: str, ordinal: int | None = None) -> Any:
+    """A progress predicate: in ``phase`` (at ``ordinal``, when given)."""
+
+    def check(p: Progress) -> bool:
+        return p.phase == phase and (ordinal is None or p.current_ordinal == ordinal)
+
+    return check

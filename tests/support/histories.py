@@ -1,0 +1,32 @@
+"""Workflow histories: fetched by their deterministic ids, and recorded for the replay
+test (tests/test_replay.py) when STSMIGRATE_RECORD_HISTORIES=1."""
+
+from __future__ import annotations
+
+import json
+import os
+
+from temporalio.client import WorkflowHistory
+from temporalio.testing import WorkflowEnvironment
+
+from tests.support.paths import HISTORIES
+
+
+async def histories(env: WorkflowEnvironment, migration_id: str) -> list[WorkflowHistory]:
+    """The parent's history and every child's, found by their deterministic ids."""
+    parent = await env.client.get_workflow_handle(migration_id).fetch_history()
+    out = [parent]
+    for event in parent.events:
+        if event.HasField("start_child_workflow_execution_initiated_event_attributes"):
+            child_id = event.start_child_workflow_execution_initiated_event_attributes.workflow_id
+            out.append(await env.client.get_workflow_handle(child_id).fetch_history())
+    return out
+
+
+def record(name: str, history: WorkflowHistory) -> None:
+    """Keep a history for the replay test when STSMIGRATE_RECORD_HISTORIES=1."""
+    if os.environ.get("STSMIGRATE_RECORD_HISTORIES") == "1":
+        HISTORIES.mkdir(exist_ok=True)
+        # The id matters on replay: child workflow ids derive from it.
+        recorded = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
+        (HISTORIES / f"{name}.json").write_text(json.dumps(recorded))

@@ -1,0 +1,79 @@
+"""A real Redis Cluster for the redis_cluster health probe: Debian's redis-server."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import time
+from pathlib import Path
+
+from devenv.clusters import free_port
+
+
+class RedisCluster:
+    """Three cluster-enabled redis-server masters on loopback, joined by redis-cli."""
+
+    def __init__(self, folder: Path, nodes: int = 3) -> None:
+        self.folder = folder
+        # Each node also listens on port + 10000, the cluster bus.
+        self.ports = [free_port(also=10000) for _ in range(nodes)]
+        self.procs: dict[int, subprocess.Popen[bytes]] = {}
+
+    def start(self) -> None:
+        for port in self.ports:
+            work = self.folder / str(port)
+            work.mkdir(parents=True)
+            options = {
+                "--port": str(port),
+                "--bind": "127.0.0.1",
+                "--cluster-enabled": "yes",
+                "--cluster-node-timeout": "1000",
+                "--cluster-config-file": str(work / "nodes.conf"),
+                "--dir": str(work),
+                "--save": "",
+                "--appendonly": "no",
+                "--protected-mode": "yes",
+                "--logfile": str(work / "redis.log"),
+            }
+            argv = ["setpriv", "--pdeathsig", "SIGTERM", "--", "redis-server"]
+            argv += [word for option in options.items() for word in option]
+            self.procs[port] = subprocess.Popen(
+                argv,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.STDOUT,
+            )
+        for port in self.ports:
+            self._wait_listening(port, self.folder / str(port) / "redis.log")
+        nodes = [f"127.0.0.1:{p}" for p in self.ports]
+        create = ["redis-cli", "--cluster", "create", *nodes, "--cluster-replicas", "0"]
+        subprocess.run([*create, "--cluster-yes"], check=True, capture_output=True, timeout=60)
+
+    @staticmethod
+    def _wait_listening(port: int, log: Path) -> None:
+        for _ in range(100):
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                return
+            except OSError:
+                time.sleep(0.1)
+        said = log.read_text()[-2000:] if log.exists() else "(no log)"
+        raise AssertionError(f"redis-server on {port} did not listen; its log:\n{said}")
+
+    def info(self, port: int) -> str:
+        out = subprocess.run(
+            ["redis-cli", "-p", str(port), "cluster", "info"],
+            capture_output=True,
+            text=True,
+            timeout=10,
+        )
+        return out.stdout
+
+    def stop_node(self, port: int) -> None:
+        self.procs[port].terminate()
+        self.procs[port].wait(10)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+                proc.wait(10)
