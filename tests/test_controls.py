@@ -157,6 +157,52 @@ async def test_signals_that_make_no_sense_are_ignored_and_set_approval_applies(
     assert [r.ordinal for r in result.moved] == ORDINALS
 
 
+async def test_an_operator_message_during_the_first_activity_is_kept(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    """The request's state is set before any handler runs (@workflow.init): a
+    set_approval accepted while the run's first activity is still going is not
+    overwritten by the request's approval policy afterwards."""
+    clusters, task_queue = fake
+    clusters.attributes_answered.clear()
+    clusters.asked_for_attributes.clear()
+    migration, _ = await start(
+        temporal_env.client, task_queue, approval=ApprovalPolicy(mode="each")
+    )
+    await asyncio.wait_for(clusters.asked_for_attributes.wait(), 30)
+    progress = await migration.set_approval(ApprovalPolicy(mode="none"))
+    assert (progress.phase, progress.approval.mode) == ("starting", "none")
+    clusters.attributes_answered.set()
+    ended = await migration.wait_until(
+        lambda p: p.phase in ("awaiting_approval", "done"), within=30
+    )
+    assert (ended.phase, ended.approval.mode) == ("done", "none")
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == ORDINALS
+
+
+async def test_malformed_or_unknown_signals_are_ignored_and_the_run_goes_on(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    _, task_queue = fake
+    migration, _ = await start(
+        temporal_env.client, task_queue, approval=ApprovalPolicy(mode="first")
+    )
+    await migration.wait_until(at("awaiting_approval", 2), within=30)
+    handle = migration.handle
+    await handle.signal("pause", {"reason": 5})  # not a string: ignored
+    await handle.signal("set_approval")  # needs a policy: ignored
+    await handle.signal("approve", {"ordinal": 2, "all": True})  # both: refused by its model
+    await handle.signal("no_such_message", {"x": 1})  # no such message: ignored
+    await asyncio.sleep(1)
+    progress = await migration.progress()
+    assert (progress.phase, progress.paused, progress.approved) == ("awaiting_approval", False, [])
+    await handle.signal("approve")
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == ORDINALS
+    assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+
+
 async def test_abort_signal_while_paused_before_anything_changed(
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:

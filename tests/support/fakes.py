@@ -58,10 +58,16 @@ class FakeClusters:
         self.waiting_for_health = asyncio.Event()
         # Somebody else's change, made just before the named change of ours.
         self.before: dict[str, Callable[[], None]] = {}
+        # Cleared to hold the run's first activity (which search attributes exist).
+        self.attributes_answered = asyncio.Event()
+        self.attributes_answered.set()
+        self.asked_for_attributes = asyncio.Event()
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
         async def registered_search_attributes() -> list[str]:
+            self.asked_for_attributes.set()
+            await self.attributes_answered.wait()
             return self.search_attributes
 
         @activity.defn(name="plan_migration")
