@@ -179,6 +179,7 @@ async def test_an_operator_message_during_the_first_activity_is_kept(
     assert (ended.phase, ended.approval.mode) == ("done", "none")
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == ORDINALS
+    record("controls_first_activity_parent", (await histories(temporal_env, migration.id))[0])
 
 
 async def test_malformed_or_unknown_signals_are_ignored_and_the_run_goes_on(
@@ -201,6 +202,7 @@ async def test_malformed_or_unknown_signals_are_ignored_and_the_run_goes_on(
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == ORDINALS
     assert (await handle.describe()).status == WorkflowExecutionStatus.COMPLETED
+    record("controls_malformed_signals_parent", (await histories(temporal_env, migration.id))[0])
 
 
 async def test_abort_signal_while_paused_before_anything_changed(
