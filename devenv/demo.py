@@ -18,7 +18,12 @@ import time
 import uuid
 from pathlib import Path
 
-from activities.models import (
+from kubernetes import config
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.contrib.pydantic import pydantic_data_converter
+from temporalio.service import RPCError
+
+from contract import (
     SEARCH_ATTRIBUTES,
     TASK_QUEUE,
     DescribeClustersInput,
@@ -27,11 +32,6 @@ from activities.models import (
     OrdinalResult,
     ordinal_workflow_id,
 )
-from kubernetes import config
-from temporalio.client import Client, WorkflowExecutionStatus
-from temporalio.contrib.pydantic import pydantic_data_converter
-from temporalio.service import RPCError
-
 from devenv import wait_for_interrupt
 from devenv.clusters import ClusterError, LocalClusters
 from devenv.observer import Observer
