@@ -17,11 +17,11 @@ import pytest
 import pytest_asyncio
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
-from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.temporal import TemporalActivities
-from contract import SEARCH_ATTRIBUTES, ApprovalPolicy
+from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, Progress
 from stsmigrate.api import Rejected
 from tests.support.fakes import ORDINALS, FakeClusters, at, fake_worker, start
 from tests.support.histories import histories, record
@@ -193,6 +193,9 @@ async def test_malformed_or_unknown_signals_are_ignored_and_the_run_goes_on(
     handle = migration.handle
     await handle.signal("pause", {"reason": 5})  # not a string: ignored
     await handle.signal("set_approval")  # needs a policy: ignored
+    await handle.signal("set_approval", None)  # null decodes to None: ignored all the same
+    with pytest.raises(WorkflowUpdateFailedError):
+        await handle.execute_update("set_approval", args=[None], result_type=Progress)
     await handle.signal("approve", {"ordinal": 2, "all": True})  # both: refused by its model
     await handle.signal("no_such_message", {"x": 1})  # no such message: ignored
     await asyncio.sleep(1)
@@ -273,9 +276,14 @@ async def test_missing_search_attributes_are_reported_not_fatal(
         result = await migration.result()
     assert [r.ordinal for r in result.moved] == ORDINALS
     history = await migration.handle.fetch_history()
-    assert not any(
-        e.HasField("upsert_workflow_search_attributes_event_attributes") for e in history.events
-    )
+    # None of ours (the SDK itself upserts TemporalChangeVersion for workflow.patched).
+    upserts = [
+        e.upsert_workflow_search_attributes_event_attributes.search_attributes.indexed_fields
+        for e in history.events
+        if e.HasField("upsert_workflow_search_attributes_event_attributes")
+    ]
+    upserted = {name for fields in upserts for name in fields}
+    assert upserted <= {"TemporalChangeVersion"}
     said = [r.getMessage() for r in caplog.records if "are not registered" in r.getMessage()]
     assert len(said) == 1
     assert "StsmigratePhase" in said[0]

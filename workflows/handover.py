@@ -53,7 +53,9 @@ with workflow.unsafe.imports_passed_through():
         slice_change,
     )
     from contract.errors import BLOCKING
-    from workflows.options import SLICE_GUARD, quick, wait_options
+
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.options import SLICE_GUARD, quick, wait_options
 
 T = TypeVar("T")
 

@@ -27,8 +27,10 @@ with workflow.unsafe.imports_passed_through():
         RetainInput,
         SliceReadyInput,
     )
-    from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
-    from workflows.options import probe_options, quick, wait_options
+
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
+from workflows.options import probe_options, quick, wait_options
 
 T = TypeVar("T")
 

@@ -37,10 +37,13 @@ with workflow.unsafe.imports_passed_through():
         StepReport,
     )
     from contract.errors import HEALTH_GATE_FAILED, PREFLIGHT_FAILED
-    from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP
-    from workflows.options import preflight, quick
-    from workflows.progress import placement
-    from workflows.safe_points import SafePoints
+
+
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP
+from workflows.options import KEEP_EARLY_APPROVAL, preflight, quick
+from workflows.progress import placement
+from workflows.safe_points import SafePoints
 
 
 # A request that does not validate (e.g. raw JSON from the Temporal CLI) fails the
@@ -147,7 +150,10 @@ class MigrateStatefulSet(SafePoints):
             StsmigrateSourceContext=request.source_context,
             StsmigrateDestinationContext=request.destination_context,
         )
-        self._update_progress(phase="preflight")
+        # Runs started before KEEP_EARLY_APPROVAL reset the policy here; replaying them
+        # must do the same, or their approvals (and commands) would differ.
+        reset = {} if workflow.patched(KEEP_EARLY_APPROVAL) else {"approval": request.approval}
+        self._update_progress(phase="preflight", **reset)
         plan = await workflow.execute_activity_method(
             MigrationActivities.plan_migration,
             PlanInput(request=request, migration_id=migration_id),

@@ -34,8 +34,11 @@ with workflow.unsafe.imports_passed_through():
         RollbackRequest,
     )
     from contract.errors import REJECTED
-    from workflows.handover import OrdinalHandover
-    from workflows.progress import ProgressKeeper
+
+
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.handover import OrdinalHandover
+from workflows.progress import ProgressKeeper
 
 
 class OperatorMessages(ProgressKeeper):
@@ -114,7 +117,9 @@ class OperatorMessages(ProgressKeeper):
             return "nothing to roll back: this run has moved no ordinal"
         return None
 
-    def _approval_problem(self, policy: ApprovalPolicy) -> str | None:
+    def _approval_problem(self, policy: ApprovalPolicy | None) -> str | None:
+        if not isinstance(policy, ApprovalPolicy):  # a null payload decodes to None
+            return 'set_approval needs an approval policy, e.g. {"mode": "each"}'
         if self._finished():
             return f"the migration is {self._progress.phase}"
         if self._plan is not None and policy.mode == "ordinals":
@@ -217,17 +222,14 @@ class OperatorMessages(ProgressKeeper):
             return
         arg = None
         if message.model is not None and args:
-            hint: Any = message.model | None if message.optional else message.model
+            # A null payload decodes to None whatever the hint; each rule refuses what
+            # its message cannot take (set_approval needs a policy).
+            hint: Any = message.model | None
             try:
                 arg = workflow.payload_converter().from_payload(args[0].payload, hint)
             except Exception as err:  # a malformed message must not fail the workflow task
                 workflow.logger.warning("signal %s ignored: %s", name, err)
                 return
-        elif message.model is not None and not message.optional:
-            workflow.logger.warning(
-                "signal %s ignored: it needs a %s", name, message.model.__name__
-            )
-            return
         if problem := message.rule(self, arg):
             workflow.logger.warning("signal %s ignored: %s", name, problem)
             return
@@ -284,12 +286,11 @@ class OperatorMessages(ProgressKeeper):
 
 @dataclass(frozen=True)
 class OperatorMessage:
-    """One operator message: its argument's model (None: it takes none; ``optional``:
-    it may be left out), the rule that refuses it and what it does (sync, or a
-    coroutine when it tells the child)."""
+    """One operator message: its argument's model (None: it takes none), the rule that
+    refuses it (a missing argument too, when it needs one) and what it does (sync, or
+    a coroutine when it tells the child)."""
 
     model: type[Any] | None
-    optional: bool
     rule: Callable[[Any, Any], str | None]
     action: Callable[[Any, Any], Awaitable[None] | None]
 
@@ -297,21 +298,19 @@ class OperatorMessage:
 # The wire names: the signal and the update of each are called the same.
 OPERATOR_MESSAGES: dict[str, OperatorMessage] = {
     "pause": OperatorMessage(
-        PauseRequest, True, OperatorMessages._pause_problem, OperatorMessages._pause
+        PauseRequest, OperatorMessages._pause_problem, OperatorMessages._pause
     ),
-    "resume": OperatorMessage(
-        None, True, OperatorMessages._resume_problem, OperatorMessages._resume
-    ),
+    "resume": OperatorMessage(None, OperatorMessages._resume_problem, OperatorMessages._resume),
     "approve": OperatorMessage(
-        ApproveRequest, True, OperatorMessages._approve_problem, OperatorMessages._approve
+        ApproveRequest, OperatorMessages._approve_problem, OperatorMessages._approve
     ),
     "abort": OperatorMessage(
-        AbortRequest, True, OperatorMessages._abort_problem, OperatorMessages._abort
+        AbortRequest, OperatorMessages._abort_problem, OperatorMessages._abort
     ),
     "set_approval": OperatorMessage(
-        ApprovalPolicy, False, OperatorMessages._approval_problem, OperatorMessages._set_approval
+        ApprovalPolicy, OperatorMessages._approval_problem, OperatorMessages._set_approval
     ),
     "rollback": OperatorMessage(
-        RollbackRequest, True, OperatorMessages._rollback_problem, OperatorMessages._ask_rollback
+        RollbackRequest, OperatorMessages._rollback_problem, OperatorMessages._ask_rollback
     ),
 }

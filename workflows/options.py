@@ -25,6 +25,11 @@ RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=time
 # longest migration's retention after the release that added it), then drop it.
 SLICE_GUARD = "slice-guard"
 
+# Patch id of keeping the operator's approval policy set before preflight: the request's
+# state is set by @workflow.init, and runs started before it reset the policy to the
+# request's once the first activity returned (dropping a set_approval sent meanwhile).
+KEEP_EARLY_APPROVAL = "keep-early-approval"
+
 # Every option set takes the activity's summary (shown in the UI's timeline): it is
 # part of workflow.ActivityConfig, so it travels with the options.
 

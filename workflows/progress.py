@@ -42,8 +42,12 @@ def progress_table(progress: Progress, plan: Plan | None) -> str:
     if plan is not None:
         lines += ["", "| ordinal | status | step / seconds |", "|---|---|---|"]
         for row in progress_rows(progress, plan_ordinals(progress, plan)):
-            detail = f"{row.seconds:.1f} s" if row.seconds is not None else row.step
-            lines.append(f"| {row.ordinal} | {row.status} | {detail} |")
+            if row.seconds is not None:
+                lines.append(f"| {row.ordinal} | {row.status} | {row.seconds:.1f} s |")
+            elif row.status == "waiting":
+                lines.append(f"| {row.ordinal} | waiting | |")
+            else:
+                lines.append(f"| {row.ordinal} | {row.status} | {row.step} |")
     return "\n".join(lines)
 
 

@@ -13,7 +13,10 @@ from temporalio import workflow
 with workflow.unsafe.imports_passed_through():
     from activities.migration import MigrationActivities
     from contract import OrdinalInput, OrdinalResult
-    from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
+
+
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
 
 
 @workflow.defn(name="RollbackOrdinal")

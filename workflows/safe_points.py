@@ -21,9 +21,12 @@ with workflow.unsafe.imports_passed_through():
         ordinal_workflow_id,
         rollback_workflow_id,
     )
-    from workflows.migrate_ordinal import MigrateOrdinal
-    from workflows.operator_messages import OperatorMessages
-    from workflows.rollback_ordinal import RollbackOrdinal
+
+
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.migrate_ordinal import MigrateOrdinal
+from workflows.operator_messages import OperatorMessages
+from workflows.rollback_ordinal import RollbackOrdinal
 
 
 class SafePoints(OperatorMessages):
