@@ -20,10 +20,11 @@ workflow issues only behind ``workflow.patched`` (tests/histories/ replay).
 from workflows.describe import DescribeClusters
 from workflows.migrate_ordinal import MigrateOrdinal
 from workflows.migrate_statefulset import MigrateStatefulSet
-from workflows.options import SLICE_GUARD
+from workflows.options import PATCHES, SLICE_GUARD
 from workflows.rollback_ordinal import RollbackOrdinal
 
 __all__ = [
+    "PATCHES",
     "SLICE_GUARD",
     "DescribeClusters",
     "MigrateOrdinal",

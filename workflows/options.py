@@ -30,6 +30,9 @@ SLICE_GUARD = "slice-guard"
 # request's once the first activity returned (dropping a set_approval sent meanwhile).
 KEEP_EARLY_APPROVAL = "keep-early-approval"
 
+# Every patch id in use: a history's patch markers name only these.
+PATCHES = (SLICE_GUARD, KEEP_EARLY_APPROVAL)
+
 # Every option set takes the activity's summary (shown in the UI's timeline): it is
 # part of workflow.ActivityConfig, so it travels with the options.
 
