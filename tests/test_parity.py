@@ -75,3 +75,23 @@ def test_every_activity_the_worker_registers_has_a_fake_or_a_reason() -> None:
         f"WITHOUT_FAKE in tests/test_parity.py names {stale}, which now have a fake or "
         "are no longer registered by the worker: remove them from it"
     )
+
+
+def test_the_worker_registers_every_activity_its_classes_define() -> None:
+    """worker.activities_of lists the methods one by one: an @activity.defn added to a
+    class (or one of MigrationActivities' mixins) and not listed would never be served."""
+    from activities.clusters import ClusterActivities
+    from activities.health import HealthActivities
+    from activities.migration import MigrationActivities
+    from activities.temporal import TemporalActivities
+
+    defined = {
+        definition.name
+        for cls in (ClusterActivities, MigrationActivities, HealthActivities, TemporalActivities)
+        for attribute in dir(cls)
+        if (definition := activity._Definition.from_callable(getattr(cls, attribute)))
+    }
+    assert defined == worker_names(), (
+        f"defined but not registered: {sorted(defined - worker_names())}; "
+        f"registered but not defined: {sorted(worker_names() - defined)}"
+    )
