@@ -19,6 +19,7 @@ from contract.activity_io import (
     EnsureDestinationInput,
     HealthReport,
     ImportInput,
+    LockInput,
     OrdinalInput,
     OrdinalMove,
     PlanInput,
@@ -35,6 +36,7 @@ from contract.activity_io import (
     SliceReadyInput,
     SliceRef,
     StatefulSetState,
+    TakeInput,
     WaitPodGoneInput,
     slice_change,
 )
@@ -43,8 +45,10 @@ from contract.base import (
     Reply,
 )
 from contract.names import (
+    ANNOTATION_LOCK,
     ANNOTATION_MIGRATION_ID,
     ANNOTATION_SOURCE,
+    LABEL_FENCE,
     LABEL_MIGRATION,
     LABEL_ORDINAL,
     MANAGED_BY,
@@ -99,10 +103,12 @@ from contract.request import (
 )
 
 __all__ = [
+    "ANNOTATION_LOCK",
     "ANNOTATION_MIGRATION_ID",
     "ANNOTATION_SOURCE",
     "CONTEXT",
     "DNS_LABEL",
+    "LABEL_FENCE",
     "LABEL_MIGRATION",
     "LABEL_ORDINAL",
     "MANAGED_BY",
@@ -128,6 +134,7 @@ __all__ = [
     "HealthGates",
     "HealthReport",
     "ImportInput",
+    "LockInput",
     "MigrationRequest",
     "MigrationResult",
     "NamespaceName",
@@ -163,6 +170,7 @@ __all__ = [
     "Step",
     "StepReport",
     "StepTiming",
+    "TakeInput",
     "VolumePlan",
     "WaitPodGoneInput",
     "WaitTimeouts",

@@ -169,10 +169,37 @@ class RetainResult(Payload):
 
 
 class ReleaseClaimsInput(Payload):
+    """Release the giving side's claims of one ordinal: ``claims[i]`` is released only
+    while it is bound (or, if ours, pre-bound) to ``volumes[i]`` and that volume is
+    Retain. With ``fence``, each released claim is replaced by a fence: a claim of the
+    same name pre-bound to the released volume, which the PV controller never binds
+    (the volume's claimRef holds the old claim's uid), so a foreign scale-up of the
+    giver gets a Pending pod, never a pod on new, empty storage."""
+
     context: str
     namespace: str
     claims: list[str]
     volumes: list[str]
+    migration_id: str = ""
+    ordinal: int = -1
+    fence: bool = False
+
+
+class TakeInput(Payload):
+    """The taker takes ordinal k only while the giver owns exactly its slice without k:
+    one activity checks the giver, changes the taker, and re-reads the giver; if the
+    giver grew meanwhile the take is reverted at once (ConflictingChange)."""
+
+    giver: SetSliceInput = Field(description="the giver's slice without k (a no-op change)")
+    taker: SetSliceInput = Field(description="the taker's slice, without k -> with k")
+
+
+class LockInput(Payload):
+    """The one-migration-per-StatefulSet lock: an annotation on the source StatefulSet
+    naming the migration that holds it."""
+
+    ref: SliceRef
+    migration_id: str
 
 
 class ImportInput(Payload):

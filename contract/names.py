@@ -24,6 +24,10 @@ LABEL_MIGRATION = "stsmigrate.dev/migration"  # short hash of the migration id (
 LABEL_ORDINAL = "stsmigrate.dev/ordinal"
 ANNOTATION_MIGRATION_ID = "stsmigrate.dev/migration-id"
 ANNOTATION_SOURCE = "stsmigrate.dev/source"  # "<context>/<namespace>/<name>"
+# On the source StatefulSet while a migration runs: the id of the one that may change it.
+ANNOTATION_LOCK = "stsmigrate.dev/locked-by"
+# On a fence claim: a claim left in place of a released one, pre-bound to its volume.
+LABEL_FENCE = "stsmigrate.dev/fence"
 
 
 def ordinal_workflow_id(migration_id: str, ordinal: int) -> str:

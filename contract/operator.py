@@ -15,6 +15,11 @@ class Control(Payload):
     paused: bool = False
     aborting: bool = False
     resumes: int = Field(0, description="how many times the operator resumed")
+    undo: bool = Field(
+        False,
+        description="put the blocked ordinal back where it was (abort or rollback of a "
+        "blocked step, or a cancel): the reverse of exactly the steps already done",
+    )
 
 
 class StepReport(Payload):

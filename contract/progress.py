@@ -57,7 +57,10 @@ class StepTiming(Reply):
 
 class OrdinalResult(Reply):
     ordinal: int
-    moved: bool = Field(True, description="false: aborted before the source gave it up")
+    moved: bool = Field(True, description="false: aborted before the source gave it up, or undone")
+    undone: bool = Field(
+        False, description="blocked after the giver gave it up, then put back where it was"
+    )
     health: HealthReport | None = Field(None, description="the health gates, when any ran")
     steps: list[StepTiming] = Field(default_factory=list)
     volumes: list[str] = Field(default_factory=list)
@@ -94,6 +97,8 @@ Phase = Literal[
     "rolling_back",
     "done",
     "aborted",
+    "cancelled",
+    "failed",
 ]
 
 
@@ -117,6 +122,10 @@ class Progress(Reply):
     finished: list[OrdinalResult] = Field(default_factory=list)
     remaining: list[int] = Field(default_factory=list, description="highest first")
     warnings: list[str] = Field(default_factory=list)
+    error: str = Field("", description="why the run failed (phase failed)")
+    placement: dict[str, str] = Field(
+        default_factory=dict, description="where every ordinal runs, read when the run ended"
+    )
 
 
 class ProgressRow(NamedTuple):
