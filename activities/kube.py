@@ -258,12 +258,33 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
-    def delete_pvc(self, ns: str, name: str) -> None:
+    def patch_pvc(self, ns: str, name: str, patch: Obj) -> Obj:
+        return self._call(
+            f"patch PersistentVolumeClaim {ns}/{name}",
+            self._core.patch_namespaced_persistent_volume_claim,
+            name,
+            ns,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
+    def delete_pvc(
+        self, ns: str, name: str, uid: str | None = None, resource_version: str | None = None
+    ) -> None:
+        """Delete a claim; absent is success. With ``uid``/``resource_version``, only the
+        claim that was read: a claim replaced or changed since is a 409 (``CONFLICT``,
+        retryable), so the retry reads it again and judges what is there now."""
+        body = None
+        if uid is not None or resource_version is not None:
+            body = client.V1DeleteOptions(
+                preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+            )
         self._maybe(
             f"delete PersistentVolumeClaim {ns}/{name}",
             self._core.delete_namespaced_persistent_volume_claim,
             name,
             ns,
+            body=body,
         )
 
     # -- waiting ----------------------------------------------------------------------

@@ -16,6 +16,7 @@ from typing import Any
 from contract import (
     ANNOTATION_MIGRATION_ID,
     ANNOTATION_SOURCE,
+    LABEL_FENCE,
     LABEL_MIGRATION,
     LABEL_ORDINAL,
     MANAGED_BY,
@@ -236,6 +237,69 @@ def _claim(
         },
         "spec": spec,
     }
+
+
+def fence_pvc(
+    pv: Obj, claim: str, namespace: str, migration_id: str, source: str, ordinal: int
+) -> Obj:
+    """A fence: the claim ``claim`` made again in place of a released one, naming the
+    released volume ``pv`` and asking for exactly what it has.
+
+    The PV controller never binds it: the volume's claimRef still holds the released
+    claim's uid, so the fence stays Pending. A foreign scale-up of the giver then gets
+    a Pending pod on it, never a pod on a new, empty volume (which a missing claim
+    would get from the StatefulSet's claim template). Adopting it (``LABEL_FENCE``
+    removed, the old uid dropped from the claimRef) makes it the real claim again.
+    """
+    labels, annotations = ownership(migration_id, source, ordinal)
+    spec = pv.get("spec") or {}
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {
+            "name": claim,
+            "namespace": namespace,
+            "labels": {**labels, LABEL_FENCE: "true"},
+            "annotations": annotations,
+        },
+        "spec": {
+            "accessModes": spec.get("accessModes") or ["ReadWriteOnce"],
+            "resources": {"requests": {"storage": (spec.get("capacity") or {})["storage"]}},
+            # "" (not absent): no default class is filled in, so nothing provisions it.
+            "storageClassName": spec.get("storageClassName") or "",
+            "volumeMode": spec.get("volumeMode") or "Filesystem",
+            "volumeName": pv["metadata"]["name"],
+        },
+    }
+
+
+def is_fence(pvc: Obj, migration_id: str, volume: str) -> bool:
+    """``pvc`` is a fence this migration left for ``volume``, still unbound. A Bound
+    claim is never taken for a fence (whatever its labels say), and adoption removes
+    the label before the claim can bind."""
+    labels = (pvc.get("metadata") or {}).get("labels") or {}
+    return bool(
+        migration_id
+        and labels.get(LABEL_FENCE) == "true"
+        and is_ours(pvc, migration_id)
+        and (pvc.get("spec") or {}).get("volumeName") == volume
+        and (pvc.get("status") or {}).get("phase") != "Bound"
+    )
+
+
+def is_bound_to(pvc: Obj, pv: Obj | None) -> bool:
+    """``pvc`` is Bound to ``pv`` and ``pv`` to it: both sides of the binding agree (the
+    claim's volumeName and phase, the volume's claimRef uid), whoever made the claim."""
+    if pv is None:
+        return False
+    claim_ref = (pv.get("spec") or {}).get("claimRef") or {}
+    meta = pvc.get("metadata") or {}
+    return bool(
+        (pvc.get("status") or {}).get("phase") == "Bound"
+        and (pvc.get("spec") or {}).get("volumeName") == pv["metadata"]["name"]
+        and meta.get("uid")
+        and claim_ref.get("uid") == meta.get("uid")
+    )
 
 
 def referenced_dependencies(pod_spec: Obj) -> dict[str, set[str]]:

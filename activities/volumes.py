@@ -16,11 +16,13 @@ from activities.converging import ConvergingActivities, conflict
 from activities.kube import Kube, Obj
 from contract import (
     ANNOTATION_MIGRATION_ID,
+    LABEL_FENCE,
     ClaimsBoundInput,
     ImportInput,
     ReleaseClaimsInput,
     RetainInput,
     RetainResult,
+    VolumePlan,
 )
 from contract.errors import CONFLICT, NOT_OURS, WAIT_TIMEOUT
 
@@ -66,34 +68,54 @@ class VolumeActivities(ConvergingActivities):
     # destination's. Recorded histories hold the old name, so it stays.
     @activity.defn(name="release_source_claims")
     def release_claims(self, request: ReleaseClaimsInput) -> None:
-        """Delete the giving side's claims (their volumes are Retain), so only the taking
-        side can bind the storage. Refuses while any pod still uses a claim."""
+        """Release the giving side's claims of ordinal k: claim i is deleted only once it
+        is positively identified as the one on volume i (Bound to it, or ours and
+        pre-bound to it), that volume is Retain and no running pod uses the claim; the
+        delete carries the uid and resourceVersion read, so a claim replaced meanwhile
+        is never deleted. Anything else under a claim's name is refused (``NotOurs``):
+        it may hold data written since the migration began (review finding 6).
+
+        With ``request.fence`` each released claim is then replaced by a fence
+        (``manifests.fence_pvc``). Inputs recorded before ``migration_id`` and
+        ``fence`` existed still run: no fence, and only a claim Bound to its planned
+        volume is released.
+        """
         kube = self.kube(request.context)
-        claims = set(request.claims)
-        for pod in kube.pods(request.namespace):
-            used = {
-                str((v.get("persistentVolumeClaim") or {}).get("claimName"))
-                for v in pod["spec"].get("volumes") or []
-                if v.get("persistentVolumeClaim")
-            }
-            if used & claims:
-                raise conflict(
-                    f"pod {pod['metadata']['name']} still uses {sorted(used & claims)}: somebody "
-                    "scaled the StatefulSet back up, or another pod mounts these claims"
-                )
-        for name in request.volumes:
-            pv = kube.pv(name)
-            if pv is not None and pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
-                raise conflict(
-                    f"PersistentVolume {name} is no longer Retain; refusing to release its claim"
-                )
-        for claim in sorted(claims):
-            kube.delete_pvc(request.namespace, claim)
+        ns = request.namespace
+        pairs = list(zip(request.claims, request.volumes, strict=True))
+        _refuse_running_users(kube, ns, set(request.claims))
+        pvs = {volume: _retain_before_release(kube, volume) for _, volume in pairs}
+        to_delete: list[Obj] = []
+        for claim, volume in pairs:
+            pvc = kube.pvc(ns, claim)
+            if pvc is None or manifests.is_fence(pvc, request.migration_id, volume):
+                continue  # released already (by an earlier attempt, or never there)
+            if not _ours_to_release(pvc, pvs[volume], volume, request.migration_id):
+                raise _not_ours_to_release(kube, ns, pvc, volume)
+            to_delete.append(pvc)
+        # Every claim judged before the first delete: a refusal changes nothing.
+        deleted: dict[str, str] = {}  # claim -> uid of the claim we deleted
+        for pvc in to_delete:
+            meta = pvc["metadata"]
+            kube.delete_pvc(
+                ns, meta["name"], uid=meta["uid"], resource_version=meta["resourceVersion"]
+            )
+            deleted[meta["name"]] = meta["uid"]
 
         def gone(pvcs: dict[str, Obj]) -> bool:
-            return not claims & set(pvcs)
+            # Gone by uid: a claim of that name made since is somebody else's, judged
+            # by the retry (and never deleted unless it is the one on our volume).
+            return all(
+                ((pvcs.get(c) or {}).get("metadata") or {}).get("uid") != uid
+                for c, uid in deleted.items()
+            )
 
-        kube.wait_for_claims(request.namespace, f"claims {sorted(claims)} released", gone, 120)
+        kube.wait_for_claims(ns, f"claims {sorted(request.claims)} released", gone, 120)
+        if deleted:
+            log.info("claims_released", context=kube.context, claims=sorted(deleted))
+        if request.fence and request.migration_id:
+            for claim, volume in pairs:
+                _ensure_fence(kube, ns, claim, pvs[volume], request)
 
     @activity.defn
     def import_volumes(self, request: ImportInput) -> None:
@@ -107,8 +129,9 @@ class VolumeActivities(ConvergingActivities):
         r = request.request
         source, dest = self.kube(r.source_context), self.kube(r.destination_context)
         k = request.ordinal.ordinal
-        claims = [vol.claim for vol in request.ordinal.volumes]
-        _claims_free(dest, r.target_namespace, claims, request.migration_id)
+        present = _adopt_claims(
+            dest, r.target_namespace, request.ordinal.volumes, request.migration_id
+        )
         source_pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
             source_pv = _retained(source, vol.volume)
@@ -127,6 +150,8 @@ class VolumeActivities(ConvergingActivities):
         wanted = set(source_pvs)
         _wait_available(dest, wanted)
         for vol in request.ordinal.volumes:
+            if vol.claim in present:
+                continue
             source_pv = source_pvs[vol.volume]
             pvc_body = manifests.destination_pvc(source_pv, vol, r, request.migration_id, k)
             _ensure_ours(
@@ -147,8 +172,7 @@ class VolumeActivities(ConvergingActivities):
         r = request.request
         source = self.kube(r.source_context)
         k = request.ordinal.ordinal
-        claims = [vol.claim for vol in request.ordinal.volumes]
-        _claims_free(source, r.namespace, claims, request.migration_id)
+        present = _adopt_claims(source, r.namespace, request.ordinal.volumes, request.migration_id)
         pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
             pvs[vol.volume] = _retained(source, vol.volume)
@@ -156,6 +180,8 @@ class VolumeActivities(ConvergingActivities):
         _wait_available(source, set(pvs))
 
         for vol in request.ordinal.volumes:
+            if vol.claim in present:
+                continue
             body = manifests.reclaimed_pvc(pvs[vol.volume], vol, r, request.migration_id, k)
             _ensure_ours(
                 source, "PersistentVolumeClaim", r.namespace, body, request.migration_id, None
@@ -215,6 +241,106 @@ def _retained(kube: Kube, name: str) -> Obj:
     return pv
 
 
+def _refuse_running_users(kube: Kube, ns: str, claims: set[str]) -> None:
+    """No pod that may still run uses the claims. A finished pod (Succeeded or Failed,
+    a backup Job's, say) mounts nothing and does not block: the pvc-protection
+    controller ignores it too (review finding 23)."""
+    for pod in kube.pods(ns):
+        if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
+            continue
+        used = {
+            str((v.get("persistentVolumeClaim") or {}).get("claimName"))
+            for v in pod["spec"].get("volumes") or []
+            if v.get("persistentVolumeClaim")
+        }
+        if used & claims:
+            raise conflict(
+                f"pod {pod['metadata']['name']} still uses {sorted(used & claims)}: somebody "
+                "scaled the StatefulSet back up, or another pod mounts these claims"
+            )
+
+
+def _retain_before_release(kube: Kube, name: str) -> Obj:
+    """A volume whose claim is released: it must be there and Retain, or releasing the
+    claim could delete the storage."""
+    pv = kube.pv(name)
+    if pv is None:
+        raise conflict(
+            f"PersistentVolume {name} disappeared from {kube.context}; refusing to release "
+            "its claim"
+        )
+    if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+        raise conflict(
+            f"PersistentVolume {name} is no longer Retain; refusing to release its claim"
+        )
+    return pv
+
+
+def _ours_to_release(pvc: Obj, pv: Obj, volume: str, migration_id: str) -> bool:
+    """The claim is the one on ``volume``: both sides of the binding agree, or we made it
+    (an earlier import or reclaim) and it names the volume. Without a migration id
+    (an input recorded before it existed) only the first holds."""
+    if (pvc.get("spec") or {}).get("volumeName") != volume:
+        return False
+    if manifests.is_bound_to(pvc, pv):
+        return True
+    return bool(migration_id) and manifests.is_ours(pvc, migration_id)
+
+
+def _not_ours_to_release(kube: Kube, ns: str, pvc: Obj, volume: str) -> ApplicationError:
+    name = pvc["metadata"]["name"]
+    bound = (pvc.get("spec") or {}).get("volumeName") or ""
+    phase = (pvc.get("status") or {}).get("phase") or "no phase"
+    if bound == volume:
+        what = f"names the planned volume {volume} but is {phase}, not bound to it, and not ours"
+    else:
+        what = f"is bound to {bound or 'no volume'} ({phase}), not to the planned volume {volume}"
+    return ApplicationError(
+        f"PersistentVolumeClaim {ns}/{name} in {kube.context} {what}: it may hold data "
+        "written since the migration began; it was not deleted. Check who created it, "
+        "move its data or delete it yourself, then resume",
+        type=NOT_OURS,
+        non_retryable=True,
+    )
+
+
+def _ensure_fence(kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClaimsInput) -> None:
+    """The fence of ``claim`` on ``pv`` (``manifests.fence_pvc``); one of ours already there
+    is the converged state. Anything else took the name in the moment since the release
+    (a foreign scale-up): refused, not deleted."""
+    volume = pv["metadata"]["name"]
+    now = kube.pv(volume) or pv
+    if not ((now.get("spec") or {}).get("claimRef") or {}).get("uid"):
+        # The fence holds only while the volume's claimRef names a claim that is gone
+        # (by uid); a volume bound by name alone would bind the fence at once, and a
+        # foreign pod k would run on the storage the taker is getting. No fence then
+        # (as before fences existed); said in the log.
+        log.warning("claim_not_fenced", context=kube.context, claim=claim, volume=volume)
+        return
+    body = manifests.fence_pvc(
+        pv, claim, ns, request.migration_id, f"{kube.context}/{ns}/{claim}", request.ordinal
+    )
+    if kube.create("PersistentVolumeClaim", ns, body) is not None:
+        log.info("claim_fenced", context=kube.context, claim=claim, volume=volume)
+        return
+    existing = kube.pvc(ns, claim)
+    if existing is None:
+        raise ApplicationError(
+            f"PersistentVolumeClaim {claim} vanished after a conflict; retrying", type=CONFLICT
+        )
+    if not manifests.is_fence(existing, request.migration_id, volume):
+        raise ApplicationError(
+            f"PersistentVolumeClaim {ns}/{claim} in {kube.context} was created by somebody "
+            f"else right after its release (bound to "
+            f"{(existing.get('spec') or {}).get('volumeName') or 'no volume'}), so no fence "
+            f"holds volume {volume} for it; it was not deleted. Scale the StatefulSet back "
+            "down, check who created the claim, move its data or delete it yourself, then "
+            "resume",
+            type=NOT_OURS,
+            non_retryable=True,
+        )
+
+
 def _wait_available(kube: Kube, names: set[str]) -> None:
     """Until the PV controller has seen each volume (Available or Bound): a claim it
     syncs before its informer has the volume waits for the 15 s resync."""
@@ -228,20 +354,71 @@ def _wait_available(kube: Kube, names: set[str]) -> None:
     kube.wait_for_volumes(f"volumes {sorted(names)} Available", seen, 60)
 
 
-def _claims_free(kube: Kube, ns: str, claims: list[str], migration_id: str) -> None:
+def _adopt_claims(kube: Kube, ns: str, volumes: list[VolumePlan], migration_id: str) -> set[str]:
     """Before a volume is pre-bound to these claim names: the PV controller binds a
     pre-bound volume to the claim of that name whatever it asks for (storage class
-    included), so a claim there that is not ours would get our volume."""
-    for name in claims:
-        pvc = kube.pvc(ns, name)
-        if pvc is not None and not manifests.is_ours(pvc, migration_id):
+    included), so a claim there that is not ours would get our volume. Accepted, of a
+    claim already there:
+
+    - a claim Bound to exactly the planned volume (both sides of the binding agree) and
+      of its class, whoever made it: that claim is converged (an undo after a partial
+      release finds the giver's own claim still there). A claim of another class got
+      the volume only through a pre-binding (the PV controller checks no class then):
+      a capture, refused;
+    - a fence of ours on the planned volume: adopted as the real claim (its fence label
+      removed now, before ``_reopen`` lets it bind, so a Bound claim never carries it);
+    - any other claim of ours (an earlier attempt's).
+
+    Anything else is refused (``NotOurs``) before anything is changed. Returns the
+    claims that are there already, so are not to be created."""
+    present: set[str] = set()
+    fences: list[Obj] = []
+    for vol in volumes:
+        pvc = kube.pvc(ns, vol.claim)
+        if pvc is None:
+            continue
+        pv = kube.pv(vol.volume)
+        if manifests.is_bound_to(pvc, pv) and _of_its_class(pvc, pv):
+            present.add(vol.claim)
+            if _fence_label(pvc) and manifests.is_ours(pvc, migration_id):
+                fences.append(pvc)
+        elif manifests.is_fence(pvc, migration_id, vol.volume):
+            present.add(vol.claim)
+            fences.append(pvc)
+        elif not manifests.is_ours(pvc, migration_id):
             raise ApplicationError(
-                f"PersistentVolumeClaim {ns}/{name} exists in {kube.context} and is not "
+                f"PersistentVolumeClaim {ns}/{vol.claim} exists in {kube.context} and is not "
                 "ours: the moving volume would be bound to it. Remove or rename it, then "
                 "resume",
                 type=NOT_OURS,
                 non_retryable=True,
             )
+    for pvc in fences:
+        meta = pvc["metadata"]
+        kube.patch_pvc(
+            ns,
+            meta["name"],
+            # Only the fence that was read: a claim changed since is a 409, read again.
+            {
+                "metadata": {
+                    "resourceVersion": meta["resourceVersion"],
+                    "labels": {LABEL_FENCE: None},
+                }
+            },
+        )
+        volume = (pvc.get("spec") or {}).get("volumeName")
+        log.info("fence_adopted", context=kube.context, claim=meta["name"], volume=volume)
+    return present
+
+
+def _of_its_class(pvc: Obj, pv: Obj | None) -> bool:
+    """The claim asks for the volume's storage class (none and "" alike)."""
+    wanted = (pvc.get("spec") or {}).get("storageClassName") or ""
+    return wanted == (((pv or {}).get("spec") or {}).get("storageClassName") or "")
+
+
+def _fence_label(pvc: Obj) -> bool:
+    return ((pvc.get("metadata") or {}).get("labels") or {}).get(LABEL_FENCE) == "true"
 
 
 def _reopen(kube: Kube, name: str) -> None:

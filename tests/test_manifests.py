@@ -308,3 +308,68 @@ def test_requests_with_invalid_numbers_are_refused() -> None:
         MigrationRequest(**base, timeouts={"pod_gone": 0})
     with pytest.raises(ValueError, match="source_context"):
         MigrationRequest(**{**base, "source_context": ""})
+
+
+def released_pv(storage_class: str | None = "hostpath") -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "capacity": {"storage": "2Gi"},
+        "accessModes": ["ReadWriteOnce"],
+        "volumeMode": "Block",
+        "hostPath": {"path": "/v/pv-1"},
+        "claimRef": {"namespace": "shop", "name": "data-redis-4", "uid": "old-uid"},
+    }
+    if storage_class:
+        spec["storageClassName"] = storage_class
+    return {"metadata": {"name": "pv-1"}, "spec": spec}
+
+
+def test_a_fence_asks_for_exactly_the_released_volume() -> None:
+    fence = manifests.fence_pvc(released_pv(), "data-redis-4", "shop", "mig/1", "a/shop/x", 4)
+    assert fence["metadata"]["name"] == "data-redis-4"
+    assert fence["metadata"]["namespace"] == "shop"
+    labels = fence["metadata"]["labels"]
+    assert labels["stsmigrate.dev/fence"] == "true"
+    assert labels["stsmigrate.dev/ordinal"] == "4" and manifests.is_ours(fence, "mig/1")
+    assert fence["spec"] == {
+        "accessModes": ["ReadWriteOnce"],
+        "resources": {"requests": {"storage": "2Gi"}},
+        "storageClassName": "hostpath",
+        "volumeMode": "Block",
+        "volumeName": "pv-1",
+    }
+    # A volume of no class: "" (not absent), so no default class is filled in.
+    classless = manifests.fence_pvc(released_pv(None), "c", "shop", "mig/1", "a/shop/x", 4)
+    assert classless["spec"]["storageClassName"] == ""
+
+
+def claim(
+    labels: dict[str, str], volume: str = "pv-1", phase: str = "Pending", uid: str = "u2"
+) -> dict[str, Any]:
+    return {
+        "metadata": {"name": "data-redis-4", "uid": uid, "labels": labels},
+        "spec": {"volumeName": volume},
+        "status": {"phase": phase},
+    }
+
+
+def test_a_fence_is_only_our_unbound_fence_on_that_volume() -> None:
+    fence = manifests.fence_pvc(released_pv(), "data-redis-4", "shop", "mig/1", "a/shop/x", 4)
+    labels = fence["metadata"]["labels"]
+    assert manifests.is_fence(claim(labels), "mig/1", "pv-1")
+    assert not manifests.is_fence(claim(labels), "mig/2", "pv-1")  # another migration's
+    assert not manifests.is_fence(claim(labels), "", "pv-1")  # an old input: no id
+    assert not manifests.is_fence(claim(labels, volume="pv-2"), "mig/1", "pv-1")
+    assert not manifests.is_fence(claim(labels, phase="Bound"), "mig/1", "pv-1")
+    unlabelled = {k: v for k, v in labels.items() if k != "stsmigrate.dev/fence"}
+    assert not manifests.is_fence(claim(unlabelled), "mig/1", "pv-1")
+
+
+def test_bound_to_needs_both_sides_of_the_binding() -> None:
+    pv = copy.deepcopy(released_pv())
+    pv["spec"]["claimRef"]["uid"] = "u2"
+    assert manifests.is_bound_to(claim({}, phase="Bound"), pv)
+    assert not manifests.is_bound_to(claim({}, phase="Pending"), pv)
+    assert not manifests.is_bound_to(claim({}, phase="Bound", uid="u3"), pv)  # a new claim
+    assert not manifests.is_bound_to(claim({}, phase="Bound", volume="pv-2"), pv)
+    assert not manifests.is_bound_to(claim({}, phase="Bound"), None)
+    assert not manifests.is_bound_to(claim({}, phase="Bound"), released_pv())  # old uid
