@@ -1,15 +1,26 @@
-"""StatefulSet activities: the destination StatefulSet, the retention policy, and the
-slice of ordinals each side owns (contract: ``activities.converging``)."""
+"""StatefulSet activities: the destination StatefulSet, the retention policy, the
+slice of ordinals each side owns, the guarded take of one ordinal, and the
+one-migration-per-StatefulSet lock (contract: ``activities.converging``)."""
 
 from __future__ import annotations
 
 import structlog
 from temporalio import activity
+from temporalio.exceptions import ApplicationError
 
 from activities import manifests
 from activities.converging import ConvergingActivities, conflict
-from activities.kube import Obj, slice_of
-from contract import EnsureDestinationInput, SetSliceInput, SliceRef, StatefulSetState
+from activities.kube import Kube, Obj, slice_of
+from contract import (
+    ANNOTATION_LOCK,
+    EnsureDestinationInput,
+    LockInput,
+    SetSliceInput,
+    SliceRef,
+    StatefulSetState,
+    TakeInput,
+)
+from contract.errors import CONFLICTING_CHANGE
 
 # One logger for every migration activity, as before the split: its name is in each
 # JSON log line.
@@ -74,38 +85,191 @@ class SliceActivities(ConvergingActivities):
     def set_statefulset_slice(self, request: SetSliceInput) -> StatefulSetState:
         """One request sets start and replicas together: patching start alone would shift
         the slice and replace a pod."""
+        return _converge_slice(self.kube(request.ref.context), request)
+
+    @activity.defn
+    def take_ordinal(self, request: TakeInput) -> StatefulSetState:
+        """The taker takes ordinal k only while the giver owns exactly its slice without
+        k (review finding 7): the giver is read, the taker changed, and the giver read
+        again, in one activity. A giver that grew in between (a GitOps sync or an
+        autoscaler putting replicas back) gets the take reverted at once, long before
+        the taker's pod k could be scheduled, so k never runs in both clusters (I1).
+
+        Idempotent: on a retry with the taker already at its target and the giver
+        unchanged, nothing is written; with the giver grown, the take is reverted."""
+        giver, taker = request.giver, request.taker
+        gkube, tkube = self.kube(giver.ref.context), self.kube(taker.ref.context)
+        k = _taken(taker)
+        left = (giver.start, giver.replicas)
+        before = _read_slice(gkube, giver.ref)
+        if before != left:
+            taker_now = _read_slice(tkube, taker.ref)
+            taken = "nothing was taken"
+            if taker_now == (taker.start, taker.replicas):
+                # An earlier attempt of ours took k, then died before it saw the giver grow.
+                self._revert_take(tkube, taker, k, _span(before))
+                taker_now, taken = (taker.from_start, taker.from_replicas), "the take was reverted"
+            raise conflict(
+                f"{_where(giver.ref)} owns {_span(before)} but taking ordinal {k} needs it to "
+                f"own exactly {_span(left)}: somebody else changed it; {taken} "
+                f"({_where(taker.ref)} owns {_span(taker_now)})"
+            )
+        state = _converge_slice(tkube, taker)
+        after = _read_slice(gkube, giver.ref)
+        if after != left:
+            self._revert_take(tkube, taker, k, _span(after))
+            raise conflict(
+                f"{_where(giver.ref)} grew to {_span(after)} while ordinal {k} was being "
+                f"taken; the take was reverted ({_where(taker.ref)} owns "
+                f"{_span((taker.from_start, taker.from_replicas))} again): somebody else "
+                f"scaled it; bring it back to {_span(left)}, then resume"
+            )
+        log.info(
+            "ordinal_taken",
+            context=taker.ref.context,
+            statefulset=taker.ref.statefulset,
+            ordinal=k,
+            giver=giver.ref.context,
+        )
+        return state
+
+    @staticmethod
+    def _revert_take(kube: Kube, taker: SetSliceInput, k: int, giver: str) -> None:
+        """The taker back to its slice without k (from its slice with k; a third state
+        is refused as a conflicting change)."""
+        back = SetSliceInput(
+            ref=taker.ref,
+            start=taker.from_start,
+            replicas=taker.from_replicas,
+            from_start=taker.start,
+            from_replicas=taker.replicas,
+        )
+        _converge_slice(kube, back)
+        log.warning(
+            "take_reverted",
+            context=taker.ref.context,
+            statefulset=taker.ref.statefulset,
+            ordinal=k,
+            giver_owns=giver,
+        )
+
+    @activity.defn
+    def lock_statefulset(self, request: LockInput) -> None:
+        """Annotate the StatefulSet with the migration that may change it (review finding
+        25): the first migration takes the lock, the same one again finds it held,
+        another one is refused (``ConflictingChange``) naming the holder."""
         ref = request.ref
         kube = self.kube(ref.context)
         sts = kube.statefulset(ref.namespace, ref.statefulset)
         if sts is None:
-            raise conflict(
-                f"StatefulSet {ref.namespace}/{ref.statefulset} is missing in {ref.context}"
+            raise conflict(f"{_where(ref)} is missing; nothing to lock")
+        holder = _lock_holder(sts)
+        if holder == request.migration_id:
+            return
+        if holder:
+            raise ApplicationError(
+                f"{_where(ref)} is locked by migration {holder!r}: one migration at a time "
+                f"may change it. Wait for that migration to end; if it has ended and left "
+                f"the lock behind, clear it: kubectl --context {ref.context} -n "
+                f"{ref.namespace} annotate statefulset {ref.statefulset} {ANNOTATION_LOCK}-",
+                type=CONFLICTING_CHANGE,
+                non_retryable=True,
             )
-        current = slice_of(sts)
-        target = (request.start, request.replicas)
-        if current == target:
-            return _state(sts)
-        if current != (request.from_start, request.from_replicas):
-            raise conflict(
-                f"StatefulSet {ref.namespace}/{ref.statefulset} in {ref.context} owns "
-                f"[{current[0]}, {sum(current)}) but the migration expected "
-                f"[{request.from_start}, {request.from_start + request.from_replicas}): "
-                "somebody else changed it; the migration will not fight that change"
-            )
-        patch: Obj = {
-            # Optimistic concurrency: a write between our read and this patch is a 409,
-            # retried after a fresh read.
-            "metadata": {"resourceVersion": sts["metadata"]["resourceVersion"]},
-            "spec": {"replicas": request.replicas, "ordinals": {"start": request.start}},
-        }
-        updated = kube.patch_statefulset(ref.namespace, ref.statefulset, patch)
-        log.info(
-            "statefulset_slice_set",
-            context=ref.context,
-            statefulset=ref.statefulset,
-            start=request.start,
-            replicas=request.replicas,
-            from_start=current[0],
-            from_replicas=current[1],
+        kube.patch_statefulset(
+            ref.namespace,
+            ref.statefulset,
+            # Two migrations locking at once: the second patch is a 409, and its retry
+            # reads the first one's lock.
+            {
+                "metadata": {
+                    "resourceVersion": sts["metadata"]["resourceVersion"],
+                    "annotations": {ANNOTATION_LOCK: request.migration_id},
+                }
+            },
         )
-        return _state(updated)
+        log.info("statefulset_locked", context=ref.context, statefulset=ref.statefulset)
+
+    @activity.defn
+    def unlock_statefulset(self, request: LockInput) -> None:
+        """Remove the lock, only if it names this migration (another one's lock, or a
+        StatefulSet that is gone, is left as it is)."""
+        ref = request.ref
+        kube = self.kube(ref.context)
+        sts = kube.statefulset(ref.namespace, ref.statefulset)
+        if sts is None or _lock_holder(sts) != request.migration_id:
+            return
+        kube.patch_statefulset(
+            ref.namespace,
+            ref.statefulset,
+            {
+                "metadata": {
+                    "resourceVersion": sts["metadata"]["resourceVersion"],
+                    "annotations": {ANNOTATION_LOCK: None},
+                }
+            },
+        )
+        log.info("statefulset_unlocked", context=ref.context, statefulset=ref.statefulset)
+
+
+def _where(ref: SliceRef) -> str:
+    return f"StatefulSet {ref.namespace}/{ref.statefulset} in {ref.context}"
+
+
+def _span(slice_: tuple[int, int] | None) -> str:
+    if slice_ is None:
+        return "nothing (it is missing)"
+    return f"[{slice_[0]}, {slice_[0] + slice_[1]})"
+
+
+def _read_slice(kube: Kube, ref: SliceRef) -> tuple[int, int] | None:
+    sts = kube.statefulset(ref.namespace, ref.statefulset)
+    return None if sts is None else slice_of(sts)
+
+
+def _taken(taker: SetSliceInput) -> int:
+    """The ordinal the taker gains: k is at the low end when the taker grows downwards
+    (a destination), at the high end when it grows upwards (a source in a rollback)."""
+    if taker.start < taker.from_start:
+        return taker.start
+    return taker.start + taker.replicas - 1
+
+
+def _lock_holder(sts: Obj) -> str:
+    return str(((sts.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LOCK) or "")
+
+
+def _converge_slice(kube: Kube, request: SetSliceInput) -> StatefulSetState:
+    """Converge a StatefulSet to ``request``'s slice from its expected one; a third state
+    is refused as a conflicting change."""
+    ref = request.ref
+    sts = kube.statefulset(ref.namespace, ref.statefulset)
+    if sts is None:
+        raise conflict(f"StatefulSet {ref.namespace}/{ref.statefulset} is missing in {ref.context}")
+    current = slice_of(sts)
+    target = (request.start, request.replicas)
+    if current == target:
+        return _state(sts)
+    if current != (request.from_start, request.from_replicas):
+        raise conflict(
+            f"StatefulSet {ref.namespace}/{ref.statefulset} in {ref.context} owns "
+            f"[{current[0]}, {sum(current)}) but the migration expected "
+            f"[{request.from_start}, {request.from_start + request.from_replicas}): "
+            "somebody else changed it; the migration will not fight that change"
+        )
+    patch: Obj = {
+        # Optimistic concurrency: a write between our read and this patch is a 409,
+        # retried after a fresh read.
+        "metadata": {"resourceVersion": sts["metadata"]["resourceVersion"]},
+        "spec": {"replicas": request.replicas, "ordinals": {"start": request.start}},
+    }
+    updated = kube.patch_statefulset(ref.namespace, ref.statefulset, patch)
+    log.info(
+        "statefulset_slice_set",
+        context=ref.context,
+        statefulset=ref.statefulset,
+        start=request.start,
+        replicas=request.replicas,
+        from_start=current[0],
+        from_replicas=current[1],
+    )
+    return _state(updated)

@@ -21,6 +21,7 @@ from contract import (
     EnsureDestinationInput,
     HealthReport,
     ImportInput,
+    LockInput,
     MigrationRequest,
     OrdinalPlan,
     Plan,
@@ -37,6 +38,7 @@ from contract import (
     SliceReadyInput,
     SliceRef,
     StatefulSetState,
+    TakeInput,
 )
 from stsmigrate.api import Migration, start_migration
 from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
@@ -62,6 +64,8 @@ class FakeClusters:
         self.attributes_answered = asyncio.Event()
         self.attributes_answered.set()
         self.asked_for_attributes = asyncio.Event()
+        # The lock on each side's StatefulSet (context -> migration id); not a change.
+        self.locks: dict[str, str] = {}
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -125,6 +129,35 @@ class FakeClusters:
             self.slices[task.ref.context] = target
             self.changes.append(f"{task.ref.context} [{task.start}, {task.start + task.replicas})")
 
+        @activity.defn(name="take_ordinal")
+        async def take_ordinal(task: TakeInput) -> StatefulSetState:
+            # The real activity's contract: the giver must own exactly its slice without
+            # k (else a conflicting change, nothing taken); then the taker's change.
+            giver = task.giver
+            if self.slices[giver.ref.context] != (giver.start, giver.replicas):
+                raise ApplicationError(
+                    f"{giver.ref.context} owns {self.slices[giver.ref.context]}, expected "
+                    f"{(giver.start, giver.replicas)}; nothing was taken",
+                    type="ConflictingChange",
+                    non_retryable=True,
+                )
+            await set_statefulset_slice(task.taker)
+            start, replicas = self.slices[task.taker.ref.context]
+            return StatefulSetState(exists=True, start=start, replicas=replicas)
+
+        @activity.defn(name="lock_statefulset")
+        async def lock_statefulset(task: LockInput) -> None:
+            holder = self.locks.setdefault(task.ref.context, task.migration_id)
+            if holder != task.migration_id:
+                raise ApplicationError(
+                    f"locked by migration {holder!r}", type="ConflictingChange", non_retryable=True
+                )
+
+        @activity.defn(name="unlock_statefulset")
+        async def unlock_statefulset(task: LockInput) -> None:
+            if self.locks.get(task.ref.context) == task.migration_id:
+                del self.locks[task.ref.context]
+
         @activity.defn(name="release_source_claims")
         async def release_source_claims(task: ReleaseClaimsInput) -> None:
             self.changes.append("release")
@@ -163,6 +196,9 @@ class FakeClusters:
             ensure_volumes_retained,
             read_pod,
             set_statefulset_slice,
+            take_ordinal,
+            lock_statefulset,
+            unlock_statefulset,
             release_source_claims,
             import_volumes,
             reclaim_volumes,
