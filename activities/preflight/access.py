@@ -21,6 +21,11 @@ SOURCE_PERMISSIONS = [
     ("get", "pods", "", True),
     ("get", "persistentvolumeclaims", "", True),
     ("delete", "persistentvolumeclaims", "", True),
+    # A released claim is replaced by a fence (a claim pre-bound to the released volume
+    # that never binds), so a foreign scale-up gets a Pending pod, never empty storage.
+    ("create", "persistentvolumeclaims", "", True),
+    # A rollback adopts the fence as the real claim again: its fence label is removed.
+    ("patch", "persistentvolumeclaims", "", True),
     ("list", "persistentvolumeclaims", "", True),
     ("get", "persistentvolumes", "", False),
     ("patch", "persistentvolumes", "", False),
@@ -41,6 +46,9 @@ DESTINATION_PERMISSIONS = [
     ("get", "pods", "", True),
     ("get", "persistentvolumeclaims", "", True),
     ("create", "persistentvolumeclaims", "", True),
+    # Moving an ordinal again after its rollback adopts the fence the rollback left in
+    # the destination: its fence label is removed.
+    ("patch", "persistentvolumeclaims", "", True),
     ("list", "persistentvolumeclaims", "", True),
     ("watch", "persistentvolumeclaims", "", True),
     ("get", "persistentvolumes", "", False),

@@ -23,6 +23,7 @@ from activities.preflight.findings import (
 )
 from activities.preflight.statefulsets import (
     check_destination,
+    check_lock,
     check_retention_policy,
     check_source,
     check_source_health,
@@ -52,6 +53,7 @@ def build_plan(
     source_slice = check_source(source, request, found)
     if source_slice is None:
         return _plan(request, migration_id, found, versions)
+    check_lock(source_slice, migration_id, found, source.context)
     check_source_health(source, source_slice, found)
     fix_retention_policy = check_retention_policy(source_slice, request, found)
     destination_slice = check_destination(destination, source_slice, request, found)

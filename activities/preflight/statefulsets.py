@@ -1,12 +1,13 @@
-"""Preflight checks of the StatefulSets: the source present, healthy and keeping its
-claims on scale-down; the destination absent or compatible and owning the slice just
-above the source's; ``stop_at_ordinal`` inside the source slice."""
+"""Preflight checks of the StatefulSets: the source present, not locked by another
+migration, healthy and keeping its claims on scale-down; the destination absent or
+compatible and owning the slice just above the source's; ``stop_at_ordinal`` inside
+the source slice."""
 
 from __future__ import annotations
 
 from activities.kube import Kube, Obj, is_ready, selector_string, slice_of
 from activities.preflight.findings import DestinationSlice, Findings, SourceSlice
-from contract import MigrationRequest
+from contract import ANNOTATION_LOCK, MigrationRequest
 
 
 def _templates(sts: Obj) -> dict[str, str | None]:
@@ -29,6 +30,24 @@ def check_source(source: Kube, request: MigrationRequest, f: Findings) -> Source
         return None
     start, replicas = slice_of(sts)
     return SourceSlice(sts=sts, start=start, replicas=replicas, templates=_templates(sts))
+
+
+def check_lock(source_slice: SourceSlice, migration_id: str, f: Findings, context: str) -> None:
+    """No other migration holds the source's lock (``lock_statefulset``): two migrations
+    of one StatefulSet would each take the other's changes for their own. The same id
+    holding it is a restart of this migration."""
+    meta = source_slice.sts.get("metadata") or {}
+    holder = (meta.get("annotations") or {}).get(ANNOTATION_LOCK) or ""
+    if not holder or holder == migration_id:
+        return
+    ns, name = meta.get("namespace"), meta.get("name")
+    f.problem(
+        f"source StatefulSet {ns}/{name}",
+        f"is locked by migration {holder!r} (annotation {ANNOTATION_LOCK}): one migration "
+        "at a time may change it",
+        f"wait for migration {holder!r} to end; once it has, if its lock is still there, "
+        f"kubectl --context {context} -n {ns} annotate statefulset {name} {ANNOTATION_LOCK}-",
+    )
 
 
 def check_source_health(kube: Kube, source_slice: SourceSlice, f: Findings) -> None:
