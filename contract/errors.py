@@ -26,3 +26,4 @@ BLOCKING = frozenset({CONFLICTING_CHANGE, WAIT_TIMEOUT, NOT_OURS})
 PREFLIGHT_FAILED = "PreflightFailed"  # the plan has problems; nothing was changed
 HEALTH_GATE_FAILED = "HealthGateFailed"  # on_failure "fail"
 REJECTED = "Rejected"  # an update's validator refused the operator's message
+RUNS_IN_BOTH = "RunsInBothClusters"  # the final placement has an ordinal in both clusters

@@ -305,8 +305,6 @@ async def test_a_foreign_scale_up_of_the_source_keeps_the_destination_from_takin
     )
     await asyncio.sleep(1)
     assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}  # no second pod 1
-    with pytest.raises(Rejected, match="half-moved"):
-        await migration.abort()
     clusters.slices["source"] = (0, 1)  # a human undoes the foreign change
     await migration.resume()
     result = await migration.result()

@@ -173,8 +173,7 @@ async def test_a_blocked_rollback_pauses_and_resume_finishes_it(
 ) -> None:
     """Rolling back ordinal 1, somebody scales the destination up again after pod 1
     went there: the source must not take pod 1 back meanwhile. The rollback pauses
-    with the reason (abort refused: it would leave the ordinal half-way back), and
-    finishes once the change is undone and the operator resumes."""
+    with the reason, and finishes once the change is undone and the operator resumes."""
     clusters, task_queue, failing = gated
     failing.add(1)
     clusters.before["reclaim 1"] = lambda: clusters.slices.update(destination=(1, 2))
@@ -190,8 +189,6 @@ async def test_a_blocked_rollback_pauses_and_resume_finishes_it(
     )
     await asyncio.sleep(1)
     assert clusters.slices == {"source": (0, 1), "destination": (1, 2)}  # no second pod 1
-    with pytest.raises(Rejected, match="half-moved"):
-        await migration.abort()
     clusters.slices["destination"] = (2, 1)
     await migration.resume()
     back = await migration.wait_until(lambda p: p.rolled_back == [1] and p.paused, within=30)

@@ -15,16 +15,20 @@ back (RollbackOrdinal) is the destination giving it to the source. Both run
                                       giver still owns what it was left with
     <taker>_pod_ready                 pod k Running and Ready on the taker
 
-A step the world can block pauses the run with the reason instead of failing with
-the ordinal half-moved (invariant I4); resume retries the step. Orchestration
-only: every step is an activity.
+Once the giver has scaled down (the point of no return), every step that fails,
+for any reason (a foreign change, a wait that ends, a 403, a 422, an admission
+webhook's denial), pauses the run with the reason instead of failing with the
+ordinal half-moved (invariant I4): resume retries the step, and abort or rollback
+(or a cancel) puts the ordinal back where it was by running the reverse of exactly
+the steps already done (``_undo``). Orchestration only: every step is an activity.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Awaitable, Callable
+import itertools
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -48,20 +52,88 @@ with workflow.unsafe.imports_passed_through():
         Step,
         StepReport,
         StepTiming,
+        TakeInput,
         WaitPodGoneInput,
         WaitTimeouts,
         slice_change,
     )
-    from contract.errors import BLOCKING
+    from contract.errors import (
+        BLOCKING,
+        CONFLICTING_CHANGE,
+        FORBIDDEN,
+        INVALID,
+        NOT_OURS,
+        WAIT_TIMEOUT,
+    )
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
-from workflows.options import SLICE_GUARD, quick, wait_options
+from workflows.options import GUARDED_TAKE, LOSSLESS_REPORTS, SLICE_GUARD, quick, wait_options
 
 T = TypeVar("T")
 
 # Signals a child sends its parent (MigrateStatefulSet handles them).
 ORDINAL_STEP = "ordinal_step"  # the step the child is in, for the parent's progress
 ORDINAL_BLOCKED = "ordinal_blocked"  # a step is blocked: the parent pauses with the reason
+
+# How far a hand-over got: what its undo has to reverse (each is set as its step begins,
+# so a step that failed half-way is reversed too; every reverse step converges).
+NOTHING_GIVEN = 0  # the giver still owns k
+GIVING = 1  # the giver's scale-down began: it may own its slice without k
+RELEASING = 2  # the giver's claims may be released (fences in their place)
+ADOPTING = 3  # the taker may hold claims of k on the same volumes
+TAKING = 4  # the taker may own k
+
+# A blocked child reports again after these many seconds (doubling, up to the last)
+# until the parent acknowledges by pausing: a report is never lost.
+REPORT_AGAIN = (30, 60, 120, 300, 900, 3600)
+
+# What to do about a blocked step, by error type (the pause reason ends with it).
+FIXES = {
+    FORBIDDEN: "grant the worker's identity this verb in that cluster (deploy/rbac.yaml), "
+    "renew its credentials, or free the quota that is full",
+    INVALID: "an admission policy, webhook or validation in that cluster refused the "
+    "object: change the policy (or what it checks)",
+    CONFLICTING_CHANGE: "stop the other writer (a GitOps sync, an autoscaler, a person) and "
+    "undo its change",
+    NOT_OURS: "the object belongs to somebody else: move or remove it",
+    WAIT_TIMEOUT: "find out why with kubectl describe and fix it",
+}
+
+
+class UndoAsked(Exception):
+    """The operator asked to put the blocked ordinal back (abort, rollback or cancel)."""
+
+
+async def outliving_cancel(work: Coroutine[Any, Any, T], on_cancel: Callable[[], Any]) -> T:
+    """Run a workflow's ``work`` to its end even when the workflow is cancelled: a cancel
+    only calls ``on_cancel`` (which turns it into an abort, maybe a coroutine), so no
+    step is cut half-way and the activities and children in flight finish."""
+    task = asyncio.create_task(work)
+    while True:
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            # The worker evicting the workflow from its cache cancels every task, this
+            # one too: that is no cancel of the workflow, so let it go.
+            if task.done() or task.cancelling():
+                raise
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            done = on_cancel()
+            if done is not None:
+                await done
+
+
+def block_reason(err: ActivityError) -> str:
+    """Why a step failed and what to do, for the pause reason: the activity's message
+    names the verb, the object and the cluster."""
+    cause = err.cause
+    if isinstance(cause, ApplicationError):
+        kind, message = cause.type or "ApplicationError", cause.message
+    else:
+        kind, message = type(cause).__name__, str(cause)
+    return f"{message} [{kind}; to fix: {FIXES.get(kind, 'fix the cause')}]"
 
 
 @dataclass(frozen=True)
@@ -135,20 +207,31 @@ class OrdinalHandover:
         self._control = Control()
         self._reports: list[asyncio.Task[None]] = []
         self._ordinal = 0
-        self._give_up_attempts = 0
+        self._give_up_attempts: dict[str, int] = {}
+        self._stage = NOTHING_GIVEN
+        self._migration_id = ""
+        self._undoing = False
+        self._cancel_asked = False
 
     @workflow.signal
     def control(self, control: Control) -> None:
         """The operator's pause/abort/resume, forwarded by the parent (latest wins)."""
         self._control = control
 
+    def _parent(self) -> workflow.ExternalWorkflowHandle[Any] | None:
+        """The parent, by workflow id (so a reset parent's new run gets the reports)."""
+        parent = workflow.info().parent
+        if parent is None:
+            return None
+        run_id = None if workflow.patched(LOSSLESS_REPORTS) else parent.run_id
+        return workflow.get_external_workflow_handle(parent.workflow_id, run_id=run_id)
+
     def _report(self, step: str) -> None:
         """Tell the parent the step we are in (for its progress); never waited on
         by the step itself, and never fatal."""
-        parent = workflow.info().parent
-        if parent is None:
+        handle = self._parent()
+        if handle is None:
             return
-        handle = workflow.get_external_workflow_handle(parent.workflow_id, run_id=parent.run_id)
 
         async def send() -> None:
             try:
@@ -174,34 +257,71 @@ class OrdinalHandover:
     def _resumed_since(self, seen: int) -> bool:
         return self._control.resumes > seen
 
+    def _undo_asked(self) -> bool:
+        """Put the blocked ordinal back: asked by the parent (abort or rollback of a
+        blocked step, or its cancel) or by a cancel of this workflow; not while undoing."""
+        return not self._undoing and (self._control.undo or self._cancel_asked)
+
+    def _cancelled(self) -> None:
+        """This workflow was cancelled (the Temporal UI, CLI or API): an abort. Before
+        the point of no return the ordinal stays; a blocked step is undone; a step
+        that runs finishes (docs/design.md, "Cancel, terminate")."""
+        workflow.logger.warning("ordinal %d: cancel requested, acting as an abort", self._ordinal)
+        self._cancel_asked = True
+
     async def _pausing_step(
-        self, name: Step, make: Callable[[], Awaitable[T]], timed: bool = True
+        self,
+        name: Step,
+        make: Callable[[], Awaitable[T]],
+        timed: bool = True,
+        any_error: bool = True,
     ) -> T:
-        """A step the world can block (a foreign change to a StatefulSet, a pod or an
-        attachment that does not go, a claim that does not bind): instead of failing
-        with the ordinal half-moved, the run pauses with the reason (signal
-        ``ordinal_blocked`` to the parent) and retries the step when resumed."""
+        """A step after the point of no return: instead of failing with the ordinal
+        half-moved, a failure of any kind pauses the run with the reason (signal
+        ``ordinal_blocked`` to the parent) and the step is retried when resumed, or
+        the ordinal put back (UndoAsked) when the operator asks. ``any_error=False``
+        (the giver's scale-down, which is the point of no return itself): only the
+        blocking types pause, any other error fails cleanly, nothing having changed."""
         while True:
             try:
                 return await (self._timed_step(name, make()) if timed else make())
             except ActivityError as err:
                 cause = err.cause
-                if not (isinstance(cause, ApplicationError) and cause.type in BLOCKING):
+                blocking = isinstance(cause, ApplicationError) and cause.type in BLOCKING
+                if not (blocking or any_error) or workflow.info().parent is None:
                     raise
-                seen = self._control.resumes
-                workflow.logger.warning(
-                    "ordinal %d %s blocked: %s", self._ordinal, name, cause.message
-                )
-                parent = workflow.info().parent
-                if parent is None:
-                    raise
-                await workflow.get_external_workflow_handle(
-                    parent.workflow_id, run_id=parent.run_id
-                ).signal(
-                    ORDINAL_BLOCKED,
-                    StepReport(ordinal=self._ordinal, step=name, detail=cause.message),
-                )
-                await workflow.wait_condition(functools.partial(self._resumed_since, seen))
+                await self._blocked(name, block_reason(err))
+
+    async def _blocked(self, name: Step, detail: str) -> None:
+        """Tell the parent that step ``name`` is blocked, until it acknowledges (pauses);
+        then wait for resume (return: retry the step) or an undo (raise UndoAsked)."""
+        seen = self._control.resumes
+        workflow.logger.warning("ordinal %d %s blocked: %s", self._ordinal, name, detail)
+
+        def decided() -> bool:
+            return self._resumed_since(seen) or self._undo_asked()
+
+        report = StepReport(ordinal=self._ordinal, step=name, detail=detail)
+        handle = self._parent()
+        assert handle is not None
+        if not workflow.patched(LOSSLESS_REPORTS):
+            await handle.signal(ORDINAL_BLOCKED, report)
+        else:
+            for again in itertools.chain(REPORT_AGAIN, itertools.repeat(REPORT_AGAIN[-1])):
+                try:
+                    await handle.signal(ORDINAL_BLOCKED, report)
+                except FailureError as err:  # no parent to tell: a human signals control
+                    workflow.logger.warning("block report not delivered: %s", err)
+                try:
+                    await workflow.wait_condition(
+                        lambda: decided() or self._control.paused, timeout=again
+                    )
+                    break  # the parent paused (acknowledged), or a decision came
+                except TimeoutError:
+                    continue
+        await workflow.wait_condition(decided)
+        if self._undo_asked():
+            raise UndoAsked()
 
     async def _set_slice(self, side: Side, to: tuple[int, int], from_: tuple[int, int]) -> None:
         """Converge ``side`` from the slice ``from_`` to ``to`` (any third state is a
@@ -231,6 +351,26 @@ class OrdinalHandover:
             )
         await self._set_slice(taker, taker.with_k, taker.without_k)
 
+    async def _take(self, giver: Side, taker: Side) -> None:
+        """The taker takes ordinal k while the giver owns its slice without k: the
+        check, the change and a re-read of the giver in ONE activity, which reverts
+        the take at once if the giver grew meanwhile (a GitOps sync, say)."""
+        if not workflow.patched(GUARDED_TAKE):
+            await self._scale_up_if_giver_still_owns(giver, taker)
+            return
+        start, replicas = giver.without_k
+        await workflow.execute_activity_method(
+            MigrationActivities.take_ordinal,
+            TakeInput(
+                giver=slice_change(giver.ref, giver.without_k),
+                taker=slice_change(taker.ref, taker.with_k, taker.without_k),
+            ),
+            **quick(
+                slice_summary(taker.ref, taker.without_k, taker.with_k)
+                + f", while {giver.ref.context} owns [{start}, {start + replicas})"
+            ),
+        )
+
     async def _give_up_storage(
         self, giver: Side, pod: PodState, ordinal: OrdinalPlan, t: WaitTimeouts
     ) -> None:
@@ -242,14 +382,14 @@ class OrdinalHandover:
         volumes = [v.volume for v in ordinal.volumes]
         claims = [v.claim for v in ordinal.volumes]
         uid = pod.uid
-        if self._give_up_attempts:
+        if self._give_up_attempts.get(ref.context, 0):
             now = await workflow.execute_activity_method(
                 MigrationActivities.read_pod,
                 PodRef(ref=ref, ordinal=ordinal.ordinal),
                 **quick(f"{ref.context}: read pod {ordinal.pod} again"),
             )
             uid = now.uid if now.exists else pod.uid
-        self._give_up_attempts += 1
+        self._give_up_attempts[ref.context] = self._give_up_attempts.get(ref.context, 0) + 1
         await self._timed_step(
             giver.pod_gone,
             workflow.execute_activity_method(
@@ -266,14 +406,22 @@ class OrdinalHandover:
                 ),
             ),
         )
+        if not self._undoing:
+            self._stage = max(self._stage, RELEASING)
         await self._timed_step(
             giver.claims_released,
             workflow.execute_activity_method(
                 MigrationActivities.release_claims,
                 ReleaseClaimsInput(
-                    context=ref.context, namespace=ref.namespace, claims=claims, volumes=volumes
+                    context=ref.context,
+                    namespace=ref.namespace,
+                    claims=claims,
+                    volumes=volumes,
+                    migration_id=self._migration_id,
+                    ordinal=ordinal.ordinal,
+                    fence=True,
                 ),
-                **wait_options(120, f"{ref.context}: release {len(claims)} claim(s)"),
+                **wait_options(120, f"{ref.context}: release {len(claims)} claim(s), fence them"),
             ),
         )
 
@@ -303,14 +451,10 @@ class OrdinalHandover:
             ),
         )
 
-    async def hand_over(
-        self, task: OrdinalInput, giver: Side, taker: Side, adoption: Adoption
-    ) -> None:
-        """Ordinal k from ``giver`` to ``taker``, the whole sequence (module docstring).
-        Once the giver has scaled down, this only ends with k running on the taker or
-        paused for a human at a blocked step."""
+    async def _give_up(self, task: OrdinalInput, giver: Side, any_error: bool) -> None:
+        """The giver gives ordinal k up: its slice without k, pod k gone by UID and
+        detached, its claims released and fenced."""
         ordinal, t = task.ordinal, task.request.timeouts
-        claims = [v.claim for v in ordinal.volumes]
         # The giver's pod UID is read first, so the wait below recognises a
         # replacement pod as somebody else's doing.
         pod = await workflow.execute_activity_method(
@@ -318,9 +462,12 @@ class OrdinalHandover:
             PodRef(ref=giver.ref, ordinal=ordinal.ordinal),
             **quick(f"{giver.ref.context}: read pod {ordinal.pod}"),
         )
+        if not self._undoing:
+            self._stage = GIVING
         await self._pausing_step(
             giver.scaled_down,
             lambda: self._set_slice(giver, giver.without_k, giver.with_k),
+            any_error=any_error,
         )
         # Always run: even if pod k were already gone, its volumes must be detached
         # before the taker may take ordinal k; only one cluster may claim the storage.
@@ -329,19 +476,58 @@ class OrdinalHandover:
             functools.partial(self._give_up_storage, giver, pod, ordinal, t),
             timed=False,
         )
-        # The taker gets the same storage, pre-bound to its claims.
+
+    async def _adopt(self, task: OrdinalInput, taker: Side, adoption: Adoption) -> None:
+        """The taker gets the same storage, pre-bound to its claims, and Bound."""
+        claims = [v.claim for v in task.ordinal.volumes]
         await self._pausing_step(
             adoption.step,
             lambda: workflow.execute_activity_method(
                 adoption.activity,
-                ImportInput(request=task.request, migration_id=task.migration_id, ordinal=ordinal),
+                ImportInput(
+                    request=task.request, migration_id=task.migration_id, ordinal=task.ordinal
+                ),
                 **wait_options(60, adoption.summary),
             ),
         )
-        await self._wait_claims_bound(taker, claims, t)
-        # Start and replicas in ONE patch, once the giver is seen still giving k up.
-        await self._pausing_step(
-            taker.scaled_up,
-            functools.partial(self._scale_up_if_giver_still_owns, giver, taker),
+        await self._wait_claims_bound(taker, claims, task.request.timeouts)
+
+    async def _take_and_start(self, task: OrdinalInput, giver: Side, taker: Side) -> None:
+        """Start and replicas in ONE patch, while the giver is seen still giving k up;
+        then pod k Ready on the taker."""
+        await self._pausing_step(taker.scaled_up, functools.partial(self._take, giver, taker))
+        await self._wait_pod_ready(taker, task.ordinal, task.request.timeouts)
+
+    async def hand_over(
+        self, task: OrdinalInput, giver: Side, taker: Side, adoption: Adoption
+    ) -> None:
+        """Ordinal k from ``giver`` to ``taker``, the whole sequence (module docstring).
+        Once the giver has scaled down, this only ends with k running on the taker, or
+        paused for a human at a blocked step; UndoAsked if the human asks to undo."""
+        self._migration_id = task.migration_id
+        await self._give_up(task, giver, any_error=False)
+        self._stage = ADOPTING
+        await self._adopt(task, taker, adoption)
+        self._stage = TAKING
+        await self._take_and_start(task, giver, taker)
+
+    async def _undo(
+        self, task: OrdinalInput, giver: Side, taker: Side, giver_adoption: Adoption
+    ) -> None:
+        """Put ordinal k back on the giver, on its own volumes: the reverse of exactly
+        the steps the hand-over began. The taker gives up what it may hold (from
+        ADOPTING: claims; from TAKING: ordinal k and its pod), the giver re-binds its
+        retained volumes (from RELEASING) and takes k back. Every step converges, so
+        reversing a step that never ran changes nothing; a blocked undo step pauses
+        (resume retries it; it cannot be undone in turn)."""
+        self._undoing = True
+        stage = self._stage
+        workflow.logger.warning(
+            "ordinal %d: undoing a hand-over stopped at stage %d", self._ordinal, stage
         )
-        await self._wait_pod_ready(taker, ordinal, t)
+        if stage >= ADOPTING:
+            await self._give_up(task, taker, any_error=True)
+        if stage >= RELEASING:
+            await self._adopt(task, giver, giver_adoption)
+        if stage >= GIVING:
+            await self._take_and_start(task, taker, giver)

@@ -14,7 +14,7 @@ from collections.abc import Awaitable
 from typing import TypeVar
 
 from temporalio import workflow
-from temporalio.exceptions import ActivityError
+from temporalio.exceptions import ActivityError, ApplicationError
 
 with workflow.unsafe.imports_passed_through():
     from activities.health import HealthActivities
@@ -27,9 +27,18 @@ with workflow.unsafe.imports_passed_through():
         RetainInput,
         SliceReadyInput,
     )
+    from contract.errors import BLOCKING
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
-from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
+from workflows.handover import (
+    Adoption,
+    OrdinalHandover,
+    UndoAsked,
+    block_reason,
+    destination_side,
+    outliving_cancel,
+    source_side,
+)
 from workflows.options import probe_options, quick, wait_options
 
 T = TypeVar("T")
@@ -42,13 +51,18 @@ class MigrateOrdinal(OrdinalHandover):
     Its parent forwards the operator's pause and abort (signal ``control``). Both
     act only before the source gives up pod k (the safe point): once it has, the
     ordinal finishes its move, so no pause or abort leaves an identity down or
-    half-moved (invariant I4).
+    half-moved (invariant I4). A step that cannot go on pauses; the operator then
+    resumes it or has the ordinal put back in the source (``undo``). A cancel of this
+    workflow is an abort.
     """
+
+    def _aborting(self) -> bool:
+        return self._control.aborting or self._cancel_asked
 
     async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
         """``work``, or None if an abort comes first (the work is then cancelled)."""
         task = asyncio.ensure_future(work)
-        await workflow.wait_condition(lambda: task.done() or self._control.aborting)
+        await workflow.wait_condition(lambda: task.done() or self._aborting())
         if task.done():
             return task.result()
         task.cancel()
@@ -58,16 +72,55 @@ class MigrateOrdinal(OrdinalHandover):
 
     async def _may_start(self) -> bool:
         """The safe point: wait out a pause; False if the operator aborts."""
-        if self._control.paused and not self._control.aborting:
+        if self._control.paused and not self._aborting():
             self._report(PAUSED_AT_SAFE_POINT)
-            await workflow.wait_condition(
-                lambda: not self._control.paused or self._control.aborting
+            await workflow.wait_condition(lambda: not self._control.paused or self._aborting())
+        return not self._aborting()
+
+    async def _slices_healthy(self, task: OrdinalInput) -> bool:
+        """Both slices healthy before anything moves: source [s, k], destination (k, end).
+        A wait that ends without it holds (the run pauses; resume waits again); False
+        if the operator aborts meanwhile, the ordinal then still wholly in the source."""
+        source, destination = source_side(task), destination_side(task)
+        src, dst, t, k = source.ref, destination.ref, task.request.timeouts, self._ordinal
+        (s, with_k), (above, rest) = source.with_k, destination.without_k
+        while True:
+            waits = asyncio.gather(
+                workflow.execute_activity_method(
+                    MigrationActivities.wait_for_slice_ready,
+                    SliceReadyInput(ref=src, start=s, replicas=with_k, timeout=t.healthy),
+                    **wait_options(t.healthy, f"{src.context}: pods {s}..{k} Ready"),
+                ),
+                workflow.execute_activity_method(
+                    MigrationActivities.wait_for_slice_ready,
+                    SliceReadyInput(ref=dst, start=above, replicas=rest, timeout=t.healthy),
+                    **wait_options(t.healthy, f"{dst.context}: pods {above}..{task.end - 1} Ready"),
+                ),
+                return_exceptions=True,
             )
-        return not self._control.aborting
+            results = await self._timed_step("slices_healthy", self._unless_aborted(waits))
+            if results is None:
+                return False
+            failed = [r for r in results if isinstance(r, BaseException)]
+            if not failed:
+                return True
+            err = failed[0]
+            blocking = (
+                isinstance(err, ActivityError)
+                and isinstance(err.cause, ApplicationError)
+                and err.cause.type in BLOCKING
+            )
+            if not blocking or workflow.info().parent is None:
+                raise err
+            assert isinstance(err, ActivityError)
+            await self._blocked("slices_healthy", block_reason(err))  # UndoAsked: not moved
 
     @workflow.run
     async def run(self, task: OrdinalInput) -> OrdinalResult:
-        request, k, t = task.request, task.ordinal.ordinal, task.request.timeouts
+        return await outliving_cancel(self._run(task), self._cancelled)
+
+    async def _run(self, task: OrdinalInput) -> OrdinalResult:
+        request, k = task.request, task.ordinal.ordinal
         self._ordinal = k
         self._control = task.control
         source, destination = source_side(task), destination_side(task)
@@ -76,29 +129,14 @@ class MigrateOrdinal(OrdinalHandover):
         begun = workflow.now()
         not_moved = OrdinalResult(ordinal=k, moved=False, volumes=volumes)
 
-        # 1. Both slices healthy before anything moves: source [s, k], destination (k, end).
-        #    An abort while waiting ends the ordinal here, still wholly in the source.
-        (s, with_k), (above, rest) = source.with_k, destination.without_k
-        healthy = await self._timed_step(
-            "slices_healthy",
-            self._unless_aborted(
-                asyncio.gather(
-                    workflow.execute_activity_method(
-                        MigrationActivities.wait_for_slice_ready,
-                        SliceReadyInput(ref=src, start=s, replicas=with_k, timeout=t.healthy),
-                        **wait_options(t.healthy, f"{src.context}: pods {s}..{k} Ready"),
-                    ),
-                    workflow.execute_activity_method(
-                        MigrationActivities.wait_for_slice_ready,
-                        SliceReadyInput(ref=dst, start=above, replicas=rest, timeout=t.healthy),
-                        **wait_options(
-                            t.healthy, f"{dst.context}: pods {above}..{task.end - 1} Ready"
-                        ),
-                    ),
-                )
-            ),
-        )
-        if healthy is None or not await self._may_start():
+        # 1. Both slices healthy before anything moves. An abort while waiting ends
+        #    the ordinal here, still wholly in the source.
+        try:
+            healthy = await self._slices_healthy(task)
+        except UndoAsked:
+            workflow.logger.info("ordinal %d not moved: undone before anything changed", k)
+            return await self._finish(not_moved.model_copy(update={"undone": True}))
+        if not healthy or not await self._may_start():
             workflow.logger.info("ordinal %d not moved: aborted", k)
             return await self._finish(not_moved)
 
@@ -113,13 +151,32 @@ class MigrateOrdinal(OrdinalHandover):
         )
 
         # 3-8. The hand-over: the source gives ordinal k up, the destination takes it
-        #      on the same volumes, pod k Ready there.
+        #      on the same volumes, pod k Ready there. Undone on the operator's word.
         adoption = Adoption(
             step="volumes_imported",
             activity=MigrationActivities.import_volumes,
             summary=f"{dst.context}: import {len(volumes)} volume(s) of ordinal {k}",
         )
-        await self.hand_over(task, source, destination, adoption)
+        try:
+            await self.hand_over(task, source, destination, adoption)
+        except UndoAsked:
+            reclaim = Adoption(
+                step="volumes_reclaimed",
+                activity=MigrationActivities.reclaim_volumes,
+                summary=f"{src.context}: re-bind {len(volumes)} retained volume(s) of ordinal {k}",
+            )
+            await self._undo(task, source, destination, reclaim)
+            workflow.logger.info("ordinal %d put back in the source", k)
+            return await self._finish(
+                not_moved.model_copy(
+                    update={
+                        "undone": True,
+                        "steps": self._steps,
+                        "original_reclaim_policies": retained.original_policies,
+                        "seconds": round((workflow.now() - begun).total_seconds(), 3),
+                    }
+                )
+            )
 
         # 9. Health gates: the operator's probes of the moved ordinal (reported, never
         #    raised; the parent applies on_failure).

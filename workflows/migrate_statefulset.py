@@ -25,8 +25,10 @@ with workflow.unsafe.imports_passed_through():
     from contract import (
         PAUSED_AT_SAFE_POINT,
         SEARCH_ATTRIBUTES,
+        AbortRequest,
         Control,
         EnsureDestinationInput,
+        LockInput,
         MigrationRequest,
         MigrationResult,
         OrdinalResult,
@@ -36,12 +38,19 @@ with workflow.unsafe.imports_passed_through():
         SliceRef,
         StepReport,
     )
-    from contract.errors import HEALTH_GATE_FAILED, PREFLIGHT_FAILED
+    from contract.errors import HEALTH_GATE_FAILED, PREFLIGHT_FAILED, RUNS_IN_BOTH
 
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
-from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP
-from workflows.options import KEEP_EARLY_APPROVAL, preflight, quick
+from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP, outliving_cancel
+from workflows.options import (
+    KEEP_EARLY_APPROVAL,
+    LOSSLESS_REPORTS,
+    NOTHING_TO_MOVE,
+    STATEFULSET_LOCK,
+    preflight,
+    quick,
+)
 from workflows.progress import placement
 from workflows.safe_points import SafePoints
 
@@ -69,6 +78,9 @@ class MigrateStatefulSet(SafePoints):
         self._child = None
         self._forwarding = asyncio.Lock()
         self._moved: list[OrdinalResult] = []  # moved by this run and not rolled back
+        self._giving_back = False
+        self._cancel_requested = False
+        self._locked = False
 
     @workflow.query
     def progress(self) -> Progress:
@@ -80,22 +92,35 @@ class MigrateStatefulSet(SafePoints):
 
     # -- from the children ----------------------------------------------------------------
 
+    def _late(self, report: StepReport) -> bool:
+        """News of an ordinal that is not the current one (already done). A report that
+        arrives before the child's handle (the SDK applies signals before the start's
+        resolution in one activation) is the current ordinal's, and is applied."""
+        if report.ordinal != self._progress.current_ordinal:
+            return True
+        return self._child is None and not workflow.patched(LOSSLESS_REPORTS)
+
     @workflow.signal(name=ORDINAL_BLOCKED)
     async def ordinal_blocked(self, report: StepReport) -> None:
-        if self._child is None or report.ordinal != self._progress.current_ordinal:
+        if self._late(report):
             return
         why = f"ordinal {report.ordinal} {report.step} is blocked: {report.detail}"
+        undo = (
+            "abort puts the ordinal back where it was and ends the run"
+            if report.step == "slices_healthy"
+            else "abort (or rollback) puts the ordinal back where it was"
+        )
         await self._apply_control(
             self._control.model_copy(update={"paused": True}),
             blocked=why,
             step=report.step,
             phase="paused",
-            pause_reason=f"{why}. Fix the cause, then resume to retry the step.",
+            pause_reason=f"{why}. Fix the cause, then resume to retry the step; {undo}.",
         )
 
     @workflow.signal(name=ORDINAL_STEP)
     def ordinal_step(self, report: StepReport) -> None:
-        if self._child is None or report.ordinal != self._progress.current_ordinal:
+        if self._late(report):
             return  # late news of an ordinal already done
         if report.step == PAUSED_AT_SAFE_POINT:
             phase = "paused"
@@ -169,6 +194,15 @@ class MigrateStatefulSet(SafePoints):
         """The destination StatefulSet (owning nothing yet) and the app's dependencies."""
         request = self._request
         self._update_progress(phase="preparing")
+        if workflow.patched(STATEFULSET_LOCK):
+            # One migration per StatefulSet: before the first change (preflight refuses a
+            # StatefulSet another migration holds; this settles two started at once).
+            self._locked = True
+            await workflow.execute_activity_method(
+                MigrationActivities.lock_statefulset,
+                LockInput(ref=src, migration_id=migration_id),
+                **quick(f"{src.context}: lock StatefulSet {src.statefulset} for {migration_id}"),
+            )
         if plan.fix_retention_policy:
             await workflow.execute_activity_method(
                 MigrationActivities.ensure_retention_policy,
@@ -209,6 +243,10 @@ class MigrateStatefulSet(SafePoints):
             if self._progress.remaining[:1] != [k]:
                 continue  # a rollback at the safe point changed what is next
             result = await self._move(by_ordinal[k])
+            if result.undone:
+                if await self._put_back(k):
+                    continue
+                return
             self._update_progress(
                 current_ordinal=None,
                 step=None,
@@ -216,13 +254,73 @@ class MigrateStatefulSet(SafePoints):
                 remaining=[o for o in self._progress.remaining if o != k],
             )
             if not result.moved:
+                if not self._control.aborting:  # its own workflow was cancelled
+                    await self._abort(AbortRequest(reason=f"ordinal {k}'s workflow was cancelled"))
                 return
             self._moved.append(result)
             if result.health is not None and not result.health.ok:
                 await self._health_failed(result)
 
+    async def _put_back(self, k: int) -> bool:
+        """Ordinal k was blocked and put back in the source. An abort ends the run
+        (False); a rollback pauses here (``all``: the ordinals moved before go back at
+        the safe point); a cancel of its own workflow is an abort."""
+        self._update_progress(current_ordinal=None, step=None)
+        if self._control.aborting:
+            return False
+        mode = self._progress.rollback
+        if not mode:
+            await self._abort(AbortRequest(reason=f"ordinal {k}'s workflow was cancelled"))
+            return False
+        self._update_progress(rolled_back=[*self._progress.rolled_back, k])
+        if mode == "ordinal":
+            self._update_progress(rollback="")
+            await self._apply_control(
+                self._control.model_copy(update={"paused": True}),
+                pause_reason=f"ordinal {k} was put back in the source after a blocked step: "
+                "resume moves it again, abort ends here",
+            )
+        return True
+
+    def _cancel(self) -> Any:
+        """A cancel of the migration (the Temporal UI's Cancel, the CLI, the API) is an
+        abort: the ordinal in flight finishes, or is put back if it is blocked; then the
+        run ends cancelled, the progress saying where every ordinal runs."""
+        workflow.logger.warning("cancel requested: the migration aborts at the next safe point")
+        self._cancel_requested = True
+        if self._finished() or (self._control.aborting and not self._progress.blocked):
+            return None
+        return self._abort(AbortRequest(reason="cancelled (Temporal UI, CLI or API)"))
+
     @workflow.run
     async def run(self, request: MigrationRequest) -> MigrationResult:
+        try:
+            result = await outliving_cancel(self._run(request), self._cancel)
+        except Exception as err:
+            self._update_progress(phase="failed", error=str(err)[:2000], current_ordinal=None)
+            raise
+        finally:
+            if self._locked:
+                await workflow.execute_activity_method(
+                    MigrationActivities.unlock_statefulset,
+                    LockInput(
+                        ref=SliceRef(
+                            context=request.source_context,
+                            namespace=request.namespace,
+                            statefulset=request.statefulset,
+                        ),
+                        migration_id=workflow.info().workflow_id,
+                    ),
+                    **quick(f"{request.source_context}: unlock StatefulSet {request.statefulset}"),
+                )
+        if self._cancel_requested:
+            self._update_progress(phase="cancelled")
+            raise asyncio.CancelledError(
+                "cancelled: see the progress query for where each ordinal runs"
+            )
+        return result
+
+    async def _run(self, request: MigrationRequest) -> MigrationResult:
         migration_id = workflow.info().workflow_id
         begun = workflow.now()
         src = SliceRef(
@@ -252,7 +350,9 @@ class MigrateStatefulSet(SafePoints):
 
         first = plan.ordinals[0].ordinal if plan.ordinals else None
         deps = None
-        if await self._wait_at_safe_point(None, first):
+        if not plan.ordinals and workflow.patched(NOTHING_TO_MOVE):
+            pass  # nothing to move: nothing changes in either cluster
+        elif await self._wait_at_safe_point(None, first):
             deps = await self._prepare(migration_id, plan, src, dst)
             await self._move_ordinals(plan, first)
 
@@ -268,8 +368,20 @@ class MigrateStatefulSet(SafePoints):
         )
         seconds = round((workflow.now() - begun).total_seconds(), 3)
         aborted = self._control.aborting
+        where = placement(source_state, destination_state)
+        if both := [k for k, side in where.items() if side == "both"]:
+            await workflow.wait_condition(workflow.all_handlers_finished)
+            raise ApplicationError(
+                f"ordinals {both} are owned by both StatefulSets at the end: somebody scaled "
+                "one up while the migration ran. Each of these identities may run twice; scale "
+                "the side that should not own them down by hand (kubectl scale / patch "
+                "spec.ordinals), then check the app",
+                where,
+                type=RUNS_IN_BOTH,
+                non_retryable=True,
+            )
         self._update_progress(
-            phase="aborted" if aborted else "done", current_ordinal=None, step=None
+            phase="aborted" if aborted else "done", current_ordinal=None, step=None, placement=where
         )
         workflow.logger.info(
             "migration %s: %d ordinal(s) moved in %.1f s",
@@ -289,5 +401,5 @@ class MigrateStatefulSet(SafePoints):
             seconds=seconds,
             aborted=aborted,
             abort_reason=self._progress.abort_reason,
-            placement=placement(source_state, destination_state),
+            placement=where,
         )

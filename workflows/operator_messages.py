@@ -38,6 +38,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.handover import OrdinalHandover
+from workflows.options import UNDO_BLOCKED
 from workflows.progress import ProgressKeeper
 
 
@@ -50,6 +51,7 @@ class OperatorMessages(ProgressKeeper):
     _child: workflow.ChildWorkflowHandle[Any, OrdinalResult] | None
     _forwarding: asyncio.Lock
     _moved: list[OrdinalResult]
+    _giving_back: bool  # the running child gives an ordinal back (RollbackOrdinal)
 
     # -- the rules (None: accepted; else why not) -----------------------------------------
 
@@ -98,21 +100,33 @@ class OperatorMessages(ProgressKeeper):
             return f"ordinal {req.ordinal} is not next; the next ordinal to move is {following}"
         return None
 
+    def _undo_problem(self) -> str | None:
+        """A blocked ordinal is being put back already (its undo may block in turn)."""
+        if self._control.undo:
+            k = self._progress.current_ordinal
+            return f"ordinal {k} is being put back already: resume retries its blocked step"
+        return None
+
     def _abort_problem(self, _: AbortRequest | None) -> str | None:
         if self._finished():
             return f"the migration is {self._progress.phase}"
+        if problem := self._undo_problem():
+            return problem
         if self._progress.blocked:
-            return (
-                f"{self._progress.blocked}; stopping now would leave it half-moved: fix the "
-                "cause and resume (the run can be aborted once the ordinal is whole)"
-            )
+            return None  # the blocked ordinal is put back where it was, then the run ends
         if self._control.aborting:
             return "the migration is already aborting"
         return None
 
     def _rollback_problem(self, _: RollbackRequest | None) -> str | None:
-        if problem := self._ended_or_aborting():
+        if problem := self._ended_or_aborting() or self._undo_problem():
             return problem
+        if self._progress.blocked and self._giving_back:
+            k = self._progress.current_ordinal
+            return (
+                f"ordinal {k} is being given back and is blocked: resume retries the step, "
+                "abort keeps it in the destination"
+            )
         if not self._moved and self._child is None:
             return "nothing to roll back: this run has moved no ordinal"
         return None
@@ -171,9 +185,28 @@ class OperatorMessages(ProgressKeeper):
         if k is not None and k not in self._progress.approved:
             self._update_progress(approved=[*self._progress.approved, k])
 
+    async def _undo_blocked(self, why: str, **control: bool) -> bool:
+        """Put the blocked ordinal back where it was (the child reverses exactly the
+        steps it began); False for a history recorded before this could be asked."""
+        if not (self._progress.blocked and workflow.patched(UNDO_BLOCKED)):
+            return False
+        k = self._progress.current_ordinal
+        workflow.logger.warning("ordinal %s: putting it back (%s)", k, why)
+        await self._apply_control(
+            self._control.model_copy(update={"undo": True, **control}),
+            blocked="",
+            phase="rolling_back",
+            pause_reason=f"putting ordinal {k} back where it was ({why})",
+        )
+        return True
+
     async def _abort(self, req: AbortRequest | None) -> None:
         reason = req.reason if req else ""
         workflow.logger.info("abort asked%s", f": {reason}" if reason else "")
+        if self._progress.blocked:
+            if await self._undo_blocked("abort of a blocked step", aborting=True):
+                self._update_progress(abort_reason=reason)
+            return  # before undo-blocked, an abort of a blocked ordinal was ignored
         await self._apply_control(
             self._control.model_copy(update={"aborting": True}), abort_reason=reason
         )
@@ -181,14 +214,16 @@ class OperatorMessages(ProgressKeeper):
     def _set_approval(self, policy: ApprovalPolicy) -> None:
         self._update_progress(approval=policy)
 
-    def _ask_rollback(self, req: RollbackRequest | None) -> None:
-        """Done at the next safe point (an ordinal mid-move finishes first)."""
+    async def _ask_rollback(self, req: RollbackRequest | None) -> None:
+        """Done at the next safe point (an ordinal mid-move finishes first); a blocked
+        ordinal is put back first."""
         req = req or RollbackRequest()
         which = "all" if req.all or self._progress.rollback == "all" else "ordinal"
         workflow.logger.info(
             "rollback (%s) asked%s", which, f": {req.reason}" if req.reason else ""
         )
         self._update_progress(rollback=which)
+        await self._undo_blocked("rollback of a blocked step")
 
     # -- delivery: updates and signals --------------------------------------------------------
 

@@ -30,8 +30,44 @@ SLICE_GUARD = "slice-guard"
 # request's once the first activity returned (dropping a set_approval sent meanwhile).
 KEEP_EARLY_APPROVAL = "keep-early-approval"
 
+# "Never half-moved" (docs/design.md, I4). Patch id of the guarded take: the giver's check,
+# the taker's change and the giver's re-read in ONE activity (take_ordinal), in place
+# of the two activities of SLICE_GUARD.
+GUARDED_TAKE = "guarded-take"
+
+# Patch id of child-to-parent reports that are never lost: the parent applies a report
+# that arrives before it has the child's handle, and a blocked child reports again
+# (a timer) until the parent acknowledges it by pausing; reports go to the parent's
+# workflow id, whatever its run.
+LOSSLESS_REPORTS = "lossless-reports"
+
+# Patch id of children that outlive their parent (ParentClosePolicy.ABANDON): a
+# terminated, reset or history-limited parent no longer cuts a child mid-step.
+CHILDREN_OUTLIVE_PARENT = "children-outlive-parent"
+
+# Patch id of the one-migration-per-StatefulSet lock (lock before the first change,
+# unlock at the end).
+STATEFULSET_LOCK = "statefulset-lock"
+
+# Patch id of "a request with nothing to move changes nothing": no dependency copy,
+# no destination StatefulSet, no retention fix.
+NOTHING_TO_MOVE = "nothing-to-move"
+
+# Patch id of abort and rollback of a blocked ordinal: it is put back where it was
+# (before, abort was refused and rollback waited for the move to finish).
+UNDO_BLOCKED = "undo-blocked"
+
 # Every patch id in use: a history's patch markers name only these.
-PATCHES = (SLICE_GUARD, KEEP_EARLY_APPROVAL)
+PATCHES = (
+    SLICE_GUARD,
+    KEEP_EARLY_APPROVAL,
+    GUARDED_TAKE,
+    LOSSLESS_REPORTS,
+    CHILDREN_OUTLIVE_PARENT,
+    STATEFULSET_LOCK,
+    NOTHING_TO_MOVE,
+    UNDO_BLOCKED,
+)
 
 # Every option set takes the activity's summary (shown in the UI's timeline): it is
 # part of workflow.ActivityConfig, so it travels with the options.

@@ -16,7 +16,14 @@ with workflow.unsafe.imports_passed_through():
 
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
-from workflows.handover import Adoption, OrdinalHandover, destination_side, source_side
+from workflows.handover import (
+    Adoption,
+    OrdinalHandover,
+    UndoAsked,
+    destination_side,
+    outliving_cancel,
+    source_side,
+)
 
 
 @workflow.defn(name="RollbackOrdinal")
@@ -25,6 +32,9 @@ class RollbackOrdinal(OrdinalHandover):
 
     @workflow.run
     async def run(self, task: OrdinalInput) -> OrdinalResult:
+        return await outliving_cancel(self._run(task), self._cancelled)
+
+    async def _run(self, task: OrdinalInput) -> OrdinalResult:
         k = task.ordinal.ordinal
         self._ordinal = k
         self._control = task.control
@@ -37,9 +47,33 @@ class RollbackOrdinal(OrdinalHandover):
             summary=f"{source.ref.context}: re-bind {len(volumes)} retained volume(s) "
             f"of ordinal {k}",
         )
-        await self.hand_over(task, destination, source, adoption)
+        undone = False
+        try:
+            await self.hand_over(task, destination, source, adoption)
+        except UndoAsked:
+            # The operator would rather keep k where it was: in the destination.
+            reimport = Adoption(
+                step="volumes_imported",
+                activity=MigrationActivities.import_volumes,
+                summary=f"{destination.ref.context}: import {len(volumes)} volume(s) of "
+                f"ordinal {k} again",
+            )
+            await self._undo(task, destination, source, reimport)
+            undone = True
         seconds = round((workflow.now() - begun).total_seconds(), 3)
-        workflow.logger.info("ordinal %d rolled back in %.1f s", k, seconds)
+        workflow.logger.info(
+            "ordinal %d %s in %.1f s",
+            k,
+            "kept in the destination" if undone else "rolled back",
+            seconds,
+        )
         return await self._finish(
-            OrdinalResult(ordinal=k, steps=self._steps, volumes=volumes, seconds=seconds)
+            OrdinalResult(
+                ordinal=k,
+                moved=not undone,
+                undone=undone,
+                steps=self._steps,
+                volumes=volumes,
+                seconds=seconds,
+            )
         )

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
+from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
     from contract import (
@@ -26,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.migrate_ordinal import MigrateOrdinal
 from workflows.operator_messages import OperatorMessages
+from workflows.options import CHILDREN_OUTLIVE_PARENT
 from workflows.rollback_ordinal import RollbackOrdinal
 
 
@@ -84,9 +86,15 @@ class SafePoints(OperatorMessages):
         by_ordinal = {o.ordinal: o for o in self._plan.ordinals}
         mode = self._progress.rollback
         while self._moved and not self._control.aborting:
-            k = self._moved.pop().ordinal
+            moved = self._moved.pop()
+            k = moved.ordinal
             self._update_progress(phase="rolling_back", current_ordinal=k, step=None)
-            await self._give_back(by_ordinal[k])
+            result = await self._give_back(by_ordinal[k])
+            if result.undone:
+                # Blocked, then aborted: k was put back in the destination.
+                self._moved.append(moved)
+                self._update_progress(current_ordinal=None, step=None)
+                break
             self._update_progress(
                 current_ordinal=None,
                 step=None,
@@ -97,6 +105,8 @@ class SafePoints(OperatorMessages):
             if mode == "ordinal":
                 break
         self._update_progress(rollback="", phase="moving")
+        if self._control.aborting:
+            return
         if mode == "all":
             await self._apply_control(
                 self._control.model_copy(update={"aborting": True}),
@@ -118,9 +128,17 @@ class SafePoints(OperatorMessages):
         summary: str,
         ordinal: OrdinalPlan,
     ) -> OrdinalResult:
-        """Run one ordinal's child to its end, told the operator's latest control."""
+        """Run one ordinal's child to its end, told the operator's latest control. The
+        child outlives this run (a terminated or reset parent does not cut it mid-step);
+        this run never cancels it (a cancel of the migration is an abort, told to it)."""
         assert self._plan is not None
         plan, self._forwarded = self._plan, self._control
+        close = (
+            ParentClosePolicy.ABANDON
+            if workflow.patched(CHILDREN_OUTLIVE_PARENT)
+            else ParentClosePolicy.TERMINATE  # the SDK's default, before the patch
+        )
+        self._giving_back = run is RollbackOrdinal.run
         self._child = await workflow.start_child_workflow(
             run,
             OrdinalInput(
@@ -134,12 +152,17 @@ class SafePoints(OperatorMessages):
             ),
             id=child_id,
             static_summary=summary,
+            parent_close_policy=close,
         )
         await self._forward_control()  # anything asked while the child was starting
         try:
             return await self._child
         finally:
             self._child = None
+            self._giving_back = False
+            if self._control.undo:  # done with that ordinal: the next child starts afresh
+                self._control = self._control.model_copy(update={"undo": False})
+                self._update_progress(blocked="")
 
     async def _move(self, ordinal: OrdinalPlan) -> OrdinalResult:
         r = self._request
