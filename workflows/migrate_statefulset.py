@@ -15,7 +15,12 @@ import asyncio
 from typing import Any
 
 from temporalio import workflow
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import (
+    ActivityError,
+    ApplicationError,
+    ChildWorkflowError,
+    FailureError,
+)
 
 with workflow.unsafe.imports_passed_through():
     from pydantic import ValidationError
@@ -53,6 +58,21 @@ from workflows.options import (
 )
 from workflows.progress import placement
 from workflows.safe_points import SafePoints
+
+
+def failure_text(err: BaseException) -> str:
+    """What failed, for the progress of a failed run: the innermost cause's message and
+    type, and the activity or child that failed on the way (not "Activity task failed")."""
+    where, cause = [], err
+    while isinstance(cause, (ActivityError, ChildWorkflowError)) and cause.cause is not None:
+        where.append(
+            cause.activity_type if isinstance(cause, ActivityError) else cause.workflow_type
+        )
+        cause = cause.cause
+    kind = cause.type if isinstance(cause, ApplicationError) and cause.type else ""
+    message = cause.message if isinstance(cause, FailureError) else str(cause)
+    text = f"{' > '.join(where)}: " if where else ""
+    return (text + (f"{kind}: " if kind else "") + message)[:2000]
 
 
 # A request that does not validate (e.g. raw JSON from the Temporal CLI) fails the
@@ -297,7 +317,7 @@ class MigrateStatefulSet(SafePoints):
         try:
             result = await outliving_cancel(self._run(request), self._cancel)
         except Exception as err:
-            self._update_progress(phase="failed", error=str(err)[:2000], current_ordinal=None)
+            self._update_progress(phase="failed", error=failure_text(err), current_ordinal=None)
             raise
         finally:
             if self._locked:

@@ -100,6 +100,7 @@ class FakeClusters:
 
         @activity.defn(name="wait_for_slice_ready")
         async def wait_for_slice_ready(task: SliceReadyInput) -> None:
+            self.before.pop(f"healthy {task.ref.context}", lambda: None)()
             self.waiting_for_health.set()
             await self.healthy.wait()
 
@@ -160,6 +161,7 @@ class FakeClusters:
 
         @activity.defn(name="release_source_claims")
         async def release_source_claims(task: ReleaseClaimsInput) -> None:
+            self.before.pop(f"release {task.context}", lambda: None)()
             self.changes.append("release")
 
         @activity.defn(name="import_volumes")
