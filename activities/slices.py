@@ -20,11 +20,13 @@ from contract import (
     StatefulSetState,
     TakeInput,
 )
-from contract.errors import CONFLICTING_CHANGE
+from contract.errors import CONFLICT, CONFLICTING_CHANGE
 
 # One logger for every migration activity, as before the split: its name is in each
 # JSON log line.
 log = structlog.get_logger("activities.migration")
+# How often a take's revert reads the taker again after a 409, before Temporal retries.
+REVERT_ATTEMPTS = 5
 
 
 def _state(sts: Obj | None) -> StatefulSetState:
@@ -144,7 +146,17 @@ class SliceActivities(ConvergingActivities):
             from_start=taker.start,
             from_replicas=taker.replicas,
         )
-        _converge_slice(kube, back)
+        # Not left to Temporal's retry backoff: while the taker owns k its pod k may be
+        # starting. The StatefulSet controller's status writes (the take itself made
+        # some) change the resourceVersion, so a 409 here is read again at once; a
+        # third state is still refused by _converge_slice.
+        for attempt in range(REVERT_ATTEMPTS):
+            try:
+                _converge_slice(kube, back)
+                break
+            except ApplicationError as err:
+                if err.type != CONFLICT or attempt == REVERT_ATTEMPTS - 1:
+                    raise
         log.warning(
             "take_reverted",
             context=taker.ref.context,
