@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
 import pytest
@@ -10,20 +11,25 @@ from kubernetes import client
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
+from activities.kube import Kube, Obj
 from activities.migration import MigrationActivities
 from contract import (
+    ClaimsBoundInput,
     ImportInput,
+    LockInput,
     MigrationRequest,
     OrdinalPlan,
     ReleaseClaimsInput,
     RetainInput,
     SetSliceInput,
     SliceRef,
+    TakeInput,
     VolumePlan,
+    slice_change,
 )
 from devenv.clusters import HOSTPATH_CLASS, LocalClusters
 from tests.support.apps import apply_statefulset, statefulset
-from tests.support.cluster_state import ready_replicas
+from tests.support.cluster_state import pod_names, ready_replicas
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
@@ -235,3 +241,400 @@ def test_a_foreign_claim_never_gets_the_moving_volume(
         for core in (src, dst):
             if name in {pv.metadata.name for pv in core.list_persistent_volume().items}:
                 core.delete_persistent_volume(name)
+
+
+# -- release, fences and adoption ------------------------------------------------------
+FENCE = "stsmigrate.dev/fence"
+
+
+@pytest.fixture
+def retained(kube: dict[str, client.ApiClient], namespace: str) -> Iterator[list[str]]:
+    """Source volumes a test made Retain, deleted at the end: the namespace's removal
+    leaves Retain volumes behind (a volume still bound goes once its claim has)."""
+    names: list[str] = []
+    yield names
+    remove_volumes(kube["source"], names)
+
+
+def given_up(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    name: str,
+    retained: list[str],
+) -> tuple[str, str]:
+    """A one-pod StatefulSet in the source that has given ordinal 0 up as a move leaves
+    it before the release: its volume Retain, scaled to 0, pod gone. (volume, claim uid)."""
+    api = kube["source"]
+    core = client.CoreV1Api(api)
+    apply_statefulset(api, namespace, statefulset(name, 1, templates={"data": None}))
+    wait_for(lambda: ready_replicas(api, namespace, name) == 1, 60, f"{name}-0 Ready")
+    pvc: Any = core.read_namespaced_persistent_volume_claim(f"data-{name}-0", namespace)
+    volume = pvc.spec.volume_name
+    retained.append(volume)
+    task = RetainInput(context="source", volumes=[volume], migration_id="m")
+    ActivityEnvironment().run(acts.ensure_volumes_retained, task)
+    scale(api, namespace, name, 0)
+    wait_for(lambda: f"{name}-0" not in pod_names(api, namespace), 60, f"{name}-0 gone")
+    return volume, pvc.metadata.uid
+
+
+def scale(api: client.ApiClient, namespace: str, name: str, replicas: int) -> None:
+    client.AppsV1Api(api).patch_namespaced_stateful_set(
+        name, namespace, {"spec": {"replicas": replicas}}
+    )
+
+
+def read_claim(api: client.ApiClient, namespace: str, name: str) -> Any:
+    return client.CoreV1Api(api).read_namespaced_persistent_volume_claim(name, namespace)
+
+
+def claim_names(api: client.ApiClient, namespace: str) -> set[str]:
+    claims = client.CoreV1Api(api).list_namespaced_persistent_volume_claim(namespace).items
+    return {c.metadata.name for c in claims}
+
+
+def remove_volumes(api: client.ApiClient, names: list[str]) -> None:
+    core = client.CoreV1Api(api)
+    existing = {pv.metadata.name for pv in core.list_persistent_volume().items}
+    for name in names:
+        if name in existing:
+            core.delete_persistent_volume(name)
+
+
+def release_of(namespace: str, name: str, volume: str, **fields: Any) -> ReleaseClaimsInput:
+    return ReleaseClaimsInput(
+        context="source",
+        namespace=namespace,
+        claims=[f"data-{name}-0"],
+        volumes=[volume],
+        **fields,
+    )
+
+
+def test_release_refuses_a_claim_made_again_on_another_volume(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    retained: list[str],
+) -> None:
+    """Review finding 6: the claim was released, then made again under its name on a new
+    volume (a GitOps scale-up after a worker crash inside the release), and that pod
+    wrote to it. The retried release refuses it and deletes nothing."""
+    api, env = kube["source"], ActivityEnvironment()
+    core = client.CoreV1Api(api)
+    volume, _ = given_up(kube, acts, namespace, "r", retained)
+    core.delete_namespaced_persistent_volume_claim("data-r-0", namespace)
+    wait_for(lambda: "data-r-0" not in claim_names(api, namespace), 30, "claim released")
+    scale(api, namespace, "r", 1)  # the foreign scale-up: a new claim, a new volume
+    wait_for(lambda: ready_replicas(api, namespace, "r") == 1, 60, "r-0 Ready again")
+    scale(api, namespace, "r", 0)  # a human scales it down again and resumes
+    wait_for(lambda: "r-0" not in pod_names(api, namespace), 60, "r-0 gone again")
+    again = read_claim(api, namespace, "data-r-0")
+    other = again.spec.volume_name
+    assert other and other != volume
+    retained.append(other)
+    task = release_of(namespace, "r", volume, migration_id="mig-6", ordinal=0, fence=True)
+    with pytest.raises(ApplicationError) as refused:
+        env.run(acts.release_claims, task)
+    assert refused.value.type == "NotOurs" and refused.value.non_retryable
+    message = refused.value.message
+    for part in ("data-r-0", "in source", f"bound to {other}", f"planned volume {volume}"):
+        assert part in message, message
+    assert "it was not deleted" in message
+    after = read_claim(api, namespace, "data-r-0")
+    assert after.metadata.uid == again.metadata.uid
+    assert after.metadata.deletion_timestamp is None
+    assert core.read_persistent_volume(other).status.phase == "Bound"  # type: ignore[union-attr]
+
+
+def test_a_fence_keeps_a_foreign_scale_up_pending_and_release_converges(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    retained: list[str],
+) -> None:
+    api, env = kube["source"], ActivityEnvironment()
+    core = client.CoreV1Api(api)
+    volume, old_uid = given_up(kube, acts, namespace, "f", retained)
+    task = release_of(namespace, "f", volume, migration_id="mig-f", ordinal=0, fence=True)
+    env.run(acts.release_claims, task)
+    fence = read_claim(api, namespace, "data-f-0")
+    assert fence.metadata.uid != old_uid
+    assert fence.metadata.labels[FENCE] == "true"
+    assert fence.spec.volume_name == volume and fence.status.phase == "Pending"
+    assert fence.spec.storage_class_name == HOSTPATH_CLASS
+    pv: Any = core.read_persistent_volume(volume)
+    assert pv.status.phase == "Released" and pv.spec.claim_ref.uid == old_uid
+    # Run again (a retry): converged, the fence untouched.
+    env.run(acts.release_claims, task)
+    again = read_claim(api, namespace, "data-f-0")
+    assert (again.metadata.uid, again.metadata.resource_version) == (
+        fence.metadata.uid,
+        fence.metadata.resource_version,
+    )
+    # A foreign writer scales the source back up: pod f-0 gets the fence, which
+    # never binds, so the scheduler refuses it and it never runs.
+    scale(api, namespace, "f", 1)
+
+    def refused_by_scheduler() -> bool:
+        pod: Any = core.read_namespaced_pod("f-0", namespace) if has_pod() else None
+        conditions = (pod.status.conditions or []) if pod else []
+        return any(
+            c.type == "PodScheduled" and c.status == "False" and c.reason == "Unschedulable"
+            for c in conditions
+        )
+
+    def has_pod() -> bool:
+        return "f-0" in pod_names(api, namespace)
+
+    wait_for(refused_by_scheduler, 30, "the scheduler refusing f-0")
+    pod: Any = core.read_namespaced_pod("f-0", namespace)
+    assert pod.status.phase == "Pending" and not pod.spec.node_name
+    assert read_claim(api, namespace, "data-f-0").status.phase == "Pending"
+    pv = core.read_persistent_volume(volume)
+    assert pv.status.phase == "Released" and pv.spec.claim_ref.uid == old_uid
+    # While that pod exists the release refuses (it names the claim); once it is
+    # gone the release converges again, the fence unchanged.
+    with pytest.raises(ApplicationError) as refused:
+        env.run(acts.release_claims, task)
+    assert refused.value.type == "ConflictingChange"
+    scale(api, namespace, "f", 0)
+    wait_for(lambda: not has_pod(), 60, "f-0 gone")
+    env.run(acts.release_claims, task)
+    assert read_claim(api, namespace, "data-f-0").metadata.uid == fence.metadata.uid
+
+
+def test_a_finished_pod_does_not_block_the_release(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    retained: list[str],
+) -> None:
+    """Review finding 23: a backup Job's pod that has Succeeded still names the claim."""
+    api, env = kube["source"], ActivityEnvironment()
+    core = client.CoreV1Api(api)
+    volume, _ = given_up(kube, acts, namespace, "b", retained)
+    backup = {
+        "metadata": {"name": "backup"},
+        "spec": {
+            # No scheduler picks it up, so only its status (set below) says it ran.
+            "schedulerName": "nobody",
+            "restartPolicy": "Never",
+            "containers": [{"name": "backup", "image": "registry.invalid/backup:1"}],
+            "volumes": [{"name": "data", "persistentVolumeClaim": {"claimName": "data-b-0"}}],
+        },
+    }
+    core.create_namespaced_pod(namespace, backup)
+    core.patch_namespaced_pod_status("backup", namespace, {"status": {"phase": "Succeeded"}})
+    phase = core.read_namespaced_pod("backup", namespace).status.phase  # type: ignore[union-attr]
+    assert phase == "Succeeded"
+    env.run(acts.release_claims, release_of(namespace, "b", volume, migration_id="mig-b"))
+    assert "data-b-0" not in claim_names(api, namespace)
+    assert core.read_persistent_volume(volume).status.phase == "Released"  # type: ignore[union-attr]
+
+
+def reclaim_task(namespace: str, name: str, volume: str, migration_id: str) -> ImportInput:
+    request = MigrationRequest(
+        statefulset=name,
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+    )
+    plan = VolumePlan(
+        template="data",
+        claim=f"data-{name}-0",
+        volume=volume,
+        storage_class=HOSTPATH_CLASS,
+        destination_storage_class=HOSTPATH_CLASS,
+        size="1Gi",
+    )
+    ordinal = OrdinalPlan(ordinal=0, pod=f"{name}-0", volumes=[plan])
+    return ImportInput(request=request, migration_id=migration_id, ordinal=ordinal)
+
+
+def test_reclaim_adopts_a_fence_and_keeps_a_claim_still_bound(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    retained: list[str],
+) -> None:
+    api, env = kube["source"], ActivityEnvironment()
+    # A fence of ours: adopted as the real claim (same object), which then binds.
+    volume, _ = given_up(kube, acts, namespace, "a", retained)
+    task = release_of(namespace, "a", volume, migration_id="mig-a", ordinal=0, fence=True)
+    env.run(acts.release_claims, task)
+    fence = read_claim(api, namespace, "data-a-0")
+    env.run(acts.reclaim_volumes, reclaim_task(namespace, "a", volume, "mig-a"))
+    bound = ClaimsBoundInput(context="source", namespace=namespace, claims=["data-a-0"], timeout=30)
+    env.run(acts.wait_for_claims_bound, bound)
+    adopted = read_claim(api, namespace, "data-a-0")
+    assert adopted.metadata.uid == fence.metadata.uid
+    assert adopted.status.phase == "Bound" and adopted.spec.volume_name == volume
+    assert FENCE not in (adopted.metadata.labels or {})
+    pv: Any = client.CoreV1Api(api).read_persistent_volume(volume)
+    assert pv.spec.claim_ref.uid == adopted.metadata.uid
+
+    # The giver's original claim, never released (an undo after a partial release):
+    # Bound to the planned volume, so converged; nothing is created or changed.
+    apply_statefulset(api, namespace, statefulset("o", 1, templates={"data": None}))
+    wait_for(lambda: ready_replicas(api, namespace, "o") == 1, 60, "o-0 Ready")
+    original = read_claim(api, namespace, "data-o-0")
+    retained.append(original.spec.volume_name)
+    retain = RetainInput(context="source", volumes=[original.spec.volume_name], migration_id="x")
+    env.run(acts.ensure_volumes_retained, retain)
+    claims = claim_names(api, namespace)
+    env.run(acts.reclaim_volumes, reclaim_task(namespace, "o", original.spec.volume_name, "x"))
+    same = read_claim(api, namespace, "data-o-0")
+    assert (same.metadata.uid, same.metadata.resource_version) == (
+        original.metadata.uid,
+        original.metadata.resource_version,
+    )
+    assert claim_names(api, namespace) == claims
+
+
+# -- the guarded take -----------------------------------------------------------------
+class GiverGrowsOnSecondRead(MigrationActivities):
+    """The giver grows in the moment between the take and its re-read: the test's
+    ``grow`` really patches the cluster, just before the activity's second read."""
+
+    def __init__(self, clients: Mapping[str, client.ApiClient], grow: Callable[[], None]):
+        super().__init__(clients)
+        self.grow = grow
+        self.giver_reads = 0
+
+    def kube(self, context: str) -> Kube:
+        if context != "source":
+            return super().kube(context)
+        return ReadHook(self._clients[context], context, self._read)
+
+    def _read(self) -> None:
+        self.giver_reads += 1
+        if self.giver_reads == 2:
+            self.grow()
+
+
+class ReadHook(Kube):
+    def __init__(self, api: client.ApiClient, context: str, before: Callable[[], None]):
+        super().__init__(api, context)
+        self._before = before
+
+    def statefulset(self, ns: str, name: str) -> Obj | None:
+        self._before()
+        return super().statefulset(ns, name)
+
+
+def settled(api: client.ApiClient, namespace: str, name: str) -> None:
+    """Until the StatefulSet controller has seen the StatefulSet's spec: its status writes
+    change the resourceVersion, so an activity's patch racing them gets a 409 (retried
+    by Temporal in a run; here the activity runs once)."""
+
+    def seen() -> bool:
+        sts: Any = client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace)
+        return bool(sts.status and sts.status.observed_generation == sts.metadata.generation)
+
+    wait_for(seen, 30, f"StatefulSet {name} observed")
+
+
+def slice_in(api: client.ApiClient, namespace: str, name: str) -> tuple[int, int]:
+    sts: Any = client.AppsV1Api(api).read_namespaced_stateful_set(name, namespace)
+    return (sts.spec.ordinals.start if sts.spec.ordinals else 0), sts.spec.replicas
+
+
+def test_take_ordinal_takes_only_while_the_giver_has_given_it_up(
+    kube: dict[str, client.ApiClient], acts: MigrationActivities, namespace: str
+) -> None:
+    env = ActivityEnvironment()
+    src, dst = kube["source"], kube["destination"]
+    apply_statefulset(src, namespace, statefulset("t", 2, start=0))  # still owns k = 1
+    apply_statefulset(dst, namespace, statefulset("t", 0, start=2))
+    settled(dst, namespace, "t")
+    giver = SliceRef(context="source", namespace=namespace, statefulset="t")
+    taker = SliceRef(context="destination", namespace=namespace, statefulset="t")
+    take = TakeInput(giver=slice_change(giver, (0, 1)), taker=slice_change(taker, (1, 1), (2, 0)))
+    with pytest.raises(ApplicationError) as refused:
+        env.run(acts.take_ordinal, take)
+    assert refused.value.type == "ConflictingChange" and refused.value.non_retryable
+    assert "owns [0, 2)" in refused.value.message and "exactly [0, 1)" in refused.value.message
+    assert "nothing was taken" in refused.value.message
+    assert slice_in(dst, namespace, "t") == (2, 0) and slice_in(src, namespace, "t") == (0, 2)
+
+    scale(src, namespace, "t", 1)  # the giver has given k up
+    with structlog.testing.capture_logs() as logs:
+        state = env.run(acts.take_ordinal, take)
+    assert (state.start, state.replicas) == (1, 1) == slice_in(dst, namespace, "t")
+    assert [e["ordinal"] for e in logs if e["event"] == "ordinal_taken"] == [1]
+    with structlog.testing.capture_logs() as logs:  # a retry: nothing written
+        again = env.run(acts.take_ordinal, take)
+    assert (again.start, again.replicas) == (1, 1)
+    assert [e for e in logs if e["event"] == "statefulset_slice_set"] == []
+
+
+def test_take_ordinal_reverts_when_the_giver_grows_meanwhile(
+    kube: dict[str, client.ApiClient], namespace: str
+) -> None:
+    env = ActivityEnvironment()
+    src, dst = kube["source"], kube["destination"]
+    apply_statefulset(src, namespace, statefulset("t", 1, start=0))
+    apply_statefulset(dst, namespace, statefulset("t", 0, start=2))
+    settled(dst, namespace, "t")
+    acts = GiverGrowsOnSecondRead(kube, lambda: scale(src, namespace, "t", 2))
+    giver = SliceRef(context="source", namespace=namespace, statefulset="t")
+    taker = SliceRef(context="destination", namespace=namespace, statefulset="t")
+    take = TakeInput(giver=slice_change(giver, (0, 1)), taker=slice_change(taker, (1, 1), (2, 0)))
+    with structlog.testing.capture_logs() as logs, pytest.raises(ApplicationError) as refused:
+        env.run(acts.take_ordinal, take)
+    assert refused.value.type == "ConflictingChange" and refused.value.non_retryable
+    message = refused.value.message
+    assert "grew to [0, 2) while ordinal 1 was being taken; the take was reverted" in message
+    assert acts.giver_reads == 2
+    # The taker really took k, then gave it back at once.
+    sets = [(e["start"], e["replicas"]) for e in logs if e["event"] == "statefulset_slice_set"]
+    assert sets == [(1, 1), (2, 0)]
+    assert [e["ordinal"] for e in logs if e["event"] == "take_reverted"] == [1]
+    assert slice_in(dst, namespace, "t") == (2, 0)
+    assert slice_in(src, namespace, "t") == (0, 2)
+
+
+# -- the lock -------------------------------------------------------------------------
+LOCK = "stsmigrate.dev/locked-by"
+
+
+def test_one_migration_at_a_time_holds_the_lock(
+    kube: dict[str, client.ApiClient], acts: MigrationActivities, namespace: str
+) -> None:
+    env = ActivityEnvironment()
+    api = kube["source"]
+    apply_statefulset(api, namespace, statefulset("l", 0))
+    settled(api, namespace, "l")
+    ref = SliceRef(context="source", namespace=namespace, statefulset="l")
+
+    def lock() -> tuple[str | None, str]:
+        sts: Any = client.AppsV1Api(api).read_namespaced_stateful_set("l", namespace)
+        return (sts.metadata.annotations or {}).get(LOCK), sts.metadata.resource_version
+
+    env.run(acts.lock_statefulset, LockInput(ref=ref, migration_id="mig-1"))
+    holder, version = lock()
+    assert holder == "mig-1"
+    env.run(acts.lock_statefulset, LockInput(ref=ref, migration_id="mig-1"))  # a restart
+    assert lock() == (holder, version)
+    with pytest.raises(ApplicationError) as refused:
+        env.run(acts.lock_statefulset, LockInput(ref=ref, migration_id="mig-2"))
+    assert refused.value.type == "ConflictingChange" and refused.value.non_retryable
+    assert "locked by migration 'mig-1'" in refused.value.message
+    assert (
+        f"kubectl --context source -n {namespace} annotate statefulset l {LOCK}-"
+        in refused.value.message
+    )
+    env.run(acts.unlock_statefulset, LockInput(ref=ref, migration_id="mig-2"))  # not its lock
+    assert lock() == (holder, version)
+    env.run(acts.unlock_statefulset, LockInput(ref=ref, migration_id="mig-1"))
+    assert lock()[0] is None
+    env.run(acts.lock_statefulset, LockInput(ref=ref, migration_id="mig-2"))  # free again
+    assert lock()[0] == "mig-2"
+    # A StatefulSet that is gone: nothing to unlock; nothing to lock either.
+    gone = ref.model_copy(update={"statefulset": "nothere"})
+    env.run(acts.unlock_statefulset, LockInput(ref=gone, migration_id="mig-2"))
+    with pytest.raises(ApplicationError) as missing:
+        env.run(acts.lock_statefulset, LockInput(ref=gone, migration_id="mig-2"))
+    assert missing.value.type == "ConflictingChange"

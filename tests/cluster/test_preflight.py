@@ -10,9 +10,10 @@ import pytest
 from kubernetes import client
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
-from temporalio.testing import WorkflowEnvironment
+from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
-from contract import MigrationRequest, MigrationResult
+from activities.migration import MigrationActivities
+from contract import MigrationRequest, MigrationResult, PlanInput
 from tests.support.apps import apply_statefulset, deploy_app, statefulset
 from tests.support.cluster_state import snapshot
 from tests.support.commands import temporal_cli
@@ -157,3 +158,36 @@ async def test_readme_migration_commands_work_as_written(
     assert '"phase": "done"' in outputs[2].replace('":"', '": "')
     assert result["dry_run"] is True
     assert [o["ordinal"] for o in result["plan"]["ordinals"]] == [1, 0]
+
+
+def test_a_source_locked_by_another_migration_is_a_problem(
+    kube: dict[str, client.ApiClient], namespace: str
+) -> None:
+    """The lock (lock_statefulset's annotation) of another migration id is a problem
+    naming the holder and how to clear it; the same id is a restart of this migration."""
+    api = kube["source"]
+    apply_statefulset(api, namespace, statefulset("db", 0))
+    client.AppsV1Api(api).patch_namespaced_stateful_set(
+        "db", namespace, {"metadata": {"annotations": {"stsmigrate.dev/locked-by": "mig-old"}}}
+    )
+    request = MigrationRequest(
+        statefulset="db",
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+    )
+    acts, env = MigrationActivities(kube), ActivityEnvironment()
+    before = snapshot(kube, namespace)
+    plan = env.run(acts.plan_migration, PlanInput(request=request, migration_id="mig-new"))
+    locked = [p for p in plan.problems if "locked by migration" in p.message]
+    assert len(locked) == 1, plan.problems
+    assert locked[0].object == f"source StatefulSet {namespace}/db"
+    assert "'mig-old'" in locked[0].message
+    assert "wait for migration 'mig-old' to end" in locked[0].fix
+    assert (
+        f"kubectl --context source -n {namespace} annotate statefulset db "
+        "stsmigrate.dev/locked-by-" in locked[0].fix
+    )
+    same = env.run(acts.plan_migration, PlanInput(request=request, migration_id="mig-old"))
+    assert not [p for p in same.problems if "locked" in p.message], same.problems
+    assert snapshot(kube, namespace) == before
