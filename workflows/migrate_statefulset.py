@@ -316,29 +316,34 @@ class MigrateStatefulSet(SafePoints):
     async def run(self, request: MigrationRequest) -> MigrationResult:
         try:
             result = await outliving_cancel(self._run(request), self._cancel)
-        except Exception as err:
+        except (FailureError, ValidationError) as err:
+            # Only what fails the run: any other exception is a bug that fails the
+            # workflow task (retried), and must add no command on its way.
             self._update_progress(phase="failed", error=failure_text(err), current_ordinal=None)
+            await self._unlock(request)
             raise
-        finally:
-            if self._locked:
-                await workflow.execute_activity_method(
-                    MigrationActivities.unlock_statefulset,
-                    LockInput(
-                        ref=SliceRef(
-                            context=request.source_context,
-                            namespace=request.namespace,
-                            statefulset=request.statefulset,
-                        ),
-                        migration_id=workflow.info().workflow_id,
-                    ),
-                    **quick(f"{request.source_context}: unlock StatefulSet {request.statefulset}"),
-                )
+        await self._unlock(request)
         if self._cancel_requested:
             self._update_progress(phase="cancelled")
             raise asyncio.CancelledError(
                 "cancelled: see the progress query for where each ordinal runs"
             )
         return result
+
+    async def _unlock(self, request: MigrationRequest) -> None:
+        """The StatefulSet is free for another migration once this one has ended."""
+        if not self._locked:
+            return
+        src = SliceRef(
+            context=request.source_context,
+            namespace=request.namespace,
+            statefulset=request.statefulset,
+        )
+        await workflow.execute_activity_method(
+            MigrationActivities.unlock_statefulset,
+            LockInput(ref=src, migration_id=workflow.info().workflow_id),
+            **quick(f"{src.context}: unlock StatefulSet {src.statefulset}"),
+        )
 
     async def _run(self, request: MigrationRequest) -> MigrationResult:
         migration_id = workflow.info().workflow_id

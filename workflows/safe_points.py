@@ -156,13 +156,14 @@ class SafePoints(OperatorMessages):
         )
         await self._forward_control()  # anything asked while the child was starting
         try:
-            return await self._child
+            result = await self._child
         finally:
             self._child = None
             self._giving_back = False
-            if self._control.undo:  # done with that ordinal: the next child starts afresh
-                self._control = self._control.model_copy(update={"undo": False})
-                self._update_progress(blocked="")
+        if self._control.undo:  # done with that ordinal: the next child starts afresh
+            self._control = self._control.model_copy(update={"undo": False})
+            self._update_progress(blocked="")
+        return result
 
     async def _move(self, ordinal: OrdinalPlan) -> OrdinalResult:
         r = self._request
