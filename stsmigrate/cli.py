@@ -377,11 +377,32 @@ async def follow(client: Client, migration: Migration) -> int:
     return await final(migration)
 
 
+def ended_view(migration_id: str, progress: Progress) -> Group:
+    """A run that failed or was cancelled: why, and where each ordinal runs."""
+    why = f": {progress.error}" if progress.error else ""
+    if progress.phase == "cancelled" and progress.abort_reason:
+        why = f" ({progress.abort_reason})"
+    parts: list[Any] = [Text(f"{migration_id} {progress.phase}{why}", style="red bold")]
+    if progress.placement:
+        table = Table("ordinal", "runs in")
+        for k, side in progress.placement.items():
+            table.add_row(k, side)
+        parts.append(table)
+    return Group(*parts)
+
+
 async def final(migration: Migration) -> int:
     try:
         result = await migration.result()
     except WorkflowFailureError as e:
-        err.print(f"[red]{migration.id} failed:[/] {e.cause}")
+        try:  # a worker answers the query of a closed run: its phase, error, placement
+            progress = await migration.progress()
+        except RPCError:
+            progress = None
+        if progress is not None and progress.phase in ("failed", "cancelled"):
+            err.print(ended_view(migration.id, progress))
+        else:
+            err.print(f"[red]{migration.id} failed:[/] {e.cause}")
         return 1
     out.print(result_view(result))
     return 0

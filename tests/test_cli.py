@@ -17,7 +17,7 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from contract import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
-from stsmigrate.cli import build_request, main, plan_view, progress_view, ui_link
+from stsmigrate.cli import build_request, ended_view, main, plan_view, progress_view, ui_link
 from tests.support.paths import REPO
 
 FLAGS = {
@@ -135,6 +135,22 @@ def test_progress_display_says_what_waits_and_where() -> None:
     rows = [r for r in rows if r and r[0].isdigit()]
     assert rows == [["5", "moved", "3.9"], ["4", "awaiting_approval"], ["3", "waiting"]]
     assert "warning: hostPath volumes" in text
+
+
+def test_a_failed_or_cancelled_run_says_why_and_where_each_ordinal_runs() -> None:
+    failed = Progress(
+        phase="failed",
+        error="plan_migration: PreflightFailed: preflight found 1 problem(s)",
+        placement={"2": "destination", "1": "source"},
+    )
+    text = render(ended_view("m", failed))
+    assert "m failed: plan_migration: PreflightFailed: preflight found 1 problem(s)" in text
+    rows = [[c.strip() for c in re.split(r"[│|]", ln) if c.strip()] for ln in text.splitlines()]
+    assert [r for r in rows if r and r[0].isdigit()] == [["2", "destination"], ["1", "source"]]
+    cancelled = Progress(phase="cancelled", abort_reason="cancel requested from the Temporal UI")
+    assert "m cancelled (cancel requested from the Temporal UI)" in render(
+        ended_view("m", cancelled)
+    )
 
 
 def test_plan_display_lists_steps_and_blocking_problems() -> None:

@@ -53,6 +53,7 @@ from workflows.options import (
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
     STATEFULSET_LOCK,
+    best_effort,
     preflight,
     quick,
 )
@@ -310,25 +311,59 @@ class MigrateStatefulSet(SafePoints):
         self._cancel_requested = True
         if self._finished() or (self._control.aborting and not self._progress.blocked):
             return None
-        return self._abort(AbortRequest(reason="cancelled (Temporal UI, CLI or API)"))
+        return self._abort(AbortRequest(reason="cancel requested from the Temporal UI, CLI or API"))
 
     @workflow.run
     async def run(self, request: MigrationRequest) -> MigrationResult:
+        result = await outliving_cancel(self._whole(request), self._cancel)
+        if self._cancel_requested:
+            raise asyncio.CancelledError(
+                "cancelled: see the progress query for where each ordinal runs"
+            )
+        return result
+
+    async def _whole(self, request: MigrationRequest) -> MigrationResult:
+        """The run, its lock released at the end however it ends, and its progress saying
+        ``failed`` (with the error and where each ordinal runs) when it fails."""
         try:
-            result = await outliving_cancel(self._run(request), self._cancel)
+            result = await self._run(request)
         except (FailureError, ValidationError) as err:
             # Only what fails the run: any other exception is a bug that fails the
             # workflow task (retried), and must add no command on its way.
-            self._update_progress(phase="failed", error=failure_text(err), current_ordinal=None)
+            where = await self._placement_if_known(request)
+            self._update_progress(
+                phase="failed", error=failure_text(err), current_ordinal=None, placement=where
+            )
             await self._unlock(request)
             raise
         await self._unlock(request)
         if self._cancel_requested:
             self._update_progress(phase="cancelled")
-            raise asyncio.CancelledError(
-                "cancelled: see the progress query for where each ordinal runs"
-            )
         return result
+
+    async def _placement_if_known(self, request: MigrationRequest) -> dict[str, str]:
+        """Where every ordinal runs, for a run that fails: a few tries only, so a run
+        failing because a cluster is unreachable still ends."""
+        if not self._locked:  # nothing was changed
+            return {}
+        states = []
+        for context, namespace in (
+            (request.source_context, request.namespace),
+            (request.destination_context, request.target_namespace),
+        ):
+            try:
+                states.append(
+                    await workflow.execute_activity_method(
+                        MigrationActivities.read_statefulset,
+                        SliceRef(
+                            context=context, namespace=namespace, statefulset=request.statefulset
+                        ),
+                        **best_effort(f"{context}: state at the failure"),
+                    )
+                )
+            except ActivityError:
+                return {}
+        return placement(states[0], states[1])
 
     async def _unlock(self, request: MigrationRequest) -> None:
         """The StatefulSet is free for another migration once this one has ended."""
