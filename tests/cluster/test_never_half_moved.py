@@ -205,9 +205,20 @@ async def test_cancel_through_the_cli_leaves_every_ordinal_whole(
             )
             assert seen.waiting_for_approval == 1
             if point == "slices_healthy":
-                # Pod 0 restarts (3 s to stop, 3 s to get Ready): ordinal 1's health
-                # wait holds that long, and the cancel strikes inside it.
-                client.CoreV1Api(src).delete_namespaced_pod(f"{NAME}-0", namespace)
+                # Pod 0 restarts: once its replacement is there (3 s to get Ready),
+                # ordinal 1's health wait holds, and the cancel strikes inside it. (A
+                # pod that is only terminating still counts as Ready: its condition is.)
+                core = client.CoreV1Api(src)
+                old: Any = core.read_namespaced_pod(f"{NAME}-0", namespace)
+                core.delete_namespaced_pod(f"{NAME}-0", namespace)
+                wait_for(
+                    lambda: any(
+                        p.metadata.name == f"{NAME}-0" and p.metadata.uid != old.metadata.uid
+                        for p in core.list_namespaced_pod(namespace).items
+                    ),
+                    30,
+                    "pod 0 replaced",
+                )
                 await migration.approve(1)
                 seen = await migration.wait_until(
                     lambda p: p.step == "slices_healthy", within=30, poll=0.05
@@ -227,6 +238,8 @@ async def test_cancel_through_the_cli_leaves_every_ordinal_whole(
         failure = await closed(migration)
     status = await status_of(temporal_env, migration.id)
     progress = await migration.progress()  # a closed workflow still answers it
+    if point == "slices_healthy":  # the pod this test restarted: Ready again by itself
+        wait_for(lambda: f"{NAME}-0" in ready_pod_names(src, namespace), 30, "pod 0 Ready")
     violations = observer.verdict(
         [1] if expected == ONE_MOVED else [],
         (0, 1) if expected == ONE_MOVED else (0, 2),
@@ -499,7 +512,15 @@ async def test_a_source_scaled_up_after_the_release_gets_a_pending_pod_on_the_fe
     deploy_app(src, namespace, NAME, 2, secret_value="x", ready_delay="1s", grace=3)
     volumes = volumes_of(src, namespace, 2)
     core, apps = client.CoreV1Api(src), client.AppsV1Api(src)
-    pvs_before = {pv.metadata.name for pv in core.list_persistent_volume().items}
+
+    def app_volumes() -> dict[str, str]:
+        return {
+            pv.metadata.name: f"{pv.spec.claim_ref.name} {pv.status.phase}"
+            for pv in core.list_persistent_volume().items
+            if pv.spec.claim_ref and pv.spec.claim_ref.namespace == namespace
+        }
+
+    pvs_before = app_volumes()
     policy = ClaimPolicy(dst, namespace, "Forbidden")
     policy.apply()
     wait_claim_create(dst, namespace, 403)
@@ -530,7 +551,8 @@ async def test_a_source_scaled_up_after_the_release_gets_a_pending_pod_on_the_fe
             for claim in fences:
                 now: Any = core.read_namespaced_persistent_volume_claim(claim, namespace)
                 assert now.status.phase == "Pending" and now.spec.volume_name == volumes[claim]
-            assert {pv.metadata.name for pv in core.list_persistent_volume().items} == pvs_before
+            # No volume provisioned for the writer's pod: the same volumes, no new one.
+            assert set(app_volumes()) == set(pvs_before), (pvs_before, app_volumes())
             # The policy goes; resumed, the import goes on but the take is refused.
             policy.remove()
             wait_claim_create(dst, namespace, None)
@@ -539,7 +561,11 @@ async def test_a_source_scaled_up_after_the_release_gets_a_pending_pod_on_the_fe
                 lambda p: bool(p.blocked) and "destination_scaled_up" in p.blocked, within=90
             )
             print(f"after the writer: {held.blocked!r}")
-            assert "in source owns [0, 2) but the migration expected [0, 1)" in held.blocked
+            assert (
+                "in source owns [0, 2) but taking ordinal 1 needs it to own exactly [0, 1)"
+                in held.blocked
+            )
+            assert "nothing was taken" in held.blocked
             assert f"{NAME}-1" not in pod_names(dst, namespace)
             # The writer is undone; its Pending pod goes; resume finishes.
             apps.patch_namespaced_stateful_set(NAME, namespace, {"spec": {"replicas": 1}})
