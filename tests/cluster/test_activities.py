@@ -312,6 +312,31 @@ def release_of(namespace: str, name: str, volume: str, **fields: Any) -> Release
     )
 
 
+def test_delete_pvc_deletes_only_the_claim_that_was_read(
+    kube: dict[str, client.ApiClient], namespace: str
+) -> None:
+    api = kube["source"]
+    pending = {
+        "metadata": {"name": "c"},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": "nobody-provisions-this",
+            "resources": {"requests": {"storage": "1Mi"}},
+        },
+    }
+    made: Any = client.CoreV1Api(api).create_namespaced_persistent_volume_claim(namespace, pending)
+    k = Kube(api, "source")
+    for wrong in ({"uid": "not-its-uid"}, {"resource_version": "1"}):
+        with pytest.raises(ApplicationError) as refused:
+            k.delete_pvc(namespace, "c", **wrong)
+        assert refused.value.type == "KubernetesConflict" and not refused.value.non_retryable
+        assert read_claim(api, namespace, "c").metadata.deletion_timestamp is None
+    meta = made.metadata
+    k.delete_pvc(namespace, "c", uid=meta.uid, resource_version=meta.resource_version)
+    wait_for(lambda: "c" not in claim_names(api, namespace), 30, "claim c gone")
+    k.delete_pvc(namespace, "c", uid=meta.uid)  # absent: success
+
+
 def test_release_refuses_a_claim_made_again_on_another_volume(
     kube: dict[str, client.ApiClient],
     acts: MigrationActivities,
