@@ -33,12 +33,18 @@ class PodActivities(ConvergingActivities):
         }
 
         def done(pods: dict[str, Obj]) -> bool:
-            return all(name in pods and is_ready(pods[name]) for name in wanted)
+            # A pod being deleted still says Ready until it stops: not healthy.
+            return all(
+                name in pods
+                and is_ready(pods[name])
+                and not pods[name]["metadata"].get("deletionTimestamp")
+                for name in wanted
+            )
 
         kube.wait_for_pods(
             ref.namespace,
             selector_string(sts),
-            f"pods {sorted(wanted)} Ready",
+            f"pods {sorted(wanted)} Ready (none terminating)",
             done,
             request.timeout,
         )

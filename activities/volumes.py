@@ -24,7 +24,7 @@ from contract import (
     RetainResult,
     VolumePlan,
 )
-from contract.errors import CONFLICT, NOT_OURS, WAIT_TIMEOUT
+from contract.errors import CONFLICT, INVALID, NOT_OURS, WAIT_TIMEOUT
 
 # One logger for every migration activity, as before the split: its name is in each
 # JSON log line.
@@ -82,6 +82,12 @@ class VolumeActivities(ConvergingActivities):
         """
         kube = self.kube(request.context)
         ns = request.namespace
+        if len(request.claims) != len(request.volumes):  # a bug of the caller: say so
+            raise ApplicationError(
+                f"{len(request.claims)} claim(s) but {len(request.volumes)} volume(s) to release",
+                type=INVALID,
+                non_retryable=True,
+            )
         pairs = list(zip(request.claims, request.volumes, strict=True))
         _refuse_running_users(kube, ns, set(request.claims))
         pvs = {volume: _retain_before_release(kube, volume) for _, volume in pairs}

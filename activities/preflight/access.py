@@ -49,10 +49,19 @@ DESTINATION_PERMISSIONS = [
     # Moving an ordinal again after its rollback adopts the fence the rollback left in
     # the destination: its fence label is removed.
     ("patch", "persistentvolumeclaims", "", True),
+    # A rollback, or the undo of a blocked move, releases the destination's claims of
+    # the ordinal (their volumes are Retain) once its pod is gone and detached.
+    ("delete", "persistentvolumeclaims", "", True),
     ("list", "persistentvolumeclaims", "", True),
     ("watch", "persistentvolumeclaims", "", True),
     ("get", "persistentvolumes", "", False),
     ("create", "persistentvolumes", "", False),
+    # Moving a rolled-back ordinal again re-opens its destination volume (drops the
+    # uid of the released claim from claimRef).
+    ("patch", "persistentvolumes", "", False),
+    # A rollback (or an undo) waits until no VolumeAttachment references the volumes.
+    ("list", "volumeattachments", "storage.k8s.io", False),
+    ("watch", "volumeattachments", "storage.k8s.io", False),
     ("get", "storageclasses", "storage.k8s.io", False),
     ("get", "secrets", "", True),
     ("create", "secrets", "", True),
