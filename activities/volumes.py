@@ -32,6 +32,8 @@ log = structlog.get_logger("activities.migration")
 
 ANNOTATION_ORIGINAL_POLICY = "stsmigrate.dev/original-reclaim-policy"
 ANNOTATION_BIND_NUDGE = "stsmigrate.dev/bind-retry"
+# The claimRef uid a released volume gets when its claim never bound (no claim has it).
+RELEASED_UID = "00000000-0000-0000-0000-000000000000"
 NUDGE_AFTER = 0.5  # seconds a claim may stay unbound before it is nudged
 
 
@@ -88,17 +90,33 @@ class VolumeActivities(ConvergingActivities):
                 type=INVALID,
                 non_retryable=True,
             )
-        pairs = list(zip(request.claims, request.volumes, strict=True))
         _refuse_running_users(kube, ns, set(request.claims))
-        pvs = {volume: _retain_before_release(kube, volume) for _, volume in pairs}
+        pairs: list[tuple[str, str]] = []
+        pvs: dict[str, Obj] = {}
         to_delete: list[Obj] = []
-        for claim, volume in pairs:
+        for claim, volume in zip(request.claims, request.volumes, strict=True):
             pvc = kube.pvc(ns, claim)
+            if pvc is None and kube.pv(volume) is None:
+                # Neither claim nor volume here (the undo of an import that never made
+                # them): nothing in this cluster points at the storage.
+                continue
+            pairs.append((claim, volume))
+            pvs[volume] = _retain_before_release(kube, volume)
             if pvc is None or manifests.is_fence(pvc, request.migration_id, volume):
                 continue  # released already (by an earlier attempt, or never there)
             if not _ours_to_release(pvc, pvs[volume], volume, request.migration_id):
                 raise _not_ours_to_release(kube, ns, pvc, volume)
             to_delete.append(pvc)
+        # A volume pre-bound to its claim by name only (a claim of ours that never
+        # bound) would bind the next claim of that name: give its claimRef a uid no
+        # claim has, so it is Released like the others (and can be fenced) before the
+        # claim goes. The storage is untouched; an adoption drops the uid again.
+        for claim, volume in pairs:
+            ref = pvs[volume]["spec"].get("claimRef") or {}
+            if (ref.get("name"), ref.get("namespace")) == (claim, ns) and not ref.get("uid"):
+                kube.patch_pv(volume, {"spec": {"claimRef": {"uid": RELEASED_UID}}})
+                pvs[volume] = kube.pv(volume) or pvs[volume]
+                log.info("volume_unbound_released", context=kube.context, volume=volume)
         # Every claim judged before the first delete: a refusal changes nothing.
         deleted: dict[str, str] = {}  # claim -> uid of the claim we deleted
         for pvc in to_delete:

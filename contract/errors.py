@@ -27,3 +27,4 @@ PREFLIGHT_FAILED = "PreflightFailed"  # the plan has problems; nothing was chang
 HEALTH_GATE_FAILED = "HealthGateFailed"  # on_failure "fail"
 REJECTED = "Rejected"  # an update's validator refused the operator's message
 RUNS_IN_BOTH = "RunsInBothClusters"  # the final placement has an ordinal in both clusters
+ORDINAL_STILL_RUNNING = "OrdinalStillRunning"  # a terminated run's child still moves it

@@ -28,6 +28,9 @@ class StepReport(Payload):
     ordinal: int
     step: str
     detail: str = Field("", description="why the step is blocked (signal ordinal_blocked)")
+    resumes: int | None = Field(
+        None, description="the resumes the child had seen when it blocked (stale if fewer)"
+    )
 
 
 # -- operator messages (signals and updates of MigrateStatefulSet, same names) ----------

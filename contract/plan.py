@@ -54,6 +54,12 @@ class Plan(Reply):
     claim_templates: list[str] = Field(default_factory=list)
     service_name: str = Field("", description="the StatefulSet's serviceName")
     ordinals: list[OrdinalPlan] = Field(default_factory=list, description="highest first")
+    moved: list[OrdinalPlan] = Field(
+        default_factory=list,
+        description="ordinals the destination already owns on volumes this migration moved "
+        "(an earlier run of the same id), in the order a rollback gives them back: lowest "
+        "first",
+    )
     dependencies: list[Dependency] = Field(default_factory=list)
     fix_retention_policy: bool = False
     warnings: list[str] = Field(default_factory=list)

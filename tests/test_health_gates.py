@@ -151,7 +151,7 @@ async def test_an_operator_rollback_then_resume_moves_the_ordinal_again(
         temporal_env.client, task_queue, approval=ApprovalPolicy(mode="ordinals", ordinals=[2, 0])
     )
     await migration.wait_until(at("awaiting_approval", 2), within=30)
-    with pytest.raises(Rejected, match="nothing to roll back: this run has moved no ordinal"):
+    with pytest.raises(Rejected, match="nothing to roll back: the destination owns no ordinal"):
         await migration.rollback()
     await migration.approve(2)
     await migration.wait_until(at("awaiting_approval", 0), within=30)

@@ -26,6 +26,7 @@ the steps already done (``_undo``). Orchestration only: every step is an activit
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import itertools
 from collections.abc import Awaitable, Callable, Coroutine
@@ -58,7 +59,6 @@ with workflow.unsafe.imports_passed_through():
         slice_change,
     )
     from contract.errors import (
-        BLOCKING,
         CONFLICTING_CHANGE,
         FORBIDDEN,
         INVALID,
@@ -115,8 +115,10 @@ async def outliving_cancel(work: Coroutine[Any, Any, T], on_cancel: Callable[[],
         except asyncio.CancelledError:
             # The worker evicting the workflow from its cache cancels every task, this
             # one too: that is no cancel of the workflow, so let it go.
-            if task.done() or task.cancelling():
+            if task.cancelling() or task.cancelled():
                 raise
+            if task.done():  # it ended in the same activation as the cancel came
+                return task.result()
             current = asyncio.current_task()
             if current is not None:
                 current.uncancel()
@@ -212,11 +214,19 @@ class OrdinalHandover:
         self._migration_id = ""
         self._undoing = False
         self._cancel_asked = False
+        self._control_signalled = False
 
     @workflow.signal
     def control(self, control: Control) -> None:
         """The operator's pause/abort/resume, forwarded by the parent (latest wins)."""
         self._control = control
+        self._control_signalled = True
+
+    def _start_control(self, task: OrdinalInput) -> None:
+        """The control the child starts with: the input's, unless a ``control`` signal
+        (newer: latest wins) was applied before the run began (signals come first)."""
+        if not self._control_signalled:
+            self._control = task.control
 
     def _parent(self) -> workflow.ExternalWorkflowHandle[Any] | None:
         """The parent, by workflow id (so a reset parent's new run gets the reports)."""
@@ -270,25 +280,18 @@ class OrdinalHandover:
         self._cancel_asked = True
 
     async def _pausing_step(
-        self,
-        name: Step,
-        make: Callable[[], Awaitable[T]],
-        timed: bool = True,
-        any_error: bool = True,
+        self, name: Step, make: Callable[[], Awaitable[T]], timed: bool = True
     ) -> T:
-        """A step after the point of no return: instead of failing with the ordinal
+        """A step from the point of no return on: instead of failing with the ordinal
         half-moved, a failure of any kind pauses the run with the reason (signal
         ``ordinal_blocked`` to the parent) and the step is retried when resumed, or
-        the ordinal put back (UndoAsked) when the operator asks. ``any_error=False``
-        (the giver's scale-down, which is the point of no return itself): only the
-        blocking types pause, any other error fails cleanly, nothing having changed."""
+        the ordinal put back (UndoAsked) when the operator asks. The giver's scale-down
+        too: a retry of it may fail after an earlier attempt made the change."""
         while True:
             try:
                 return await (self._timed_step(name, make()) if timed else make())
             except ActivityError as err:
-                cause = err.cause
-                blocking = isinstance(cause, ApplicationError) and cause.type in BLOCKING
-                if not (blocking or any_error) or workflow.info().parent is None:
+                if workflow.info().parent is None:
                     raise
                 await self._blocked(name, block_reason(err))
 
@@ -301,24 +304,27 @@ class OrdinalHandover:
         def decided() -> bool:
             return self._resumed_since(seen) or self._undo_asked()
 
-        report = StepReport(ordinal=self._ordinal, step=name, detail=detail)
         handle = self._parent()
         assert handle is not None
         if not workflow.patched(LOSSLESS_REPORTS):
+            report = StepReport(ordinal=self._ordinal, step=name, detail=detail)
             await handle.signal(ORDINAL_BLOCKED, report)
         else:
-            for again in itertools.chain(REPORT_AGAIN, itertools.repeat(REPORT_AGAIN[-1])):
+            # ``resumes``: the parent drops a report made before its latest resume.
+            report = StepReport(ordinal=self._ordinal, step=name, detail=detail, resumes=seen)
+            for n, again in enumerate(
+                itertools.chain(REPORT_AGAIN, itertools.repeat(REPORT_AGAIN[-1]))
+            ):
+                if n and (decided() or self._control.paused):
+                    break  # the parent paused (acknowledged), or a decision came
                 try:
                     await handle.signal(ORDINAL_BLOCKED, report)
                 except FailureError as err:  # no parent to tell: a human signals control
                     workflow.logger.warning("block report not delivered: %s", err)
-                try:
+                with contextlib.suppress(TimeoutError):
                     await workflow.wait_condition(
                         lambda: decided() or self._control.paused, timeout=again
                     )
-                    break  # the parent paused (acknowledged), or a decision came
-                except TimeoutError:
-                    continue
         await workflow.wait_condition(decided)
         if self._undo_asked():
             raise UndoAsked()
@@ -451,23 +457,25 @@ class OrdinalHandover:
             ),
         )
 
-    async def _give_up(self, task: OrdinalInput, giver: Side, any_error: bool) -> None:
+    async def _give_up(self, task: OrdinalInput, giver: Side) -> None:
         """The giver gives ordinal k up: its slice without k, pod k gone by UID and
         detached, its claims released and fenced."""
         ordinal, t = task.ordinal, task.request.timeouts
         # The giver's pod UID is read first, so the wait below recognises a
-        # replacement pod as somebody else's doing.
-        pod = await workflow.execute_activity_method(
-            MigrationActivities.read_pod,
-            PodRef(ref=giver.ref, ordinal=ordinal.ordinal),
-            **quick(f"{giver.ref.context}: read pod {ordinal.pod}"),
+        # replacement pod as somebody else's doing (in an undo, a failed read pauses).
+        pod = await self._pausing_step(
+            giver.scaled_down,
+            lambda: workflow.execute_activity_method(
+                MigrationActivities.read_pod,
+                PodRef(ref=giver.ref, ordinal=ordinal.ordinal),
+                **quick(f"{giver.ref.context}: read pod {ordinal.pod}"),
+            ),
+            timed=False,
         )
         if not self._undoing:
             self._stage = GIVING
         await self._pausing_step(
-            giver.scaled_down,
-            lambda: self._set_slice(giver, giver.without_k, giver.with_k),
-            any_error=any_error,
+            giver.scaled_down, lambda: self._set_slice(giver, giver.without_k, giver.with_k)
         )
         # Always run: even if pod k were already gone, its volumes must be detached
         # before the taker may take ordinal k; only one cluster may claim the storage.
@@ -505,7 +513,7 @@ class OrdinalHandover:
         Once the giver has scaled down, this only ends with k running on the taker, or
         paused for a human at a blocked step; UndoAsked if the human asks to undo."""
         self._migration_id = task.migration_id
-        await self._give_up(task, giver, any_error=False)
+        await self._give_up(task, giver)
         self._stage = ADOPTING
         await self._adopt(task, taker, adoption)
         self._stage = TAKING
@@ -526,7 +534,7 @@ class OrdinalHandover:
             "ordinal %d: undoing a hand-over stopped at stage %d", self._ordinal, stage
         )
         if stage >= ADOPTING:
-            await self._give_up(task, taker, any_error=True)
+            await self._give_up(task, taker)
         if stage >= RELEASING:
             await self._adopt(task, giver, giver_adoption)
         if stage >= GIVING:

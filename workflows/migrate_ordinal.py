@@ -122,7 +122,7 @@ class MigrateOrdinal(OrdinalHandover):
     async def _run(self, task: OrdinalInput) -> OrdinalResult:
         request, k = task.request, task.ordinal.ordinal
         self._ordinal = k
-        self._control = task.control
+        self._start_control(task)
         source, destination = source_side(task), destination_side(task)
         src, dst = source.ref, destination.ref
         volumes = [v.volume for v in task.ordinal.volumes]

@@ -102,6 +102,8 @@ class MigrateStatefulSet(SafePoints):
         self._giving_back = False
         self._cancel_requested = False
         self._locked = False
+        self._keep_lock = False
+        self._in_child = False
 
     @workflow.query
     def progress(self) -> Progress:
@@ -125,6 +127,8 @@ class MigrateStatefulSet(SafePoints):
     async def ordinal_blocked(self, report: StepReport) -> None:
         if self._late(report):
             return
+        if report.resumes is not None and report.resumes < self._control.resumes:
+            return  # a report again, made before the operator's latest resume
         why = f"ordinal {report.ordinal} {report.step} is blocked: {report.detail}"
         undo = (
             "abort puts the ordinal back where it was and ends the run"
@@ -138,6 +142,8 @@ class MigrateStatefulSet(SafePoints):
             phase="paused",
             pause_reason=f"{why}. Fix the cause, then resume to retry the step; {undo}.",
         )
+        if self._cancel_requested:  # the migration was cancelled meanwhile: put it back
+            await self._undo_blocked("cancel of a blocked step", aborting=True)
 
     @workflow.signal(name=ORDINAL_STEP)
     def ordinal_step(self, report: StepReport) -> None:
@@ -206,6 +212,13 @@ class MigrateStatefulSet(SafePoints):
             **preflight("preflight: check both clusters and build the plan"),
         )
         self._plan = plan
+        if not self._moved:
+            # What an earlier run of this migration moved, read from the clusters, so a
+            # rollback can give it back (the last moved, the destination's lowest, last).
+            self._moved = [
+                OrdinalResult(ordinal=o.ordinal, volumes=[v.volume for v in o.volumes])
+                for o in reversed(plan.moved)
+            ]
         self._update_progress(warnings=plan.warnings, remaining=[o.ordinal for o in plan.ordinals])
         for warning in plan.warnings:
             workflow.logger.warning("preflight: %s", warning)
@@ -246,7 +259,7 @@ class MigrateStatefulSet(SafePoints):
     async def _move_ordinals(self, plan: Plan, first: int | None) -> None:
         """Every ordinal in turn, highest first, each behind its safe point."""
         self._update_progress(phase="moving")
-        by_ordinal = {o.ordinal: o for o in plan.ordinals}
+        by_ordinal = {o.ordinal: o for o in [*plan.moved, *plan.ordinals]}
         while True:
             if not self._progress.remaining:
                 # A pause asked during the last ordinal (or by its failed health gate)
@@ -265,7 +278,7 @@ class MigrateStatefulSet(SafePoints):
                 continue  # a rollback at the safe point changed what is next
             result = await self._move(by_ordinal[k])
             if result.undone:
-                if await self._put_back(k):
+                if await self._put_back(k, touched=bool(result.steps)):
                     continue
                 return
             self._update_progress(
@@ -282,10 +295,12 @@ class MigrateStatefulSet(SafePoints):
             if result.health is not None and not result.health.ok:
                 await self._health_failed(result)
 
-    async def _put_back(self, k: int) -> bool:
+    async def _put_back(self, k: int, touched: bool) -> bool:
         """Ordinal k was blocked and put back in the source. An abort ends the run
         (False); a rollback pauses here (``all``: the ordinals moved before go back at
-        the safe point); a cancel of its own workflow is an abort."""
+        the safe point); a cancel of its own workflow is an abort. Undone before it
+        changed anything (``touched`` False), a rollback still gives back the last
+        ordinal moved, at the safe point."""
         self._update_progress(current_ordinal=None, step=None)
         if self._control.aborting:
             return False
@@ -293,6 +308,8 @@ class MigrateStatefulSet(SafePoints):
         if not mode:
             await self._abort(AbortRequest(reason=f"ordinal {k}'s workflow was cancelled"))
             return False
+        if not touched:
+            return True
         self._update_progress(rolled_back=[*self._progress.rolled_back, k])
         if mode == "ordinal":
             self._update_progress(rollback="")
@@ -374,11 +391,22 @@ class MigrateStatefulSet(SafePoints):
             namespace=request.namespace,
             statefulset=request.statefulset,
         )
-        await workflow.execute_activity_method(
-            MigrationActivities.unlock_statefulset,
-            LockInput(ref=src, migration_id=workflow.info().workflow_id),
-            **quick(f"{src.context}: unlock StatefulSet {src.statefulset}"),
-        )
+        if self._keep_lock:
+            return
+        try:
+            await workflow.execute_activity_method(
+                MigrationActivities.unlock_statefulset,
+                LockInput(ref=src, migration_id=workflow.info().workflow_id),
+                **best_effort(f"{src.context}: unlock StatefulSet {src.statefulset}", tries=10),
+            )
+        except ActivityError as err:  # the run's own outcome stands; the lock is named
+            workflow.logger.warning(
+                "StatefulSet %s/%s stays locked by this migration (%s): remove the "
+                "annotation stsmigrate.dev/locked-by by hand",
+                src.namespace,
+                src.statefulset,
+                failure_text(err),
+            )
 
     async def _run(self, request: MigrationRequest) -> MigrationResult:
         migration_id = workflow.info().workflow_id

@@ -52,11 +52,12 @@ class OperatorMessages(ProgressKeeper):
     _forwarding: asyncio.Lock
     _moved: list[OrdinalResult]
     _giving_back: bool  # the running child gives an ordinal back (RollbackOrdinal)
+    _in_child: bool  # a child is being run (started, or starting)
 
     # -- the rules (None: accepted; else why not) -----------------------------------------
 
     def _finished(self) -> bool:
-        return self._progress.phase in ("done", "aborted")
+        return self._progress.phase in ("done", "aborted", "cancelled", "failed")
 
     def _next_ordinal(self) -> int | None:
         """The ordinal an approval applies to: the one waiting, else the next not begun."""
@@ -128,7 +129,7 @@ class OperatorMessages(ProgressKeeper):
                 "abort keeps it in the destination"
             )
         if not self._moved and self._child is None:
-            return "nothing to roll back: this run has moved no ordinal"
+            return "nothing to roll back: the destination owns no ordinal this migration moved"
         return None
 
     def _approval_problem(self, policy: ApprovalPolicy | None) -> str | None:
@@ -188,7 +189,7 @@ class OperatorMessages(ProgressKeeper):
     async def _undo_blocked(self, why: str, **control: bool) -> bool:
         """Put the blocked ordinal back where it was (the child reverses exactly the
         steps it began); False for a history recorded before this could be asked."""
-        if not (self._progress.blocked and workflow.patched(UNDO_BLOCKED)):
+        if not (self._progress.blocked and self._in_child and workflow.patched(UNDO_BLOCKED)):
             return False
         k = self._progress.current_ordinal
         workflow.logger.warning("ordinal %s: putting it back (%s)", k, why)

@@ -82,12 +82,16 @@ def quick(summary: str) -> workflow.ActivityConfig:
     }
 
 
-def best_effort(summary: str) -> workflow.ActivityConfig:
-    """A read on the way out of a failing run: a few tries, so the run still ends when a
-    cluster is unreachable."""
+def best_effort(summary: str, tries: int = 3) -> workflow.ActivityConfig:
+    """A step on the way out of a run (a read when it fails, the unlock): a few tries, so
+    the run still ends when a cluster is unreachable."""
     return {
         "start_to_close_timeout": timedelta(seconds=30),
-        "retry_policy": RetryPolicy(initial_interval=timedelta(seconds=1), maximum_attempts=3),
+        "retry_policy": RetryPolicy(
+            initial_interval=timedelta(seconds=1),
+            maximum_interval=timedelta(seconds=30),
+            maximum_attempts=tries,
+        ),
         "summary": summary,
     }
 

@@ -37,7 +37,7 @@ class RollbackOrdinal(OrdinalHandover):
     async def _run(self, task: OrdinalInput) -> OrdinalResult:
         k = task.ordinal.ordinal
         self._ordinal = k
-        self._control = task.control
+        self._start_control(task)
         source, destination = source_side(task), destination_side(task)
         volumes = [v.volume for v in task.ordinal.volumes]
         begun = workflow.now()

@@ -11,6 +11,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from temporalio import workflow
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.workflow import ParentClosePolicy
 
 with workflow.unsafe.imports_passed_through():
@@ -22,6 +23,7 @@ with workflow.unsafe.imports_passed_through():
         ordinal_workflow_id,
         rollback_workflow_id,
     )
+    from contract.errors import ORDINAL_STILL_RUNNING
 
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
@@ -35,6 +37,7 @@ class SafePoints(OperatorMessages):
     """The parent's safe points and its per-ordinal children."""
 
     _request: MigrationRequest
+    _keep_lock: bool  # the run ends without unlocking (a child of another run holds it)
 
     async def _wait_at_safe_point(self, ordinal: int | None, first: int | None) -> bool:
         """Wait while paused or waiting for approval of ``ordinal``; do a rollback that
@@ -83,7 +86,7 @@ class SafePoints(OperatorMessages):
     async def _roll_back(self) -> None:
         """Give back the last moved ordinal (or all this run moved), newest first."""
         assert self._plan is not None
-        by_ordinal = {o.ordinal: o for o in self._plan.ordinals}
+        by_ordinal = {o.ordinal: o for o in [*self._plan.moved, *self._plan.ordinals]}
         mode = self._progress.rollback
         while self._moved and not self._control.aborting:
             moved = self._moved.pop()
@@ -131,37 +134,64 @@ class SafePoints(OperatorMessages):
         """Run one ordinal's child to its end, told the operator's latest control. The
         child outlives this run (a terminated or reset parent does not cut it mid-step);
         this run never cancels it (a cancel of the migration is an abort, told to it)."""
-        assert self._plan is not None
-        plan, self._forwarded = self._plan, self._control
+        self._forwarded = self._control
         close = (
             ParentClosePolicy.ABANDON
             if workflow.patched(CHILDREN_OUTLIVE_PARENT)
             else ParentClosePolicy.TERMINATE  # the SDK's default, before the patch
         )
-        self._giving_back = run is RollbackOrdinal.run
-        self._child = await workflow.start_child_workflow(
-            run,
-            OrdinalInput(
-                request=self._request,
-                migration_id=workflow.info().workflow_id,
-                ordinal=ordinal,
-                source_start=plan.source_start,
-                end=plan.end,
-                control=self._forwarded,
-                service=plan.service_name,
-            ),
-            id=child_id,
-            static_summary=summary,
-            parent_close_policy=close,
-        )
+        self._giving_back, self._in_child = run is RollbackOrdinal.run, True
+        try:
+            return await self._start_and_wait(run, child_id, summary, ordinal, close)
+        finally:
+            self._in_child = self._giving_back = False
+
+    async def _start_and_wait(
+        self,
+        run: Callable[[Any, OrdinalInput], Awaitable[OrdinalResult]],
+        child_id: str,
+        summary: str,
+        ordinal: OrdinalPlan,
+        close: ParentClosePolicy,
+    ) -> OrdinalResult:
+        assert self._plan is not None
+        plan = self._plan
+        try:
+            self._child = await workflow.start_child_workflow(
+                run,
+                OrdinalInput(
+                    request=self._request,
+                    migration_id=workflow.info().workflow_id,
+                    ordinal=ordinal,
+                    source_start=plan.source_start,
+                    end=plan.end,
+                    control=self._forwarded,
+                    service=plan.service_name,
+                ),
+                id=child_id,
+                static_summary=summary,
+                parent_close_policy=close,
+            )
+        except WorkflowAlreadyStartedError as err:
+            # A child of a terminated run of this migration still moves that ordinal:
+            # the lock stays with it (docs/design.md, "Cancel, terminate").
+            self._keep_lock = True
+            raise ApplicationError(
+                f"{child_id} is still running (left by a terminated run of this migration): "
+                "wait until it has ended (temporal workflow describe --workflow-id "
+                f"{child_id}), then start the migration again",
+                type=ORDINAL_STILL_RUNNING,
+                non_retryable=True,
+            ) from err
         await self._forward_control()  # anything asked while the child was starting
         try:
             result = await self._child
         finally:
             self._child = None
-            self._giving_back = False
-        if self._control.undo:  # done with that ordinal: the next child starts afresh
+        # Done with that ordinal: the next child starts afresh.
+        if self._control.undo:
             self._control = self._control.model_copy(update={"undo": False})
+        if self._progress.blocked:
             self._update_progress(blocked="")
         return result
 

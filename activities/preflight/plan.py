@@ -29,7 +29,12 @@ from activities.preflight.statefulsets import (
     check_source_health,
     check_stop_at_ordinal,
 )
-from activities.preflight.volumes import check_quota, check_storage_classes, check_volumes
+from activities.preflight.volumes import (
+    check_quota,
+    check_storage_classes,
+    check_volumes,
+    moved_ordinals,
+)
 from contract import Dependency, MigrationRequest, OrdinalPlan, Plan
 
 
@@ -65,6 +70,9 @@ def build_plan(
     dependencies = check_dependencies(source, destination, source_slice.sts, request, found)
     if namespace_exists:
         check_quota(destination, request.target_namespace, ordinals, found)
+    moved = moved_ordinals(
+        source, destination, source_slice, destination_slice, request, migration_id
+    )
     return _plan(
         request,
         migration_id,
@@ -73,6 +81,7 @@ def build_plan(
         source_slice,
         destination_slice,
         ordinals=ordinals,
+        moved=moved,
         dependencies=dependencies,
         fix_retention_policy=fix_retention_policy,
     )
@@ -87,6 +96,7 @@ def _plan(
     destination: DestinationSlice = NO_DESTINATION,
     *,
     ordinals: list[OrdinalPlan] | None = None,
+    moved: list[OrdinalPlan] | None = None,
     dependencies: list[Dependency] | None = None,
     fix_retention_policy: bool = False,
 ) -> Plan:
@@ -109,6 +119,7 @@ def _plan(
         claim_templates=list(source.templates),
         service_name=source.service_name,
         ordinals=ordinals or [],
+        moved=moved or [],
         dependencies=dependencies or [],
         fix_retention_policy=fix_retention_policy,
         warnings=found.warnings,

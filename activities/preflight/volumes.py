@@ -10,7 +10,7 @@ from kubernetes.utils import parse_quantity
 
 from activities import manifests
 from activities.kube import Kube, Obj
-from activities.preflight.findings import Findings, SourceSlice
+from activities.preflight.findings import DestinationSlice, Findings, SourceSlice
 from contract import MigrationRequest, OrdinalPlan, VolumePlan
 
 
@@ -46,6 +46,52 @@ def check_volumes(
                 volumes.append(volume)
         ordinals.append(OrdinalPlan(ordinal=k, pod=f"{request.statefulset}-{k}", volumes=volumes))
     return ordinals
+
+
+def moved_ordinals(
+    source: Kube,
+    dest: Kube,
+    source_slice: SourceSlice,
+    destination: DestinationSlice,
+    request: MigrationRequest,
+    migration_id: str,
+) -> list[OrdinalPlan]:
+    """The ordinals the destination owns that a rollback can give back, read from the
+    clusters (not from a run's memory, so a later run of the same migration can give
+    back what an earlier one moved): each claim ours and Bound in the destination, to a
+    volume the source still holds as Retain. Lowest first, the order a rollback takes
+    them, up to the first that cannot be given back."""
+    ns, name = request.target_namespace, request.statefulset
+    found: list[OrdinalPlan] = []
+    for k in range(destination.start, destination.start + destination.replicas):
+        volumes = []
+        for template in source_slice.templates:
+            claim = f"{template}-{name}-{k}"
+            pvc = dest.pvc(ns, claim)
+            pv_name = str(((pvc or {}).get("spec") or {}).get("volumeName") or "")
+            if pvc is None or not pv_name or not manifests.is_ours(pvc, migration_id):
+                return found
+            pv = source.pv(pv_name)
+            if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
+                return found
+            storage_class = pv["spec"].get("storageClassName") or ""
+            volumes.append(
+                VolumePlan(
+                    template=template,
+                    claim=claim,
+                    volume=pv_name,
+                    storage_class=storage_class,
+                    destination_storage_class=request.mapped_class(storage_class) or "",
+                    storage=manifests.storage_identity(pv),
+                    reclaim_policy="Retain",
+                    size=str(
+                        ((pvc["spec"].get("resources") or {}).get("requests") or {}).get("storage")
+                        or ""
+                    ),
+                )
+            )
+        found.append(OrdinalPlan(ordinal=k, pod=f"{name}-{k}", volumes=volumes))
+    return found
 
 
 def check_volume(

@@ -656,3 +656,53 @@ async def test_a_request_with_nothing_to_move_creates_nothing_in_the_destination
     assert snapshot(kube, namespace) == before
     assert locked_by(src, namespace) is None
     assert (await migration.progress()).phase == "done"
+
+
+# -- 8. a later run gives back what an earlier run moved ------------------------------------
+
+
+@pytest.mark.timeout(300)
+async def test_a_later_run_of_the_migration_can_roll_back_what_an_earlier_run_moved(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """Rollback candidates come from the clusters, not from one run's memory: a run
+    moves ordinal 1 and is aborted; a second run of the same migration (same id) can
+    still give ordinal 1 back, onto its own volumes."""
+    src = kube["source"]
+    deploy_app(src, namespace, NAME, 2, secret_value="x", ready_delay="300ms")
+    volumes = volumes_of(src, namespace, 2)
+    migration_id = f"later-{uuid.uuid4().hex[:8]}"
+    wait_before_0 = ApprovalPolicy(mode="ordinals", ordinals=[0])
+    with observing(kube, namespace, namespace, NAME) as observer:
+        first = await start_migration(
+            temporal_env.client,
+            request_for(NAME, namespace, approval=wait_before_0),
+            migration_id=migration_id,
+            task_queue=worker.task_queue,
+        )
+        await first.wait_until(lambda p: p.waiting_for_approval == 0, within=120)
+        await first.abort("stop after ordinal 1")
+        ended = await asyncio.wait_for(first.result(), 60)
+        assert [o.ordinal for o in ended.moved] == [1] and ended.placement == ONE_MOVED
+
+        second = await start_migration(
+            temporal_env.client,
+            request_for(NAME, namespace, approval=wait_before_0),
+            migration_id=migration_id,
+            task_queue=worker.task_queue,
+        )
+        waiting = await second.wait_until(lambda p: p.waiting_for_approval == 0, within=120)
+        assert waiting.finished == []  # this run moved nothing itself
+        plan = await second.plan()
+        assert plan is not None and [o.ordinal for o in plan.moved] == [1]
+        await second.rollback(reason="give 1 back")
+        back = await second.wait_until(lambda p: p.rolled_back == [1] and p.paused, within=180)
+        assert back.pause_reason.startswith("rolled back ordinal 1")
+        await second.abort("done")
+        result = await asyncio.wait_for(second.result(), 60)
+    assert result.placement == SOURCE_ONLY
+    assert observer.verdict([], (0, 2), (2, 0)) == []
+    assert volumes_of(src, namespace, 2) == volumes  # on its own volumes
