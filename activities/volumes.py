@@ -117,6 +117,14 @@ class VolumeActivities(ConvergingActivities):
                 kube.patch_pv(volume, {"spec": {"claimRef": {"uid": RELEASED_UID}}})
                 pvs[volume] = kube.pv(volume) or pvs[volume]
                 log.info("volume_unbound_released", context=kube.context, volume=volume)
+                # The PV controller touches the claim when its volume changes: read it
+                # again, so the delete's preconditions are today's.
+                to_delete = [
+                    (kube.pvc(ns, c["metadata"]["name"]) or c)
+                    if c["metadata"]["name"] == claim
+                    else c
+                    for c in to_delete
+                ]
         # Every claim judged before the first delete: a refusal changes nothing.
         deleted: dict[str, str] = {}  # claim -> uid of the claim we deleted
         for pvc in to_delete:

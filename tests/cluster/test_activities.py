@@ -13,6 +13,7 @@ from temporalio.testing import ActivityEnvironment
 
 from activities.kube import Kube, Obj
 from activities.migration import MigrationActivities
+from activities.volumes import RELEASED_UID
 from contract import (
     ClaimsBoundInput,
     ImportInput,
@@ -428,6 +429,51 @@ def test_a_fence_keeps_a_foreign_scale_up_pending_and_release_converges(
     wait_for(lambda: not has_pod(), 60, "f-0 gone")
     env.run(acts.release_claims, task)
     assert read_claim(api, namespace, "data-f-0").metadata.uid == fence.metadata.uid
+
+
+def test_a_release_of_what_was_never_made_changes_nothing(
+    kube: dict[str, client.ApiClient], acts: MigrationActivities, namespace: str
+) -> None:
+    """The undo of an import that failed before it made anything: neither the claim nor
+    the volume is in this cluster, so there is nothing to release (nor to fence)."""
+    task = release_of(namespace, "ghost", f"{namespace}-never-made", migration_id="m", fence=True)
+    ActivityEnvironment().run(acts.release_claims, task)
+    assert "data-ghost-0" not in claim_names(kube["source"], namespace)
+
+
+def test_a_volume_pre_bound_to_a_claim_never_made_is_released_and_fenced(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    clusters: LocalClusters,
+    retained: list[str],
+) -> None:
+    """The undo of an import whose claim was never made (an admission policy denied
+    it): the volume is pre-bound to the claim by name only, so it would bind the next
+    claim of that name (a foreign scale-up would run pod k on storage the other cluster
+    uses). The release gives its claimRef a uid no claim has, then fences it."""
+    api = kube["source"]
+    core = client.CoreV1Api(api)
+    volume = f"{namespace}-unbound"
+    pv = retained_volume(clusters, volume)
+    pv["spec"]["claimRef"] = {"namespace": namespace, "name": "data-u-0"}
+    core.create_persistent_volume(pv)
+    retained.append(volume)
+    task = release_of(namespace, "u", volume, migration_id="mig-u", ordinal=0, fence=True)
+    ActivityEnvironment().run(acts.release_claims, task)
+    released: Any = core.read_persistent_volume(volume)
+    assert released.spec.claim_ref.uid == RELEASED_UID
+    fence = read_claim(api, namespace, "data-u-0")
+    assert fence.metadata.labels[FENCE] == "true" and fence.spec.volume_name == volume
+
+    def released_phase() -> bool:
+        now: Any = core.read_persistent_volume(volume)
+        return bool(now.status.phase == "Released")
+
+    wait_for(released_phase, 30, f"{volume} Released")
+    assert read_claim(api, namespace, "data-u-0").status.phase == "Pending"  # never binds
+    ActivityEnvironment().run(acts.release_claims, task)  # converged
+    assert read_claim(api, namespace, "data-u-0").metadata.uid == fence.metadata.uid
 
 
 def test_a_finished_pod_does_not_block_the_release(
