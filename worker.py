@@ -222,6 +222,7 @@ def activities_of(
         migration.wait_for_pod_ready,
         health.probe_ordinal,
         server.registered_search_attributes,
+        server.running_workflows,
     ]
 
 

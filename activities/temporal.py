@@ -5,8 +5,8 @@ from __future__ import annotations
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
-from temporalio.client import Client
-from temporalio.service import RPCError
+from temporalio.client import Client, WorkflowExecutionStatus
+from temporalio.service import RPCError, RPCStatusCode
 
 from contract import SEARCH_ATTRIBUTES
 
@@ -34,3 +34,19 @@ class TemporalActivities:
             for name, kind in answer.custom_attributes.items()
         }
         return [name for name, kind in SEARCH_ATTRIBUTES.items() if have.get(name) == kind.lower()]
+
+    @activity.defn
+    async def running_workflows(self, ids: list[str]) -> list[str]:
+        """Which of these workflow ids have an open run (the children a terminated or
+        reset run of the migration left behind still move their ordinal)."""
+        running = []
+        for workflow_id in ids:
+            try:
+                described = await self._client.get_workflow_handle(workflow_id).describe()
+            except RPCError as err:
+                if err.status == RPCStatusCode.NOT_FOUND:
+                    continue
+                raise
+            if described.status == WorkflowExecutionStatus.RUNNING:
+                running.append(workflow_id)
+        return running

@@ -112,19 +112,28 @@ class VolumeActivities(ConvergingActivities):
         # claim has, so it is Released like the others (and can be fenced) before the
         # claim goes. The storage is untouched; an adoption drops the uid again.
         for claim, volume in pairs:
-            ref = pvs[volume]["spec"].get("claimRef") or {}
+            pv = pvs[volume]
+            ref = pv["spec"].get("claimRef") or {}
             if (ref.get("name"), ref.get("namespace")) == (claim, ns) and not ref.get("uid"):
-                kube.patch_pv(volume, {"spec": {"claimRef": {"uid": RELEASED_UID}}})
-                pvs[volume] = kube.pv(volume) or pvs[volume]
+                patch = {
+                    "metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
+                    "spec": {"claimRef": {"uid": RELEASED_UID}},
+                }
+                pvs[volume] = kube.patch_pv(volume, patch)  # 409 if bound meanwhile: retried
                 log.info("volume_unbound_released", context=kube.context, volume=volume)
                 # The PV controller touches the claim when its volume changes: read it
-                # again, so the delete's preconditions are today's.
-                to_delete = [
-                    (kube.pvc(ns, c["metadata"]["name"]) or c)
-                    if c["metadata"]["name"] == claim
-                    else c
-                    for c in to_delete
-                ]
+                # again for the delete's preconditions; a different claim by now is
+                # judged afresh by the retry.
+                for i, c in enumerate(to_delete):
+                    if c["metadata"]["name"] == claim:
+                        now = kube.pvc(ns, claim)
+                        if now is None or now["metadata"]["uid"] != c["metadata"]["uid"]:
+                            raise ApplicationError(
+                                f"PersistentVolumeClaim {ns}/{claim} changed while its volume "
+                                "was released; judging it again",
+                                type=CONFLICT,
+                            )
+                        to_delete[i] = now
         # Every claim judged before the first delete: a refusal changes nothing.
         deleted: dict[str, str] = {}  # claim -> uid of the claim we deleted
         for pvc in to_delete:
@@ -342,7 +351,13 @@ def _ensure_fence(kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClai
     (a foreign scale-up): refused, not deleted."""
     volume = pv["metadata"]["name"]
     now = kube.pv(volume) or pv
-    if not ((now.get("spec") or {}).get("claimRef") or {}).get("uid"):
+    uid = ((now.get("spec") or {}).get("claimRef") or {}).get("uid")
+    if uid == RELEASED_UID:
+        # No claim was ever bound to it here (an import whose claim was never made or
+        # never bound): released as it is, nothing to fence (the state before the move
+        # had no claim either), and nothing a denial of the fence could block.
+        return
+    if not uid:
         # The fence holds only while the volume's claimRef names a claim that is gone
         # (by uid); a volume bound by name alone would bind the fence at once, and a
         # foreign pod k would run on the storage the taker is getting. No fence then

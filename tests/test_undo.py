@@ -17,7 +17,14 @@ from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, Progress, ordinal_workflow_id
+from contract import (
+    SEARCH_ATTRIBUTES,
+    ApprovalPolicy,
+    MigrationRequest,
+    Progress,
+    ordinal_workflow_id,
+)
+from stsmigrate.api import start_migration
 from tests.support.fakes import ORDINALS, FakeClusters, fake_worker, start
 from tests.support.histories import histories, record
 
@@ -253,3 +260,25 @@ async def test_the_lock_is_held_while_moving_and_released_at_the_end(
     await migration.approve(all=True)
     await migration.result()
     assert clusters.locks == {}
+
+
+async def test_a_child_left_running_by_a_terminated_run_is_refused_before_any_change(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    """A run of the migration was terminated while its child moved ordinal 2 (the
+    child outlives it); a new run of the same id must not start moving beside it."""
+    clusters, task_queue = fake
+    migration_id = f"orphans-{uuid.uuid4().hex[:8]}"
+    clusters.running = {f"{migration_id}/ordinal-2"}
+    request = MigrationRequest(
+        statefulset="app", namespace="shop", source_context="source", destination_context="dest"
+    )
+    migration = await start_migration(
+        temporal_env.client, request, migration_id=migration_id, task_queue=task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await migration.result()
+    assert getattr(failed.value.cause, "type", "") == "PreflightFailed"
+    assert f"workflow {migration_id}/ordinal-2: is still running" in str(failed.value.cause)
+    assert clusters.asked_for_running == [f"{migration_id}/ordinal-2", f"{migration_id}/rollback-2"]
+    assert clusters.changes == [] and clusters.locks == {}

@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.handover import (
+    NOTHING_GIVEN,
     Adoption,
     OrdinalHandover,
     UndoAsked,
@@ -160,6 +161,8 @@ class MigrateOrdinal(OrdinalHandover):
         try:
             await self.hand_over(task, source, destination, adoption)
         except UndoAsked:
+            if self._stage == NOTHING_GIVEN:  # blocked before the source changed anything
+                return await self._finish(not_moved.model_copy(update={"undone": True}))
             reclaim = Adoption(
                 step="volumes_reclaimed",
                 activity=MigrationActivities.reclaim_volumes,

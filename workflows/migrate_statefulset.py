@@ -39,9 +39,12 @@ with workflow.unsafe.imports_passed_through():
         OrdinalResult,
         Plan,
         PlanInput,
+        Problem,
         Progress,
         SliceRef,
         StepReport,
+        ordinal_workflow_id,
+        rollback_workflow_id,
     )
     from contract.errors import HEALTH_GATE_FAILED, PREFLIGHT_FAILED, RUNS_IN_BOTH
 
@@ -52,6 +55,7 @@ from workflows.options import (
     KEEP_EARLY_APPROVAL,
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
+    ORPHAN_CHECK,
     STATEFULSET_LOCK,
     best_effort,
     preflight,
@@ -98,7 +102,10 @@ class MigrateStatefulSet(SafePoints):
         self._forwarded = Control()
         self._child = None
         self._forwarding = asyncio.Lock()
-        self._moved: list[OrdinalResult] = []  # moved by this run and not rolled back
+        # In the destination and not rolled back, newest last: what a rollback gives back
+        # (moved by this run, or by an earlier run of this migration: _moved_before).
+        self._moved: list[OrdinalResult] = []
+        self._moved_before: set[int] = set()
         self._giving_back = False
         self._cancel_requested = False
         self._locked = False
@@ -119,8 +126,8 @@ class MigrateStatefulSet(SafePoints):
         """News of an ordinal that is not the current one (already done). A report that
         arrives before the child's handle (the SDK applies signals before the start's
         resolution in one activation) is the current ordinal's, and is applied."""
-        if report.ordinal != self._progress.current_ordinal:
-            return True
+        if report.ordinal != self._progress.current_ordinal or not self._in_child:
+            return True  # (not in a child: a child a terminated run left, reporting here)
         return self._child is None and not workflow.patched(LOSSLESS_REPORTS)
 
     @workflow.signal(name=ORDINAL_BLOCKED)
@@ -142,7 +149,7 @@ class MigrateStatefulSet(SafePoints):
             phase="paused",
             pause_reason=f"{why}. Fix the cause, then resume to retry the step; {undo}.",
         )
-        if self._cancel_requested:  # the migration was cancelled meanwhile: put it back
+        if self._cancel_requested and not self._control.undo:  # cancelled meanwhile: put back
             await self._undo_blocked("cancel of a blocked step", aborting=True)
 
     @workflow.signal(name=ORDINAL_STEP)
@@ -211,10 +218,13 @@ class MigrateStatefulSet(SafePoints):
             PlanInput(request=request, migration_id=migration_id),
             **preflight("preflight: check both clusters and build the plan"),
         )
+        if workflow.patched(ORPHAN_CHECK):
+            plan = await self._refuse_orphans(plan, migration_id)
         self._plan = plan
         if not self._moved:
             # What an earlier run of this migration moved, read from the clusters, so a
             # rollback can give it back (the last moved, the destination's lowest, last).
+            self._moved_before = {o.ordinal for o in plan.moved}
             self._moved = [
                 OrdinalResult(ordinal=o.ordinal, volumes=[v.volume for v in o.volumes])
                 for o in reversed(plan.moved)
@@ -224,19 +234,62 @@ class MigrateStatefulSet(SafePoints):
             workflow.logger.warning("preflight: %s", warning)
         return plan
 
+    async def _lock(self) -> None:
+        """One migration per StatefulSet: taken before the first change (preflight refuses
+        a StatefulSet another migration holds; this settles two started at once)."""
+        if self._locked or not workflow.patched(STATEFULSET_LOCK):
+            return
+        request = self._request
+        src = SliceRef(
+            context=request.source_context,
+            namespace=request.namespace,
+            statefulset=request.statefulset,
+        )
+        migration_id = workflow.info().workflow_id
+        self._locked = True
+        await workflow.execute_activity_method(
+            MigrationActivities.lock_statefulset,
+            LockInput(ref=src, migration_id=migration_id),
+            **quick(f"{src.context}: lock StatefulSet {src.statefulset} for {migration_id}"),
+        )
+
+    async def _refuse_orphans(self, plan: Plan, migration_id: str) -> Plan:
+        """A child a terminated or reset run of this migration left running still moves
+        (or gives back) its ordinal: a problem, found before anything changes. Only the
+        ordinals at the border of the two slices can be in flight."""
+        top = plan.source_start + plan.source_replicas - 1
+        border = {top, top + 1}
+        if plan.destination_exists:
+            border |= {plan.destination_start - 1, plan.destination_start}
+        ids = [
+            child(migration_id, k)
+            for k in sorted(k for k in border if 0 <= k < plan.end)
+            for child in (ordinal_workflow_id, rollback_workflow_id)
+        ]
+        if not ids:
+            return plan
+        running = await workflow.execute_activity_method(
+            TemporalActivities.running_workflows,
+            ids,
+            **quick("children of an earlier run still running?"),
+        )
+        found = [
+            Problem(
+                object=f"workflow {workflow_id}",
+                message="is still running: a run of this migration that was terminated or "
+                "reset left it, and it still moves its ordinal",
+                fix=f"wait until it has ended (temporal workflow describe --workflow-id "
+                f"{workflow_id}), then start the migration again",
+            )
+            for workflow_id in running
+        ]
+        return plan.model_copy(update={"problems": [*plan.problems, *found]}) if found else plan
+
     async def _prepare(self, migration_id: str, plan: Plan, src: SliceRef, dst: SliceRef) -> Any:
         """The destination StatefulSet (owning nothing yet) and the app's dependencies."""
         request = self._request
         self._update_progress(phase="preparing")
-        if workflow.patched(STATEFULSET_LOCK):
-            # One migration per StatefulSet: before the first change (preflight refuses a
-            # StatefulSet another migration holds; this settles two started at once).
-            self._locked = True
-            await workflow.execute_activity_method(
-                MigrationActivities.lock_statefulset,
-                LockInput(ref=src, migration_id=migration_id),
-                **quick(f"{src.context}: lock StatefulSet {src.statefulset} for {migration_id}"),
-            )
+        await self._lock()
         if plan.fix_retention_policy:
             await workflow.execute_activity_method(
                 MigrationActivities.ensure_retention_policy,
@@ -295,6 +348,10 @@ class MigrateStatefulSet(SafePoints):
             if result.health is not None and not result.health.ok:
                 await self._health_failed(result)
 
+    def _moved_now(self) -> list[OrdinalResult]:
+        """What this run moved (and did not give back)."""
+        return [r for r in self._moved if r.ordinal not in self._moved_before]
+
     async def _put_back(self, k: int, touched: bool) -> bool:
         """Ordinal k was blocked and put back in the source. An abort ends the run
         (False); a rollback pauses here (``all``: the ordinals moved before go back at
@@ -324,9 +381,12 @@ class MigrateStatefulSet(SafePoints):
         """A cancel of the migration (the Temporal UI's Cancel, the CLI, the API) is an
         abort: the ordinal in flight finishes, or is put back if it is blocked; then the
         run ends cancelled, the progress saying where every ordinal runs."""
+        if self._finished():
+            workflow.logger.warning("cancel requested after the migration ended: nothing to do")
+            return None
         workflow.logger.warning("cancel requested: the migration aborts at the next safe point")
         self._cancel_requested = True
-        if self._finished() or (self._control.aborting and not self._progress.blocked):
+        if self._control.aborting and not self._progress.blocked:
             return None
         return self._abort(AbortRequest(reason="cancel requested from the Temporal UI, CLI or API"))
 
@@ -474,14 +534,14 @@ class MigrateStatefulSet(SafePoints):
         workflow.logger.info(
             "migration %s: %d ordinal(s) moved in %.1f s",
             "aborted" if aborted else "done",
-            len(self._moved),
+            len(self._moved_now()),
             seconds,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
         return MigrationResult(
             migration_id=migration_id,
             plan=plan,
-            moved=self._moved,
+            moved=self._moved_now(),
             rolled_back=self._progress.rolled_back,
             dependencies=deps.dependencies if deps else [],
             source=source_state,

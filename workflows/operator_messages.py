@@ -138,7 +138,7 @@ class OperatorMessages(ProgressKeeper):
         if self._finished():
             return f"the migration is {self._progress.phase}"
         if self._plan is not None and policy.mode == "ordinals":
-            known = {o.ordinal for o in self._plan.ordinals}
+            known = {o.ordinal for o in [*self._plan.moved, *self._plan.ordinals]}
             if unknown := sorted(set(policy.ordinals) - known):
                 return f"ordinals {unknown} are not part of this migration ({sorted(known)})"
         return None
@@ -204,7 +204,7 @@ class OperatorMessages(ProgressKeeper):
     async def _abort(self, req: AbortRequest | None) -> None:
         reason = req.reason if req else ""
         workflow.logger.info("abort asked%s", f": {reason}" if reason else "")
-        if self._progress.blocked:
+        if self._progress.blocked and self._in_child:
             if await self._undo_blocked("abort of a blocked step", aborting=True):
                 self._update_progress(abort_reason=reason)
             return  # before undo-blocked, an abort of a blocked ordinal was ignored

@@ -57,6 +57,10 @@ NOTHING_TO_MOVE = "nothing-to-move"
 # (before, abort was refused and rollback waited for the move to finish).
 UNDO_BLOCKED = "undo-blocked"
 
+# Patch id of preflight's look for children a terminated (or reset) run of the same
+# migration left running: they still move their ordinal, so the run refuses to start.
+ORPHAN_CHECK = "orphan-check"
+
 # Every patch id in use: a history's patch markers name only these.
 PATCHES = (
     SLICE_GUARD,
@@ -67,6 +71,7 @@ PATCHES = (
     STATEFULSET_LOCK,
     NOTHING_TO_MOVE,
     UNDO_BLOCKED,
+    ORPHAN_CHECK,
 )
 
 # Every option set takes the activity's summary (shown in the UI's timeline): it is

@@ -38,6 +38,10 @@ class SafePoints(OperatorMessages):
 
     _request: MigrationRequest
     _keep_lock: bool  # the run ends without unlocking (a child of another run holds it)
+    _moved_before: set[int]  # in _moved, moved by an earlier run of this migration
+
+    async def _lock(self) -> None:
+        """Implemented by MigrateStatefulSet: the StatefulSet's lock, once."""
 
     async def _wait_at_safe_point(self, ordinal: int | None, first: int | None) -> bool:
         """Wait while paused or waiting for approval of ``ordinal``; do a rollback that
@@ -86,6 +90,7 @@ class SafePoints(OperatorMessages):
     async def _roll_back(self) -> None:
         """Give back the last moved ordinal (or all this run moved), newest first."""
         assert self._plan is not None
+        await self._lock()  # a rollback at the first safe point comes before _prepare
         by_ordinal = {o.ordinal: o for o in [*self._plan.moved, *self._plan.ordinals]}
         mode = self._progress.rollback
         while self._moved and not self._control.aborting:
@@ -98,6 +103,7 @@ class SafePoints(OperatorMessages):
                 self._moved.append(moved)
                 self._update_progress(current_ordinal=None, step=None)
                 break
+            self._moved_before.discard(k)  # moved again later, it is this run's
             self._update_progress(
                 current_ordinal=None,
                 step=None,

@@ -66,6 +66,10 @@ class FakeClusters:
         self.asked_for_attributes = asyncio.Event()
         # The lock on each side's StatefulSet (context -> migration id); not a change.
         self.locks: dict[str, str] = {}
+        # Workflow ids the fake Temporal says are running (children a terminated run
+        # left), and the ids a run asked about.
+        self.running: set[str] = set()
+        self.asked_for_running: list[str] = []
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -73,6 +77,11 @@ class FakeClusters:
             self.asked_for_attributes.set()
             await self.attributes_answered.wait()
             return self.search_attributes
+
+        @activity.defn(name="running_workflows")
+        async def running_workflows(ids: list[str]) -> list[str]:
+            self.asked_for_running.extend(ids)
+            return [i for i in ids if i in self.running]
 
         @activity.defn(name="plan_migration")
         async def plan_migration(task: PlanInput) -> Plan:
@@ -191,6 +200,7 @@ class FakeClusters:
         ]
         return [
             registered_search_attributes,
+            running_workflows,
             plan_migration,
             ensure_destination_statefulset,
             ensure_dependencies,
