@@ -63,17 +63,24 @@ def moved_ordinals(
     them, up to the first that cannot be given back."""
     ns, name = request.target_namespace, request.statefulset
     found: list[OrdinalPlan] = []
+    if not source_slice.templates:
+        return found  # no claims to tell which ordinals this migration moved
     for k in range(destination.start, destination.start + destination.replicas):
         volumes = []
         for template in source_slice.templates:
             claim = f"{template}-{name}-{k}"
             pvc = dest.pvc(ns, claim)
             pv_name = str(((pvc or {}).get("spec") or {}).get("volumeName") or "")
-            if pvc is None or not pv_name or not manifests.is_ours(pvc, migration_id):
+            bound = ((pvc or {}).get("status") or {}).get("phase") == "Bound"
+            if pvc is None or not bound or not manifests.is_ours(pvc, migration_id):
                 return found
-            pv = source.pv(pv_name)
+            pv, dest_pv = source.pv(pv_name), dest.pv(pv_name)
             if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
                 return found
+            if dest_pv is None or (
+                manifests.storage_identity(dest_pv) != manifests.storage_identity(pv)
+            ):
+                return found  # not the same storage under that name: not ours to give back
             storage_class = pv["spec"].get("storageClassName") or ""
             volumes.append(
                 VolumePlan(
