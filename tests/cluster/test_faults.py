@@ -30,7 +30,7 @@ from contract import HealthGates, MigrationRequest, Probe, Progress, WaitTimeout
 from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from devenv.temporal import DevServer
-from stsmigrate.api import Migration, Rejected, connect, get_migration, start_migration
+from stsmigrate.api import Migration, connect, get_migration, start_migration
 from tests.support.apps import deploy_app
 from tests.support.cluster_state import pod_names
 from tests.support.faults import FaultTable
@@ -38,7 +38,7 @@ from tests.support.histories import histories, record
 from tests.support.kubeconfigs import edited_kubeconfig, servers_replaced
 from tests.support.processes import WorkerProcess, worker_with
 from tests.support.scenarios import STEPS, observing, request_for
-from tests.support.waits import wait_for, wait_ready
+from tests.support.waits import wait_for
 
 pytestmark = [pytest.mark.cluster, pytest.mark.faults]
 
@@ -293,8 +293,7 @@ async def test_a_lingering_attachment_pauses_the_move_and_never_starts_the_desti
         assert held.phase == "paused" and held.current_ordinal == 1
         assert f"VolumeAttachment {attachment}" in held.blocked
         assert "still attached in source after 5 s" in held.blocked
-        with pytest.raises(Rejected, match="stopping now would leave it half-moved"):
-            await migration.abort()
+        assert "abort (or rollback) puts the ordinal back where it was" in held.pause_reason
         await asyncio.sleep(3)
         sts: Any = client.AppsV1Api(dst).read_namespaced_stateful_set("app", namespace)
         assert sts.spec.replicas == 0, "the destination scaled up while the volume was attached"
@@ -352,7 +351,8 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
     """A GitOps sync puts the source's replicas back after pod 1 went and its claims
     were released. To hold the run there, a foreign claim named like ordinal 1's
     appears in the destination while pod 1 is going: the import blocks (not ours).
-    Meanwhile the source is scaled back up and runs a new pod 1. The foreign claim
+    Meanwhile the source is scaled back up: its new pod 1 stays Pending on the fences
+    left in place of the released claims, never on new storage. The foreign claim
     removed and the run resumed, the import goes on, but the destination must not
     take ordinal 1 while the source runs it: the run blocks again and says why; once
     the source is put back it finishes."""
@@ -380,18 +380,24 @@ async def test_a_source_scaled_back_up_keeps_the_destination_from_starting_the_p
             f"ordinal 1 volumes_imported is blocked: PersistentVolumeClaim {namespace}/data-app-1 "
             "exists in destination and is not ours" in held.blocked
         ), held.blocked
-        # The sync: the source takes ordinal 1 again (a new pod on new claims).
+        # The sync: the source owns ordinal 1 again. Its released claims were replaced
+        # by fences (pre-bound to the released volumes, never bound), so the new pod 1
+        # stays Pending: it never runs on new, empty storage.
         apps = client.AppsV1Api(src)
         apps.patch_namespaced_stateful_set("app", namespace, {"spec": {"replicas": 2}})
-        wait_ready(
-            src, namespace, lambda: ready_pods(src, namespace) == {"app-0", "app-1"}, "app-1 again"
-        )
+        wait_for(lambda: "app-1" in pod_names(src, namespace), 60, "the sync's app-1")
+        await asyncio.sleep(3)
+        pod: Any = client.CoreV1Api(src).read_namespaced_pod("app-1", namespace)
+        assert pod.status.phase == "Pending" and not pod.spec.node_name
+        assert ready_pods(src, namespace) == {"app-0"}
         client.CoreV1Api(dst).delete_namespaced_persistent_volume_claim("data-app-1", namespace)
         wait_for(lambda: not claim_exists(dst, namespace, "data-app-1"), 30, "claim gone")
         await migration.resume()
         held = await migration.wait_until(lambda p: bool(p.blocked), within=90)
         assert "ordinal 1 destination_scaled_up is blocked" in held.blocked, held.blocked
-        assert "in source owns [0, 2) but the migration expected [0, 1)" in held.blocked
+        assert "in source owns [0, 2) but taking ordinal 1 needs it to own exactly [0, 1)" in (
+            held.blocked
+        )
         await asyncio.sleep(2)
         sts: Any = client.AppsV1Api(dst).read_namespaced_stateful_set("app", namespace)
         assert sts.spec.replicas == 0 and "app-1" not in pod_names(dst, namespace)

@@ -279,6 +279,7 @@ def ready_pod_names(api: client.ApiClient, namespace: str) -> set[str]:
 
 
 @pytest.mark.faults
+@pytest.mark.slow  # tests/test_undo.py proves the same ordering on every run
 @pytest.mark.timeout(300)
 async def test_terminated_parent_leaves_the_child_to_finish_the_move(
     kube: dict[str, client.ApiClient],
@@ -581,6 +582,8 @@ async def test_a_source_scaled_up_after_the_release_gets_a_pending_pod_on_the_fe
 # -- 6. one migration per StatefulSet ---------------------------------------------------------
 
 
+@pytest.mark.faults
+@pytest.mark.slow  # the lock's activities and preflight's refusal run in the default suite
 @pytest.mark.timeout(300)
 async def test_a_second_migration_of_a_locked_statefulset_is_refused_and_changes_nothing(
     kube: dict[str, client.ApiClient],
@@ -625,7 +628,13 @@ async def test_a_second_migration_of_a_locked_statefulset_is_refused_and_changes
 
 
 @pytest.mark.timeout(200)
-@pytest.mark.parametrize("how", ["stop_at_the_end", "zero_replicas"])
+@pytest.mark.parametrize(
+    "how",
+    [
+        "stop_at_the_end",
+        pytest.param("zero_replicas", marks=[pytest.mark.slow, pytest.mark.faults]),
+    ],
+)
 async def test_a_request_with_nothing_to_move_creates_nothing_in_the_destination(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
