@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 import uuid
 
 import pytest
@@ -177,7 +178,15 @@ def test_a_source_locked_by_another_migration_is_a_problem(
         destination_context="destination",
     )
     acts, env = MigrationActivities(kube), ActivityEnvironment()
+    # The StatefulSet controller writes the status after the annotation: let it settle
+    # first, so the comparison below sees only what preflight might change.
     before = snapshot(kube, namespace)
+    for _ in range(50):
+        time.sleep(0.5)
+        now = snapshot(kube, namespace)
+        if now == before:
+            break
+        before = now
     plan = env.run(acts.plan_migration, PlanInput(request=request, migration_id="mig-new"))
     locked = [p for p in plan.problems if "locked by migration" in p.message]
     assert len(locked) == 1, plan.problems
