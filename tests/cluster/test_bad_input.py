@@ -4,100 +4,23 @@ every object a migration could touch, in both clusters, before and after."""
 
 from __future__ import annotations
 
-import time
-import uuid
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from kubernetes import client
-from temporalio.client import WorkflowFailureError
-from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from contract import MigrationResult
 from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from tests.support.apps import apply_statefulset, deploy_app, statefulset
+from tests.support.bad_input import APP, Setup, base, refused, settled
 from tests.support.cluster_state import ready_replicas, snapshot
 from tests.support.kubeconfigs import edited_kubeconfig, servers_replaced
-from tests.support.namespaces import fresh_namespace, remove_namespace
 from tests.support.processes import WorkerProcess, worker_with
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
-
-APP = "db"
-
-
-@pytest.fixture(scope="module")
-def shared_worker(
-    clusters: LocalClusters,
-    temporal_env: WorkflowEnvironment,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> Iterator[WorkerProcess]:
-    proc = WorkerProcess(
-        temporal_env.client.service_client.config.target_host,
-        clusters.kubeconfig,
-        tmp_path_factory.mktemp("bad-input") / "worker.log",
-        f"bad-input-{uuid.uuid4().hex[:8]}",
-    )
-    proc.start()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def app_namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
-    """One healthy 2-replica app shared by the cases that only vary the request."""
-    name = fresh_namespace(kube)
-    deploy_app(kube["source"], name, APP, 2, secret_value="x", ready_delay="100ms")
-    yield name
-    remove_namespace(kube, name)
-
-
-def base(app_namespace: str, **fields: Any) -> dict[str, Any]:
-    defaults = {
-        "statefulset": APP,
-        "namespace": app_namespace,
-        "source_context": "source",
-        "destination_context": "destination",
-    }
-    return {**defaults, **fields}
-
-
-def settled(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str]:
-    """The snapshot once the set-up has stopped changing (controllers and kwok done):
-    the same twice, a second apart."""
-    last = snapshot(kube, namespace)
-    for _ in range(60):
-        time.sleep(1)
-        now = snapshot(kube, namespace)
-        if now == last:
-            return now
-        last = now
-    raise AssertionError(f"{namespace} never settled")
-
-
-async def refused(
-    env: WorkflowEnvironment, worker: WorkerProcess, request: dict[str, Any]
-) -> ApplicationError:
-    """Start with the raw JSON a Temporal CLI user would send; the run must fail."""
-    with pytest.raises(WorkflowFailureError) as failure:
-        await env.client.execute_workflow(
-            "MigrateStatefulSet",
-            request,
-            id=f"bad-{uuid.uuid4().hex[:8]}",
-            task_queue=worker.task_queue,
-            result_type=MigrationResult,
-        )
-    cause = failure.value.cause
-    while not isinstance(cause, ApplicationError) and cause is not None:
-        cause = cause.cause
-    assert isinstance(cause, ApplicationError), failure.value
-    return cause
-
 
 # -- requests that do not validate: failed by the workflow on decoding ------------------
 
@@ -205,8 +128,6 @@ async def test_preflight_refuses_the_request(
 
 
 # -- cluster states preflight refuses, each set up in a fresh namespace -----------------
-
-Setup = Callable[[dict[str, client.ApiClient], str], dict[str, Any]]
 
 
 def retention_delete(kube: dict[str, client.ApiClient], ns: str) -> dict[str, Any]:
