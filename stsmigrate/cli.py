@@ -30,6 +30,7 @@ from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureEr
 from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
+from activities.permissions import render_rbac
 from contract import plan_ordinals, progress_rows
 from contract.errors import PREFLIGHT_FAILED
 from stsmigrate.api import (
@@ -520,6 +521,16 @@ async def approval(mode: str, listed: str | None) -> tuple[str, Any]:
     except (ValueError, ValidationError) as e:
         raise click.UsageError(f"invalid approval mode: {e}") from None
     return "set_approval", policy
+
+
+@main.command()
+@click.option("-n", "--namespace", help="the app's source namespace (default: a placeholder)")
+@click.option("--destination-namespace", help="its namespace in the destination (default: -n)")
+@click.option("-s", "--statefulset", help="narrow the StatefulSet rules to this name")
+def rbac(namespace: str | None, destination_namespace: str | None, statefulset: str | None) -> None:
+    """Print the worker's roles for both clusters (deploy/rbac.yaml, from one table of
+    what the worker does and why); apply each side's part with -l stsmigrate.dev/side=."""
+    click.echo(render_rbac(namespace, destination_namespace or namespace, statefulset), nl=False)
 
 
 @main.command("codec-key")

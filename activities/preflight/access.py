@@ -6,75 +6,17 @@ from __future__ import annotations
 
 import re
 
+from activities import permissions
 from activities.kube import Kube
 from activities.preflight.findings import Findings, Versions
 from contract import MigrationRequest
 
 MIN_MINOR = 27  # .spec.ordinals: beta and on by default in 1.27, GA in 1.31
 
-# (verb, resource, API group, namespaced) the run needs, per side.
-SOURCE_PERMISSIONS = [
-    ("get", "statefulsets", "apps", True),
-    ("patch", "statefulsets", "apps", True),
-    ("list", "pods", "", True),
-    ("watch", "pods", "", True),
-    ("get", "pods", "", True),
-    ("get", "persistentvolumeclaims", "", True),
-    ("delete", "persistentvolumeclaims", "", True),
-    # A released claim is replaced by a fence (a claim pre-bound to the released volume
-    # that never binds), so a foreign scale-up gets a Pending pod, never empty storage.
-    ("create", "persistentvolumeclaims", "", True),
-    # A rollback adopts the fence as the real claim again: its fence label is removed.
-    ("patch", "persistentvolumeclaims", "", True),
-    ("list", "persistentvolumeclaims", "", True),
-    ("get", "persistentvolumes", "", False),
-    ("patch", "persistentvolumes", "", False),
-    ("list", "volumeattachments", "storage.k8s.io", False),
-    ("watch", "volumeattachments", "storage.k8s.io", False),
-    ("get", "secrets", "", True),
-    ("get", "configmaps", "", True),
-    ("get", "services", "", True),
-    ("get", "serviceaccounts", "", True),
-    ("list", "poddisruptionbudgets", "policy", True),
-]
-DESTINATION_PERMISSIONS = [
-    ("get", "statefulsets", "apps", True),
-    ("create", "statefulsets", "apps", True),
-    ("patch", "statefulsets", "apps", True),
-    ("list", "pods", "", True),
-    ("watch", "pods", "", True),
-    ("get", "pods", "", True),
-    ("get", "persistentvolumeclaims", "", True),
-    ("create", "persistentvolumeclaims", "", True),
-    # Moving an ordinal again after its rollback adopts the fence the rollback left in
-    # the destination: its fence label is removed.
-    ("patch", "persistentvolumeclaims", "", True),
-    # A rollback, or the undo of a blocked move, releases the destination's claims of
-    # the ordinal (their volumes are Retain) once its pod is gone and detached.
-    ("delete", "persistentvolumeclaims", "", True),
-    ("list", "persistentvolumeclaims", "", True),
-    ("watch", "persistentvolumeclaims", "", True),
-    ("get", "persistentvolumes", "", False),
-    ("create", "persistentvolumes", "", False),
-    # Moving a rolled-back ordinal again re-opens its destination volume (drops the
-    # uid of the released claim from claimRef).
-    ("patch", "persistentvolumes", "", False),
-    # A rollback (or an undo) waits until no VolumeAttachment references the volumes.
-    ("list", "volumeattachments", "storage.k8s.io", False),
-    ("watch", "volumeattachments", "storage.k8s.io", False),
-    ("get", "storageclasses", "storage.k8s.io", False),
-    ("get", "secrets", "", True),
-    ("create", "secrets", "", True),
-    ("get", "configmaps", "", True),
-    ("create", "configmaps", "", True),
-    ("get", "services", "", True),
-    ("create", "services", "", True),
-    ("get", "serviceaccounts", "", True),
-    ("create", "serviceaccounts", "", True),
-    ("get", "poddisruptionbudgets", "policy", True),
-    ("create", "poddisruptionbudgets", "policy", True),
-    ("list", "resourcequotas", "", True),
-]
+# (verb, resource, API group, namespaced) the run needs, per side: every verb of the
+# table, those of a rollback too (an operator can ask for one at any time).
+SOURCE_PERMISSIONS = permissions.needed("source")
+DESTINATION_PERMISSIONS = permissions.needed("destination")
 
 
 def minor_version(git_version: str) -> tuple[int, int] | None:
@@ -150,7 +92,7 @@ def check_permissions(
             f.problem(
                 f"{side} cluster {kube.context}",
                 f"the worker's credentials may not: {', '.join(missing)}",
-                "grant them (deploy/rbac.yaml has the role this run needs)",
+                "grant them (deploy/rbac.yaml has the roles; `stsmigrate rbac` prints them)",
             )
 
 

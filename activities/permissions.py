@@ -1,0 +1,447 @@
+"""The one table of what the worker may do in each cluster, and why.
+
+Every request the activities make is a row here: which side (the source or the
+destination cluster), the API group and resource, the verbs, whether it is
+namespaced (bound in the app's namespace only) and the paths that use it. Three
+things come from this table and nothing else:
+
+- preflight's SelfSubjectAccessReviews (``needed``): every verb of the side,
+  rollback verbs included, since an operator can ask for a rollback at any time;
+- ``deploy/rbac.yaml`` (``render_rbac``; a test keeps the file equal to it, and
+  ``stsmigrate rbac`` prints it for other namespaces or one StatefulSet);
+- the least-privilege test, which runs a whole migration as exactly these roles and
+  compares the apiserver's audit log of that identity with this table: each request
+  it made is here, and each verb here was used.
+
+The paths: ``preflight`` (the read-only plan), ``move`` (one ordinal from the
+source to the destination), ``rollback`` (an ordinal given back: the destination
+gives, the source takes; also the undo of a blocked move and a health gate's
+rollback) and ``re-move`` (a rolled-back ordinal moved again).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Side = Literal["source", "destination"]
+Path = Literal["preflight", "move", "rollback", "re-move"]
+
+# The identity the shipped roles are bound to, in each cluster.
+SERVICE_ACCOUNT = "stsmigrate"
+SERVICE_ACCOUNT_NAMESPACE = "stsmigrate-system"
+# Placeholders of deploy/rbac.yaml's RoleBindings (replaced with sed, see its header).
+PLACEHOLDER = {"source": "APP_NAMESPACE", "destination": "DESTINATION_NAMESPACE"}
+SIDE_LABEL = "stsmigrate.dev/side"
+
+
+@dataclass(frozen=True)
+class Rule:
+    side: Side
+    group: str
+    resource: str
+    verbs: tuple[str, ...]
+    namespaced: bool
+    paths: tuple[Path, ...]
+    why: str
+    # Narrowed to the migrated StatefulSet's name when one is given (stsmigrate rbac
+    # --statefulset); only for verbs RBAC can scope by name (not create, not list).
+    by_name: bool = False
+
+
+RULES: tuple[Rule, ...] = (
+    # -- source, in the application's namespace ------------------------------------
+    Rule(
+        "source",
+        "apps",
+        "statefulsets",
+        ("get", "patch"),
+        True,
+        ("preflight", "move", "rollback"),
+        "Read the StatefulSet; give up one ordinal at a time (patch replicas); take a "
+        "rolled-back ordinal again; lock it against a second migration (an annotation).",
+        by_name=True,
+    ),
+    Rule(
+        "source",
+        "",
+        "pods",
+        ("get", "list", "watch"),
+        True,
+        ("preflight", "move", "rollback"),
+        "Check the slice is healthy and wait for pod k to terminate (by UID; never "
+        "deleted by us); after a rollback, wait for pod k Ready here again.",
+    ),
+    Rule(
+        "source",
+        "",
+        "persistentvolumeclaims",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        True,
+        ("preflight", "move", "rollback"),
+        "Read the claims; release (delete) a moved ordinal's claims once its pod is gone "
+        "(their volumes are Retain, so no storage is deleted); create a fence in their "
+        "place (a claim pre-bound to the released volume that never binds, so a foreign "
+        "scale-up gets a Pending pod, never empty storage); a rollback adopts the fence "
+        "(patch) and waits until it is Bound (list/watch).",
+    ),
+    Rule(
+        "source",
+        "",
+        "secrets",
+        ("get",),
+        True,
+        ("preflight", "move"),
+        "Read what the pods need, to copy it to the destination (values stay in the "
+        "worker; only names reach the plan).",
+    ),
+    Rule(
+        "source",
+        "",
+        "configmaps",
+        ("get",),
+        True,
+        ("preflight", "move"),
+        "Read what the pods need, to copy it to the destination.",
+    ),
+    Rule(
+        "source",
+        "",
+        "services",
+        ("get",),
+        True,
+        ("preflight", "move"),
+        "Read the headless Service, to copy it to the destination.",
+    ),
+    Rule(
+        "source",
+        "",
+        "serviceaccounts",
+        ("get",),
+        True,
+        ("preflight", "move"),
+        "Read the pods' ServiceAccount, to copy it to the destination.",
+    ),
+    Rule(
+        "source",
+        "policy",
+        "poddisruptionbudgets",
+        ("get", "list"),
+        True,
+        ("preflight", "move"),
+        "Find the PodDisruptionBudgets that select the app's pods, to copy them.",
+    ),
+    # -- source, cluster-scoped ----------------------------------------------------
+    Rule(
+        "source",
+        "",
+        "persistentvolumes",
+        ("get", "list", "watch", "patch"),
+        False,
+        ("preflight", "move", "rollback"),
+        "Read the volumes of the moving ordinals; set their reclaim policy to Retain "
+        "(patch) before anything is scaled down, so no step can delete storage; a "
+        "rollback re-opens a released volume (drops the old claim's uid) and waits "
+        "until it is Available (list/watch). deploy/admission.yaml narrows the patch to "
+        "the app's volumes and these fields.",
+    ),
+    Rule(
+        "source",
+        "storage.k8s.io",
+        "volumeattachments",
+        ("list", "watch"),
+        False,
+        ("move",),
+        "Wait until no VolumeAttachment references a moving volume (detach finished).",
+    ),
+    # -- destination, in the destination namespace ---------------------------------
+    Rule(
+        "destination",
+        "apps",
+        "statefulsets",
+        ("get", "create", "patch"),
+        True,
+        ("preflight", "move", "rollback", "re-move"),
+        "Create the destination StatefulSet (an empty slice), take ordinals (patch "
+        "ordinals.start and replicas in one request), give one back on a rollback.",
+        by_name=True,
+    ),
+    Rule(
+        "destination",
+        "",
+        "pods",
+        ("get", "list", "watch"),
+        True,
+        ("preflight", "move", "rollback"),
+        "Wait for both slices healthy and for pod k Ready; on a rollback, for pod k gone.",
+    ),
+    Rule(
+        "destination",
+        "",
+        "persistentvolumeclaims",
+        ("get", "list", "watch", "create", "patch", "delete"),
+        True,
+        ("preflight", "move", "rollback", "re-move"),
+        "Create each moved claim with volumeName and wait until Bound (a bind nudge "
+        "annotates it: patch); moving an ordinal again adopts the fence a rollback left "
+        "here (patch); a rollback releases the claims here (delete: their volumes are "
+        "Retain, so no storage is deleted) and leaves a fence (create).",
+    ),
+    Rule(
+        "destination",
+        "",
+        "secrets",
+        ("get", "create"),
+        True,
+        ("preflight", "move"),
+        "Copy the Secrets the pods need (only when absent; never overwritten).",
+    ),
+    Rule(
+        "destination",
+        "",
+        "configmaps",
+        ("get", "create"),
+        True,
+        ("preflight", "move"),
+        "Copy the ConfigMaps the pods need (only when absent; never overwritten).",
+    ),
+    Rule(
+        "destination",
+        "",
+        "services",
+        ("get", "create"),
+        True,
+        ("preflight", "move"),
+        "Copy the headless Service (only when absent; never overwritten).",
+    ),
+    Rule(
+        "destination",
+        "",
+        "serviceaccounts",
+        ("get", "create"),
+        True,
+        ("preflight", "move"),
+        "Copy the pods' ServiceAccount (only when absent; never overwritten).",
+    ),
+    Rule(
+        "destination",
+        "policy",
+        "poddisruptionbudgets",
+        ("get", "create"),
+        True,
+        ("preflight", "move"),
+        "Copy the PodDisruptionBudgets that select the app's pods.",
+    ),
+    Rule(
+        "destination",
+        "",
+        "resourcequotas",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: room in the namespace's quotas for the moved pods and claims.",
+    ),
+    # -- destination, cluster-scoped -----------------------------------------------
+    Rule(
+        "destination",
+        "",
+        "persistentvolumes",
+        ("get", "list", "watch", "create", "patch"),
+        False,
+        ("preflight", "move", "rollback", "re-move"),
+        "Import each volume: a PV with the same storage, pre-bound to its claim, and "
+        "wait until it is Available; a rollback marks it released and moving the ordinal "
+        "again re-opens it (patch claimRef). deploy/admission.yaml narrows create and "
+        "patch to the app's volumes, these fields, and no hostPath/local volumes unless "
+        "the operator opts in.",
+    ),
+    Rule(
+        "destination",
+        "storage.k8s.io",
+        "volumeattachments",
+        ("list", "watch"),
+        False,
+        ("rollback",),
+        "A rollback (or the undo of a blocked move) waits until no VolumeAttachment "
+        "references the ordinal's volumes before it releases the claims here.",
+    ),
+    Rule(
+        "destination",
+        "storage.k8s.io",
+        "storageclasses",
+        ("get",),
+        False,
+        ("preflight",),
+        "Preflight: the (mapped) storage classes exist.",
+    ),
+    Rule(
+        "destination",
+        "",
+        "namespaces",
+        ("get",),
+        False,
+        ("preflight",),
+        "Preflight: the destination namespace exists.",
+    ),
+    Rule(
+        "destination",
+        "",
+        "nodes",
+        ("list",),
+        False,
+        ("preflight",),
+        "Preflight: volumes pinned to nodes fit the destination's nodes.",
+    ),
+)
+
+
+def rules(side: Side) -> list[Rule]:
+    return [r for r in RULES if r.side == side]
+
+
+def needed(side: Side) -> list[tuple[str, str, str, bool]]:
+    """(verb, resource, group, namespaced) preflight checks for ``side``: all of them."""
+    return [(v, r.resource, r.group, r.namespaced) for r in rules(side) for v in r.verbs]
+
+
+def grants(side: Side, verb: str, resource: str, group: str) -> bool:
+    return any(r.resource == resource and r.group == group and verb in r.verbs for r in rules(side))
+
+
+# -- deploy/rbac.yaml ---------------------------------------------------------------
+
+
+def role_name(side: Side, namespaced: bool) -> str:
+    return f"stsmigrate-{side}-{'namespaced' if namespaced else 'cluster'}"
+
+
+def _comment(text: str, indent: str) -> list[str]:
+    words, lines, line = text.split(), [], ""
+    for word in words:
+        if len(indent) + 2 + len(line) + 1 + len(word) > 88 and line:
+            lines.append(line)
+            line = word
+        else:
+            line = f"{line} {word}".strip()
+    lines.append(line)
+    return [f"{indent}# {x}" for x in lines]
+
+
+def _list(items: tuple[str, ...] | list[str]) -> str:
+    return "[" + ", ".join(f'"{i}"' for i in items) + "]"
+
+
+def _role(side: Side, namespaced: bool, statefulset: str | None) -> list[str]:
+    where = "in the application's namespace (bound with a RoleBinding)"
+    out = [
+        "---",
+        f"# {side.capitalize()} cluster, {where if namespaced else 'cluster-scoped objects'}.",
+        "apiVersion: rbac.authorization.k8s.io/v1",
+        "kind: ClusterRole",
+        "metadata:",
+        f"  name: {role_name(side, namespaced)}",
+        f"  labels: {{{SIDE_LABEL}: {side}}}",
+        "rules:",
+    ]
+    for rule in (r for r in rules(side) if r.namespaced == namespaced):
+        out += _comment(rule.why, "  ")
+        names = [statefulset] if statefulset is not None and rule.by_name else []
+        verbs = [v for v in rule.verbs if not names or v in ("get", "patch", "update", "delete")]
+        rest = [v for v in rule.verbs if v not in verbs]
+        chunks: list[tuple[list[str], list[str]]] = [(verbs, names), (rest, [])]
+        for chunk, names in chunks:
+            if not chunk:
+                continue
+            out += [
+                f'  - apiGroups: ["{rule.group}"]',
+                f"    resources: {_list([rule.resource])}",
+                f"    verbs: {_list(chunk)}",
+            ]
+            if names:
+                out.append(f"    resourceNames: {_list(names)}")
+    return out
+
+
+def _bindings(side: Side, namespace: str) -> list[str]:
+    subject = [
+        "subjects:",
+        "  - kind: ServiceAccount",
+        f"    name: {SERVICE_ACCOUNT}",
+        f"    namespace: {SERVICE_ACCOUNT_NAMESPACE}",
+    ]
+    out: list[str] = []
+    for namespaced in (False, True):
+        name = role_name(side, namespaced)
+        out += [
+            "---",
+            "apiVersion: rbac.authorization.k8s.io/v1",
+            f"kind: {'RoleBinding' if namespaced else 'ClusterRoleBinding'}",
+            "metadata:",
+            f"  name: {name}",
+            *([f"  namespace: {namespace}"] if namespaced else []),
+            f"  labels: {{{SIDE_LABEL}: {side}}}",
+            "roleRef:",
+            "  apiGroup: rbac.authorization.k8s.io",
+            "  kind: ClusterRole",
+            f"  name: {name}",
+            *subject,
+        ]
+    return out
+
+
+HEADER = f"""\
+# Least-privilege RBAC for the identity the worker uses in each cluster.
+# GENERATED from activities/permissions.py (the one table of what the worker does and
+# why): do not edit by hand; run `stsmigrate rbac > deploy/rbac.yaml`.
+#
+# Each object carries the label {SIDE_LABEL}: apply the source part in the source
+# cluster and the destination part in the destination cluster, with your namespaces:
+#
+#   sed -e s/APP_NAMESPACE/shop/ -e s/DESTINATION_NAMESPACE/shop/ deploy/rbac.yaml |
+#     kubectl --context source apply -l {SIDE_LABEL}=source -f -
+#   sed -e s/APP_NAMESPACE/shop/ -e s/DESTINATION_NAMESPACE/shop/ deploy/rbac.yaml |
+#     kubectl --context destination apply -l {SIDE_LABEL}=destination -f -
+#
+# The worker then uses the ServiceAccount {SERVICE_ACCOUNT_NAMESPACE}/{SERVICE_ACCOUNT} of
+# each cluster (README, "Credentials for the worker", makes a kubeconfig from them).
+# `stsmigrate rbac --statefulset NAME` narrows the StatefulSet rules to that one name.
+# Preflight checks every permission below with a SelfSubjectAccessReview before it
+# changes anything. SelfSubjectAccessReviews and /version are allowed to every
+# authenticated user by the default roles system:basic-user and
+# system:public-info-viewer. PersistentVolumes are cluster-scoped, so RBAC cannot
+# keep a patch to the app's own volumes: deploy/admission.yaml does.
+"""
+
+
+def render_rbac(
+    source_namespace: str | None = None,
+    destination_namespace: str | None = None,
+    statefulset: str | None = None,
+) -> str:
+    """deploy/rbac.yaml, or the same roles for the given namespaces and StatefulSet."""
+    out = [HEADER.rstrip("\n")]
+    namespaces = {
+        "source": source_namespace or PLACEHOLDER["source"],
+        "destination": destination_namespace or source_namespace or PLACEHOLDER["destination"],
+    }
+    side: Side
+    for side in ("source", "destination"):
+        out += [
+            "---",
+            f"# The worker's identity in the {side} cluster.",
+            "apiVersion: v1",
+            "kind: Namespace",
+            "metadata:",
+            f"  name: {SERVICE_ACCOUNT_NAMESPACE}",
+            f"  labels: {{{SIDE_LABEL}: {side}}}",
+            "---",
+            "apiVersion: v1",
+            "kind: ServiceAccount",
+            "metadata:",
+            f"  name: {SERVICE_ACCOUNT}",
+            f"  namespace: {SERVICE_ACCOUNT_NAMESPACE}",
+            f"  labels: {{{SIDE_LABEL}: {side}}}",
+        ]
+        out += _role(side, False, statefulset) + _role(side, True, statefulset)
+        out += _bindings(side, namespaces[side])
+    return "\n".join(out) + "\n"
