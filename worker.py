@@ -208,6 +208,8 @@ def activities_of(
         migration.read_statefulset,
         migration.lock_statefulset,
         migration.unlock_statefulset,
+        migration.share_disruption_budget,
+        migration.restore_disruption_budget,
         # the steps of one ordinal (the hand-over: docs/design.md)
         migration.wait_for_slice_ready,
         migration.read_pod,

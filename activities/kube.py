@@ -248,6 +248,16 @@ class Kube:
             _content_type=MERGE_PATCH,
         )
 
+    def patch_pdb(self, ns: str, name: str, patch: Obj) -> Obj:
+        return self._call(
+            f"patch PodDisruptionBudget {ns}/{name}",
+            self._policy.patch_namespaced_pod_disruption_budget,
+            name,
+            ns,
+            patch,
+            _content_type=MERGE_PATCH,
+        )
+
     def annotate_pvc(self, ns: str, name: str, annotations: dict[str, str]) -> Obj:
         return self._call(
             f"annotate PersistentVolumeClaim {name}",

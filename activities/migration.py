@@ -12,6 +12,7 @@ import structlog
 from kubernetes import client
 from temporalio import activity
 
+from activities.budget import BudgetActivities
 from activities.dependencies import DependencyActivities
 from activities.health import COMMANDS_ALLOWED
 from activities.pods import PodActivities
@@ -28,6 +29,7 @@ class MigrationActivities(
     PodActivities,
     VolumeActivities,
     DependencyActivities,
+    BudgetActivities,
 ):
     def __init__(
         self, clients: Mapping[str, client.ApiClient], allow_command_probes: bool = False

@@ -126,10 +126,12 @@ RULES: tuple[Rule, ...] = (
         "source",
         "policy",
         "poddisruptionbudgets",
-        ("get", "list"),
+        ("get", "list", "patch"),
         True,
-        ("preflight", "move"),
-        "Find the PodDisruptionBudgets that select the app's pods, to copy them.",
+        ("preflight", "move", "rollback"),
+        "Find the PodDisruptionBudgets that select the app's pods, to copy them; while "
+        "the app moves, share its budget with the destination (patch maxUnavailable, the "
+        "PDB's own spec kept in an annotation) and restore it at the end.",
     ),
     # -- source, cluster-scoped ----------------------------------------------------
     Rule(
@@ -227,10 +229,11 @@ RULES: tuple[Rule, ...] = (
         "destination",
         "policy",
         "poddisruptionbudgets",
-        ("get", "create"),
+        ("get", "create", "patch"),
         True,
-        ("preflight", "move"),
-        "Copy the PodDisruptionBudgets that select the app's pods.",
+        ("preflight", "move", "rollback"),
+        "Copy the PodDisruptionBudgets that select the app's pods; while the app moves, "
+        "hold the destination's share of the app's budget (patch), restored at the end.",
     ),
     Rule(
         "destination",

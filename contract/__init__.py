@@ -11,6 +11,8 @@ these modules may move without touching a recorded history.
 from __future__ import annotations
 
 from contract.activity_io import (
+    BudgetInput,
+    BudgetShare,
     ClaimsBoundInput,
     ClusterInfo,
     DependenciesResult,
@@ -33,6 +35,7 @@ from contract.activity_io import (
     RetainInput,
     RetainResult,
     SetSliceInput,
+    SharedBudget,
     SliceReadyInput,
     SliceRef,
     StatefulSetState,
@@ -122,6 +125,8 @@ __all__ = [
     "AbortRequest",
     "ApprovalPolicy",
     "ApproveRequest",
+    "BudgetInput",
+    "BudgetShare",
     "ClaimsBoundInput",
     "ClusterInfo",
     "ContextName",
@@ -163,6 +168,7 @@ __all__ = [
     "RetainResult",
     "RollbackRequest",
     "SetSliceInput",
+    "SharedBudget",
     "SliceReadyInput",
     "SliceRef",
     "StatefulSetName",

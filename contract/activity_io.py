@@ -194,6 +194,29 @@ class TakeInput(Payload):
     taker: SetSliceInput = Field(description="the taker's slice, without k -> with k")
 
 
+class BudgetInput(Payload):
+    """The app's disruption budget shared between the clusters (``in_flight``: the
+    ordinals about to move or be given back, each one disruption of the app's)."""
+
+    request: MigrationRequest
+    migration_id: str
+    in_flight: int = 1
+
+
+class SharedBudget(Payload):
+    """One PodDisruptionBudget of the app: the voluntary disruptions its own spec allows
+    across all ordinals, and the maxUnavailable each cluster now has."""
+
+    name: str
+    allowed: int
+    source: int
+    destination: int
+
+
+class BudgetShare(Payload):
+    budgets: list[SharedBudget] = Field(default_factory=list)
+
+
 class LockInput(Payload):
     """The one-migration-per-StatefulSet lock: an annotation on the source StatefulSet
     naming the migration that holds it."""

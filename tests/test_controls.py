@@ -58,7 +58,15 @@ async def test_each_ordinal_waits_for_its_approval_in_turn(
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == ORDINALS
     assert result.placement == {"2": "destination", "1": "destination", "0": "destination"}
-    record("controls_approvals_parent", (await histories(temporal_env, migration.id))[0])
+    # The disruption budget is shared before each ordinal moves (with the slices of that
+    # moment), and restored once, at the end.
+    assert clusters.budgets == [
+        "share {'source': (0, 3), 'destination': (3, 0)}",
+        "share {'source': (0, 2), 'destination': (2, 1)}",
+        "share {'source': (0, 1), 'destination': (1, 2)}",
+        "restore",
+    ]
+    record("controls_approvals_shared_budget_parent", (await histories(temporal_env, migration.id))[0])
     with pytest.raises(Rejected, match="has ended"):
         await migration.pause()
 

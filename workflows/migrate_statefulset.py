@@ -31,6 +31,7 @@ with workflow.unsafe.imports_passed_through():
         PAUSED_AT_SAFE_POINT,
         SEARCH_ATTRIBUTES,
         AbortRequest,
+        BudgetInput,
         Control,
         EnsureDestinationInput,
         LockInput,
@@ -111,6 +112,7 @@ class MigrateStatefulSet(SafePoints):
         self._locked = False
         self._keep_lock = False
         self._in_child = False
+        self._budget_shared = False
 
     @workflow.query
     def progress(self) -> Progress:
@@ -411,9 +413,9 @@ class MigrateStatefulSet(SafePoints):
             self._update_progress(
                 phase="failed", error=failure_text(err), current_ordinal=None, placement=where
             )
-            await self._unlock(request)
+            await self._end(request)
             raise
-        await self._unlock(request)
+        await self._end(request)
         if self._cancel_requested:
             self._update_progress(phase="cancelled")
         return result
@@ -441,6 +443,34 @@ class MigrateStatefulSet(SafePoints):
             except ActivityError:
                 return {}
         return placement(states[0], states[1])
+
+    async def _share_budget(self) -> None:
+        self._budget_shared = True
+        r = self._request
+        await workflow.execute_activity_method(
+            MigrationActivities.share_disruption_budget,
+            BudgetInput(request=r, migration_id=workflow.info().workflow_id),
+            **quick(f"share the disruption budget of {r.statefulset} between the clusters"),
+        )
+
+    async def _end(self, request: MigrationRequest) -> None:
+        """However the run ends: each PDB its own budget back, the StatefulSet unlocked
+        (neither while a child of another run still moves an ordinal)."""
+        if self._budget_shared and not self._keep_lock:
+            try:
+                await workflow.execute_activity_method(
+                    MigrationActivities.restore_disruption_budget,
+                    BudgetInput(request=request, migration_id=workflow.info().workflow_id),
+                    **best_effort(f"restore the disruption budgets of {request.statefulset}"),
+                )
+            except ActivityError as err:  # tighter budgets stay: safe, and named
+                workflow.logger.warning(
+                    "the PodDisruptionBudgets of %s keep their shared budget (%s): set them "
+                    "back from their annotation stsmigrate.dev/disruption-budget by hand",
+                    request.statefulset,
+                    failure_text(err),
+                )
+        await self._unlock(request)
 
     async def _unlock(self, request: MigrationRequest) -> None:
         """The StatefulSet is free for another migration once this one has ended."""

@@ -61,6 +61,10 @@ UNDO_BLOCKED = "undo-blocked"
 # migration left running: they still move their ordinal, so the run refuses to start.
 ORPHAN_CHECK = "orphan-check"
 
+# Patch id of the app's disruption budget shared by the two clusters: set before each
+# ordinal moves or is given back, restored when the run ends.
+SHARED_BUDGET = "shared-budget"
+
 # Every patch id in use: a history's patch markers name only these.
 PATCHES = (
     SLICE_GUARD,
@@ -72,6 +76,7 @@ PATCHES = (
     NOTHING_TO_MOVE,
     UNDO_BLOCKED,
     ORPHAN_CHECK,
+    SHARED_BUDGET,
 )
 
 # Every option set takes the activity's summary (shown in the UI's timeline): it is

@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.migrate_ordinal import MigrateOrdinal
 from workflows.operator_messages import OperatorMessages
-from workflows.options import CHILDREN_OUTLIVE_PARENT
+from workflows.options import CHILDREN_OUTLIVE_PARENT, SHARED_BUDGET
 from workflows.rollback_ordinal import RollbackOrdinal
 
 
@@ -42,6 +42,10 @@ class SafePoints(OperatorMessages):
 
     async def _lock(self) -> None:
         """Implemented by MigrateStatefulSet: the StatefulSet's lock, once."""
+
+    async def _share_budget(self) -> None:
+        """Implemented by MigrateStatefulSet: the app's disruption budget shared by the
+        clusters, for one more ordinal in flight."""
 
     async def _wait_at_safe_point(self, ordinal: int | None, first: int | None) -> bool:
         """Wait while paused or waiting for approval of ``ordinal``; do a rollback that
@@ -146,6 +150,8 @@ class SafePoints(OperatorMessages):
             if workflow.patched(CHILDREN_OUTLIVE_PARENT)
             else ParentClosePolicy.TERMINATE  # the SDK's default, before the patch
         )
+        if workflow.patched(SHARED_BUDGET):
+            await self._share_budget()
         self._giving_back, self._in_child = run is RollbackOrdinal.run, True
         try:
             return await self._start_and_wait(run, child_id, summary, ordinal, close)

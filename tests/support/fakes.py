@@ -17,6 +17,8 @@ from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
 from contract import (
+    BudgetInput,
+    BudgetShare,
     DependenciesResult,
     EnsureDestinationInput,
     HealthReport,
@@ -66,6 +68,8 @@ class FakeClusters:
         self.asked_for_attributes = asyncio.Event()
         # The lock on each side's StatefulSet (context -> migration id); not a change.
         self.locks: dict[str, str] = {}
+        # Every call of the budget activities: "share {slices at the time}" or "restore".
+        self.budgets: list[str] = []
         # Workflow ids the fake Temporal says are running (children a terminated run
         # left), and the ids a run asked about.
         self.running: set[str] = set()
@@ -183,6 +187,16 @@ class FakeClusters:
             self.before.pop(f"reclaim {task.ordinal.ordinal}", lambda: None)()
             self.changes.append(f"reclaim {task.ordinal.ordinal}")
 
+        @activity.defn(name="share_disruption_budget")
+        async def share_disruption_budget(task: BudgetInput) -> BudgetShare:
+            self.budgets.append(f"share {self.slices}")
+            return BudgetShare()
+
+        @activity.defn(name="restore_disruption_budget")
+        async def restore_disruption_budget(task: BudgetInput) -> BudgetShare:
+            self.budgets.append("restore")
+            return BudgetShare()
+
         @activity.defn(name="read_statefulset")
         async def read_statefulset(ref: SliceRef) -> StatefulSetState:
             start, replicas = self.slices[ref.context]
@@ -215,6 +229,8 @@ class FakeClusters:
             import_volumes,
             reclaim_volumes,
             read_statefulset,
+            share_disruption_budget,
+            restore_disruption_budget,
             *waits,
         ]
 

@@ -1,0 +1,156 @@
+"""The app's disruption budget shared by the two clusters while it moves (KEP-3335).
+
+A PodDisruptionBudget only counts the pods of its own cluster. Copied verbatim to
+the destination, the app's budget would double: two clusters each allowing
+``maxUnavailable`` voluntary disruptions. So before each ordinal moves (or is given
+back), ``share_disruption_budget`` sets both PDBs to an absolute ``maxUnavailable``
+whose sum is the app's allowance less the ordinal in flight, split by the slice each
+cluster owns; ``restore_disruption_budget`` puts each PDB back at the end. Each PDB's
+own spec is kept in an annotation the first time it is changed (in the same patch),
+so a crash at any instant converges to the same budgets and the restore knows what
+to restore. A restore that fails leaves the budgets tighter, never looser.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import structlog
+from temporalio import activity
+
+from activities import manifests
+from activities.converging import ConvergingActivities
+from activities.kube import Kube, Obj
+from contract import BudgetInput, BudgetShare, SharedBudget
+
+log = structlog.get_logger("activities.migration")
+
+ORIGINAL = "stsmigrate.dev/disruption-budget"
+FIELDS = ("minAvailable", "maxUnavailable")
+
+
+def _scaled(value: int | str, total: int) -> int:
+    """An IntOrString against ``total``, rounded up as the disruption controller does."""
+    if isinstance(value, str) and value.endswith("%"):
+        return math.ceil(int(value[:-1]) * total / 100)
+    return int(value)
+
+
+def allowance(spec: Obj, total: int) -> int:
+    """Voluntary disruptions a PDB spec allows among ``total`` pods."""
+    if spec.get("maxUnavailable") is not None:
+        return max(0, _scaled(spec["maxUnavailable"], total))
+    if spec.get("minAvailable") is not None:
+        return max(0, total - _scaled(spec["minAvailable"], total))
+    return 0
+
+
+def split(allowed: int, source_pods: int, destination_pods: int) -> tuple[int, int]:
+    """``allowed`` disruptions as (source, destination), by the slice each cluster owns."""
+    total = source_pods + destination_pods
+    destination = allowed * destination_pods // total if total else 0
+    return allowed - destination, destination
+
+
+def original(pdb: Obj) -> Obj:
+    """The PDB's own budget: from our annotation once we changed it, else its spec."""
+    saved = ((pdb.get("metadata") or {}).get("annotations") or {}).get(ORIGINAL)
+    if saved:
+        return dict(json.loads(saved))
+    spec = pdb.get("spec") or {}
+    return {k: spec.get(k) for k in FIELDS}
+
+
+def _saved(pdb: Obj) -> bool:
+    return ORIGINAL in ((pdb.get("metadata") or {}).get("annotations") or {})
+
+
+def _budget_patch(pdb: Obj, own: Obj, max_unavailable: int | None) -> Obj | None:
+    """The merge patch that gives ``pdb`` its shared budget (``max_unavailable``) with
+    ``own`` saved, or (None) its own budget back; None when it already has it."""
+    restore = max_unavailable is None
+    want: dict[str, Any] = (
+        own if restore else {"minAvailable": None, "maxUnavailable": max_unavailable}
+    )
+    spec = pdb.get("spec") or {}
+    if {k: spec.get(k) for k in FIELDS} == want and _saved(pdb) == (not restore):
+        return None
+    annotation = None if restore else json.dumps(own, sort_keys=True)
+    return {"metadata": {"annotations": {ORIGINAL: annotation}}, "spec": want}
+
+
+def _copied(pdb: Obj, request: BudgetInput) -> bool:
+    """A destination PDB this migration copied and has not shared yet."""
+    return not _saved(pdb) and manifests.is_ours(pdb, request.migration_id)
+
+
+class BudgetActivities(ConvergingActivities):
+    def _app_pdbs(self, source: Kube, request: BudgetInput) -> list[str]:
+        r = request.request
+        sts = source.statefulset(r.namespace, r.statefulset)
+        if sts is None:
+            return []
+        labels = ((sts["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
+        return [
+            p["metadata"]["name"]
+            for p in source.pdbs(r.namespace)
+            if manifests.selector_matches((p.get("spec") or {}).get("selector") or {}, labels)
+        ]
+
+    @activity.defn
+    def share_disruption_budget(self, request: BudgetInput) -> BudgetShare:
+        r = request.request
+        source, dest = self.kube(r.source_context), self.kube(r.destination_context)
+        pods = []
+        for kube, ns in ((source, r.namespace), (dest, r.target_namespace)):
+            sts = kube.statefulset(ns, r.statefulset)
+            pods.append(int((sts or {}).get("spec", {}).get("replicas") or 0) if sts else 0)
+        shared = []
+        for name in self._app_pdbs(source, request):
+            src_pdb = source.dependency("PodDisruptionBudget", r.namespace, name)
+            dst_pdb = dest.dependency("PodDisruptionBudget", r.target_namespace, name)
+            if src_pdb is None:
+                continue
+            app = original(src_pdb)
+            allowed = allowance(app, pods[0] + pods[1])
+            ours = split(max(0, allowed - request.in_flight), pods[0], pods[1])
+            for kube, ns, pdb, budget in (
+                (source, r.namespace, src_pdb, ours[0]),
+                (dest, r.target_namespace, dst_pdb, ours[1]),
+            ):
+                if pdb is None:
+                    continue
+                # The destination's copy is the app's budget (it may have been copied
+                # while the source's was shared); one that was there already keeps its own.
+                own = app if pdb is dst_pdb and _copied(pdb, request) else original(pdb)
+                patch = _budget_patch(pdb, own, budget)
+                if patch is not None:
+                    kube.patch_pdb(ns, name, patch)
+            shared.append(
+                SharedBudget(name=name, allowed=allowed, source=ours[0], destination=ours[1])
+            )
+        log.info(
+            "disruption_budget_shared",
+            migration_id=request.migration_id,
+            budgets=[b.model_dump() for b in shared],
+        )
+        return BudgetShare(budgets=shared)
+
+    @activity.defn
+    def restore_disruption_budget(self, request: BudgetInput) -> BudgetShare:
+        r = request.request
+        source, dest = self.kube(r.source_context), self.kube(r.destination_context)
+        restored = []
+        for name in self._app_pdbs(source, request):
+            for kube, ns in ((source, r.namespace), (dest, r.target_namespace)):
+                pdb = kube.dependency("PodDisruptionBudget", ns, name)
+                if pdb is None:
+                    continue
+                patch = _budget_patch(pdb, original(pdb), None)
+                if patch is not None:
+                    kube.patch_pdb(ns, name, patch)
+            restored.append(SharedBudget(name=name, allowed=0, source=0, destination=0))
+        log.info("disruption_budget_restored", migration_id=request.migration_id)
+        return BudgetShare(budgets=restored)

@@ -1,0 +1,61 @@
+"""The shared disruption budget's arithmetic and its converging patches (pure
+functions; the budgets on real clusters: tests/cluster/test_least_privilege.py)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from activities.budget import ORIGINAL, _budget_patch, allowance, original, split
+
+
+@pytest.mark.parametrize(
+    ("spec", "total", "allowed"),
+    [
+        ({"maxUnavailable": 1}, 6, 1),
+        ({"maxUnavailable": "34%"}, 6, 3),  # 2.04 rounds up, as the disruption controller
+        ({"minAvailable": 4}, 6, 2),
+        ({"minAvailable": "50%"}, 5, 2),  # 2.5 -> 3 must stay available
+        ({"minAvailable": 7}, 6, 0),
+        ({"maxUnavailable": 0}, 6, 0),
+        ({}, 6, 0),
+    ],
+)
+def test_allowance_follows_the_pdb_spec(spec: dict, total: int, allowed: int) -> None:
+    assert allowance(spec, total) == allowed
+
+
+@pytest.mark.parametrize(
+    ("allowed", "source", "destination", "shares"),
+    [(0, 3, 0, (0, 0)), (2, 6, 0, (2, 0)), (2, 3, 3, (1, 1)), (3, 1, 5, (1, 2)), (2, 0, 6, (0, 2))],
+)
+def test_split_never_exceeds_the_allowance(
+    allowed: int, source: int, destination: int, shares: tuple[int, int]
+) -> None:
+    assert split(allowed, source, destination) == shares
+    assert sum(shares) == allowed
+
+
+def pdb(spec: dict, saved: dict | None = None) -> dict:
+    annotations = {ORIGINAL: json.dumps(saved)} if saved is not None else {}
+    return {"metadata": {"name": "db", "annotations": annotations}, "spec": spec}
+
+
+def test_the_first_share_saves_the_pdbs_own_spec_in_the_same_patch() -> None:
+    own = {"minAvailable": 2, "maxUnavailable": None}
+    patch = _budget_patch(pdb({"minAvailable": 2}), own, 0)
+    assert patch == {
+        "metadata": {"annotations": {ORIGINAL: json.dumps(own, sort_keys=True)}},
+        "spec": {"minAvailable": None, "maxUnavailable": 0},
+    }
+
+
+def test_share_and_restore_converge() -> None:
+    own = {"minAvailable": 2, "maxUnavailable": None}
+    shared = pdb({"maxUnavailable": 0}, own)
+    assert original(shared) == own  # from the annotation, not the shared spec
+    assert _budget_patch(shared, own, 0) is None  # already shared: nothing to write
+    restore = _budget_patch(shared, original(shared), None)
+    assert restore == {"metadata": {"annotations": {ORIGINAL: None}}, "spec": own}
+    assert _budget_patch(pdb({"minAvailable": 2}), own, None) is None  # already restored
