@@ -154,3 +154,16 @@ class BudgetActivities(ConvergingActivities):
             restored.append(SharedBudget(name=name, allowed=0, source=0, destination=0))
         log.info("disruption_budget_restored", migration_id=request.migration_id)
         return BudgetShare(budgets=restored)
+
+
+def check_budget(pdbs: list[Obj], total: int, warnings: list[str]) -> None:
+    """Preflight: a PDB of the app that allows no voluntary disruption is named, since
+    each move takes one pod down anyway (a scale-down is no eviction)."""
+    for pdb in pdbs:
+        if allowance(original(pdb), total) == 0:
+            warnings.append(
+                f"PodDisruptionBudget {pdb['metadata']['name']} allows no voluntary "
+                f"disruption of the {total} pods, yet each move takes one pod down (a "
+                "scale-down is not an eviction); while the app moves, no other disruption "
+                "is allowed in either cluster"
+            )

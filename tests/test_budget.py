@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from activities.budget import ORIGINAL, _budget_patch, allowance, original, split
+from activities.budget import ORIGINAL, _budget_patch, allowance, check_budget, original, split
 
 
 @pytest.mark.parametrize(
@@ -59,3 +59,13 @@ def test_share_and_restore_converge() -> None:
     restore = _budget_patch(shared, original(shared), None)
     assert restore == {"metadata": {"annotations": {ORIGINAL: None}}, "spec": own}
     assert _budget_patch(pdb({"minAvailable": 2}), own, None) is None  # already restored
+
+
+def test_preflight_names_a_budget_that_allows_no_disruption() -> None:
+    warnings: list[str] = []
+    check_budget([pdb({"maxUnavailable": 1}), pdb({"minAvailable": "100%"})], 3, warnings)
+    assert warnings == [
+        "PodDisruptionBudget db allows no voluntary disruption of the 3 pods, yet each move "
+        "takes one pod down (a scale-down is not an eviction); while the app moves, no other "
+        "disruption is allowed in either cluster"
+    ]

@@ -3,6 +3,7 @@ parts. The order is that of the problems and warnings in the plan, and of the re
 
 from __future__ import annotations
 
+from activities.budget import check_budget
 from activities.kube import Kube
 from activities.preflight.access import (
     check_contexts,
@@ -68,6 +69,13 @@ def build_plan(
     )
     check_storage_classes(destination, source_slice, ordinals, request, found)
     dependencies = check_dependencies(source, destination, source_slice.sts, request, found)
+    pdbs = [
+        pdb
+        for d in dependencies
+        if d.kind == "PodDisruptionBudget"
+        and (pdb := source.dependency(d.kind, request.namespace, d.name)) is not None
+    ]
+    check_budget(pdbs, destination_slice.end - source_slice.start, found.warnings)
     if namespace_exists:
         check_quota(destination, request.target_namespace, ordinals, found)
     moved = moved_ordinals(
