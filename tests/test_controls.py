@@ -66,7 +66,9 @@ async def test_each_ordinal_waits_for_its_approval_in_turn(
         "share {'source': (0, 1), 'destination': (1, 2)}",
         "restore",
     ]
-    record("controls_approvals_shared_budget_parent", (await histories(temporal_env, migration.id))[0])
+    record(
+        "controls_approvals_shared_budget_parent", (await histories(temporal_env, migration.id))[0]
+    )
     with pytest.raises(Rejected, match="has ended"):
         await migration.pause()
 
