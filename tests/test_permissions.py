@@ -7,9 +7,11 @@ from __future__ import annotations
 from typing import Any
 
 import yaml
+from click.testing import CliRunner
 
 from activities import permissions
 from activities.preflight import DESTINATION_PERMISSIONS, SOURCE_PERMISSIONS
+from stsmigrate.cli import main
 from tests.support.paths import REPO
 
 
@@ -68,3 +70,10 @@ def test_rendered_roles_are_bound_in_the_given_namespaces_and_narrowed_by_name()
     assert "APP_NAMESPACE" in placeholders and "DESTINATION_NAMESPACE" in placeholders
     bound = docs(permissions.render_rbac("shop"))
     assert {d["metadata"].get("namespace") for d in bound if d["kind"] == "RoleBinding"} == {"shop"}
+
+
+def test_stsmigrate_rbac_prints_the_roles_for_the_given_namespaces() -> None:
+    out = CliRunner().invoke(main, ["rbac", "-n", "shop", "-s", "db"])
+    assert out.exit_code == 0, out.output
+    assert out.output == permissions.render_rbac("shop", "shop", "db")
+    assert CliRunner().invoke(main, ["rbac"]).output == (REPO / "deploy" / "rbac.yaml").read_text()
