@@ -86,50 +86,75 @@ def _copied(pdb: Obj, request: BudgetInput) -> bool:
     return not _saved(pdb) and manifests.is_ours(pdb, request.migration_id)
 
 
-class BudgetActivities(ConvergingActivities):
-    def _app_pdbs(self, source: Kube, request: BudgetInput) -> list[str]:
-        r = request.request
-        sts = source.statefulset(r.namespace, r.statefulset)
-        if sts is None:
-            return []
-        labels = ((sts["spec"].get("template") or {}).get("metadata") or {}).get("labels") or {}
-        return [
-            p["metadata"]["name"]
-            for p in source.pdbs(r.namespace)
-            if manifests.selector_matches((p.get("spec") or {}).get("selector") or {}, labels)
-        ]
+def _operated(pdb: Obj) -> bool:
+    """A PDB another controller owns (an operator's): it would fight any change."""
+    refs = (pdb.get("metadata") or {}).get("ownerReferences") or []
+    return any(ref.get("controller") for ref in refs)
 
-    @activity.defn
-    def share_disruption_budget(self, request: BudgetInput) -> BudgetShare:
+
+class BudgetActivities(ConvergingActivities):
+    def _slices(self, request: BudgetInput) -> tuple[Kube, Kube, list[str], tuple[int, int]]:
+        """Both clusters, the app's PDBs (selecting its pods in the source) and the pods
+        each StatefulSet owns now."""
         r = request.request
         source, dest = self.kube(r.source_context), self.kube(r.destination_context)
         pods = []
         for kube, ns in ((source, r.namespace), (dest, r.target_namespace)):
             sts = kube.statefulset(ns, r.statefulset)
-            pods.append(int((sts or {}).get("spec", {}).get("replicas") or 0) if sts else 0)
+            pods.append(int(((sts or {}).get("spec") or {}).get("replicas") or 0))
+        sts = source.statefulset(r.namespace, r.statefulset) or {}
+        template = (sts.get("spec") or {}).get("template") or {}
+        labels = (template.get("metadata") or {}).get("labels") or {}
+        names = [
+            p["metadata"]["name"]
+            for p in source.pdbs(r.namespace)
+            if manifests.selector_matches((p.get("spec") or {}).get("selector") or {}, labels)
+        ]
+        return source, dest, names, (pods[0], pods[1])
+
+    @activity.defn
+    def share_disruption_budget(self, request: BudgetInput) -> BudgetShare:
+        source, dest, names, pods = self._slices(request)
+        return self._share(request, source, dest, names, pods, request.in_flight)
+
+    def _share(
+        self,
+        request: BudgetInput,
+        source: Kube,
+        dest: Kube,
+        names: list[str],
+        pods: tuple[int, int],
+        in_flight: int,
+    ) -> BudgetShare:
+        r = request.request
         shared = []
-        for name in self._app_pdbs(source, request):
+        for name in names:
             src_pdb = source.dependency("PodDisruptionBudget", r.namespace, name)
             dst_pdb = dest.dependency("PodDisruptionBudget", r.target_namespace, name)
             if src_pdb is None:
                 continue
             app = original(src_pdb)
             allowed = allowance(app, pods[0] + pods[1])
-            ours = split(max(0, allowed - request.in_flight), pods[0], pods[1])
-            for kube, ns, pdb, budget in (
-                (source, r.namespace, src_pdb, ours[0]),
-                (dest, r.target_namespace, dst_pdb, ours[1]),
+            ours = split(max(0, allowed - in_flight), pods[0], pods[1])
+            written: list[int | None] = []
+            for kube, ns, pdb, budget, slice_pods in (
+                (source, r.namespace, src_pdb, ours[0], pods[0]),
+                (dest, r.target_namespace, dst_pdb, ours[1], pods[1]),
             ):
-                if pdb is None:
+                if pdb is None or _operated(pdb):
+                    written.append(None)
                     continue
                 # The destination's copy is the app's budget (it may have been copied
-                # while the source's was shared); one that was there already keeps its own.
+                # while the source's was shared); one that was there already keeps its
+                # own, and no PDB is ever given more than its own spec allows.
                 own = app if pdb is dst_pdb and _copied(pdb, request) else original(pdb)
+                budget = min(budget, allowance(own, slice_pods))
                 patch = _budget_patch(pdb, own, budget)
                 if patch is not None:
                     kube.patch_pdb(ns, name, patch)
+                written.append(budget)
             shared.append(
-                SharedBudget(name=name, allowed=allowed, source=ours[0], destination=ours[1])
+                SharedBudget(name=name, allowed=allowed, source=written[0], destination=written[1])
             )
         log.info(
             "disruption_budget_shared",
@@ -140,20 +165,23 @@ class BudgetActivities(ConvergingActivities):
 
     @activity.defn
     def restore_disruption_budget(self, request: BudgetInput) -> BudgetShare:
+        """At the end of a run: each PDB its own spec back once one cluster owns every
+        ordinal; an app left in both clusters keeps one budget shared between them
+        (nothing in flight), or it would have two."""
         r = request.request
-        source, dest = self.kube(r.source_context), self.kube(r.destination_context)
-        restored = []
-        for name in self._app_pdbs(source, request):
+        source, dest, names, pods = self._slices(request)
+        if pods[0] and pods[1]:
+            return self._share(request, source, dest, names, pods, 0)
+        for name in names:
             for kube, ns in ((source, r.namespace), (dest, r.target_namespace)):
                 pdb = kube.dependency("PodDisruptionBudget", ns, name)
-                if pdb is None:
+                if pdb is None or not _saved(pdb):
                     continue
                 patch = _budget_patch(pdb, original(pdb), None)
                 if patch is not None:
                     kube.patch_pdb(ns, name, patch)
-            restored.append(SharedBudget(name=name, allowed=0, source=0, destination=0))
-        log.info("disruption_budget_restored", migration_id=request.migration_id)
-        return BudgetShare(budgets=restored)
+        log.info("disruption_budget_restored", migration_id=request.migration_id, pdbs=names)
+        return BudgetShare()
 
 
 def check_budget(pdbs: list[Obj], total: int, warnings: list[str]) -> None:

@@ -190,7 +190,15 @@ class Kube:
         }[kind]
         return self._maybe(f"read {kind} {ns}/{name}", read, name, ns)
 
-    def can(self, verb: str, resource: str, group: str = "", namespace: str | None = None) -> bool:
+    def can(
+        self,
+        verb: str,
+        resource: str,
+        group: str = "",
+        namespace: str | None = None,
+        name: str | None = None,
+    ) -> bool:
+        """A SelfSubjectAccessReview; ``name`` for a role narrowed by resourceNames."""
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
@@ -200,6 +208,7 @@ class Kube:
                     "resource": resource,
                     "group": group,
                     **({"namespace": namespace} if namespace else {}),
+                    **({"name": name} if name else {}),
                 }
             },
         }

@@ -13,7 +13,8 @@ things come from this table and nothing else:
   compares the apiserver's audit log of that identity with this table: each request
   it made is here, and each verb here was used.
 
-The paths: ``preflight`` (the read-only plan), ``move`` (one ordinal from the
+The paths: ``wiring`` (the DescribeClusters check of the README), ``preflight`` (the
+read-only plan), ``move`` (one ordinal from the
 source to the destination), ``rollback`` (an ordinal given back: the destination
 gives, the source takes; also the undo of a blocked move and a health gate's
 rollback) and ``re-move`` (a rolled-back ordinal moved again).
@@ -25,7 +26,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Side = Literal["source", "destination"]
-Path = Literal["preflight", "move", "rollback", "re-move"]
+Path = Literal["wiring", "preflight", "move", "rollback", "re-move"]
 
 # The identity the shipped roles are bound to, in each cluster.
 SERVICE_ACCOUNT = "stsmigrate"
@@ -155,6 +156,15 @@ RULES: tuple[Rule, ...] = (
         False,
         ("move",),
         "Wait until no VolumeAttachment references a moving volume (detach finished).",
+    ),
+    Rule(
+        "source",
+        "",
+        "nodes",
+        ("list",),
+        False,
+        ("wiring",),
+        "DescribeClusters (the README's wiring check) counts each cluster's nodes.",
     ),
     # -- destination, in the destination namespace ---------------------------------
     Rule(
@@ -292,8 +302,9 @@ RULES: tuple[Rule, ...] = (
         "nodes",
         ("list",),
         False,
-        ("preflight",),
-        "Preflight: volumes pinned to nodes fit the destination's nodes.",
+        ("wiring", "preflight"),
+        "Preflight: volumes pinned to nodes fit the destination's nodes; DescribeClusters "
+        "counts them.",
     ),
 )
 
@@ -305,6 +316,17 @@ def rules(side: Side) -> list[Rule]:
 def needed(side: Side) -> list[tuple[str, str, str, bool]]:
     """(verb, resource, group, namespaced) preflight checks for ``side``: all of them."""
     return [(v, r.resource, r.group, r.namespaced) for r in rules(side) for v in r.verbs]
+
+
+# Verbs RBAC can scope by resourceNames (create and list cannot).
+NAMED_VERBS = ("get", "patch", "update", "delete")
+
+
+def by_name(resource: str, group: str, verb: str) -> bool:
+    """Whether a rule for this may be narrowed to the migrated StatefulSet's name."""
+    return verb in NAMED_VERBS and any(
+        r.by_name and r.resource == resource and r.group == group for r in RULES
+    )
 
 
 def grants(side: Side, verb: str, resource: str, group: str) -> bool:
@@ -349,7 +371,7 @@ def _role(side: Side, namespaced: bool, statefulset: str | None) -> list[str]:
     for rule in (r for r in rules(side) if r.namespaced == namespaced):
         out += _comment(rule.why, "  ")
         names = [statefulset] if statefulset is not None and rule.by_name else []
-        verbs = [v for v in rule.verbs if not names or v in ("get", "patch", "update", "delete")]
+        verbs = [v for v in rule.verbs if not names or v in NAMED_VERBS]
         rest = [v for v in rule.verbs if v not in verbs]
         chunks: list[tuple[list[str], list[str]]] = [(verbs, names), (rest, [])]
         for chunk, names in chunks:

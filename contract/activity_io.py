@@ -205,12 +205,13 @@ class BudgetInput(Payload):
 
 class SharedBudget(Payload):
     """One PodDisruptionBudget of the app: the voluntary disruptions its own spec allows
-    across all ordinals, and the maxUnavailable each cluster now has."""
+    across all ordinals, and the maxUnavailable each cluster now has (never more than
+    that PDB's own spec allows there)."""
 
     name: str
     allowed: int
-    source: int
-    destination: int
+    source: int | None = None  # None: left alone (absent, or owned by an operator)
+    destination: int | None = None
 
 
 class BudgetShare(Payload):

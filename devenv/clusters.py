@@ -95,6 +95,17 @@ class _Process:
     log_file: IO[bytes]
 
 
+# The identity deploy/rbac.yaml binds its roles to. Only its requests are audited
+# (metadata only: no bodies, so no Secret values), everything else is not logged.
+AUDITED_USERS = ["system:serviceaccount:stsmigrate-system:stsmigrate"]
+AUDIT_POLICY = {
+    "apiVersion": "audit.k8s.io/v1",
+    "kind": "Policy",
+    "omitStages": ["RequestReceived"],
+    "rules": [{"level": "Metadata", "users": AUDITED_USERS}, {"level": "None"}],
+}
+
+
 @dataclass
 class Cluster:
     """One control plane. Use ``LocalClusters`` to run the pair."""
@@ -120,6 +131,12 @@ class Cluster:
     @property
     def admin_kubeconfig(self) -> Path:
         return self.workdir / "admin.kubeconfig"
+
+    @property
+    def audit_log(self) -> Path:
+        """Every request of the worker's shipped identity (AUDITED_USERS), one JSON
+        event per line: the least-privilege test reads what the worker really did."""
+        return self.workdir / "audit.log"
 
     # -- processes -------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
@@ -166,6 +183,7 @@ class Cluster:
         self.admin_kubeconfig.write_text(yaml.safe_dump(kubeconfig_dict({self.name: self})))
         stages = STAGES.read_text().replace("@VOLUME_ROOT@", str(self.volume_root))
         (self.workdir / "stages.yaml").write_text(stages)
+        (self.workdir / "audit-policy.yaml").write_text(yaml.safe_dump(AUDIT_POLICY))
 
     def start_etcd(self) -> None:
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
@@ -220,6 +238,9 @@ class Cluster:
                 # No kubelets or real endpoints: the "kubernetes" Service needs none.
                 "--endpoint-reconciler-type=none",
                 "--profiling=false",
+                f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
+                f"--audit-log-path={self.audit_log}",
+                "--audit-log-format=json",
             ],
         )
 

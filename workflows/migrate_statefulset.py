@@ -57,6 +57,7 @@ from workflows.options import (
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
     ORPHAN_CHECK,
+    SHARED_BUDGET,
     STATEFULSET_LOCK,
     best_effort,
     preflight,
@@ -454,9 +455,13 @@ class MigrateStatefulSet(SafePoints):
         )
 
     async def _end(self, request: MigrationRequest) -> None:
-        """However the run ends: each PDB its own budget back, the StatefulSet unlocked
-        (neither while a child of another run still moves an ordinal)."""
-        if self._budget_shared and not self._keep_lock:
+        """However the run ends: each PDB its own budget back (or, with the app left in
+        both clusters, one budget shared between them), the StatefulSet unlocked;
+        neither while a child of another run still moves an ordinal. A run that held the
+        lock settles the budgets even if it moved nothing: an earlier run of this
+        migration (terminated, or whose restore failed) may have left them shared."""
+        settle = self._budget_shared or (self._locked and workflow.patched(SHARED_BUDGET))
+        if settle and not self._keep_lock:
             try:
                 await workflow.execute_activity_method(
                     MigrationActivities.restore_disruption_budget,

@@ -86,7 +86,14 @@ def check_permissions(
         missing = [
             f"{verb} {resource}"
             for verb, resource, group, namespaced in perms
-            if not kube.can(verb, resource, group, namespace if namespaced else None)
+            if not kube.can(
+                verb,
+                resource,
+                group,
+                namespace if namespaced else None,
+                # Roles may be narrowed to the StatefulSet's name (stsmigrate rbac -s).
+                request.statefulset if permissions.by_name(resource, group, verb) else None,
+            )
         ]
         if missing:
             f.problem(

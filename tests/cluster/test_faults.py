@@ -11,12 +11,10 @@ normal test command runs the reduced subset (everything not marked `slow`).
 from __future__ import annotations
 
 import asyncio
-import threading
 import uuid
 from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +29,7 @@ from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from devenv.temporal import DevServer
 from stsmigrate.api import Migration, connect, get_migration, start_migration
-from tests.support.apps import deploy_app
+from tests.support.apps import AppHealth, deploy_app
 from tests.support.cluster_state import pod_names
 from tests.support.faults import FaultTable
 from tests.support.histories import histories, record
@@ -474,35 +472,6 @@ async def test_kubernetes_api_faults_are_retried_to_completion(
                 retried += e.activity_task_started_event_attributes.attempt > 1
     assert retried > 0
     record("faults_kubernetes_api_parent", (await histories(temporal_env, migration.id))[0])
-
-
-class AppHealth:
-    """The app's own health endpoint, as the probes see it: GET /<pod> answers 200, or
-    503 for the pods in ``down``."""
-
-    def __init__(self) -> None:
-        self.down: set[str] = set()
-        app = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(503 if self.path.strip("/") in app.down else 200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{{pod}}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-
-    def __enter__(self) -> AppHealth:
-        self.thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.server.shutdown()
-        self.server.server_close()
 
 
 def source_volumes(api: client.ApiClient, namespace: str, name: str, k: int) -> dict[str, str]:

@@ -1,8 +1,11 @@
 """Apps for the tests: StatefulSet manifests (as dicts), and a Redis-like app with
-every kind of dependency deployed and waited for."""
+every kind of dependency deployed and waited for; the app's own health endpoint as
+the probes see it."""
 
 from __future__ import annotations
 
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from kubernetes import client
@@ -77,10 +80,14 @@ def deploy_app(
     ready_delay: str = "1s",
     grace: int = 2,
     when_scaled: str | None = None,
+    service_account: bool = False,
 ) -> None:
-    """A Redis-like app: Secret (env and volume), ConfigMap, headless Service, PDB and a
-    StatefulSet with two claim templates (hostPath and CSI). Waits until all Ready."""
+    """A Redis-like app: Secret (env and volume), ConfigMap, headless Service, PDB (and
+    with ``service_account`` its own ServiceAccount) and a StatefulSet with two claim
+    templates (hostPath and CSI). Waits until all Ready."""
     core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
+    if service_account:
+        core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
     core.create_namespaced_secret(
         namespace, {"metadata": {"name": f"{name}-auth"}, "stringData": {"password": secret_value}}
     )
@@ -115,6 +122,8 @@ def deploy_app(
         templates={"data": None, "logs": "local-csi"},
     )
     pod = manifest["spec"]["template"]["spec"]
+    if service_account:
+        pod["serviceAccountName"] = name
     container = pod["containers"][0]
     container["env"] = [
         {
@@ -142,3 +151,32 @@ def deploy_app(
         lambda: ready_replicas(api, namespace, name) == replicas,
         f"{name}: {replicas} Ready replicas",
     )
+
+
+class AppHealth:
+    """The app's own health endpoint, as the probes see it: GET /<pod> answers 200, or
+    503 for the pods in ``down``."""
+
+    def __init__(self) -> None:
+        self.down: set[str] = set()
+        app = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(503 if self.path.strip("/") in app.down else 200)
+                self.end_headers()
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/{{pod}}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+
+    def __enter__(self) -> AppHealth:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.server.shutdown()
+        self.server.server_close()
