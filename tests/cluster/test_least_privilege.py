@@ -39,7 +39,7 @@ from contract import ApprovalPolicy, DescribeClustersResult, HealthGates, Probe
 from devenv.clusters import AUDITED_USERS, LocalClusters
 from stsmigrate.api import start_migration
 from tests.support.apps import AppHealth, apply_statefulset, deploy_app, statefulset
-from tests.support.cluster_state import snapshot
+from tests.support.cluster_state import budgets, snapshot
 from tests.support.namespaces import fresh_namespace, remove_namespace
 from tests.support.paths import REPO
 from tests.support.processes import WorkerProcess
@@ -187,19 +187,6 @@ class AuditLog:
             for e in events
             if e["user"]["username"] == USER and e.get("stage") in ("ResponseComplete", "Panic")
         ]
-
-
-def budgets(kube: dict[str, client.ApiClient], namespace: str, name: str) -> dict[str, Any]:
-    """maxUnavailable of the app's PDB in each cluster (with no annotation of ours left
-    once restored: then the PDB's own spec)."""
-    out = {}
-    for side in SIDES:
-        pdb: Any = client.PolicyV1Api(kube[side]).read_namespaced_pod_disruption_budget(
-            name, namespace
-        )
-        saved = (pdb.metadata.annotations or {}).get("stsmigrate.dev/disruption-budget")
-        out[side] = pdb.spec.max_unavailable if saved or pdb.spec.min_available is None else None
-    return out
 
 
 def used(events: list[dict[str, Any]]) -> set[tuple[str, str, str, bool]]:

@@ -17,6 +17,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from contract import MigrationRequest, MigrationResult, Plan, Progress
 from tests.support.apps import deploy_app
+from tests.support.cluster_state import budgets
 from tests.support.histories import histories, record
 from tests.support.processes import WorkerProcess
 from tests.support.scenarios import STEPS, observing, request_for
@@ -180,6 +181,8 @@ async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_i
         # The StatefulSet now runs split: [0, 3) in the source, [3, 5) in the destination.
         assert [o.ordinal for o in split.moved] == [4, 3]
         assert observer.verdict([4, 3], (0, 3), (3, 2)) == []
+        # Split across the clusters, the app keeps one budget of 1 between them.
+        assert budgets(kube, namespace, "pg") == {"source": 1, "destination": 0}
         _, rest = await migrate(
             temporal_env, worker, request.model_copy(update={"stop_at_ordinal": None})
         )
@@ -191,3 +194,4 @@ async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_i
     )
     assert [o.ordinal for o in rest.moved] == [2, 1, 0]
     assert observer.verdict([4, 3, 2, 1, 0], (0, 0), (0, 5)) == []
+    assert budgets(kube, namespace, "pg") == {"source": 1, "destination": 1}  # its own

@@ -50,3 +50,16 @@ def snapshot(kube: dict[str, client.ApiClient], namespace: str) -> dict[str, str
             if va.spec.source.persistent_volume_name in ours:
                 out[f"{side}/va/{va.metadata.name}"] = va.metadata.resource_version
     return out
+
+
+def budgets(kube: dict[str, client.ApiClient], namespace: str, name: str) -> dict[str, Any]:
+    """maxUnavailable of the app's PDB in each cluster (with no annotation of ours left
+    once restored: then the PDB's own spec)."""
+    out = {}
+    for side in ("source", "destination"):
+        pdb: Any = client.PolicyV1Api(kube[side]).read_namespaced_pod_disruption_budget(
+            name, namespace
+        )
+        saved = (pdb.metadata.annotations or {}).get("stsmigrate.dev/disruption-budget")
+        out[side] = pdb.spec.max_unavailable if saved or pdb.spec.min_available is None else None
+    return out
