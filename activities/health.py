@@ -4,13 +4,22 @@ Every probe is tried ``1 + retries`` times, ``timeout`` seconds each, ``interval
 apart, and reports (never raises) what it saw: the workflow decides what a failure
 means (``on_failure``). Targets are templated with the ordinal, pod, namespace,
 service and StatefulSet. The activity heartbeats between attempts.
+
+A command probe runs with a scrubbed environment (``probe_environment``: an
+allowlist of the worker's variables plus the probe's own ``env``, never the
+worker's credentials) in a fresh scratch directory removed after each attempt, so
+an argv from a workflow input cannot read the codec key, the Temporal API key or
+the kubeconfig from the worker's environment.
 """
 
 from __future__ import annotations
 
+import os
+import re
 import socket
 import ssl
 import subprocess
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -22,8 +31,30 @@ from temporalio import activity
 
 from activities.kube import is_ready, kube_for
 from contract import HealthReport, Probe, ProbeInput, ProbeResult
+from contract.request import CREDENTIAL_VARIABLES
 
 COMMANDS_ALLOWED = "STSMIGRATE_ALLOW_COMMAND_PROBES"
+# The only variables of the worker's environment a command probe sees (HOME and TMPDIR
+# are set to its scratch directory). Everything else, the codec key, TEMPORAL_API_KEY
+# and TEMPORAL_TLS_*, STSMIGRATE_KUBECONFIG and KUBECONFIG among it, stays home.
+INHERITED = ("PATH", "LANG", "LC_ALL", "TZ")
+DEFAULT_PATH = "/usr/local/bin:/usr/bin:/bin"
+# Names a probe's own ``env`` may not set either: a request must not point a probe at
+# the worker's credentials (e.g. KUBECONFIG=/var/run/secrets/...).
+WORKER_SECRETS = re.compile(f"^({CREDENTIAL_VARIABLES})$", re.IGNORECASE)
+
+
+def probe_environment(
+    worker: Mapping[str, str], scratch: str, declared: Mapping[str, str]
+) -> dict[str, str]:
+    """The environment of a command probe: the allowlist, HOME and TMPDIR in the
+    scratch directory, and the probe's declared variables (none of the worker's
+    secret names: the request's validator refuses them, this drops them again)."""
+    env = {name: worker[name] for name in INHERITED if name in worker}
+    env.setdefault("PATH", DEFAULT_PATH)
+    env.update({k: v for k, v in declared.items() if not WORKER_SECRETS.match(k)})
+    env["HOME"] = env["TMPDIR"] = scratch
+    return env
 
 
 class Unhealthy(Exception):
@@ -65,19 +96,31 @@ class HealthActivities:
             return lambda: redis_cluster(host, probe.port, probe.expected_nodes, probe.timeout)
         if probe.kind == "command":
             argv = [a.format_map(values) for a in probe.command]
-            return lambda: self._command(argv, probe.timeout)
+            env = {k: v.format_map(values) for k, v in probe.env.items()}
+            return lambda: self._command(argv, env, probe.timeout)
         return lambda: self._ready_for(task, values["pod"], probe.soak)
 
-    def _command(self, argv: list[str], timeout: int) -> str:
+    def _command(self, argv: list[str], declared: dict[str, str], timeout: int) -> str:
         if not self._commands:
             raise Unhealthy(
                 f"command probes are off on this worker (set {COMMANDS_ALLOWED}=1 to allow "
                 "workflow inputs to run commands on it)"
             )
-        try:
-            done = subprocess.run(argv, capture_output=True, timeout=timeout, check=False)
-        except (OSError, subprocess.TimeoutExpired) as e:
-            raise Unhealthy(f"{argv[0]}: {e}") from None
+        # ignore_cleanup_errors: a probe's leftover child may still hold a file there.
+        with tempfile.TemporaryDirectory(
+            prefix="stsmigrate-probe-", ignore_cleanup_errors=True
+        ) as scratch:
+            try:
+                done = subprocess.run(
+                    argv,
+                    capture_output=True,
+                    timeout=timeout,
+                    check=False,
+                    cwd=scratch,
+                    env=probe_environment(os.environ, scratch, declared),
+                )
+            except (OSError, subprocess.TimeoutExpired) as e:
+                raise Unhealthy(f"{argv[0]}: {e}") from None
         if done.returncode != 0:
             raise Unhealthy(f"{argv[0]} exited {done.returncode}")
         return f"{argv[0]} exited 0"

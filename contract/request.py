@@ -86,6 +86,12 @@ class ApprovalPolicy(Payload):
 
 # Placeholders a probe's strings may use; e.g. "http://{pod}.{service}.{namespace}:8080/ok".
 PROBE_PLACEHOLDERS = ("ordinal", "pod", "namespace", "service", "statefulset")
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# The worker's credentials live in variables of these names (activities/health.py drops
+# them from a probe's environment again).
+CREDENTIAL_VARIABLES = (
+    r"STSMIGRATE_.*|TEMPORAL_.*|KUBECONFIG|.*_TOKEN|.*_KEY|.*PASSWORD.*|.*SECRET.*"
+)
 
 
 class Probe(Payload):
@@ -106,6 +112,12 @@ class Probe(Payload):
         description="command: argv run on the worker (templated); exit 0 is healthy. Needs "
         "STSMIGRATE_ALLOW_COMMAND_PROBES=1 on the worker",
     )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="command: variables it runs with (templated values), besides PATH, LANG, "
+        "LC_ALL, TZ and HOME (its scratch directory); it sees no other variable of the worker. "
+        "In the request and so in the history: never a secret",
+    )
     soak: int = Field(0, ge=0, le=3600, description="ready: seconds the pod must stay Ready")
     timeout: int = Field(5, ge=1, le=300, description="seconds per attempt")
     retries: int = Field(3, ge=0, le=100, description="attempts after the first")
@@ -121,7 +133,16 @@ class Probe(Payload):
         }.get(self.kind, [])
         if missing := [f for f in needs if not getattr(self, f)]:
             raise ValueError(f"a {self.kind} probe needs {' and '.join(missing)}")
-        for text in [self.url, self.host, *self.command]:
+        if self.env and self.kind != "command":
+            raise ValueError(f"env is for command probes, not {self.kind}")
+        for var in self.env:
+            if not re.fullmatch(ENV_NAME, var) or re.fullmatch(CREDENTIAL_VARIABLES, var, re.I):
+                raise ValueError(
+                    f"{var!r} cannot be set for a command probe: use a variable name "
+                    "([A-Za-z_][A-Za-z0-9_]*) that names none of the worker's credentials "
+                    "(STSMIGRATE_*, TEMPORAL_*, KUBECONFIG, *_TOKEN, *_KEY, *PASSWORD*, *SECRET*)"
+                )
+        for text in [self.url, self.host, *self.command, *self.env.values()]:
             try:
                 text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
             except (KeyError, IndexError, ValueError) as e:

@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 from temporalio.testing import ActivityEnvironment
 
-from activities.health import HealthActivities
+from activities.health import HealthActivities, probe_environment
 from contract import HealthGates, HealthReport, Probe, ProbeInput
 from devenv.clusters import free_port
 from tests.support.redis_cluster import RedisCluster
@@ -91,6 +91,63 @@ def test_command_probes_run_only_where_the_worker_allows_them() -> None:
     assert allowed.results[1].detail == "sh exited 3"
     refused = run_probes(probes[0], allow_commands=False)
     assert not refused.ok and "STSMIGRATE_ALLOW_COMMAND_PROBES=1" in refused.failures
+
+
+# What the worker's environment holds (worker.py, stsmigrate/codec.py codec_from_env,
+# temporalio.envconfig): none of it may reach a command probe.
+WORKER_SECRETS = {
+    "STSMIGRATE_CODEC_KEY": "c2VjcmV0LWNvZGVjLWtleS0zMi1ieXRlcy1sb25nISE=",
+    "STSMIGRATE_CODEC_KEY_FILE": "/etc/stsmigrate/codec-key",
+    "STSMIGRATE_KUBECONFIG": "/etc/stsmigrate/kubeconfig",
+    "KUBECONFIG": "/root/.kube/config",
+    "TEMPORAL_API_KEY": "temporal-api-key-value",
+    "TEMPORAL_TLS_CLIENT_KEY_PATH": "/etc/temporal/tls.key",
+    "TEMPORAL_TLS_CLIENT_KEY_DATA": "-----BEGIN PRIVATE KEY-----",
+    "TEMPORAL_TLS_CLIENT_CERT_PATH": "/etc/temporal/tls.crt",
+    "GITHUB_TOKEN": "ghp_token",
+    "AWS_SECRET_ACCESS_KEY": "aws-secret",
+    "DB_PASSWORD_PRIMARY": "hunter2",
+    "SOME_API_KEY": "api-key",
+}
+
+
+def test_command_probe_sees_no_worker_secret_and_runs_in_a_scratch_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in WORKER_SECRETS.items():
+        monkeypatch.setenv(name, value)
+    monkeypatch.setenv("TZ", "Europe/Berlin")
+    monkeypatch.setenv("UNRELATED_SETTING", "not on the allowlist either")
+    seen = tmp_path / "env"
+    where = tmp_path / "pwd"
+    probe = Probe(
+        kind="command",
+        command=["sh", "-c", f"env > {seen} && pwd > {where}"],
+        env={"APP_ORDINAL": "{ordinal}"},
+        retries=0,
+    )
+    report = run_probes(probe, allow_commands=True)
+    assert report.ok, report.failures
+    env = dict(line.split("=", 1) for line in seen.read_text().splitlines() if "=" in line)
+    scratch = where.read_text().strip()
+    assert not set(WORKER_SECRETS) & set(env), env
+    assert not any(value in seen.read_text() for value in WORKER_SECRETS.values())
+    assert "UNRELATED_SETTING" not in env
+    assert env["TZ"] == "Europe/Berlin" and env["APP_ORDINAL"] == "3"
+    assert env["PATH"] and env["HOME"] == scratch and env["TMPDIR"] == scratch
+    assert Path(scratch).name.startswith("stsmigrate-probe-")
+    assert Path(scratch) != Path.cwd() and not Path(scratch).exists()
+
+
+def test_command_probe_env_cannot_name_the_worker_credentials() -> None:
+    for name in ["KUBECONFIG", "STSMIGRATE_CODEC_KEY_FILE", "TEMPORAL_API_KEY", "X_TOKEN", "1X"]:
+        with pytest.raises(ValueError, match="cannot be set for a command probe"):
+            Probe(kind="command", command=["true"], env={name: "/var/run/secrets/x"})
+    with pytest.raises(ValueError, match="env is for command probes"):
+        Probe(kind="tcp", host="h", port=1, env={"A": "b"})
+    # The activity drops them again, should a request skip the validator.
+    env = probe_environment({"PATH": "/bin", "KUBECONFIG": "/k"}, "/s", {"KUBECONFIG": "/k"})
+    assert env == {"PATH": "/bin", "HOME": "/s", "TMPDIR": "/s"}
 
 
 def test_probe_definitions_are_checked() -> None:
