@@ -94,6 +94,20 @@ CREDENTIAL_VARIABLES = (
 )
 
 
+# A Secret's name (DNS-1123 subdomain) and a key of its data.
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+DATA_KEY = r"[-._a-zA-Z0-9]+"
+
+
+class SecretKeyRef(Payload):
+    """A key of a Secret in the application's namespace of the cluster probed: the
+    worker reads it when the probe runs, so the value is in no request, plan, history
+    or log."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=f"^{DNS_SUBDOMAIN}$")
+    key: str = Field(min_length=1, max_length=253, pattern=f"^{DATA_KEY}$")
+
+
 class Probe(Payload):
     """One health check of a moved ordinal, run by the worker after the pod is Ready."""
 
@@ -106,6 +120,11 @@ class Probe(Payload):
     port: int = Field(0, ge=0, le=65535, description="tcp, redis_cluster: port")
     expected_nodes: int | None = Field(
         None, ge=1, description="redis_cluster: cluster_known_nodes must equal this"
+    )
+    password_secret: SecretKeyRef | None = Field(
+        None,
+        description="redis_cluster: AUTH with the password in this key of a Secret of the "
+        "probed cluster's application namespace, read by the worker at probe time",
     )
     command: list[str] = Field(
         default_factory=list,
@@ -135,6 +154,8 @@ class Probe(Payload):
             raise ValueError(f"a {self.kind} probe needs {' and '.join(missing)}")
         if self.env and self.kind != "command":
             raise ValueError(f"env is for command probes, not {self.kind}")
+        if self.password_secret and self.kind != "redis_cluster":
+            raise ValueError(f"password_secret is for redis_cluster probes, not {self.kind}")
         for var in self.env:
             if not re.fullmatch(ENV_NAME, var) or re.fullmatch(CREDENTIAL_VARIABLES, var, re.I):
                 raise ValueError(
