@@ -8,7 +8,6 @@ import base64
 import http.server
 import json
 import logging
-import shutil
 import socket
 import threading
 import time
@@ -28,7 +27,7 @@ from contract import SEARCH_ATTRIBUTES, HealthGates, HealthReport, Probe, ProbeI
 from devenv.clusters import free_port
 from tests.support.fakes import ORDINALS, FakeClusters, at, start
 from tests.support.histories import histories
-from tests.support.redis_cluster import RedisCluster
+from tests.support.redis_cluster import RedisCluster, started_redis
 from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 
@@ -168,21 +167,6 @@ def test_probe_definitions_are_checked() -> None:
     with pytest.raises(ValueError, match="on_failure"):
         HealthGates(on_failure="ignore")  # type: ignore[arg-type]
     assert Probe(kind="http", url="http://x/{{literal}}/{pod}").url  # doubled braces are fine
-
-
-def started_redis(folder: Path, password: str = "") -> RedisCluster:
-    assert shutil.which("redis-server"), "Debian's redis-server is missing: `make test` installs it"
-    cluster = RedisCluster(folder, password=password)
-    try:
-        cluster.start()
-        deadline = time.monotonic() + 30
-        while "cluster_state:ok" not in cluster.info(cluster.ports[0]):
-            assert time.monotonic() < deadline, "the Redis Cluster never became ok"
-            time.sleep(0.2)
-    except BaseException:
-        cluster.stop()
-        raise
-    return cluster
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import time
@@ -93,3 +94,19 @@ class RedisCluster:
             if proc.poll() is None:
                 proc.terminate()
                 proc.wait(10)
+
+
+def started_redis(folder: Path, password: str = "") -> RedisCluster:
+    """A RedisCluster started and reporting cluster_state:ok (the caller stops it)."""
+    assert shutil.which("redis-server"), "Debian's redis-server is missing: `make test` installs it"
+    cluster = RedisCluster(folder, password=password)
+    try:
+        cluster.start()
+        deadline = time.monotonic() + 30
+        while "cluster_state:ok" not in cluster.info(cluster.ports[0]):
+            assert time.monotonic() < deadline, "the Redis Cluster never became ok"
+            time.sleep(0.2)
+    except BaseException:
+        cluster.stop()
+        raise
+    return cluster
