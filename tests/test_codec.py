@@ -40,7 +40,7 @@ from stsmigrate.codec import (
     new_key,
     server_token_from_env,
 )
-from tests.support.commands import temporal_cli
+from tests.support.commands import temporal_cli, temporal_cli_result
 from tests.support.fakes import FakeClusters, fake_worker
 from tests.support.processes import WorkerProcess
 from workflows import PATCHES
@@ -326,17 +326,24 @@ async def test_with_the_codec_on_the_server_stores_no_readable_payload(
                 assert payload.metadata["encoding"] == ENCODING, event
     assert found > 50
 
-    # The Temporal CLI shows the payloads through the codec server, and only so.
-    server = CodecServer(AesGcmCodec(KEY), port=free_port())
+    # The Temporal CLI shows the payloads through the codec server, and only so; with a
+    # token on the server, only when the CLI sends it (--codec-auth).
+    server = CodecServer(AesGcmCodec(KEY), port=free_port(), token=TOKEN)
     server.start()
     try:
         show = ["workflow", "show", "--workflow-id", migration.id]
-        shown = await temporal_cli(target, *show, "--codec-endpoint", server.url)
+        codec = ["--codec-endpoint", server.url]
+        shown = await temporal_cli(target, *show, *codec, "--codec-auth", f"Bearer {TOKEN}")
         hidden = await temporal_cli(target, *show)
+        # (The CLI retries a 401 until its deadline, then exits 1 with no history.)
+        refused, out, _ = await temporal_cli_result(
+            target, *show, *codec, "--codec-auth", "Bearer not-the-token"
+        )
     finally:
         server.stop()
     assert marker.encode() in payload_data(shown)
     assert marker.encode() not in payload_data(hidden)
+    assert refused != 0 and marker.encode() not in out.encode()
 
 
 def payload_data(cli_json: str) -> bytes:
