@@ -235,7 +235,7 @@ class CodecServer:
             token=token,
             bound=host,
             port=int(self._server.server_address[1]),
-            names=frozenset(h.lower() for h in allowed_hosts),
+            names=frozenset(_split_host(h.strip().lower())[0] for h in allowed_hosts),
         )
         self._server.RequestHandlerClass = _handler(
             codec, tuple(o.rstrip("/") for o in origins), guard, max_body

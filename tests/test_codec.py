@@ -163,7 +163,7 @@ def guarded_server() -> Iterator[CodecServer]:
         port=free_port(),
         origins=["http://ui.example:8233"],
         token=TOKEN,
-        allowed_hosts=["codec.example.com"],
+        allowed_hosts=["codec.example.com", "Proxy.Example:8443"],
         max_body=64 * 1024,
     )
     server.start()
@@ -212,7 +212,8 @@ def test_the_codec_server_caps_the_body_and_checks_the_host(
     # DNS rebinding: a page's name now resolves to 127.0.0.1; its Host still says the name.
     for host in ["evil.example", f"evil.example:{port}", f"127.0.0.1:{port + 1}", ""]:
         assert raw_post(guarded_server, empty, host=host, **auth)[0] == 421, host
-    for host in [f"127.0.0.1:{port}", f"localhost:{port}", "codec.example.com"]:
+    allowed = ["codec.example.com", "codec.example.com:443", "proxy.example:80"]
+    for host in [f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", *allowed]:
         assert raw_post(guarded_server, empty, host=host, **auth)[0] == 200, host
     # The Host is checked first: without it, not even a token is asked for.
     assert raw_post(guarded_server, empty, host="evil.example")[0] == 421
