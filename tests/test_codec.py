@@ -35,6 +35,7 @@ from stsmigrate.codec import (
     AesGcmCodec,
     CodecKeyError,
     CodecServer,
+    Guard,
     codec_from_env,
     data_converter,
     new_key,
@@ -226,6 +227,29 @@ def test_without_a_token_the_codec_server_still_checks_host_and_size(
     assert raw_post(codec_server, empty)[0] == 200
     assert raw_post(codec_server, empty, host="rebound.example")[0] == 421
     assert raw_post(codec_server, b"", Content_Length=str(MAX_BODY + 1))[0] == 413
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1:8081", True),
+        ("127.0.0.1", "localhost:8081", True),
+        ("127.0.0.1", "[::1]:8081", True),
+        ("127.0.0.1", "127.0.0.1:8082", False),
+        ("127.0.0.1", "127.0.0.1", False),  # port 80
+        ("127.0.0.1", "attacker.example:8081", False),
+        ("127.0.0.1", "127.0.0.1.nip.io:8081", False),
+        ("::1", "[::1]:8081", True),
+        ("0.0.0.0", "10.1.2.3:8081", True),  # noqa: S104 - an IP literal cannot be rebound
+        ("0.0.0.0", "codec.internal:8081", False),  # noqa: S104
+        ("10.1.2.3", "10.1.2.3:8081", True),
+        ("10.1.2.3", "localhost:8081", False),
+        ("127.0.0.1", "", False),
+        ("127.0.0.1", "127.0.0.1:80x", False),
+    ],
+)
+def test_which_host_headers_the_codec_server_answers(bound: str, host: str, allowed: bool) -> None:
+    assert Guard(token=None, bound=bound, port=8081).host_allowed(host) is allowed
 
 
 def test_the_codec_server_token_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
