@@ -23,6 +23,7 @@ import base64
 import binascii
 import os
 import re
+import signal
 import socket
 import ssl
 import subprocess
@@ -120,23 +121,12 @@ class HealthActivities:
                 f"command probes are off on this worker (set {COMMANDS_ALLOWED}=1 to allow "
                 "workflow inputs to run commands on it)"
             )
-        # ignore_cleanup_errors: a probe's leftover child may still hold a file there.
-        with tempfile.TemporaryDirectory(
-            prefix="stsmigrate-probe-", ignore_cleanup_errors=True
-        ) as scratch:
-            try:
-                done = subprocess.run(
-                    argv,
-                    capture_output=True,
-                    timeout=timeout,
-                    check=False,
-                    cwd=scratch,
-                    env=probe_environment(os.environ, scratch, declared),
-                )
-            except (OSError, subprocess.TimeoutExpired) as e:
-                raise Unhealthy(f"{argv[0]}: {e}") from None
-        if done.returncode != 0:
-            raise Unhealthy(f"{argv[0]} exited {done.returncode}")
+        with tempfile.TemporaryDirectory(prefix="stsmigrate-probe-") as scratch:
+            code = run_in_session(
+                argv, scratch, probe_environment(os.environ, scratch, declared), timeout
+            )
+        if code != 0:
+            raise Unhealthy(f"{argv[0]} exited {code}")
         return f"{argv[0]} exited 0"
 
     def _kube(self, context: str) -> Kube:
@@ -172,6 +162,37 @@ class HealthActivities:
                 return f"pod {pod} Ready for {soak} s"
             activity.heartbeat(f"{pod} Ready")
             time.sleep(min(1.0, max(0.0, deadline - time.monotonic())))
+
+
+def run_in_session(argv: list[str], cwd: str, env: dict[str, str], timeout: int) -> int:
+    """Run ``argv`` in a session of its own and return its exit code; whatever it
+    started is killed with it (on a timeout and after it exits), so nothing outlives
+    the probe in its scratch directory. Its output is not read (the exit code is the
+    answer), so a child that keeps a pipe open cannot hold the probe past its timeout."""
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            cwd=cwd,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as e:
+        raise Unhealthy(f"{argv[0]}: {e.strerror or e}") from None
+    try:
+        return proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        raise Unhealthy(f"{argv[0]}: no answer within {timeout} s") from None
+    finally:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it and all it started are gone
+        except PermissionError:
+            proc.kill()
+        proc.wait()
 
 
 def attempt(probe: Probe, check: Callable[[], str]) -> ProbeResult:

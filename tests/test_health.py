@@ -148,6 +148,37 @@ def test_command_probe_sees_no_worker_secret_and_runs_in_a_scratch_directory(
     assert Path(scratch) != Path.cwd() and not Path(scratch).exists()
 
 
+def alive(pid: int) -> bool:
+    """The process exists and is no zombie (killed, it waits for its reaper: PID 1)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+def test_nothing_a_command_probe_started_outlives_it(tmp_path: Path) -> None:
+    started = tmp_path / "pids"
+    left_behind = Probe(
+        kind="command",
+        name="background",
+        command=["sh", "-c", f"sleep 300 & echo $! >> {started}"],
+        retries=0,
+    )
+    hung = Probe(
+        kind="command",
+        name="hung",
+        command=["sh", "-c", f"sleep 300 & echo $! >> {started}; sleep 300; true"],
+        timeout=1,
+        retries=0,
+    )
+    report = run_probes(left_behind, hung, allow_commands=True)
+    assert report.results[0].ok
+    assert report.results[1].detail == "sh: no answer within 1 s"
+    pids = [int(p) for p in started.read_text().split()]
+    assert len(pids) == 2 and not any(alive(pid) for pid in pids)
+
+
 def test_command_probe_env_cannot_name_the_worker_credentials() -> None:
     for name in ["KUBECONFIG", "STSMIGRATE_CODEC_KEY_FILE", "TEMPORAL_API_KEY", "X_TOKEN", "1X"]:
         with pytest.raises(ValueError, match="cannot be set for a command probe"):
