@@ -134,26 +134,84 @@ def _source_ref(request: MigrationRequest) -> str:
     return f"{request.source_context}/{request.namespace}/{request.statefulset}"
 
 
-def storage_identity(pv: Obj) -> str:
-    """What a PV points at; equal identities mean the same storage."""
+# The fields that say which storage a PV points at, per volume source: the only ones
+# that reach a plan, the history or a message. Never a secret reference, a CHAP field, a
+# keyring or user, flexVolume options or CSI volumeAttributes (a driver may put a
+# credential there); nor fsType or readOnly, which say how it is mounted, not what.
+# The destination PV still gets the whole source (destination_pv): that goes from
+# cluster to cluster, not into a payload.
+IDENTITY_FIELDS: dict[str, tuple[str, ...]] = {
+    "csi": ("driver", "volumeHandle"),
+    "hostPath": ("path",),
+    "local": ("path",),
+    "nfs": ("server", "path"),
+    "iscsi": ("targetPortal", "iqn", "lun"),
+    "rbd": ("monitors", "pool", "image"),
+    "cephfs": ("monitors", "path"),
+    "flexVolume": ("driver",),
+    "fc": ("targetWWNs", "lun", "wwids"),
+    "awsElasticBlockStore": ("volumeID", "partition"),
+    "gcePersistentDisk": ("pdName", "partition"),
+    "azureDisk": ("diskURI",),
+    "azureFile": ("shareName",),
+    "cinder": ("volumeID",),
+    "glusterfs": ("endpoints", "path"),
+    "portworxVolume": ("volumeID",),
+    "vsphereVolume": ("volumePath",),
+    "photonPersistentDisk": ("pdID",),
+    "quobyte": ("registry", "volume"),
+    "scaleIO": ("system", "volumeName"),
+    "storageos": ("volumeNamespace", "volumeName"),
+    "flocker": ("datasetName", "datasetUUID"),
+}
+# Dict-valued PV spec fields that are no volume source.
+_NOT_A_SOURCE = ("capacity", "claimRef", "nodeAffinity")
+
+
+def volume_source(pv: Obj) -> tuple[str, Obj]:
+    """(kind, fields) of the PV's volume source, e.g. ("nfs", {"server": ..}); ("", {})."""
     spec = pv.get("spec") or {}
-    if "csi" in spec:
-        return f"csi {spec['csi'].get('driver')} {spec['csi'].get('volumeHandle')}"
-    if "hostPath" in spec:
-        return f"hostPath {spec['hostPath'].get('path')}"
-    if "local" in spec:
-        return f"local {spec['local'].get('path')}"
-    if "nfs" in spec:
-        return f"nfs {spec['nfs'].get('server')}:{spec['nfs'].get('path')}"
+    for kind in IDENTITY_FIELDS:
+        if isinstance(spec.get(kind), dict):
+            return kind, spec[kind]
     for key, value in spec.items():
-        if isinstance(value, dict) and key not in (
-            "capacity",
-            "claimRef",
-            "nodeAffinity",
-            "mountOptions",
-        ):
-            return f"{key} {sorted(value.items())}"
-    return "unknown"
+        if isinstance(value, dict) and key not in _NOT_A_SOURCE:
+            return key, value
+    return "", {}
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def storage_identity(pv: Obj) -> str:
+    """What a PV points at, for plans, history and messages: only the fields of
+    IDENTITY_FIELDS (a source kind this table does not know shows its name alone).
+    Compare storage with ``same_storage``, which also sees what this leaves out."""
+    kind, source = volume_source(pv)
+    if kind == "csi":
+        return f"csi {source.get('driver')} {source.get('volumeHandle')}"
+    if kind in ("hostPath", "local"):
+        return f"{kind} {source.get('path')}"
+    if kind == "nfs":
+        return f"nfs {source.get('server')}:{source.get('path')}"
+    if not kind:
+        return "unknown"
+    fields = IDENTITY_FIELDS.get(kind, ())
+    shown = [f"{f}={_shown(source[f])}" for f in fields if source.get(f) not in (None, "", [])]
+    return " ".join([kind, *shown])
+
+
+def same_storage(a: Obj, b: Obj) -> bool:
+    """Both PVs point at the same storage: the same identity and, where the identity
+    fields do not pin the volume (flexVolume, whose options name it; a source kind not
+    in IDENTITY_FIELDS), the same whole source. Compared in the worker, never shown."""
+    if storage_identity(a) != storage_identity(b):
+        return False
+    kind, source = volume_source(a)
+    if kind == "flexVolume" or kind not in IDENTITY_FIELDS:
+        return source == volume_source(b)[1]
+    return True
 
 
 def destination_pv(

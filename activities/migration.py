@@ -19,7 +19,7 @@ from activities.pods import PodActivities
 from activities.preflight import build_plan
 from activities.slices import SliceActivities
 from activities.volumes import VolumeActivities
-from contract import Plan, PlanInput, Problem
+from contract import MigrationRequest, Plan, PlanInput, Problem
 
 log = structlog.get_logger(__name__)
 
@@ -54,6 +54,8 @@ class MigrationActivities(
                 "commands there), or use a ready, http, tcp or redis_cluster probe",
             )
             plan = plan.model_copy(update={"problems": [*plan.problems, refused]})
+        if missing := self._missing_passwords(r, plan):
+            plan = plan.model_copy(update={"problems": [*plan.problems, *missing]})
         log.info(
             "plan_built",
             migration_id=request.migration_id,
@@ -62,3 +64,27 @@ class MigrationActivities(
             warnings=len(plan.warnings),
         )
         return plan
+
+    def _missing_passwords(self, r: MigrationRequest, plan: Plan) -> list[Problem]:
+        """Each redis_cluster probe's password_secret is in the destination namespace
+        with its key, or is a Secret the run copies there. Only key names are looked at."""
+        dest = self._maybe_kube(r.destination_context)
+        copied = {d.name for d in plan.dependencies if d.kind == "Secret"}
+        problems = []
+        for probe in r.health.probes:
+            ref = probe.password_secret
+            if ref is None or ref.name in copied or dest is None:
+                continue
+            secret = dest.dependency("Secret", r.target_namespace, ref.name)
+            if secret is not None and ref.key in (secret.get("data") or {}):
+                continue
+            problems.append(
+                Problem(
+                    object=f"destination Secret {r.target_namespace}/{ref.name}",
+                    message=f"the password of health probe {probe.label} (key {ref.key}) "
+                    + ("is not in it" if secret else "is missing"),
+                    fix=f"create the Secret with key {ref.key} in {r.destination_context}, "
+                    "or name another one in password_secret",
+                )
+            )
+        return problems

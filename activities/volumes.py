@@ -184,7 +184,7 @@ class VolumeActivities(ConvergingActivities):
                 None,
                 pv_body,
                 request.migration_id,
-                manifests.storage_identity(source_pv),
+                source_pv,
             )
             # Ours from an earlier move that was rolled back: free it for the new claim.
             _reopen(dest, vol.volume)
@@ -492,10 +492,11 @@ def _ensure_ours(
     ns: str | None,
     body: Obj,
     migration_id: str,
-    storage: str | None,
+    storage: Obj | None,
 ) -> None:
     """Create ``body``, or accept the object already there if it is ours (and, for a PV,
-    points at ``storage``): a retry after a crash finds its own earlier create."""
+    points at the storage of the PV ``storage``): a retry after a crash finds its own
+    earlier create."""
     if kube.create(kind, ns, body) is not None:
         return
     name = body["metadata"]["name"]
@@ -508,7 +509,7 @@ def _ensure_ours(
             type=NOT_OURS,
             non_retryable=True,
         )
-    if storage is not None and manifests.storage_identity(existing) != storage:
+    if storage is not None and not manifests.same_storage(existing, storage):
         raise ApplicationError(
             f"{kind} {name} in {kube.context} points at other storage",
             type=NOT_OURS,

@@ -86,6 +86,26 @@ class ApprovalPolicy(Payload):
 
 # Placeholders a probe's strings may use; e.g. "http://{pod}.{service}.{namespace}:8080/ok".
 PROBE_PLACEHOLDERS = ("ordinal", "pod", "namespace", "service", "statefulset")
+ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
+# The worker's credentials live in variables of these names (activities/health.py drops
+# them from a probe's environment again).
+CREDENTIAL_VARIABLES = (
+    r"STSMIGRATE_.*|TEMPORAL_.*|KUBECONFIG|.*_TOKEN|.*_KEY|.*PASSWORD.*|.*SECRET.*"
+)
+
+
+# A Secret's name (DNS-1123 subdomain) and a key of its data.
+DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+DATA_KEY = r"[-._a-zA-Z0-9]+"
+
+
+class SecretKeyRef(Payload):
+    """A key of a Secret in the application's namespace of the cluster probed: the
+    worker reads it when the probe runs, so the value is in no request, plan, history
+    or log."""
+
+    name: str = Field(min_length=1, max_length=253, pattern=f"^{DNS_SUBDOMAIN}$")
+    key: str = Field(min_length=1, max_length=253, pattern=f"^{DATA_KEY}$")
 
 
 class Probe(Payload):
@@ -101,10 +121,21 @@ class Probe(Payload):
     expected_nodes: int | None = Field(
         None, ge=1, description="redis_cluster: cluster_known_nodes must equal this"
     )
+    password_secret: SecretKeyRef | None = Field(
+        None,
+        description="redis_cluster: AUTH with the password in this key of a Secret of the "
+        "probed cluster's application namespace, read by the worker at probe time",
+    )
     command: list[str] = Field(
         default_factory=list,
         description="command: argv run on the worker (templated); exit 0 is healthy. Needs "
         "STSMIGRATE_ALLOW_COMMAND_PROBES=1 on the worker",
+    )
+    env: dict[str, str] = Field(
+        default_factory=dict,
+        description="command: variables it runs with (templated values), besides PATH, LANG, "
+        "LC_ALL, TZ and HOME (its scratch directory); it sees no other variable of the worker. "
+        "In the request and so in the history: never a secret",
     )
     soak: int = Field(0, ge=0, le=3600, description="ready: seconds the pod must stay Ready")
     timeout: int = Field(5, ge=1, le=300, description="seconds per attempt")
@@ -121,7 +152,18 @@ class Probe(Payload):
         }.get(self.kind, [])
         if missing := [f for f in needs if not getattr(self, f)]:
             raise ValueError(f"a {self.kind} probe needs {' and '.join(missing)}")
-        for text in [self.url, self.host, *self.command]:
+        if self.env and self.kind != "command":
+            raise ValueError(f"env is for command probes, not {self.kind}")
+        if self.password_secret and self.kind != "redis_cluster":
+            raise ValueError(f"password_secret is for redis_cluster probes, not {self.kind}")
+        for var in self.env:
+            if not re.fullmatch(ENV_NAME, var) or re.fullmatch(CREDENTIAL_VARIABLES, var, re.I):
+                raise ValueError(
+                    f"{var!r} cannot be set for a command probe: use a variable name "
+                    "([A-Za-z_][A-Za-z0-9_]*) that names none of the worker's credentials "
+                    "(STSMIGRATE_*, TEMPORAL_*, KUBECONFIG, *_TOKEN, *_KEY, *PASSWORD*, *SECRET*)"
+                )
+        for text in [self.url, self.host, *self.command, *self.env.values()]:
             try:
                 text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
             except (KeyError, IndexError, ValueError) as e:

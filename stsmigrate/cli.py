@@ -52,7 +52,16 @@ from stsmigrate.api import (
     run,
     start_migration,
 )
-from stsmigrate.codec import CodecKeyError, CodecServer, codec_from_env, new_key
+from stsmigrate.codec import (
+    TOKEN_ENV,
+    TOKEN_FILE_ENV,
+    CodecKeyError,
+    CodecServer,
+    codec_from_env,
+    is_loopback,
+    new_key,
+    server_token_from_env,
+)
 
 T = TypeVar("T")
 out = Console(highlight=False)
@@ -548,18 +557,39 @@ def codec_key() -> None:
     multiple=True,
     help="allow this Temporal UI origin (CORS; repeatable; default: the --ui URL)",
 )
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="also answer requests whose Host header is this name (a proxy's; repeatable)",
+)
 @click.pass_obj
-def codec_server(obj: dict[str, Any], host: str, port: int, origins: tuple[str, ...]) -> None:
+def codec_server(
+    obj: dict[str, Any],
+    host: str,
+    port: int,
+    origins: tuple[str, ...],
+    allowed_hosts: tuple[str, ...],
+) -> None:
     """Serve .../encode and .../decode for the Temporal UI and CLI (--codec-endpoint),
-    with the key of STSMIGRATE_CODEC_KEY or STSMIGRATE_CODEC_KEY_FILE."""
+    with the key of STSMIGRATE_CODEC_KEY or STSMIGRATE_CODEC_KEY_FILE. With
+    STSMIGRATE_CODEC_SERVER_TOKEN (or ..._TOKEN_FILE) set, every request needs
+    Authorization: Bearer <token>; a non-loopback --host needs one."""
     try:
         codec = codec_from_env()
+        token = server_token_from_env()
     except CodecKeyError as e:
         raise click.UsageError(str(e)) from None
     if codec is None:
         raise click.UsageError("set STSMIGRATE_CODEC_KEY or STSMIGRATE_CODEC_KEY_FILE")
-    server = CodecServer(codec, host, port, origins or (obj["ui"],))
-    err.print(f"codec server for key {codec.key_id} on {server.url} (Ctrl-C stops it)")
+    if token is None and not is_loopback(host):
+        raise click.UsageError(
+            f"--host {host} lets other machines decrypt: set {TOKEN_ENV} or {TOKEN_FILE_ENV} "
+            "to a token the clients send (temporal --codec-auth 'Bearer <token>')"
+        )
+    server = CodecServer(codec, host, port, origins or (obj["ui"],), token, allowed_hosts)
+    guarded = "a bearer token" if token else "no token"
+    err.print(f"codec server for key {codec.key_id} on {server.url}, {guarded} (Ctrl-C stops it)")
     with contextlib.suppress(KeyboardInterrupt):
         server.serve_forever()
 

@@ -4,7 +4,10 @@ of the raw history (with a client that has no key)."""
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import contextlib
+import http.client
 import json
 import urllib.error
 import urllib.request
@@ -14,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 from google.protobuf import json_format
 from google.protobuf.message import Message
 from temporalio.api.common.v1 import Payload, Payloads
@@ -24,16 +28,20 @@ from temporalio.testing import WorkflowEnvironment
 from contract import DescribeClustersInput, DescribeClustersResult
 from devenv.clusters import LocalClusters, free_port
 from stsmigrate.api import MigrationRequest, start_migration
+from stsmigrate.cli import main
 from stsmigrate.codec import (
     ENCODING,
+    MAX_BODY,
     AesGcmCodec,
     CodecKeyError,
     CodecServer,
+    Guard,
     codec_from_env,
     data_converter,
     new_key,
+    server_token_from_env,
 )
-from tests.support.commands import temporal_cli
+from tests.support.commands import temporal_cli, temporal_cli_result
 from tests.support.fakes import FakeClusters, fake_worker
 from tests.support.processes import WorkerProcess
 from workflows import PATCHES
@@ -123,6 +131,144 @@ def test_the_codec_server_speaks_the_codec_protocol(codec_server: CodecServer) -
     assert post(f"{codec_server.url}/decode", b"{not json")[0] == 400
 
 
+TOKEN = "codec-server-token-" + uuid.uuid4().hex
+
+
+def raw_post(
+    server: CodecServer, body: bytes, host: str | None = None, **headers: str
+) -> tuple[int, bytes]:
+    """POST .../decode with exactly the Host and headers given (http.client, which
+    sends Content-Length for ``body`` and the Host only when told)."""
+    address, port = server.url.removeprefix("http://").rsplit(":", 1)
+    conn = http.client.HTTPConnection(address, int(port), timeout=10)
+    try:
+        conn.putrequest("POST", "/default/decode", skip_host=True, skip_accept_encoding=True)
+        conn.putheader("Host", host if host is not None else f"127.0.0.1:{port}")
+        given = {name.replace("_", "-"): value for name, value in headers.items()}
+        for name, value in {"Content-Length": str(len(body)), **given}.items():
+            conn.putheader(name, value)
+        conn.endheaders()
+        # Refused unread (413) the server stops reading: the answer is still there.
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            conn.send(body)
+        answer = conn.getresponse()
+        return answer.status, answer.read()
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def guarded_server() -> Iterator[CodecServer]:
+    server = CodecServer(
+        AesGcmCodec(KEY),
+        port=free_port(),
+        origins=["http://ui.example:8233"],
+        token=TOKEN,
+        allowed_hosts=["codec.example.com", "Proxy.Example:8443"],
+        max_body=64 * 1024,
+    )
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_with_a_token_the_codec_server_answers_only_its_bearer(
+    guarded_server: CodecServer,
+) -> None:
+    sealed = asyncio.run(AesGcmCodec(KEY).encode([plain("hello")]))
+    body = json_format.MessageToJson(Payloads(payloads=sealed)).encode()
+    status, said = raw_post(guarded_server, body)
+    assert status == 401 and b"hello" not in said
+    assert raw_post(guarded_server, body, Authorization=f"Bearer {TOKEN}x")[0] == 401
+    assert raw_post(guarded_server, body, Authorization=f"Basic {TOKEN}")[0] == 401
+    assert raw_post(guarded_server, body, Authorization="Bearer")[0] == 401
+    status, decoded = raw_post(guarded_server, body, Authorization=f"Bearer {TOKEN}")
+    assert status == 200
+    assert json_format.Parse(decoded, Payloads()).payloads[0] == plain("hello")
+    # The Temporal CLI sends the header as given (--codec-auth 'bearer <token>').
+    assert raw_post(guarded_server, body, Authorization=f"bearer {TOKEN}")[0] == 200
+    # A CORS preflight carries no credentials and is answered.
+    port = int(guarded_server.url.rsplit(":", 1)[1])
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("OPTIONS", "/decode", headers={"Origin": "http://ui.example:8233"})
+    answer = conn.getresponse()
+    assert answer.status == 200
+    assert "authorization" in answer.headers["Access-Control-Allow-Headers"]
+    conn.close()
+
+
+def test_the_codec_server_caps_the_body_and_checks_the_host(
+    guarded_server: CodecServer,
+) -> None:
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    port = int(guarded_server.url.rsplit(":", 1)[1])
+    empty = json_format.MessageToJson(Payloads()).encode()
+    assert raw_post(guarded_server, empty, **auth)[0] == 200
+    big = b" " * (64 * 1024 + 1)
+    status, said = raw_post(guarded_server, big, **auth)
+    assert status == 413 and b"at most 65536 bytes" in said
+    # A Content-Length beyond the cap is refused before its body is read or sent.
+    assert raw_post(guarded_server, b"", Content_Length=str(10**12), **auth)[0] == 413
+    assert raw_post(guarded_server, b"", Content_Length="-1", **auth)[0] == 400
+    # DNS rebinding: a page's name now resolves to 127.0.0.1; its Host still says the name.
+    for host in ["evil.example", f"evil.example:{port}", f"127.0.0.1:{port + 1}", ""]:
+        assert raw_post(guarded_server, empty, host=host, **auth)[0] == 421, host
+    allowed = ["codec.example.com", "codec.example.com:443", "proxy.example:80"]
+    for host in [f"127.0.0.1:{port}", f"localhost:{port}", f"LOCALHOST:{port}", *allowed]:
+        assert raw_post(guarded_server, empty, host=host, **auth)[0] == 200, host
+    # The Host is checked first: without it, not even a token is asked for.
+    assert raw_post(guarded_server, empty, host="evil.example")[0] == 421
+
+
+def test_without_a_token_the_codec_server_still_checks_host_and_size(
+    codec_server: CodecServer,
+) -> None:
+    empty = json_format.MessageToJson(Payloads()).encode()
+    assert raw_post(codec_server, empty)[0] == 200
+    assert raw_post(codec_server, empty, host="rebound.example")[0] == 421
+    assert raw_post(codec_server, b"", Content_Length=str(MAX_BODY + 1))[0] == 413
+
+
+@pytest.mark.parametrize(
+    ("bound", "host", "allowed"),
+    [
+        ("127.0.0.1", "127.0.0.1:8081", True),
+        ("127.0.0.1", "localhost:8081", True),
+        ("127.0.0.1", "[::1]:8081", True),
+        ("127.0.0.1", "127.0.0.1:8082", False),
+        ("127.0.0.1", "127.0.0.1", False),  # port 80
+        ("127.0.0.1", "attacker.example:8081", False),
+        ("127.0.0.1", "127.0.0.1.nip.io:8081", False),
+        ("::1", "[::1]:8081", True),
+        ("0.0.0.0", "10.1.2.3:8081", True),  # noqa: S104 - an IP literal cannot be rebound
+        ("0.0.0.0", "codec.internal:8081", False),  # noqa: S104
+        ("10.1.2.3", "10.1.2.3:8081", True),
+        ("10.1.2.3", "localhost:8081", False),
+        ("127.0.0.1", "", False),
+        ("127.0.0.1", "127.0.0.1:80x", False),
+    ],
+)
+def test_which_host_headers_the_codec_server_answers(bound: str, host: str, allowed: bool) -> None:
+    assert Guard(token=None, bound=bound, port=8081).host_allowed(host) is allowed
+
+
+def test_the_codec_server_token_comes_from_the_environment_or_a_file(tmp_path: Path) -> None:
+    assert server_token_from_env({}) is None
+    assert server_token_from_env({"STSMIGRATE_CODEC_SERVER_TOKEN": " t1\n"}) == "t1"
+    file = tmp_path / "token"
+    file.write_text("t2\n")
+    assert server_token_from_env({"STSMIGRATE_CODEC_SERVER_TOKEN_FILE": str(file)}) == "t2"
+    with pytest.raises(CodecKeyError, match="cannot read"):
+        server_token_from_env({"STSMIGRATE_CODEC_SERVER_TOKEN_FILE": str(tmp_path / "none")})
+
+
+def test_the_cli_will_not_serve_other_machines_without_a_token() -> None:
+    env = {"STSMIGRATE_CODEC_KEY": base64.b64encode(KEY).decode()}
+    result = CliRunner(env=env).invoke(main, ["codec-server", "--host", "0.0.0.0"])  # noqa: S104
+    assert result.exit_code == 2
+    assert "STSMIGRATE_CODEC_SERVER_TOKEN" in result.output
+
+
 def payloads_in(message: Message, skip: tuple[str, ...]) -> Iterator[Payload]:
     """Every Payload anywhere inside ``message`` (maps and repeated fields included),
     except under the message types named in ``skip``."""
@@ -205,17 +351,24 @@ async def test_with_the_codec_on_the_server_stores_no_readable_payload(
                 assert payload.metadata["encoding"] == ENCODING, event
     assert found > 50
 
-    # The Temporal CLI shows the payloads through the codec server, and only so.
-    server = CodecServer(AesGcmCodec(KEY), port=free_port())
+    # The Temporal CLI shows the payloads through the codec server, and only so; with a
+    # token on the server, only when the CLI sends it (--codec-auth).
+    server = CodecServer(AesGcmCodec(KEY), port=free_port(), token=TOKEN)
     server.start()
     try:
         show = ["workflow", "show", "--workflow-id", migration.id]
-        shown = await temporal_cli(target, *show, "--codec-endpoint", server.url)
+        codec = ["--codec-endpoint", server.url]
+        shown = await temporal_cli(target, *show, *codec, "--codec-auth", f"Bearer {TOKEN}")
         hidden = await temporal_cli(target, *show)
+        # (The CLI retries a 401 until its deadline, then exits 1 with no history.)
+        refused, out, _ = await temporal_cli_result(
+            target, *show, *codec, "--codec-auth", "Bearer not-the-token"
+        )
     finally:
         server.stop()
     assert marker.encode() in payload_data(shown)
     assert marker.encode() not in payload_data(hidden)
+    assert refused != 0 and marker.encode() not in out.encode()
 
 
 def payload_data(cli_json: str) -> bytes:

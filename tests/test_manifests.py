@@ -264,6 +264,112 @@ def test_storage_identity_tells_storage_apart() -> None:
     )
 
 
+# Every secret-bearing field a PV source can carry, each holding a marker that must not
+# reach a plan (the storage identity), while the destination PV still gets it all.
+SECRET = "s3cr3t-marker"
+SECRET_SOURCES: list[tuple[str, dict[str, Any], str]] = [
+    (
+        "csi",
+        {
+            "driver": "ebs.csi.aws.com",
+            "volumeHandle": "vol-1",
+            "fsType": "ext4",
+            "volumeAttributes": {"password": SECRET, "token": SECRET},
+            "nodePublishSecretRef": {"name": SECRET, "namespace": SECRET},
+            "nodeStageSecretRef": {"name": SECRET, "namespace": "kube-system"},
+            "controllerPublishSecretRef": {"name": SECRET, "namespace": "kube-system"},
+            "controllerExpandSecretRef": {"name": SECRET, "namespace": "kube-system"},
+            "nodeExpandSecretRef": {"name": SECRET, "namespace": "kube-system"},
+        },
+        "csi ebs.csi.aws.com vol-1",
+    ),
+    (
+        "iscsi",
+        {
+            "targetPortal": "10.0.0.1:3260",
+            "iqn": "iqn.2001-04.com.example:storage",
+            "lun": 0,
+            "chapAuthDiscovery": True,
+            "chapAuthSession": True,
+            "secretRef": {"name": SECRET},
+            "initiatorName": SECRET,
+        },
+        "iscsi targetPortal=10.0.0.1:3260 iqn=iqn.2001-04.com.example:storage lun=0",
+    ),
+    (
+        "rbd",
+        {
+            "monitors": ["10.0.0.1:6789", "10.0.0.2:6789"],
+            "pool": "kube",
+            "image": "img-1",
+            "user": SECRET,
+            "keyring": f"/etc/ceph/{SECRET}",
+            "secretRef": {"name": SECRET, "namespace": "ceph"},
+        },
+        "rbd monitors=10.0.0.1:6789,10.0.0.2:6789 pool=kube image=img-1",
+    ),
+    (
+        "cephfs",
+        {
+            "monitors": ["10.0.0.1:6789"],
+            "path": "/volumes/a",
+            "user": SECRET,
+            "secretFile": f"/etc/ceph/{SECRET}",
+            "secretRef": {"name": SECRET, "namespace": "ceph"},
+        },
+        "cephfs monitors=10.0.0.1:6789 path=/volumes/a",
+    ),
+    (
+        "flexVolume",
+        {
+            "driver": "example.com/lvm",
+            "options": {"volumeID": "v1", "password": SECRET},
+            "secretRef": {"name": SECRET, "namespace": "x"},
+        },
+        "flexVolume driver=example.com/lvm",
+    ),
+    (
+        "scaleIO",
+        {"gateway": "gw", "system": "sys", "volumeName": "v", "secretRef": {"name": SECRET}},
+        "scaleIO system=sys volumeName=v",
+    ),
+    ("futureVolume", {"id": "v1", "credentials": SECRET}, "futureVolume"),
+]
+
+
+@pytest.mark.parametrize(("kind", "source", "identity"), SECRET_SOURCES)
+def test_storage_identity_keeps_only_identifying_fields(
+    kind: str, source: dict[str, Any], identity: str
+) -> None:
+    pv = {
+        "metadata": {"name": "pv-1"},
+        "spec": {"capacity": {"storage": "1Gi"}, "claimRef": {"name": "c"}, kind: source},
+    }
+    assert manifests.storage_identity(pv) == identity
+    assert SECRET not in identity
+    volume = VolumePlan(template="data", claim="c", volume="pv-1", storage=identity)
+    assert SECRET not in volume.model_dump_json()
+    # The move itself still needs the whole source in the destination cluster.
+    assert manifests.destination_pv(pv, REQUEST, "mig/1", "c", 1)["spec"][kind] == source
+
+
+def test_same_storage_sees_what_the_identity_leaves_out() -> None:
+    def pv(kind: str, **source: Any) -> dict[str, Any]:
+        return {"spec": {"capacity": {"storage": "1Gi"}, kind: source}}
+
+    flex = pv("flexVolume", driver="d", options={"volumeID": "v1"})
+    other_flex = pv("flexVolume", driver="d", options={"volumeID": "v2"})
+    assert manifests.storage_identity(flex) == manifests.storage_identity(other_flex)
+    assert manifests.same_storage(flex, copy.deepcopy(flex))
+    assert not manifests.same_storage(flex, other_flex)
+    assert not manifests.same_storage(pv("futureVolume", id="a"), pv("futureVolume", id="b"))
+    # Known kinds compare on their identity: how it is mounted does not matter.
+    csi = pv("csi", driver="d", volumeHandle="h", readOnly=False)
+    assert manifests.same_storage(csi, pv("csi", driver="d", volumeHandle="h", readOnly=True))
+    assert not manifests.same_storage(csi, pv("csi", driver="d", volumeHandle="h2"))
+    assert not manifests.same_storage(pv("nfs", server="n", path="/a"), pv("hostPath", path="/a"))
+
+
 def test_migration_label_is_label_safe() -> None:
     label = manifests.migration_label("stsmigrate/" + "x" * 300)
     assert len(label) == 16 and label.isalnum()

@@ -77,9 +77,7 @@ def moved_ordinals(
             pv, dest_pv = source.pv(pv_name), dest.pv(pv_name)
             if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
                 return found
-            if dest_pv is None or (
-                manifests.storage_identity(dest_pv) != manifests.storage_identity(pv)
-            ):
+            if dest_pv is None or not manifests.same_storage(dest_pv, pv):
                 return found  # not the same storage under that name: not ours to give back
             storage_class = pv["spec"].get("storageClassName") or ""
             volumes.append(
