@@ -31,30 +31,42 @@ class DependencyActivities(ConvergingActivities):
         sts = source.statefulset(r.namespace, r.statefulset)
         if sts is None:
             raise conflict(f"source StatefulSet {r.namespace}/{r.statefulset} disappeared")
+        # Every object already in the destination is judged before anything is copied,
+        # so a refusal leaves the destination as it found it.
+        found = [
+            (kind, name, source.dependency(kind, r.namespace, name))
+            for kind, name in dependency_names(source, sts)
+        ]
+        present: dict[tuple[str, str], Obj] = {}
+        for kind, name, obj in found:
+            there = dest.dependency(kind, r.target_namespace, name)
+            if there is not None:
+                present[kind, name] = there
+                if obj is not None:
+                    _refuse_if_different(kind, name, obj, there, dest.context, r.target_namespace)
         out = []
-        for kind, name in dependency_names(source, sts):
-            obj = source.dependency(kind, r.namespace, name)
-            present = dest.dependency(kind, r.target_namespace, name)
-            if present is None:
-                if obj is None:
-                    continue  # optional reference; preflight reported the required ones
-                if kind == "Secret" and obj.get("type") == sameness.TOKEN_SECRET:
-                    continue  # minted per cluster
-                body = manifests.copy_object(obj, kind, r, request.migration_id)
-                if dest.create(kind, r.target_namespace, body) is not None:
-                    out.append(Dependency(kind=kind, name=name, action="copied"))
-                    continue
-                # 409: made since our read, by us (a retry) or by somebody else: judged
-                # by what it holds, as any object that was there before.
-                present = dest.dependency(kind, r.target_namespace, name)
-                if present is None:
-                    raise ApplicationError(
-                        f"destination {kind} {r.target_namespace}/{name} was created and "
-                        "deleted again while it was being copied",
-                        type=CONFLICT,
-                    )
-            if obj is not None:
-                _refuse_if_different(kind, name, obj, present, dest.context, r.target_namespace)
+        for kind, name, obj in found:
+            if (kind, name) in present:
+                out.append(Dependency(kind=kind, name=name, action="present"))
+                continue
+            if obj is None:
+                continue  # optional reference; preflight reported the required ones
+            if kind == "Secret" and obj.get("type") == sameness.TOKEN_SECRET:
+                continue  # minted per cluster
+            body = manifests.copy_object(obj, kind, r, request.migration_id)
+            if dest.create(kind, r.target_namespace, body) is not None:
+                out.append(Dependency(kind=kind, name=name, action="copied"))
+                continue
+            # 409: made since our read, by a retry of ours or by somebody else: judged by
+            # what it holds, as one that was there before.
+            there = dest.dependency(kind, r.target_namespace, name)
+            if there is None:
+                raise ApplicationError(
+                    f"destination {kind} {r.target_namespace}/{name} was created and deleted "
+                    "again while it was being copied",
+                    type=CONFLICT,
+                )
+            _refuse_if_different(kind, name, obj, there, dest.context, r.target_namespace)
             out.append(Dependency(kind=kind, name=name, action="present"))
         # Names and counts only: never values.
         log.info(

@@ -16,7 +16,8 @@ def b64(text: str) -> str:
     return base64.b64encode(text.encode()).decode()
 
 
-SECRET = {"type": "Opaque", "data": {"password": b64("hunter2"), "user": b64("app")}}
+SECRET_DATA = {"password": b64("hunter2"), "user": b64("app")}
+SECRET: dict[str, Any] = {"type": "Opaque", "data": SECRET_DATA}
 CONFIG = {"data": {"redis.conf": "cluster-enabled yes\n"}, "binaryData": {"blob": b64("\x00")}}
 SERVICE = {
     "spec": {
@@ -139,7 +140,7 @@ def test_difference(
 def test_no_value_nor_digest_of_one_is_in_the_answer() -> None:
     other = changed(SECRET, ["data", "password"], b64("correct horse"))
     got = sameness.difference("Secret", SECRET, other) or ""
-    values = [*SECRET["data"].values(), *other["data"].values(), "hunter2", "correct horse"]  # type: ignore[attr-defined]
+    values = [*SECRET_DATA.values(), *other["data"].values(), "hunter2", "correct horse"]
     digests = [
         sameness._digests(o, ("data",))[k] for o in (SECRET, other) for k in ("password", "user")
     ]
