@@ -69,6 +69,24 @@ CASES: list[tuple[str, list[Any], dict[Any, list[Any]], list[str]]] = [
         [],
     ),
     (
+        "KEDA's HPA",
+        [
+            {
+                "metadata": {
+                    "name": "keda-hpa-db-so",
+                    "labels": {"scaledobject.keda.sh/name": "db-so"},
+                },
+                "spec": {"scaleTargetRef": STS_REF},
+            }
+        ],
+        {},
+        [
+            "HorizontalPodAutoscaler shop/keda-hpa-db-so",
+            "it is KEDA's, for ScaledObject db-so",
+            "annotate scaledobject db-so",
+        ],
+    ),
+    (
         "ScaledObject",
         [],
         {SCALED_OBJECTS: [obj("db-so", {"scaleTargetRef": STS_REF})]},

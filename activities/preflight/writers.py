@@ -25,6 +25,7 @@ from contract.errors import FORBIDDEN
 SCALED_OBJECTS = ("keda.sh", "v1alpha1", "scaledobjects")
 VERTICAL_AUTOSCALERS = ("autoscaling.k8s.io", "v1", "verticalpodautoscalers")
 KEDA_PAUSED = "autoscaling.keda.sh/paused"
+KEDA_OWNER = "scaledobject.keda.sh/name"  # label of the HPA KEDA makes for a ScaledObject
 ARGO_TRACKING_ID = "argocd.argoproj.io/tracking-id"
 ARGO_INSTANCE = "app.kubernetes.io/instance"  # Argo CD's default tracking label
 # (Flux kind, label prefix, ``flux suspend`` noun)
@@ -72,16 +73,30 @@ def _listed(
 def check_autoscalers(kube: Kube, side: str, ns: str, name: str, f: Findings) -> None:
     """No HPA, unpaused ScaledObject or active VPA in ``ns`` targets StatefulSet ``name``."""
     ctx = kube.context
+    after = (
+        "create it in the destination once the migration is done"
+        if side == "source"
+        else "create it again once the migration is done"
+    )
     hpas = _listed(kube, side, "horizontalpodautoscalers", lambda: kube.autoscalers(ns), f)
     for hpa in hpas:
         if _targets((hpa.get("spec") or {}).get("scaleTargetRef"), name):
             hpa_name = hpa["metadata"]["name"]
+            # KEDA makes an HPA per ScaledObject and makes it again if it is deleted.
+            keda = ((hpa.get("metadata") or {}).get("labels") or {}).get(KEDA_OWNER)
+            fix = (
+                f"it is KEDA's, for ScaledObject {keda}: pause that (kubectl --context {ctx} "
+                f'-n {ns} annotate scaledobject {keda} {KEDA_PAUSED}="true"); KEDA then '
+                "removes this HPA"
+                if keda
+                else f"delete it for the migration (kubectl --context {ctx} -n {ns} delete "
+                f"hpa {hpa_name}) and {after}"
+            )
             f.problem(
                 f"{side} HorizontalPodAutoscaler {ns}/{hpa_name}",
                 f"targets StatefulSet {name}: it writes replicas while the migration moves "
                 "the slice (minReplicas = maxReplicas is not enough: it still writes)",
-                f"delete it for the migration (kubectl --context {ctx} -n {ns} delete hpa "
-                f"{hpa_name}) and create it in the destination once the migration is done",
+                fix,
             )
     scaled = _listed(
         kube, side, "scaledobjects.keda.sh", lambda: kube.custom_objects(*SCALED_OBJECTS, ns), f
