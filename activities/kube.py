@@ -79,6 +79,8 @@ class Kube:
         self._storage = client.StorageV1Api(api)
         self._policy = client.PolicyV1Api(api)
         self._authz = client.AuthorizationV1Api(api)
+        self._autoscaling = client.AutoscalingV2Api(api)
+        self._custom = client.CustomObjectsApi(api)
 
     # -- plumbing ----------------------------------------------------------------------
     @staticmethod
@@ -179,6 +181,29 @@ class Kube:
                 ns,
             )["items"]
         )
+
+    def autoscalers(self, ns: str) -> list[Obj]:
+        """The namespace's HorizontalPodAutoscalers (autoscaling/v2)."""
+        return list(
+            self._call(
+                f"list HorizontalPodAutoscalers in {ns}",
+                self._autoscaling.list_namespaced_horizontal_pod_autoscaler,
+                ns,
+            )["items"]
+        )
+
+    def custom_objects(self, group: str, version: str, plural: str, ns: str) -> list[Obj]:
+        """The namespace's objects of a CRD-backed kind; ``[]`` when the server does not
+        serve ``group/version`` or ``plural`` (404: the CRD is not installed)."""
+        listed = self._maybe(
+            f"list {plural}.{group} in {ns}",
+            self._custom.list_namespaced_custom_object,
+            group,
+            version,
+            ns,
+            plural,
+        )
+        return list((listed or {}).get("items") or [])
 
     def dependency(self, kind: str, ns: str, name: str) -> Obj | None:
         read = {

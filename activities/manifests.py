@@ -48,6 +48,16 @@ _DROPPED_ANNOTATION_PREFIXES = (
     "volume.beta.kubernetes.io/",
     "deployment.kubernetes.io/",
 )
+# GitOps and Helm tracking: a copy that carried them would be taken by the tool for
+# its own (an Argo CD or Flux in the destination would prune it or sync it back; a
+# helm upgrade would claim it).
+_GITOPS_LABELS = ("app.kubernetes.io/instance",)
+_GITOPS_PREFIXES = (
+    "argocd.argoproj.io/",
+    "kustomize.toolkit.fluxcd.io/",
+    "helm.toolkit.fluxcd.io/",
+    "meta.helm.sh/",
+)
 
 
 def migration_label(migration_id: str) -> str:
@@ -71,20 +81,33 @@ def is_ours(obj: Obj, migration_id: str) -> bool:
 
 
 def clean_metadata(meta: Obj, namespace: str | None, labels: Obj, annotations: Obj) -> Obj:
-    """Metadata for a copy: server-owned fields and history annotations removed."""
+    """Metadata for a copy: server-owned fields, history annotations and GitOps/Helm
+    tracking removed."""
     out = {k: v for k, v in meta.items() if k not in _SERVER_METADATA}
     kept = {
         k: v
         for k, v in (meta.get("annotations") or {}).items()
-        if not k.startswith(_DROPPED_ANNOTATION_PREFIXES)
+        if not k.startswith(_DROPPED_ANNOTATION_PREFIXES + _GITOPS_PREFIXES)
     }
     out["annotations"] = {**kept, **annotations}
-    out["labels"] = {**(meta.get("labels") or {}), **labels}
+    out["labels"] = {**_without_tracking(meta.get("labels") or {}), **labels}
     if namespace is None:
         out.pop("namespace", None)
     else:
         out["namespace"] = namespace
     return out
+
+
+def _without_tracking(labels: Obj) -> Obj:
+    """Labels without GitOps and Helm tracking (only the object's own: a pod template's
+    labels, which the selector matches, are never touched)."""
+    return {
+        k: v
+        for k, v in labels.items()
+        if k not in _GITOPS_LABELS
+        and not k.startswith(_GITOPS_PREFIXES)
+        and not (k == "app.kubernetes.io/managed-by" and v == "Helm")
+    }
 
 
 def _map_template_classes(templates: list[Obj], request: MigrationRequest) -> list[Obj]:

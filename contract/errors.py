@@ -18,7 +18,7 @@ UNKNOWN_CONTEXT = "UnknownContext"  # the worker holds no such kubeconfig contex
 # The world is not as a step needs it (not a bug): the ordinal pauses for a human
 # instead of failing half-moved (docs/design.md, invariant I4).
 CONFLICTING_CHANGE = "ConflictingChange"  # somebody else changed the StatefulSet's slice
-NOT_OURS = "NotOurs"  # a claim or volume of that name belongs to somebody else
+NOT_OURS = "NotOurs"  # a claim, volume or dependency of that name is somebody else's
 WAIT_TIMEOUT = "WaitTimeout"  # a bounded wait ended without its condition
 BLOCKING = frozenset({CONFLICTING_CHANGE, WAIT_TIMEOUT, NOT_OURS})
 

@@ -209,6 +209,11 @@ class MigrationRequest(Payload):
     fix_retention_policy: bool = Field(
         False, description="set persistentVolumeClaimRetentionPolicy.whenScaled to Retain"
     )
+    owner_paused: bool = Field(
+        False,
+        description="the operator that controls the StatefulSet (its controller "
+        "ownerReference) is paused for the migration; without it such a StatefulSet is refused",
+    )
     timeouts: WaitTimeouts = WaitTimeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     health: HealthGates = HealthGates()

@@ -479,3 +479,67 @@ def test_bound_to_needs_both_sides_of_the_binding() -> None:
     assert not manifests.is_bound_to(claim({}, phase="Bound", volume="pv-2"), pv)
     assert not manifests.is_bound_to(claim({}, phase="Bound"), None)
     assert not manifests.is_bound_to(claim({}, phase="Bound"), released_pv())  # old uid
+
+
+# GitOps and Helm tracking on the source's own metadata; none may reach a copy.
+TRACKING_LABELS = {
+    "app.kubernetes.io/instance": "shop-redis",
+    "app.kubernetes.io/managed-by": "Helm",
+    "kustomize.toolkit.fluxcd.io/name": "apps",
+    "kustomize.toolkit.fluxcd.io/namespace": "flux-system",
+    "helm.toolkit.fluxcd.io/name": "redis",
+    "helm.toolkit.fluxcd.io/namespace": "shop",
+}
+TRACKING_ANNOTATIONS = {
+    "argocd.argoproj.io/tracking-id": "shop:apps/StatefulSet:shop/redis",
+    "argocd.argoproj.io/sync-options": "Prune=false",
+    "meta.helm.sh/release-name": "redis",
+    "meta.helm.sh/release-namespace": "shop",
+    "kustomize.toolkit.fluxcd.io/reconcile": "enabled",
+}
+
+
+def tracked(obj: dict[str, Any]) -> dict[str, Any]:
+    obj = copy.deepcopy(obj)
+    meta = obj["metadata"]
+    meta["labels"] = {**(meta.get("labels") or {}), **TRACKING_LABELS}
+    meta["annotations"] = {**(meta.get("annotations") or {}), **TRACKING_ANNOTATIONS}
+    return obj
+
+
+def assert_untracked(meta: dict[str, Any]) -> None:
+    for key in TRACKING_LABELS:
+        assert meta["labels"].get(key) != TRACKING_LABELS[key], key
+    assert not set(TRACKING_ANNOTATIONS) & set(meta["annotations"])
+
+
+def test_the_destination_statefulset_carries_no_gitops_tracking() -> None:
+    source = tracked(source_sts())
+    source["spec"]["template"]["metadata"]["labels"]["app.kubernetes.io/instance"] = "shop-redis"
+    out = manifests.destination_statefulset(source, REQUEST, "mig/1", start=6)
+    assert_untracked(out["metadata"])
+    # Its own labels and annotations stay, ours are added, the pod template is untouched
+    # (the selector matches its labels).
+    assert out["metadata"]["labels"]["app"] == "redis" and manifests.is_ours(out, "mig/1")
+    assert out["metadata"]["labels"]["app.kubernetes.io/managed-by"] == "statefulset-migrator"
+    assert out["metadata"]["annotations"]["team"] == "db"
+    template_labels = out["spec"]["template"]["metadata"]["labels"]
+    assert template_labels == {"app": "redis", "app.kubernetes.io/instance": "shop-redis"}
+
+
+@pytest.mark.parametrize("kind", ["Secret", "ConfigMap", "Service", "ServiceAccount"])
+def test_copied_dependencies_carry_no_gitops_tracking(kind: str) -> None:
+    obj = tracked({"metadata": {"name": "x", "labels": {"tier": "db"}}, "spec": {}})
+    out = manifests.copy_object(obj, kind, REQUEST, "mig/1")
+    assert_untracked(out["metadata"])
+    assert out["metadata"]["labels"]["tier"] == "db"
+
+
+def test_a_managed_by_label_other_than_helm_is_left_to_the_ownership_labels() -> None:
+    meta = manifests.clean_metadata(
+        {"name": "x", "labels": {"app.kubernetes.io/managed-by": "kustomize", "a": "b"}},
+        "shop2",
+        {},
+        {},
+    )
+    assert meta["labels"] == {"app.kubernetes.io/managed-by": "kustomize", "a": "b"}

@@ -36,6 +36,7 @@ from activities.preflight.volumes import (
     check_volumes,
     moved_ordinals,
 )
+from activities.preflight.writers import check_writers
 from contract import Dependency, MigrationRequest, OrdinalPlan, Plan
 
 
@@ -60,6 +61,7 @@ def build_plan(
     if source_slice is None:
         return _plan(request, migration_id, found, versions)
     check_lock(source_slice, migration_id, found, source.context)
+    check_writers(source, destination, source_slice.sts, request, found)
     check_source_health(source, source_slice, found)
     fix_retention_policy = check_retention_policy(source_slice, request, found)
     destination_slice = check_destination(destination, source_slice, request, found)
