@@ -31,6 +31,8 @@ Obj = dict[str, Any]
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (5, 15)
 MERGE_PATCH = "application/merge-patch+json"
+# Items per page of a list that can be long (every PV of a cluster).
+LIST_PAGE = 500
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
 WATCH_WINDOW = 5
 # ``done`` of a wait: the watched objects by name -> finished (or raises to stop the wait).
@@ -159,20 +161,28 @@ class Kube:
         return self._maybe(f"read PersistentVolume {name}", self._core.read_persistent_volume, name)
 
     def pvcs(self, ns: str) -> list[Obj]:
-        """Every claim of the namespace, in one request (preflight indexes them)."""
-        return list(
-            self._call(
-                f"list PersistentVolumeClaims in {ns}",
-                self._core.list_namespaced_persistent_volume_claim,
-                ns,
-            )["items"]
+        """Every claim of the namespace, in pages (preflight indexes them)."""
+        return self._list_all(
+            f"list PersistentVolumeClaims in {ns}",
+            self._core.list_namespaced_persistent_volume_claim,
+            ns,
         )
 
     def pvs(self) -> list[Obj]:
-        """Every PersistentVolume of the cluster, in one request (preflight indexes them)."""
-        return list(
-            self._call("list PersistentVolumes", self._core.list_persistent_volume)["items"]
-        )
+        """Every PersistentVolume of the cluster, in pages (preflight indexes them)."""
+        return self._list_all("list PersistentVolumes", self._core.list_persistent_volume)
+
+    def _list_all(self, action: str, fn: Callable[..., Any], *args: Any) -> list[Obj]:
+        # Pages keep each response (and its read timeout) small on a cluster of many
+        # thousands of volumes; a page is one request however many items it holds.
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            page = self._call(action, fn, *args, limit=LIST_PAGE, _continue=token)
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return items
 
     def storage_class(self, name: str) -> Obj | None:
         return self._maybe(f"read StorageClass {name}", self._storage.read_storage_class, name)

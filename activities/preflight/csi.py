@@ -46,7 +46,17 @@ def check_csi(dest: Kube, source: Volumes, ordinals: list[OrdinalPlan], f: Findi
     pvs = [pv for o in ordinals for v in o.volumes if (pv := source.volume(v.volume)) is not None]
     drivers, secrets = csi_needs(pvs)
     for driver, user in drivers.items():
-        if dest.csi_driver(driver) is None:
+        try:
+            installed = dest.csi_driver(driver)
+        except ApplicationError as exc:
+            if exc.type != FORBIDDEN:
+                raise
+            f.warnings.append(
+                f"the worker may not read CSIDriver {driver} in {dest.context} (volume {user} "
+                "uses it): check the driver is installed there before the move"
+            )
+            continue
+        if installed is None:
             f.problem(
                 f"destination CSIDriver {driver}",
                 f"missing in {dest.context}; volume {user} (and every volume of the "
