@@ -4,6 +4,8 @@ For each N: a StatefulSet of N replicas with two claim templates (kwok pods, no
 start delay, Parallel pod management) in a fresh namespace of the source, the same
 namespace empty in the destination; once every pod is Ready, ``build_plan`` is
 timed (the plan_migration activity's work, without Temporal). Prints one line per N.
+The claims are made ahead, each pre-bound to a hostPath PV (the StatefulSet adopts
+them by name), since the local provisioner takes many minutes for thousands.
 
     python bench/preflight.py                      # own clusters, N = 200 and 1000
     python bench/preflight.py --kubeconfig K 200   # clusters of `python -m devenv up`
@@ -25,6 +27,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +41,11 @@ from devenv.clusters import LocalClusters
 
 APP = "bench"
 SETUP_TIMEOUT = 900.0
+TEMPLATES = {"data": "local-hostpath", "logs": "local-csi"}
 
 
 def _statefulset(replicas: int) -> dict[str, Any]:
-    templates = {"data": None, "logs": "local-csi"}
+    templates = TEMPLATES
     return {
         "apiVersion": "apps/v1",
         "kind": "StatefulSet",
@@ -71,7 +75,7 @@ def _statefulset(replicas: int) -> dict[str, Any]:
                 {
                     "metadata": {"name": t},
                     "spec": {
-                        **({"storageClassName": sc} if sc else {}),
+                        "storageClassName": sc,
                         "accessModes": ["ReadWriteOnce"],
                         "resources": {"requests": {"storage": "1Gi"}},
                     },
@@ -80,6 +84,37 @@ def _statefulset(replicas: int) -> dict[str, Any]:
             ],
         },
     }
+
+
+def _claim(api: client.ApiClient, ns: str, claim: str) -> None:
+    core = client.CoreV1Api(api)
+    storage_class = TEMPLATES[claim.split("-", 1)[0]]
+    volume = f"{ns}-{claim}"
+    core.create_persistent_volume(
+        {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Gi"},
+                "accessModes": ["ReadWriteOnce"],
+                "persistentVolumeReclaimPolicy": "Retain",
+                "storageClassName": storage_class,
+                "hostPath": {"path": f"/srv/bench/{volume}"},
+                "claimRef": {"namespace": ns, "name": claim},
+            },
+        }
+    )
+    core.create_namespaced_persistent_volume_claim(
+        ns,
+        {
+            "metadata": {"name": claim, "labels": {"app": APP}},
+            "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "storageClassName": storage_class,
+                "volumeName": volume,
+                "resources": {"requests": {"storage": "1Gi"}},
+            },
+        },
+    )
 
 
 def _ready(api: client.ApiClient, ns: str) -> int:
@@ -101,6 +136,11 @@ def deploy(apis: dict[str, client.ApiClient], replicas: int) -> str:
         if time.monotonic() > deadline:
             raise RuntimeError(f"no default ServiceAccount in {ns}")
         time.sleep(0.2)
+    claims = [f"{t}-{APP}-{k}" for k in range(replicas) for t in TEMPLATES]
+    started = time.monotonic()
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(lambda claim: _claim(source, ns, claim), claims))
+    print(f"  N={replicas}: {len(claims)} claims made in {time.monotonic() - started:.0f} s")
     client.AppsV1Api(source).create_namespaced_stateful_set(ns, _statefulset(replicas))
     started = time.monotonic()
     while (ready := _ready(source, ns)) < replicas:
@@ -134,13 +174,15 @@ def measure(apis: dict[str, client.ApiClient], ns: str, replicas: int) -> None:
 
 
 @contextlib.contextmanager
-def kubeconfig_path(given: str | None) -> Iterator[Path]:
+def kubeconfig_path(given: str | None, pods: int) -> Iterator[Path]:
     if given:
         yield Path(given)
         return
+    # A kwok node takes 110 pods, as a kubelet does: enough nodes for every pod.
+    nodes = max(3, pods // 100 + 1)
     with tempfile.TemporaryDirectory(prefix="stsmigrate-bench-") as tmp:
         started = time.monotonic()
-        with LocalClusters(Path(tmp), nodes=3) as lc:
+        with LocalClusters(Path(tmp), nodes=nodes) as lc:
             print(f"  clusters ready in {time.monotonic() - started:.0f} s", flush=True)
             yield lc.kubeconfig
 
@@ -155,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--also", action="append", default=[], help="another checkout to time")
     args = parser.parse_args(argv)
     reuse = dict(item.split("=", 1) for item in args.namespace)
-    with kubeconfig_path(args.kubeconfig) as path:
+    with kubeconfig_path(args.kubeconfig, sum(args.replicas)) as path:
         apis = {
             side: kubeconfig.new_client_from_config(
                 config_file=str(path), context=side, persist_config=False
