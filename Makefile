@@ -2,6 +2,7 @@
 #   make demo   Temporal dev server + two local Kubernetes clusters + worker + a workflow
 #   make test   lint, format check, type check, import contracts, then the whole test suite
 #               (installs Debian's chromium for the UI test if it is missing)
+#   make bench  preflight's wall time for 200 and 1,000 ordinals (prints figures only)
 # Both create .venv, install the project with its dev extras, and build (once) or
 # reuse the Kubernetes binaries in ~/.cache/statefulset-migrator.
 
@@ -12,7 +13,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test faults lint binaries test-packages clusters clean
+.PHONY: demo test faults bench lint binaries test-packages clusters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -54,6 +55,12 @@ test: lint binaries test-packages
 # Every fault-injection scenario (the slow ones too), then the scenario table.
 faults: binaries test-packages
 	$(BIN)/pytest -m faults -p no:cacheprovider -rA $(ARGS)
+
+# Preflight (build_plan) timed on its own local clusters for StatefulSets of 200 and
+# 1,000 replicas; a benchmark, never a test. ARGS='--also /other/checkout' times that
+# checkout's preflight on the same StatefulSets too.
+bench: binaries
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/preflight.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

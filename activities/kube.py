@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from kubernetes import client, watch
@@ -30,10 +31,22 @@ Obj = dict[str, Any]
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (5, 15)
 MERGE_PATCH = "application/merge-patch+json"
+# Items per page of a list that can be long (every PV of a cluster).
+LIST_PAGE = 500
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
 WATCH_WINDOW = 5
 # ``done`` of a wait: the watched objects by name -> finished (or raises to stop the wait).
 Done = Callable[[dict[str, Obj]], bool]
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """What the API server answered a request it refused (4xx): status, reason, and the
+    Status message (truncated, as ``errors.status_message`` makes it)."""
+
+    status: int
+    reason: str
+    message: str
 
 
 def is_ready(obj: Obj) -> bool:
@@ -149,6 +162,30 @@ class Kube:
     def pv(self, name: str) -> Obj | None:
         return self._maybe(f"read PersistentVolume {name}", self._core.read_persistent_volume, name)
 
+    def pvcs(self, ns: str) -> list[Obj]:
+        """Every claim of the namespace, in pages (preflight indexes them)."""
+        return self._list_all(
+            f"list PersistentVolumeClaims in {ns}",
+            self._core.list_namespaced_persistent_volume_claim,
+            ns,
+        )
+
+    def pvs(self) -> list[Obj]:
+        """Every PersistentVolume of the cluster, in pages (preflight indexes them)."""
+        return self._list_all("list PersistentVolumes", self._core.list_persistent_volume)
+
+    def _list_all(self, action: str, fn: Callable[..., Any], *args: Any) -> list[Obj]:
+        # Pages keep each response (and its read timeout) small on a cluster of many
+        # thousands of volumes; a page is one request however many items it holds.
+        items: list[Obj] = []
+        token: str | None = None
+        while True:
+            page = self._call(action, fn, *args, limit=LIST_PAGE, _continue=token)
+            items += page.get("items") or []
+            token = (page.get("metadata") or {}).get("continue") or None
+            if token is None:
+                return items
+
     def storage_class(self, name: str) -> Obj | None:
         return self._maybe(f"read StorageClass {name}", self._storage.read_storage_class, name)
 
@@ -244,11 +281,40 @@ class Kube:
         )
         return bool((out.get("status") or {}).get("allowed"))
 
+    def csi_driver(self, name: str) -> Obj | None:
+        return self._maybe(f"read CSIDriver {name}", self._storage.read_csi_driver, name)
+
+    def dry_run(self, kind: str, ns: str | None, body: Obj) -> Obj | Refusal:
+        """Create with ``dryRun=All``: every admission step runs (PodSecurity, quotas,
+        LimitRanges, webhooks, policies), nothing is stored. The object as the server
+        would store it, or the server's refusal (a 4xx); 5xx and timeouts raise."""
+        name = body["metadata"]["name"]
+        action = f"dry-run create {kind} {name}"
+        create: Callable[..., Any] = (
+            self._core.create_persistent_volume
+            if kind == "PersistentVolume"
+            else self._creators()[kind]
+        )
+        args: tuple[Any, ...] = (body,) if kind == "PersistentVolume" else (ns, body)
+        self._alive()
+        try:
+            resp = create(
+                *args, dry_run="All", _preload_content=False, _request_timeout=REQUEST_TIMEOUT
+            )
+        except ApiException as exc:
+            status = int(exc.status or 0)
+            if 400 <= status < 500 and status != 429:
+                return Refusal(status, str(exc.reason or ""), errors.status_message(exc))
+            raise errors.classify(exc, f"{action} in {self.context}") from None
+        except errors.API_FAILURES as exc:
+            raise errors.classify(exc, f"{action} in {self.context}") from None
+        return dict(json.loads(resp.data)) if resp.data else {}
+
     # -- writes -----------------------------------------------------------------------
-    def create(self, kind: str, ns: str | None, body: Obj) -> Obj | None:
-        """Create; ``None`` if it already exists (the caller decides whether that is ours)."""
-        create: dict[str, Callable[..., Any]] = {
+    def _creators(self) -> dict[str, Callable[..., Any]]:
+        return {
             "StatefulSet": self._apps.create_namespaced_stateful_set,
+            "Pod": self._core.create_namespaced_pod,
             "PersistentVolumeClaim": self._core.create_namespaced_persistent_volume_claim,
             "Secret": self._core.create_namespaced_secret,
             "ConfigMap": self._core.create_namespaced_config_map,
@@ -256,6 +322,10 @@ class Kube:
             "Service": self._core.create_namespaced_service,
             "PodDisruptionBudget": self._policy.create_namespaced_pod_disruption_budget,
         }
+
+    def create(self, kind: str, ns: str | None, body: Obj) -> Obj | None:
+        """Create; ``None`` if it already exists (the caller decides whether that is ours)."""
+        create = self._creators()
         name = body["metadata"]["name"]
         if kind == "PersistentVolume":
             return self._request(

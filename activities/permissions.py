@@ -134,6 +134,35 @@ RULES: tuple[Rule, ...] = (
         "the app moves, share its budget with the destination (patch maxUnavailable, the "
         "PDB's own spec kept in an annotation) and restore it at the end.",
     ),
+    Rule(
+        "source",
+        "autoscaling",
+        "horizontalpodautoscalers",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: an HPA targeting the StatefulSet in the source would fight the slices.",
+    ),
+    Rule(
+        "source",
+        "keda.sh",
+        "scaledobjects",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: a KEDA ScaledObject targeting the StatefulSet (none when KEDA is not "
+        "installed: the list answers 404).",
+    ),
+    Rule(
+        "source",
+        "autoscaling.k8s.io",
+        "verticalpodautoscalers",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: a VPA that updates the StatefulSet's pods (none when the VPA is not "
+        "installed).",
+    ),
     # -- source, cluster-scoped ----------------------------------------------------
     Rule(
         "source",
@@ -182,10 +211,13 @@ RULES: tuple[Rule, ...] = (
         "destination",
         "",
         "pods",
-        ("get", "list", "watch"),
+        ("get", "list", "watch", "create"),
         True,
         ("preflight", "move", "rollback"),
-        "Wait for both slices healthy and for pod k Ready; on a rollback, for pod k gone.",
+        "Wait for both slices healthy and for pod k Ready; on a rollback, for pod k gone. "
+        "create: only preflight's dry run (dryRun=All) of the ordinal's Pod, so PodSecurity, "
+        "LimitRange, quotas and webhooks judge it before anything changes (no more power "
+        "than create statefulsets gives).",
     ),
     Rule(
         "destination",
@@ -254,6 +286,35 @@ RULES: tuple[Rule, ...] = (
         ("preflight",),
         "Preflight: room in the namespace's quotas for the moved pods and claims.",
     ),
+    Rule(
+        "destination",
+        "autoscaling",
+        "horizontalpodautoscalers",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: an HPA targeting the StatefulSet in the destination would fight the slices.",
+    ),
+    Rule(
+        "destination",
+        "keda.sh",
+        "scaledobjects",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: a KEDA ScaledObject targeting the StatefulSet (none when KEDA is not "
+        "installed: the list answers 404).",
+    ),
+    Rule(
+        "destination",
+        "autoscaling.k8s.io",
+        "verticalpodautoscalers",
+        ("list",),
+        True,
+        ("preflight",),
+        "Preflight: a VPA that updates the StatefulSet's pods (none when the VPA is not "
+        "installed).",
+    ),
     # -- destination, cluster-scoped -----------------------------------------------
     Rule(
         "destination",
@@ -286,6 +347,15 @@ RULES: tuple[Rule, ...] = (
         False,
         ("preflight",),
         "Preflight: the (mapped) storage classes exist.",
+    ),
+    Rule(
+        "destination",
+        "storage.k8s.io",
+        "csidrivers",
+        ("get",),
+        False,
+        ("preflight",),
+        "Preflight: the CSI driver of each moved volume is installed in the destination.",
     ),
     Rule(
         "destination",

@@ -22,6 +22,9 @@ def dependency_names(source: Kube, sts: Obj) -> list[tuple[str, str]]:
     names = [
         (kind, n) for kind in ("Secret", "ConfigMap", "ServiceAccount") for n in sorted(refs[kind])
     ]
+    names += [
+        ("Secret", n) for n in account_pull_secrets(source, sts) if ("Secret", n) not in names
+    ]
     if sts["spec"].get("serviceName"):
         names.append(("Service", sts["spec"]["serviceName"]))
     labels = (template.get("metadata") or {}).get("labels") or {}
@@ -81,3 +84,45 @@ def check_same(
         f"{kind.lower()} {name}) so the migration copies the source's, or give it the "
         f"source's {what}",
     )
+
+
+def _account(sts: Obj) -> str:
+    spec = sts["spec"]["template"].get("spec") or {}
+    return str(spec.get("serviceAccountName") or spec.get("serviceAccount") or "default")
+
+
+def _pull_secrets(account: Obj | None) -> list[str]:
+    return sorted(
+        {str(r["name"]) for r in (account or {}).get("imagePullSecrets") or [] if r.get("name")}
+    )
+
+
+def account_pull_secrets(source: Kube, sts: Obj) -> list[str]:
+    """The imagePullSecrets of the pods' own ServiceAccount in the source: the account is
+    copied with its references, so the Secrets they name are dependencies too (the
+    kubelet pulls the images with them). The "default" account is the destination's own."""
+    account = _account(sts)
+    if account == "default":
+        return []
+    return _pull_secrets(source.dependency("ServiceAccount", sts["metadata"]["namespace"], account))
+
+
+def check_default_account_pull_secrets(
+    source: Kube, dest: Kube, sts: Obj, request: MigrationRequest, f: Findings
+) -> None:
+    """Pods of the "default" account pull with its imagePullSecrets, which are each
+    cluster's own: warn when the destination's lacks some the source's has."""
+    if _account(sts) != "default":
+        return
+    here = _pull_secrets(source.dependency("ServiceAccount", request.namespace, "default"))
+    there = set(
+        _pull_secrets(dest.dependency("ServiceAccount", request.target_namespace, "default"))
+    )
+    missing = [n for n in here if n not in there]
+    if missing:
+        f.warnings.append(
+            f"ServiceAccount default of {request.namespace} in {source.context} pulls images "
+            f"with {', '.join(missing)}, which the destination's default account of "
+            f"{request.target_namespace} does not name: the moved pods may fail to pull "
+            "their images (add them to it, or give the pods an account of their own)"
+        )

@@ -12,7 +12,12 @@ from activities.preflight.access import (
     check_permissions,
     check_versions,
 )
-from activities.preflight.dependencies import check_dependencies
+from activities.preflight.csi import check_csi
+from activities.preflight.dependencies import (
+    check_default_account_pull_secrets,
+    check_dependencies,
+)
+from activities.preflight.dry_runs import check_dry_runs
 from activities.preflight.findings import (
     NO_DESTINATION,
     NO_SOURCE,
@@ -22,6 +27,7 @@ from activities.preflight.findings import (
     SourceSlice,
     Versions,
 )
+from activities.preflight.listing import list_volumes
 from activities.preflight.statefulsets import (
     check_destination,
     check_lock,
@@ -29,6 +35,7 @@ from activities.preflight.statefulsets import (
     check_source,
     check_source_health,
     check_stop_at_ordinal,
+    check_template_claims,
 )
 from activities.preflight.volumes import (
     check_quota,
@@ -66,10 +73,23 @@ def build_plan(
     fix_retention_policy = check_retention_policy(source_slice, request, found)
     destination_slice = check_destination(destination, source_slice, request, found)
     moving = check_stop_at_ordinal(source_slice, request, found)
+    # Listed once per cluster: preflight's cost must not grow with the ordinals.
+    source_volumes = list_volumes(source, request.namespace)
+    destination_volumes = list_volumes(destination, request.target_namespace)
+    destination_nodes = destination.nodes()
     ordinals = check_volumes(
-        source, destination, source_slice, request, migration_id, moving, found
+        source_volumes,
+        destination_volumes,
+        destination_nodes,
+        source_slice,
+        request,
+        migration_id,
+        moving,
+        found,
     )
+    check_template_claims(source_slice, destination_volumes, request, found)
     check_storage_classes(destination, source_slice, ordinals, request, found)
+    check_csi(destination, source_volumes, ordinals, found)
     dependencies = check_dependencies(source, destination, source_slice.sts, request, found)
     pdbs = [
         pdb
@@ -78,10 +98,23 @@ def build_plan(
         and (pdb := source.dependency(d.kind, request.namespace, d.name)) is not None
     ]
     check_budget(pdbs, destination_slice.end - source_slice.start, found.warnings)
+    check_default_account_pull_secrets(source, destination, source_slice.sts, request, found)
     if namespace_exists:
-        check_quota(destination, request.target_namespace, ordinals, found)
+        pod_spec = source_slice.sts["spec"]["template"].get("spec") or {}
+        check_quota(destination, request.target_namespace, pod_spec, ordinals, found)
+        check_dry_runs(
+            destination,
+            source_slice,
+            destination_slice,
+            ordinals,
+            source_volumes,
+            dependencies,
+            request,
+            migration_id,
+            found,
+        )
     moved = moved_ordinals(
-        source, destination, source_slice, destination_slice, request, migration_id
+        source_volumes, destination_volumes, source_slice, destination_slice, request, migration_id
     )
     return _plan(
         request,

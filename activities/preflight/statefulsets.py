@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from activities.kube import Kube, Obj, is_ready, selector_string, slice_of
 from activities.preflight.findings import DestinationSlice, Findings, SourceSlice
+from activities.preflight.listing import Volumes
 from contract import ANNOTATION_LOCK, MigrationRequest
 
 
@@ -122,6 +123,15 @@ def check_destination(
             "stopped mid-move)",
             "bring the ordinal in between back to one cluster, then start again",
         )
+    if source_slice.replicas > 0 and d_replicas == 0 and d_start != end:
+        f.problem(
+            f"destination StatefulSet {tns}/{name}",
+            f"owns no ordinals and its ordinals.start is {d_start}, not {end} where the "
+            f"source's slice [{start}, {end}) ends: it was not left by a run of this "
+            "migration, whose empty destination always starts there",
+            "delete it (it runs no pods) so the migration creates it, or patch its "
+            f"spec.ordinals.start to {end} (replicas staying 0)",
+        )
     if d_replicas > 0:
         end = d_start + d_replicas
     return DestinationSlice(exists=True, start=d_start, replicas=d_replicas, end=end)
@@ -153,6 +163,33 @@ def check_compatible(sts: Obj, dest: Obj, request: MigrationRequest, f: Findings
             f"volumeClaimTemplates {sorted(dest_templates.items())} differ from "
             f"the source's {sorted(source_templates.items())} (after class mapping)",
             "give both StatefulSets the same volumeClaimTemplates",
+        )
+
+
+def check_template_claims(
+    source_slice: SourceSlice, dest_claims: Volumes, request: MigrationRequest, f: Findings
+) -> None:
+    """Claims the pod template mounts by name (not from a claim template) are not moved:
+    each must already be in the destination, or the moved pods stay Pending."""
+    spec = ((source_slice.sts.get("spec") or {}).get("template") or {}).get("spec") or {}
+    tns, name = request.target_namespace, request.statefulset
+    for volume in spec.get("volumes") or []:
+        claim = (volume.get("persistentVolumeClaim") or {}).get("claimName")
+        if not claim or volume.get("name") in source_slice.templates:
+            continue
+        if dest_claims.claim(claim) is not None:
+            f.warnings.append(
+                f"the pod template mounts claim {claim} (volume {volume.get('name')!r}), not "
+                f"from a claim template: the moved pods use the destination's {tns}/{claim}"
+            )
+            continue
+        f.problem(
+            f"source StatefulSet {request.namespace}/{name}",
+            f"its pod template mounts claim {claim} (volume {volume.get('name')!r}), which "
+            "is not from a volumeClaimTemplate: the migration does not move it, and it "
+            f"does not exist in the destination namespace {tns}",
+            f"create PersistentVolumeClaim {tns}/{claim} in the destination first (on "
+            "storage the destination reaches), or make it a volumeClaimTemplate",
         )
 
 

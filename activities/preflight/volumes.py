@@ -10,38 +10,29 @@ from kubernetes.utils import parse_quantity
 
 from activities import manifests
 from activities.kube import Kube, Obj
+from activities.preflight import affinity, resources
 from activities.preflight.findings import DestinationSlice, Findings, SourceSlice
+from activities.preflight.listing import Volumes
 from contract import MigrationRequest, OrdinalPlan, VolumePlan
 
 
-def _affinity_hosts(pv: Obj) -> set[str]:
-    terms = (((pv.get("spec") or {}).get("nodeAffinity") or {}).get("required") or {}).get(
-        "nodeSelectorTerms"
-    ) or []
-    hosts: set[str] = set()
-    for term in terms:
-        for expr in term.get("matchExpressions") or []:
-            if expr.get("key") == "kubernetes.io/hostname" and expr.get("operator") == "In":
-                hosts.update(expr.get("values") or [])
-    return hosts
-
-
 def check_volumes(
-    source: Kube,
-    dest: Kube,
+    source: Volumes,
+    dest: Volumes,
+    dest_nodes: list[Obj],
     source_slice: SourceSlice,
     request: MigrationRequest,
     migration_id: str,
     moving: list[int],
     f: Findings,
 ) -> list[OrdinalPlan]:
-    """Every claim of every moving ordinal, with its volume."""
-    dest_nodes = dest.node_names()
+    """Every claim of every moving ordinal, with its volume (from the indexes: no
+    request per ordinal)."""
     ordinals = []
     for k in moving:
         volumes = []
         for template in source_slice.templates:
-            volume = check_volume(source, dest, request, migration_id, template, k, dest_nodes, f)
+            volume = check_volume(source, dest, dest_nodes, request, migration_id, template, k, f)
             if volume is not None:
                 volumes.append(volume)
         ordinals.append(OrdinalPlan(ordinal=k, pod=f"{request.statefulset}-{k}", volumes=volumes))
@@ -49,8 +40,8 @@ def check_volumes(
 
 
 def moved_ordinals(
-    source: Kube,
-    dest: Kube,
+    source: Volumes,
+    dest: Volumes,
     source_slice: SourceSlice,
     destination: DestinationSlice,
     request: MigrationRequest,
@@ -61,7 +52,7 @@ def moved_ordinals(
     back what an earlier one moved): each claim ours and Bound in the destination, to a
     volume the source still holds as Retain. Lowest first, the order a rollback takes
     them, up to the first that cannot be given back."""
-    ns, name = request.target_namespace, request.statefulset
+    name = request.statefulset
     found: list[OrdinalPlan] = []
     if not source_slice.templates:
         return found  # no claims to tell which ordinals this migration moved
@@ -69,12 +60,12 @@ def moved_ordinals(
         volumes = []
         for template in source_slice.templates:
             claim = f"{template}-{name}-{k}"
-            pvc = dest.pvc(ns, claim)
+            pvc = dest.claim(claim)
             pv_name = str(((pvc or {}).get("spec") or {}).get("volumeName") or "")
             bound = ((pvc or {}).get("status") or {}).get("phase") == "Bound"
             if pvc is None or not bound or not manifests.is_ours(pvc, migration_id):
                 return found
-            pv, dest_pv = source.pv(pv_name), dest.pv(pv_name)
+            pv, dest_pv = source.volume(pv_name), dest.volume(pv_name)
             if pv is None or pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
                 return found
             if dest_pv is None or not manifests.same_storage(dest_pv, pv):
@@ -100,13 +91,13 @@ def moved_ordinals(
 
 
 def check_volume(
-    source: Kube,
-    dest: Kube,
+    source: Volumes,
+    dest: Volumes,
+    dest_nodes: list[Obj],
     request: MigrationRequest,
     migration_id: str,
     template: str,
     k: int,
-    dest_nodes: set[str],
     f: Findings,
 ) -> VolumePlan | None:
     """Ordinal k's claim of ``template``: Bound to a PV that exists, that the destination's
@@ -114,7 +105,7 @@ def check_volume(
     be planned."""
     ns, name = request.namespace, request.statefulset
     claim = f"{template}-{name}-{k}"
-    pvc = source.pvc(ns, claim)
+    pvc = source.claim(claim)
     if pvc is None:
         f.problem(
             f"source PersistentVolumeClaim {ns}/{claim}",
@@ -131,7 +122,7 @@ def check_volume(
             "wait until it is Bound (check its StorageClass provisioner)",
         )
         return None
-    pv = source.pv(pv_name)
+    pv = source.volume(pv_name)
     if pv is None:
         f.problem(
             f"source PersistentVolume {pv_name}",
@@ -140,7 +131,7 @@ def check_volume(
         )
         return None
     identity = manifests.storage_identity(pv)
-    check_reachable(pv_name, pv, claim, identity, dest, dest_nodes, f)
+    check_reachable(pv_name, pv, claim, identity, request.destination_context, dest_nodes, f)
     storage_class = pv["spec"].get("storageClassName") or ""
     check_names_free(dest, request.target_namespace, claim, pv_name, migration_id, f)
     return VolumePlan(
@@ -156,38 +147,53 @@ def check_volume(
 
 
 def check_reachable(
-    pv_name: str, pv: Obj, claim: str, identity: str, dest: Kube, dest_nodes: set[str], f: Findings
+    pv_name: str,
+    pv: Obj,
+    claim: str,
+    identity: str,
+    context: str,
+    dest_nodes: list[Obj],
+    f: Findings,
 ) -> None:
-    """Node-local storage is warned; affinity to nodes the destination lacks refused."""
+    """Node-local storage is warned; a required node affinity that no node of the
+    destination meets (hostnames, zones, regions, any label) refused."""
     kind = identity.split(" ", 1)[0]
     if kind in ("hostPath", "local"):
         f.warnings.append(
             f"volume {pv_name} ({claim}) is {kind}: the destination's nodes must see the same path"
         )
-    hosts = _affinity_hosts(pv)
-    if hosts and not hosts & dest_nodes:
+    terms = affinity.required_terms(pv)
+    if not terms:
+        return
+    pinned = affinity.describe(terms)
+    matching = affinity.matching_nodes(terms, dest_nodes)
+    if not matching:
         f.problem(
             f"source PersistentVolume {pv_name}",
-            f"node affinity pins it to {', '.join(sorted(hosts))}, which the "
-            f"destination {dest.context} does not have",
-            "use storage reachable from the destination's nodes (or nodes of the same names there)",
+            f"node affinity pins it to {pinned}, which no node of the "
+            f"destination {context} matches",
+            "use storage reachable from the destination's nodes, or give destination "
+            f"nodes that reach it the labels the affinity asks for ({pinned})",
         )
-    elif hosts:
-        f.warnings.append(f"volume {pv_name} is pinned to nodes {sorted(hosts)}")
+    else:
+        f.warnings.append(
+            f"volume {pv_name} is pinned by node affinity ({pinned}); "
+            f"destination nodes that match: {', '.join(sorted(matching))}"
+        )
 
 
 def check_names_free(
-    dest: Kube, tns: str, claim: str, pv_name: str, migration_id: str, f: Findings
+    dest: Volumes, tns: str, claim: str, pv_name: str, migration_id: str, f: Findings
 ) -> None:
     """No claim or volume of these names in the destination but ours."""
-    existing_pvc = dest.pvc(tns, claim)
+    existing_pvc = dest.claim(claim)
     if existing_pvc is not None and not manifests.is_ours(existing_pvc, migration_id):
         f.problem(
             f"destination PersistentVolumeClaim {tns}/{claim}",
             "already exists and was not created by this migration",
             "delete it if it is left over, or migrate into another namespace",
         )
-    existing_pv = dest.pv(pv_name)
+    existing_pv = dest.volume(pv_name)
     if existing_pv is not None and not manifests.is_ours(existing_pv, migration_id):
         f.problem(
             f"destination PersistentVolume {pv_name}",
@@ -224,12 +230,14 @@ def check_storage_classes(
             )
 
 
-def check_quota(dest: Kube, ns: str, ordinals: list[OrdinalPlan], f: Findings) -> None:
-    """Room in every ResourceQuota of the destination namespace for the moving pods and
-    claims."""
+def check_quota(
+    dest: Kube, ns: str, pod_spec: Obj, ordinals: list[OrdinalPlan], f: Findings
+) -> None:
+    """Room in every ResourceQuota of the destination namespace for the moving pods (their
+    count, and their cpu and memory requests and limits) and claims."""
     claims = [v for o in ordinals for v in o.volumes]
     need = {
-        "pods": Decimal(len(ordinals)),
+        **resources.quota_usage(pod_spec, len(ordinals)),
         "persistentvolumeclaims": Decimal(len(claims)),
         "count/persistentvolumeclaims": Decimal(len(claims)),
     }
@@ -244,7 +252,7 @@ def check_quota(dest: Kube, ns: str, ordinals: list[OrdinalPlan], f: Findings) -
                 if free < amount:
                     f.problem(
                         f"destination ResourceQuota {ns}/{quota['metadata']['name']}",
-                        f"{resource}: {free} free, {amount} needed",
+                        f"{resource}: {_amount(free)} free, {_amount(amount)} needed",
                         "raise the quota or free some room",
                     )
         if "requests.storage" in hard:
@@ -258,3 +266,11 @@ def check_quota(dest: Kube, ns: str, ordinals: list[OrdinalPlan], f: Findings) -
                     f"requests.storage: {free} bytes free, {requested} needed",
                     "raise the quota or free some room",
                 )
+
+
+def _amount(value: Decimal) -> str:
+    """A count as the integer it is ("2", as before cpu was counted), cores and bytes
+    without trailing zeros ("0.5")."""
+    if value == value.to_integral_value():
+        return str(int(value))
+    return format(value.normalize(), "f")
