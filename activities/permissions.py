@@ -50,6 +50,28 @@ class Rule:
     by_name: bool = False
 
 
+def _autoscalers(side: Side) -> tuple[Rule, ...]:
+    """Preflight's look for other writers of the StatefulSet's replicas in ``side``."""
+    reads = [
+        ("autoscaling", "horizontalpodautoscalers", "an HPA targeting the StatefulSet"),
+        ("keda.sh", "scaledobjects", "a KEDA ScaledObject targeting the StatefulSet"),
+        ("autoscaling.k8s.io", "verticalpodautoscalers", "a VPA updating its pods"),
+    ]
+    return tuple(
+        Rule(
+            side,
+            group,
+            resource,
+            ("list",),
+            True,
+            ("preflight",),
+            f"Preflight: {what} would fight the slices (none when it is not installed: "
+            "the list answers 404).",
+        )
+        for group, resource, what in reads
+    )
+
+
 RULES: tuple[Rule, ...] = (
     # -- source, in the application's namespace ------------------------------------
     Rule(
@@ -134,35 +156,7 @@ RULES: tuple[Rule, ...] = (
         "the app moves, share its budget with the destination (patch maxUnavailable, the "
         "PDB's own spec kept in an annotation) and restore it at the end.",
     ),
-    Rule(
-        "source",
-        "autoscaling",
-        "horizontalpodautoscalers",
-        ("list",),
-        True,
-        ("preflight",),
-        "Preflight: an HPA targeting the StatefulSet in the source would fight the slices.",
-    ),
-    Rule(
-        "source",
-        "keda.sh",
-        "scaledobjects",
-        ("list",),
-        True,
-        ("preflight",),
-        "Preflight: a KEDA ScaledObject targeting the StatefulSet (none when KEDA is not "
-        "installed: the list answers 404).",
-    ),
-    Rule(
-        "source",
-        "autoscaling.k8s.io",
-        "verticalpodautoscalers",
-        ("list",),
-        True,
-        ("preflight",),
-        "Preflight: a VPA that updates the StatefulSet's pods (none when the VPA is not "
-        "installed).",
-    ),
+    *_autoscalers("source"),
     # -- source, cluster-scoped ----------------------------------------------------
     Rule(
         "source",
@@ -286,35 +280,7 @@ RULES: tuple[Rule, ...] = (
         ("preflight",),
         "Preflight: room in the namespace's quotas for the moved pods and claims.",
     ),
-    Rule(
-        "destination",
-        "autoscaling",
-        "horizontalpodautoscalers",
-        ("list",),
-        True,
-        ("preflight",),
-        "Preflight: an HPA targeting the StatefulSet in the destination would fight the slices.",
-    ),
-    Rule(
-        "destination",
-        "keda.sh",
-        "scaledobjects",
-        ("list",),
-        True,
-        ("preflight",),
-        "Preflight: a KEDA ScaledObject targeting the StatefulSet (none when KEDA is not "
-        "installed: the list answers 404).",
-    ),
-    Rule(
-        "destination",
-        "autoscaling.k8s.io",
-        "verticalpodautoscalers",
-        ("list",),
-        True,
-        ("preflight",),
-        "Preflight: a VPA that updates the StatefulSet's pods (none when the VPA is not "
-        "installed).",
-    ),
+    *_autoscalers("destination"),
     # -- destination, cluster-scoped -----------------------------------------------
     Rule(
         "destination",

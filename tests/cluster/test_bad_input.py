@@ -14,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 from devenv.clusters import LocalClusters
 from devenv.faultproxy import FaultProxy
 from tests.support.apps import apply_statefulset, deploy_app, statefulset
-from tests.support.bad_input import APP, Setup, base, refused, settled
+from tests.support.bad_input import APP, Setup, base, refused, refused_in_state, settled
 from tests.support.cluster_state import ready_replicas, snapshot
 from tests.support.kubeconfigs import edited_kubeconfig, servers_replaced
 from tests.support.processes import WorkerProcess, worker_with
@@ -316,12 +316,9 @@ async def test_preflight_refuses_the_cluster_state(
     expected: list[str],
 ) -> None:
     fields = setup(kube, namespace)
-    before = settled(kube, namespace)
-    error = await refused(temporal_env, shared_worker, base(namespace, **fields))
-    assert error.type == "PreflightFailed"
+    error = await refused_in_state(kube, temporal_env, shared_worker, namespace, fields)
     for text in expected:
         assert text in error.message, error.message
-    assert snapshot(kube, namespace) == before
 
 
 async def test_missing_permissions_are_named(

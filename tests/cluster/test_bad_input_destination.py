@@ -16,8 +16,8 @@ from kubernetes import client
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.apps import apply_statefulset, statefulset
-from tests.support.bad_input import APP, base, refused, settled
-from tests.support.cluster_state import ready_replicas, snapshot
+from tests.support.bad_input import APP, refused_in_state
+from tests.support.cluster_state import ready_replicas
 from tests.support.processes import WorkerProcess
 from tests.support.waits import wait_for, wait_ready
 
@@ -416,9 +416,6 @@ async def test_preflight_refuses_what_the_destination_refuses(
 ) -> None:
     with contextlib.ExitStack() as cleanup:
         fields = setup(kube, namespace, cleanup)
-        before = settled(kube, namespace)
-        error = await refused(temporal_env, shared_worker, base(namespace, **fields))
-        assert error.type == "PreflightFailed", error.message
+        error = await refused_in_state(kube, temporal_env, shared_worker, namespace, fields)
         for text in expected:
             assert text in error.message, error.message
-        assert snapshot(kube, namespace) == before

@@ -21,7 +21,7 @@ from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 from activities.migration import MigrationActivities
 from contract import MigrationRequest, MigrationResult, Plan, PlanInput
 from tests.support.apps import deploy_app
-from tests.support.bad_input import APP, Setup, base, refused, settled
+from tests.support.bad_input import APP, Setup, base, refused_in_state, settled
 from tests.support.cluster_state import snapshot
 from tests.support.processes import WorkerProcess
 from tests.support.waits import wait_for
@@ -281,13 +281,10 @@ async def test_preflight_refuses_another_writer_or_a_different_dependency(
     expected: list[str],
 ) -> None:
     fields = setup(kube, namespace)
-    before = settled(kube, namespace)
-    error = await refused(temporal_env, shared_worker, base(namespace, **fields))
-    assert error.type == "PreflightFailed", error.message
+    error = await refused_in_state(kube, temporal_env, shared_worker, namespace, fields)
     for text in expected:
         assert text.format(ns=namespace) in error.message, error.message
     assert not leaked(error.message), error.message
-    assert snapshot(kube, namespace) == before
 
 
 async def planned(env: WorkflowEnvironment, worker: WorkerProcess, request: dict[str, Any]) -> Plan:

@@ -65,3 +65,19 @@ async def refused(
         cause = cause.cause
     assert isinstance(cause, ApplicationError), failure.value
     return cause
+
+
+async def refused_in_state(
+    kube: dict[str, client.ApiClient],
+    env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+    fields: dict[str, Any],
+) -> ApplicationError:
+    """Preflight refuses the request in the state a case set up in ``namespace``, and
+    both clusters are as they were (once the set-up had settled)."""
+    before = settled(kube, namespace)
+    error = await refused(env, worker, base(namespace, **fields))
+    assert error.type == "PreflightFailed", error.message
+    assert snapshot(kube, namespace) == before
+    return error
