@@ -21,7 +21,7 @@ from tests.support.cluster_state import ready_replicas
 from tests.support.processes import WorkerProcess
 from tests.support.waits import wait_for, wait_ready
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.field]
 
 # A case's set-up: the cluster state in a fresh namespace; cleanups of cluster-scoped
 # objects go on the stack, closed after the case whatever happened.

@@ -26,7 +26,7 @@ from tests.support.cluster_state import snapshot
 from tests.support.processes import WorkerProcess
 from tests.support.waits import wait_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.field]
 
 # Values that must never reach a message: distinctive, so a leak is found.
 SOURCE_PASSWORD = "source-pass-7f3a9c"

@@ -45,7 +45,7 @@ from tests.support.paths import REPO
 from tests.support.processes import WorkerProcess
 from tests.support.scenarios import observing, request_for
 
-pytestmark = pytest.mark.cluster
+pytestmark = [pytest.mark.cluster, pytest.mark.field]
 
 SIDES: tuple[permissions.Side, ...] = ("source", "destination")
 USER = (
