@@ -9,7 +9,9 @@ body and so can carry Secret data or tokens.
 from __future__ import annotations
 
 import json
+import re
 from datetime import timedelta
+from typing import Any
 
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
@@ -33,9 +35,13 @@ API_FAILURES = (ApiException, urllib3.exceptions.HTTPError, ConnectionError, Tim
 _NON_RETRYABLE = {400: INVALID, 422: INVALID, 401: FORBIDDEN, 403: FORBIDDEN}
 
 
-def status_message(exc: ApiException) -> str:
-    """The Status ``message`` of an API error, truncated; the reason if there is none."""
-    message = ""
+# Who refused, in a Status message: an admission webhook or a ValidatingAdmissionPolicy.
+_REFUSER = re.compile(
+    r'admission webhook "[^"]+"|ValidatingAdmissionPolicy \'[^\']+\'( with binding \'[^\']+\')?'
+)
+
+
+def _status(exc: ApiException) -> dict[str, Any]:
     body = exc.body
     if isinstance(body, bytes):
         body = body.decode("utf-8", errors="replace")
@@ -43,9 +49,35 @@ def status_message(exc: ApiException) -> str:
         try:
             parsed = json.loads(body)
         except ValueError:
-            parsed = None
-        if isinstance(parsed, dict) and isinstance(parsed.get("message"), str):
-            message = parsed["message"]
+            return {}
+        if isinstance(parsed, dict):
+            return parsed
+    return {}
+
+
+def withheld_message(exc: ApiException) -> str:
+    """For a request whose body holds Secret data or storage credentials (a Secret, a
+    PersistentVolume): the Status reason, who refused and the fields named, never the
+    message itself, which an admission webhook or a policy's messageExpression writes
+    and may fill with the object's data (docs/design.md, invariant I5)."""
+    status = _status(exc)
+    reason = status.get("reason") if isinstance(status.get("reason"), str) else ""
+    text = reason or str(exc.reason or "refused")
+    refuser = _REFUSER.search(str(status.get("message") or ""))
+    if refuser:
+        text += f" by {refuser.group(0)}"
+    causes = (status.get("details") or {}).get("causes") or []
+    fields = sorted({str(c["field"]) for c in causes if isinstance(c, dict) and c.get("field")})
+    if fields:
+        text += f" on {', '.join(fields)}"
+    return text + " (the server's message is withheld: the object holds Secret data)"
+
+
+def status_message(exc: ApiException, withhold: bool = False) -> str:
+    """The Status ``message`` of an API error, truncated; the reason if there is none.
+    ``withhold``: the request carried Secret data, so only ``withheld_message``."""
+    found = withheld_message(exc) if withhold else _status(exc).get("message")
+    message = found if isinstance(found, str) else ""
     if not message:
         message = str(exc.reason or "no message")
     message = " ".join(message.split())
@@ -62,16 +94,16 @@ def _retry_after(exc: ApiException) -> timedelta | None:
     return timedelta(seconds=max(1, seconds)) if seconds is not None else None
 
 
-def classify(exc: BaseException, action: str) -> ApplicationError:
+def classify(exc: BaseException, action: str, withhold: bool = False) -> ApplicationError:
     """A typed ApplicationError for a failed API call; ``action`` says what we tried.
 
     404 is the call site's decision (absence is success for a delete, a problem for
     a read) and arrives here only when it was unexpected; it stays retryable since
-    another actor may be about to create the object.
+    another actor may be about to create the object. ``withhold``: see ``status_message``.
     """
     if isinstance(exc, ApiException):
         status = int(exc.status or 0)
-        text = f"{action}: {status} {status_message(exc)}"
+        text = f"{action}: {status} {status_message(exc, withhold)}"
         if status in _NON_RETRYABLE:
             return ApplicationError(text, type=_NON_RETRYABLE[status], non_retryable=True)
         if status == 404:

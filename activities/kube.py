@@ -31,6 +31,10 @@ Obj = dict[str, Any]
 # (connect, read) seconds for one API request.
 REQUEST_TIMEOUT = (5, 15)
 MERGE_PATCH = "application/merge-patch+json"
+# Kinds whose body can hold Secret data or storage credentials (a Secret's data; a PV's
+# flexVolume options, CSI volumeAttributes): an admission webhook or a policy may echo
+# the object in its refusal, so its message is withheld (docs/design.md, invariant I5).
+WITHHELD_KINDS = frozenset({"Secret", "PersistentVolume"})
 # Items per page of a list that can be long (every PV of a cluster).
 LIST_PAGE = 500
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
@@ -104,16 +108,24 @@ class Kube:
             activity.heartbeat()
 
     def _request(
-        self, action: str, fn: Callable[..., Any], *args: Any, answer: int | None, **kwargs: Any
+        self,
+        action: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        answer: int | None,
+        withhold: bool = False,
+        **kwargs: Any,
     ) -> Obj | None:
-        """One API request; the HTTP status ``answer`` (404, 409) is returned as ``None``."""
+        """One API request; the HTTP status ``answer`` (404, 409) is returned as ``None``.
+        ``withhold``: the body holds Secret data, so a refusal's message is not passed on
+        (``errors.withheld_message``)."""
         self._alive()
         try:
             resp = fn(*args, _preload_content=False, _request_timeout=REQUEST_TIMEOUT, **kwargs)
         except ApiException as exc:
             if answer is not None and exc.status == answer:
                 return None
-            raise errors.classify(exc, f"{action} in {self.context}") from None
+            raise errors.classify(exc, f"{action} in {self.context}", withhold) from None
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, f"{action} in {self.context}") from None
         return dict(json.loads(resp.data)) if resp.data else {}
@@ -303,9 +315,11 @@ class Kube:
             )
         except ApiException as exc:
             status = int(exc.status or 0)
+            withhold = kind in WITHHELD_KINDS
             if 400 <= status < 500 and status != 429:
-                return Refusal(status, str(exc.reason or ""), errors.status_message(exc))
-            raise errors.classify(exc, f"{action} in {self.context}") from None
+                message = errors.status_message(exc, withhold)
+                return Refusal(status, str(exc.reason or ""), message)
+            raise errors.classify(exc, f"{action} in {self.context}", withhold) from None
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, f"{action} in {self.context}") from None
         return dict(json.loads(resp.data)) if resp.data else {}
@@ -327,11 +341,12 @@ class Kube:
         """Create; ``None`` if it already exists (the caller decides whether that is ours)."""
         create = self._creators()
         name = body["metadata"]["name"]
+        action, withhold = f"create {kind} {name}", kind in WITHHELD_KINDS
         if kind == "PersistentVolume":
             return self._request(
-                f"create {kind} {name}", self._core.create_persistent_volume, body, answer=409
+                action, self._core.create_persistent_volume, body, answer=409, withhold=withhold
             )
-        return self._request(f"create {kind} {name}", create[kind], ns, body, answer=409)
+        return self._request(action, create[kind], ns, body, answer=409, withhold=withhold)
 
     def patch_statefulset(self, ns: str, name: str, patch: Obj) -> Obj:
         return self._call(
@@ -344,12 +359,17 @@ class Kube:
         )
 
     def patch_pv(self, name: str, patch: Obj) -> Obj:
-        return self._call(
-            f"patch PersistentVolume {name}",
-            self._core.patch_persistent_volume,
-            name,
-            patch,
-            _content_type=MERGE_PATCH,
+        return (
+            self._request(
+                f"patch PersistentVolume {name}",
+                self._core.patch_persistent_volume,
+                name,
+                patch,
+                answer=None,
+                withhold=True,
+                _content_type=MERGE_PATCH,
+            )
+            or {}
         )
 
     def patch_pdb(self, ns: str, name: str, patch: Obj) -> Obj:

@@ -232,7 +232,8 @@ RULES: tuple[Rule, ...] = (
         ("get", "create"),
         True,
         ("preflight", "move"),
-        "Copy the Secrets the pods need (only when absent; never overwritten).",
+        "Copy the Secrets the pods need (only when absent; never overwritten); read a "
+        "redis_cluster probe's password_secret at probe time (the value stays in the worker).",
     ),
     Rule(
         "destination",

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -152,6 +153,11 @@ class Probe(Payload):
         }.get(self.kind, [])
         if missing := [f for f in needs if not getattr(self, f)]:
             raise ValueError(f"a {self.kind} probe needs {' and '.join(missing)}")
+        if self.kind == "http" and "@" in urlsplit(self.url).netloc:
+            raise ValueError(
+                "an http probe's URL cannot carry credentials (user:password@): the request "
+                "is kept in the workflow's history; probe an endpoint that needs none"
+            )
         if self.env and self.kind != "command":
             raise ValueError(f"env is for command probes, not {self.kind}")
         if self.password_secret and self.kind != "redis_cluster":

@@ -147,6 +147,25 @@ async def test_abort_while_an_ordinal_waits_for_health_leaves_it_in_the_source(
         await migration.abort()
 
 
+async def test_abort_while_the_budget_cannot_be_shared_ends_the_run_with_nothing_moved(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    clusters, task_queue = fake
+    clusters.budget_unreachable = True  # a cluster unreachable: the share retries
+    migration, _ = await start(temporal_env.client, task_queue)
+    await migration.wait_until(lambda p: p.current_ordinal == 2, within=30)
+    await asyncio.wait_for(clusters.share_retried.wait(), 30)  # retried, not failed
+    await migration.abort("cluster down")
+    result = await migration.result()
+    assert result.aborted and result.moved == []
+    assert result.placement == {"2": "source", "1": "source", "0": "source"}
+    assert clusters.slices == {"source": (0, 3), "destination": (3, 0)}
+    assert not [c for c in clusters.changes if c.startswith(("import", "release"))]
+    assert clusters.budgets[-1] == "restore"
+    found = await histories(temporal_env, migration.id)
+    record("controls_abort_while_sharing_parent", found[0])
+
+
 async def test_signals_that_make_no_sense_are_ignored_and_set_approval_applies(
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:

@@ -97,3 +97,19 @@ def test_long_messages_are_truncated_and_flattened() -> None:
 def test_non_api_errors_are_bugs_not_retries() -> None:
     with pytest.raises(TypeError):
         errors.classify(KeyError("x"), "anything")
+
+
+def test_a_refusal_of_a_secret_names_who_refused_and_which_fields_never_the_message() -> None:
+    status = {
+        "kind": "Status",
+        "reason": "BadRequest",
+        "message": 'admission webhook "vault.example.com" denied the request: '
+        "value hunter2 is weak",
+        "details": {"causes": [{"field": "data[password]", "message": "hunter2 is weak"}]},
+    }
+    err = errors.classify(api_exception(400, body=json.dumps(status)), "create Secret s", True)
+    assert err.message == (
+        'create Secret s: 400 BadRequest by admission webhook "vault.example.com" on '
+        "data[password] (the server's message is withheld: the object holds Secret data)"
+    )
+    assert "hunter2" not in errors.status_message(api_exception(403, body="not json"), True)

@@ -199,6 +199,8 @@ def test_command_probe_env_cannot_name_the_worker_credentials() -> None:
 def test_probe_definitions_are_checked() -> None:
     with pytest.raises(ValueError, match="unknown placeholder 'host'"):
         Probe(kind="http", url="http://{host}/")
+    with pytest.raises(ValueError, match="cannot carry credentials"):
+        Probe(kind="http", url="http://admin:hunter2@{pod}.db:8080/health")
     with pytest.raises(ValueError, match="a tcp probe needs host and port"):
         Probe(kind="tcp")
     with pytest.raises(ValueError, match="on_failure"):

@@ -12,6 +12,7 @@ payload (docs/design.md, invariant I5).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from temporalio import workflow
@@ -53,6 +54,7 @@ with workflow.unsafe.imports_passed_through():
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP, outliving_cancel
 from workflows.options import (
+    ABORTABLE_SHARE,
     KEEP_EARLY_APPROVAL,
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
@@ -446,13 +448,25 @@ class MigrateStatefulSet(SafePoints):
         return placement(states[0], states[1])
 
     async def _share_budget(self) -> None:
+        """The budget shared for one more ordinal in flight. It retries while a cluster is
+        unreachable; an abort (or a cancel) meanwhile ends the wait, and the child then
+        starts aborted and changes nothing (the budgets are restored at the end)."""
         self._budget_shared = True
         r = self._request
-        await workflow.execute_activity_method(
-            MigrationActivities.share_disruption_budget,
-            BudgetInput(request=r, migration_id=workflow.info().workflow_id),
-            **quick(f"share the disruption budget of {r.statefulset} between the clusters"),
+        share = asyncio.ensure_future(
+            workflow.execute_activity_method(
+                MigrationActivities.share_disruption_budget,
+                BudgetInput(request=r, migration_id=workflow.info().workflow_id),
+                **quick(f"share the disruption budget of {r.statefulset} between the clusters"),
+            )
         )
+        await workflow.wait_condition(lambda: share.done() or self._control.aborting)
+        if share.done() or not workflow.patched(ABORTABLE_SHARE):
+            await share
+            return
+        share.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ActivityError):
+            await share
 
     async def _end(self, request: MigrationRequest) -> None:
         """However the run ends: each PDB its own budget back (or, with the app left in

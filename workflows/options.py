@@ -65,6 +65,10 @@ ORPHAN_CHECK = "orphan-check"
 # ordinal moves or is given back, restored when the run ends.
 SHARED_BUDGET = "shared-budget"
 
+# Patch id of an abort (or cancel) that ends the wait for the budget's share (which
+# retries while a cluster is unreachable) instead of waiting for it to succeed.
+ABORTABLE_SHARE = "abortable-share"
+
 # Every patch id in use: a history's patch markers name only these.
 PATCHES = (
     SLICE_GUARD,
@@ -77,6 +81,7 @@ PATCHES = (
     UNDO_BLOCKED,
     ORPHAN_CHECK,
     SHARED_BUDGET,
+    ABORTABLE_SHARE,
 )
 
 # Every option set takes the activity's summary (shown in the UI's timeline): it is

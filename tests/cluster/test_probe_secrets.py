@@ -1,7 +1,8 @@
 """The Redis probe's password in a real Secret of the probed cluster: read by the
 worker at probe time (HealthActivities on the destination's real API server), sent as
 AUTH to a real redis-server with requirepass, and found in no result; preflight names
-a password Secret the destination lacks."""
+a password Secret the destination lacks; an admission policy that echoes a Secret's
+value (or a PV's flexVolume options) in its refusal has its message withheld."""
 
 from __future__ import annotations
 
@@ -11,13 +12,16 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment
 
 from activities.health import HealthActivities
+from activities.kube import Kube, Obj
 from activities.migration import MigrationActivities
 from contract import HealthGates, MigrationRequest, PlanInput, Probe, ProbeInput, SecretKeyRef
 from tests.support.apps import deploy_app
 from tests.support.redis_cluster import RedisCluster, started_redis
+from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.cluster
 
@@ -114,3 +118,98 @@ def test_preflight_names_a_password_secret_the_destination_lacks(
     )
     wrong_key = plan(redis_probe(6379, "probe-pw", "password"))
     assert len(wrong_key) == 1 and "(key password) is not in it" in wrong_key[0]
+
+
+def echoing_policy(api: client.ApiClient, resource: str, echo: str, name: str) -> None:
+    """A ValidatingAdmissionPolicy (and binding) refusing creates of ``resource`` named
+    ``name``, with a messageExpression that copies the object's secret into the message,
+    as a careless webhook or policy may."""
+    admission = client.AdmissionregistrationV1Api(api)
+    admission.create_validating_admission_policy(
+        {
+            "metadata": {"name": name},
+            "spec": {
+                "failurePolicy": "Fail",
+                "matchConstraints": {
+                    "resourceRules": [
+                        {
+                            "apiGroups": [""],
+                            "apiVersions": ["v1"],
+                            "operations": ["CREATE"],
+                            "resources": [resource],
+                        }
+                    ]
+                },
+                "matchConditions": [
+                    {"name": "ours", "expression": f"object.metadata.name == '{name}'"}
+                ],
+                "validations": [
+                    {"expression": "false", "messageExpression": f"'it holds ' + {echo}"}
+                ],
+            },
+        }
+    )
+    admission.create_validating_admission_policy_binding(
+        {
+            "metadata": {"name": name},
+            "spec": {"policyName": name, "validationActions": ["Deny"]},
+        }
+    )
+
+
+def test_a_refusal_that_echoes_the_secret_is_withheld(
+    kube: dict[str, client.ApiClient], namespace: str
+) -> None:
+    api = kube["destination"]
+    admission = client.AdmissionregistrationV1Api(api)
+    secret, volume = f"leak-{uuid.uuid4().hex[:6]}", f"leak-{uuid.uuid4().hex[:6]}"
+    echoing_policy(api, "secrets", "string(object.data['password'])", secret)
+    echoing_policy(api, "persistentvolumes", "object.spec.flexVolume.options['password']", volume)
+    kube_dst = Kube(api, "destination")
+    bodies = {
+        "Secret": {"metadata": {"name": secret}, "stringData": {"password": PASSWORD}},
+        "PersistentVolume": {
+            "metadata": {"name": volume},
+            "spec": {
+                "capacity": {"storage": "1Mi"},
+                "accessModes": ["ReadWriteOnce"],
+                "flexVolume": {"driver": "example/none", "options": {"password": PASSWORD}},
+            },
+        },
+    }
+    try:
+        for kind, body in bodies.items():
+            messages: list[str] = []
+
+            def refused(kind: str = kind, body: Obj = body, messages: list[str] = messages) -> bool:
+                try:
+                    kube_dst.create(kind, namespace, body)
+                except ApplicationError as e:
+                    messages.append(e.message)
+                    return True
+                # Created before the policy reached the apiserver's cache: take it away.
+                if kind == "Secret":
+                    client.CoreV1Api(api).delete_namespaced_secret(secret, namespace)
+                else:
+                    client.CoreV1Api(api).delete_persistent_volume(volume)
+                return False
+
+            wait_for(refused, 30, f"{kind} create refused by its policy", interval=0.2)
+            name = body["metadata"]["name"]
+            # The server's own answer carries the secret: what is withheld.
+            with pytest.raises(client.exceptions.ApiException) as raw:
+                if kind == "Secret":
+                    client.CoreV1Api(api).create_namespaced_secret(namespace, body, dry_run="All")
+                else:
+                    client.CoreV1Api(api).create_persistent_volume(body, dry_run="All")
+            assert PASSWORD in str(raw.value.body)
+            assert PASSWORD not in " ".join(messages)
+            assert messages[-1] == (
+                f"create {kind} {name} in destination: 403 Forbidden by "
+                f"ValidatingAdmissionPolicy '{name}' with binding '{name}' (the server's "
+                "message is withheld: the object holds Secret data)"
+            )
+    finally:
+        for n in (secret, volume):
+            admission.delete_validating_admission_policy_binding(n)
+            admission.delete_validating_admission_policy(n)

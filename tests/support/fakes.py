@@ -42,6 +42,7 @@ from contract import (
     StatefulSetState,
     TakeInput,
 )
+from contract.errors import UNAVAILABLE
 from stsmigrate.api import Migration, start_migration
 from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
@@ -70,6 +71,9 @@ class FakeClusters:
         self.locks: dict[str, str] = {}
         # Every call of the budget activities: "share {slices at the time}" or "restore".
         self.budgets: list[str] = []
+        # Set: the share fails as when a cluster is unreachable (retryable).
+        self.budget_unreachable = False
+        self.share_retried = asyncio.Event()  # a failed share was tried again
         # Workflow ids the fake Temporal says are running (children a terminated run
         # left), and the ids a run asked about.
         self.running: set[str] = set()
@@ -190,6 +194,10 @@ class FakeClusters:
         @activity.defn(name="share_disruption_budget")
         async def share_disruption_budget(task: BudgetInput) -> BudgetShare:
             self.budgets.append(f"share {self.slices}")
+            if self.budget_unreachable:
+                if activity.info().attempt > 1:
+                    self.share_retried.set()
+                raise ApplicationError("source: ConnectTimeoutError", type=UNAVAILABLE)
             return BudgetShare()
 
         @activity.defn(name="restore_disruption_budget")
