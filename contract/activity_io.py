@@ -269,6 +269,9 @@ class OrdinalInput(Payload):
     end: int
     control: Control = Control()
     service: str = Field("", description="the StatefulSet's serviceName, for probe templates")
+    share_budget: bool = Field(
+        False, description="share the app's disruption budget first (a lean parent's child)"
+    )
 
     @property
     def move(self) -> OrdinalMove:

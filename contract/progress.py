@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal, NamedTuple, get_args
 
 from pydantic import Field
 
 from contract.activity_io import HealthReport, StatefulSetState
-from contract.base import Reply
+from contract.base import Payload, Reply
+from contract.operator import Control
 from contract.plan import Dependency, Plan
 from contract.request import ApprovalPolicy
 
@@ -71,8 +73,10 @@ class OrdinalResult(Reply):
 class MigrationResult(Reply):
     migration_id: str
     dry_run: bool = False
-    plan: Plan | None = None
-    moved: list[OrdinalResult] = Field(default_factory=list)
+    plan: Plan | None = Field(None, description="a dry run's plan (a run's: its plan query)")
+    moved: list[OrdinalResult] = Field(
+        default_factory=list, description="without step timings (each child's result has them)"
+    )
     dependencies: list[Dependency] = Field(default_factory=list)
     source: StatefulSetState | None = None
     destination: StatefulSetState | None = None
@@ -106,8 +110,14 @@ class Progress(Reply):
     """Where a migration is (the ``progress`` query of MigrateStatefulSet)."""
 
     phase: Phase = "starting"
+    run: int = Field(1, description="which run of the migration (it continues as new)")
     current_ordinal: int | None = None
-    step: str | None = Field(None, description="step of the current ordinal, as it reported")
+    step: str | None = Field(
+        None,
+        description="step of the current ordinal (the API and CLI ask the child when the "
+        "parent does not know it)",
+    )
+    child: str | None = Field(None, description="workflow id of the child moving current_ordinal")
     paused: bool = Field(False, description="a pause was asked for (phase says if it holds)")
     pause_reason: str = ""
     waiting_for_approval: int | None = None
@@ -126,6 +136,56 @@ class Progress(Reply):
     placement: dict[str, str] = Field(
         default_factory=dict, description="where every ordinal runs, read when the run ended"
     )
+
+
+class Ack(Reply):
+    """The reply of an accepted operator update: small and of constant size, as each
+    reply is kept in the history (the ``progress`` query has the detail). Its fields
+    are named as the progress's, so a client that reads it as a Progress still can."""
+
+    message: str = Field(description="the operator message accepted")
+    phase: Phase
+    current_ordinal: int | None = None
+    waiting_for_approval: int | None = None
+    approval: ApprovalPolicy = ApprovalPolicy()
+    approved_ordinal: int | None = Field(None, description="the ordinal this approve let go")
+    approve_all: bool = False
+    paused: bool = False
+    pause_reason: str = ""
+    aborting: bool = False
+    abort_reason: str = ""
+    rollback: Literal["", "ordinal", "all"] = ""
+    blocked: str = ""
+
+    @classmethod
+    def of(cls, message: str, progress: Progress, approved: int | None = None) -> Ack:
+        fields = set(cls.model_fields) - {"message", "approved_ordinal"}
+        return cls(
+            message=message,
+            approved_ordinal=approved,
+            **{name: getattr(progress, name) for name in fields},
+        )
+
+
+class Carried(Payload):
+    """What a run of a migration hands the next when it continues as new (between two
+    ordinals, nothing in flight). The plan is not carried: the next run plans again from
+    the clusters, which say what is moved and what remains."""
+
+    run: int = Field(description="the number of the run that continued")
+    begun: datetime
+    first: int | None = Field(description="the migration's first ordinal (approval 'first')")
+    control: Control
+    approval: ApprovalPolicy
+    approved: list[int] = Field(default_factory=list)
+    approve_all: bool = False
+    rolled_back: list[int] = Field(default_factory=list)
+    finished: list[OrdinalResult] = Field(default_factory=list, description="without step timings")
+    moved: list[int] = Field(
+        default_factory=list, description="moved by earlier runs of this migration, in order"
+    )
+    dependencies: list[Dependency] = Field(default_factory=list)
+    warnings: list[str] = Field(default_factory=list)
 
 
 class ProgressRow(NamedTuple):

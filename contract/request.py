@@ -223,6 +223,12 @@ class MigrationRequest(Payload):
     timeouts: WaitTimeouts = WaitTimeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     health: HealthGates = HealthGates()
+    continue_as_new_events: int = Field(
+        2000,
+        ge=1,
+        description="between two ordinals, a run whose history has this many events (or "
+        "whose server suggests it) continues as new, so no history nears Temporal's limits",
+    )
 
     @property
     def target_namespace(self) -> str:

@@ -35,6 +35,7 @@ from temporalio.client import (
     Client,
     WorkflowExecutionStatus,
     WorkflowHandle,
+    WorkflowQueryFailedError,
     WorkflowUpdateFailedError,
 )
 from temporalio.common import WorkflowIDConflictPolicy
@@ -45,6 +46,7 @@ from temporalio.service import RPCError
 from contract import (
     TASK_QUEUE,
     AbortRequest,
+    Ack,
     ApprovalPolicy,
     ApproveRequest,
     MigrationRequest,
@@ -61,6 +63,7 @@ from stsmigrate.codec import codec_from_env, data_converter
 __all__ = [
     "TASK_QUEUE",
     "AbortRequest",
+    "Ack",
     "ApprovalPolicy",
     "ApproveRequest",
     "Migration",
@@ -184,26 +187,40 @@ async def start_migration(
         static_details=details(request),
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
     )
-    return Migration(handle)
+    # By id only: a migration continues as new between ordinals, and a handle bound to
+    # the first run would query, signal and update a run that has ended.
+    return get_migration(client, handle.id)
 
 
 def get_migration(client: Client, migration_id: str) -> Migration:
     """A handle on a migration started earlier (by anyone: CLI, UI, this API)."""
-    return Migration(client.get_workflow_handle(migration_id, result_type=MigrationResult))
+    handle = client.get_workflow_handle(migration_id, result_type=MigrationResult)
+    return Migration(handle, client)
 
 
 class Migration:
-    """One migration (a MigrateStatefulSet workflow run)."""
+    """One migration (a MigrateStatefulSet workflow and the runs it continues as)."""
 
-    def __init__(self, handle: WorkflowHandle[Any, MigrationResult]) -> None:
+    def __init__(self, handle: WorkflowHandle[Any, MigrationResult], client: Client) -> None:
         self.handle = handle
+        self.client = client
 
     @property
     def id(self) -> str:
         return self.handle.id
 
     async def progress(self) -> Progress:
-        return await self.handle.query("progress", result_type=Progress)
+        """The parent's progress; the step of the ordinal in flight from its child (a
+        lean history has no report per step), when the child answers."""
+        progress = await self.handle.query("progress", result_type=Progress)
+        if progress.child is None:
+            return progress
+        child = self.client.get_workflow_handle(progress.child)
+        with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+            step = await child.query("step", result_type=str | None)  # type: ignore[arg-type]
+            if step is not None:
+                progress = progress.model_copy(update={"step": step})
+        return progress
 
     async def plan(self) -> Plan | None:
         return await self.handle.query("plan", result_type=Plan | None)  # type: ignore[arg-type]
@@ -214,26 +231,26 @@ class Migration:
     async def result(self) -> MigrationResult:
         return await self.handle.result()
 
-    async def pause(self, reason: str = "") -> Progress:
+    async def pause(self, reason: str = "") -> Ack:
         return await self.update("pause", PauseRequest(reason=reason))
 
-    async def resume(self) -> Progress:
+    async def resume(self) -> Ack:
         return await self.update("resume")
 
-    async def approve(self, ordinal: int | None = None, *, all: bool = False) -> Progress:
+    async def approve(self, ordinal: int | None = None, *, all: bool = False) -> Ack:
         """Approve the next ordinal; ``ordinal`` insists on which one; ``all`` approves
         every ordinal that remains."""
         return await self.update("approve", ApproveRequest(ordinal=ordinal, all=all))
 
-    async def abort(self, reason: str = "") -> Progress:
+    async def abort(self, reason: str = "") -> Ack:
         return await self.update("abort", AbortRequest(reason=reason))
 
-    async def rollback(self, *, all: bool = False, reason: str = "") -> Progress:
+    async def rollback(self, *, all: bool = False, reason: str = "") -> Ack:
         """Give the last moved ordinal (``all``: every ordinal this run moved) back to
         the source at the next safe point; the run then pauses (``all``: ends)."""
         return await self.update("rollback", RollbackRequest(all=all, reason=reason))
 
-    async def set_approval(self, policy: ApprovalPolicy) -> Progress:
+    async def set_approval(self, policy: ApprovalPolicy) -> Ack:
         return await self.update("set_approval", policy)
 
     async def wait_until(
@@ -254,13 +271,14 @@ class Migration:
         a message that makes no sense is logged and ignored by the workflow."""
         await self.handle.signal(name, *([] if arg is None else [arg]))
 
-    async def update(self, name: str, arg: Any = None) -> Progress:
+    async def update(self, name: str, arg: Any = None) -> Ack:
         """Send an operator message (pause, resume, approve, abort, set_approval,
-        rollback) as an update; returns the progress once accepted, raises Rejected
-        otherwise."""
+        rollback) as an update; returns its acknowledgement (phase, pause and abort,
+        the approval) once accepted, raises Rejected otherwise; ``progress()`` has the
+        detail."""
         try:
             args = [] if arg is None else [arg]
-            return await self.handle.execute_update(name, args=args, result_type=Progress)
+            return await self.handle.execute_update(name, args=args, result_type=Ack)
         except WorkflowUpdateFailedError as err:
             cause = err.cause
             if isinstance(cause, ApplicationError):

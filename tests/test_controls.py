@@ -48,8 +48,9 @@ async def test_each_ordinal_waits_for_its_approval_in_turn(
     assert clusters.slices == {"source": (0, 3), "destination": (3, 0)}
     with pytest.raises(Rejected, match="ordinal 1 is not next; the next ordinal to move is 2"):
         await migration.approve(1)
-    progress = await migration.approve()  # the next one: 2
-    assert progress.approved == [2]
+    ack = await migration.approve()  # the next one: 2
+    assert (ack.message, ack.approved_ordinal) == ("approve", 2)
+    assert (await migration.progress()).approved == [2]
     await migration.wait_until(at("awaiting_approval", 1), within=30)
     assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
     await migration.approve(1)
@@ -104,7 +105,7 @@ async def test_pause_between_ordinals_and_during_one_changes_nothing_until_resum
     await asyncio.wait_for(clusters.waiting_for_health.wait(), 30)
     await migration.pause()
     clusters.healthy.set()
-    held = await migration.wait_until(lambda p: p.step == "paused", within=30)
+    held = await migration.wait_until(lambda p: p.step == p.phase == "paused", within=30)
     assert (held.phase, held.current_ordinal) == ("paused", 1)
     before = list(clusters.changes)
     await asyncio.sleep(1.5)
@@ -201,6 +202,7 @@ async def test_an_operator_message_during_the_first_activity_is_kept(
     await asyncio.wait_for(clusters.asked_for_attributes.wait(), 30)
     progress = await migration.set_approval(ApprovalPolicy(mode="none"))
     assert (progress.phase, progress.approval.mode) == ("starting", "none")
+    assert (await migration.progress()).approval.mode == "none"
     clusters.attributes_answered.set()
     ended = await migration.wait_until(
         lambda p: p.phase in ("awaiting_approval", "done"), within=30

@@ -15,7 +15,14 @@ from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
-from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, HealthGates, Probe
+from contract import (
+    SEARCH_ATTRIBUTES,
+    ApprovalPolicy,
+    HealthGates,
+    OrdinalResult,
+    Probe,
+    ordinal_workflow_id,
+)
 from stsmigrate.api import Rejected
 from tests.support.fakes import ORDINALS, FakeClusters, FakeProbes, at, fake_worker, start
 from tests.support.histories import histories, record
@@ -59,7 +66,10 @@ async def test_a_failed_gate_pauses_and_resume_goes_on(
     health = {r.ordinal: r.health for r in result.moved}
     assert health[2] is not None and health[2].ok
     assert health[1] is not None and not health[1].ok
-    assert [s.step for s in result.moved[0].steps][-1] == "health_gates"
+    first = await migration.client.get_workflow_handle(
+        ordinal_workflow_id(migration.id, 2), result_type=OrdinalResult
+    ).result()
+    assert [s.step for s in first.steps][-1] == "health_gates"
 
 
 async def test_on_failure_fail_ends_the_run_with_the_ordinal_whole(

@@ -39,6 +39,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.migration import MigrationActivities
     from contract import (
+        PAUSED_AT_SAFE_POINT,
+        BudgetInput,
         ClaimsBoundInput,
         Control,
         ImportInput,
@@ -67,7 +69,14 @@ with workflow.unsafe.imports_passed_through():
     )
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
-from workflows.options import GUARDED_TAKE, LOSSLESS_REPORTS, SLICE_GUARD, quick, wait_options
+from workflows.options import (
+    GUARDED_TAKE,
+    LEAN_HISTORY,
+    LOSSLESS_REPORTS,
+    SLICE_GUARD,
+    quick,
+    wait_options,
+)
 
 T = TypeVar("T")
 
@@ -215,6 +224,13 @@ class OrdinalHandover:
         self._undoing = False
         self._cancel_asked = False
         self._control_signalled = False
+        self._step: str | None = None
+
+    @workflow.query
+    def step(self) -> str | None:
+        """The step this ordinal is in (the parent's progress names this child; the
+        CLI and the API ask it, so the parent's history holds no report per step)."""
+        return self._step
 
     @workflow.signal
     def control(self, control: Control) -> None:
@@ -238,9 +254,15 @@ class OrdinalHandover:
 
     def _report(self, step: str) -> None:
         """Tell the parent the step we are in (for its progress); never waited on
-        by the step itself, and never fatal."""
+        by the step itself, and never fatal. In a lean history only a pause at the safe
+        point is told (the parent's phase shows it); every step is in the ``step`` query
+        and the UI's current details."""
+        self._step = step
+        workflow.set_current_details(f"ordinal {self._ordinal}: **{step}**")
         handle = self._parent()
         if handle is None:
+            return
+        if step != PAUSED_AT_SAFE_POINT and workflow.patched(LEAN_HISTORY):
             return
 
         async def send() -> None:
@@ -263,6 +285,37 @@ class OrdinalHandover:
         """The result, once every progress report has been delivered (or refused)."""
         await asyncio.gather(*self._reports)
         return result
+
+    def _aborting(self) -> bool:
+        return self._control.aborting or self._cancel_asked
+
+    async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
+        """``work``, or None if an abort comes first (the work is then cancelled)."""
+        task = asyncio.ensure_future(work)
+        await workflow.wait_condition(lambda: task.done() or self._aborting())
+        if task.done():
+            return task.result()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, ActivityError):
+            await task
+        return None
+
+    async def _share_budget(self, task: OrdinalInput) -> bool:
+        """The app's disruption budget shared between the clusters for this ordinal in
+        flight, when the parent asks (``share_budget``: a lean parent leaves it to its
+        children); it retries while a cluster is unreachable. False if the operator
+        aborts meanwhile: nothing has changed but the budgets, restored at the end."""
+        if not task.share_budget:
+            return True
+        r = task.request
+        done = await self._unless_aborted(
+            workflow.execute_activity_method(
+                MigrationActivities.share_disruption_budget,
+                BudgetInput(request=r, migration_id=task.migration_id),
+                **quick(f"share the disruption budget of {r.statefulset} between the clusters"),
+            )
+        )
+        return done is not None
 
     def _resumed_since(self, seen: int) -> bool:
         return self._control.resumes > seen

@@ -9,8 +9,6 @@ the operator's health gates on the moved pod.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable
 from typing import TypeVar
 
 from temporalio import workflow
@@ -56,20 +54,6 @@ class MigrateOrdinal(OrdinalHandover):
     resumes it or has the ordinal put back in the source (``undo``). A cancel of this
     workflow is an abort.
     """
-
-    def _aborting(self) -> bool:
-        return self._control.aborting or self._cancel_asked
-
-    async def _unless_aborted(self, work: Awaitable[T]) -> T | None:
-        """``work``, or None if an abort comes first (the work is then cancelled)."""
-        task = asyncio.ensure_future(work)
-        await workflow.wait_condition(lambda: task.done() or self._aborting())
-        if task.done():
-            return task.result()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, ActivityError):
-            await task
-        return None
 
     async def _may_start(self) -> bool:
         """The safe point: wait out a pause; False if the operator aborts."""
@@ -130,8 +114,11 @@ class MigrateOrdinal(OrdinalHandover):
         begun = workflow.now()
         not_moved = OrdinalResult(ordinal=k, moved=False, volumes=volumes)
 
-        # 1. Both slices healthy before anything moves. An abort while waiting ends
-        #    the ordinal here, still wholly in the source.
+        # 1. The budget shared, both slices healthy before anything moves. An abort
+        #    while waiting ends the ordinal here, still wholly in the source.
+        if not await self._share_budget(task):
+            workflow.logger.info("ordinal %d not moved: aborted", k)
+            return await self._finish(not_moved)
         try:
             healthy = await self._slices_healthy(task)
         except UndoAsked:

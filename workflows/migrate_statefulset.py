@@ -33,7 +33,9 @@ with workflow.unsafe.imports_passed_through():
         SEARCH_ATTRIBUTES,
         AbortRequest,
         BudgetInput,
+        Carried,
         Control,
+        Dependency,
         EnsureDestinationInput,
         LockInput,
         MigrationRequest,
@@ -55,6 +57,7 @@ with workflow.unsafe.imports_passed_through():
 from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP, outliving_cancel
 from workflows.options import (
     ABORTABLE_SHARE,
+    CONTINUE_AS_NEW,
     KEEP_EARLY_APPROVAL,
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
@@ -84,6 +87,17 @@ def failure_text(err: BaseException) -> str:
     return (text + (f"{kind}: " if kind else "") + message)[:2000]
 
 
+def typed(request: Any, carried: Any) -> tuple[MigrationRequest, Carried | None]:
+    """The run's arguments as models. The SDK decodes by the run's type hints only when
+    as many arguments came as it has parameters: a start with the request alone (the
+    CLI, the UI) gives plain JSON here, a continue-as-new (request, carried) the models."""
+    if not isinstance(request, MigrationRequest):
+        request = MigrationRequest.model_validate(request)
+    if carried is not None and not isinstance(carried, Carried):
+        carried = Carried.model_validate(carried)
+    return request, carried
+
+
 # A request that does not validate (e.g. raw JSON from the Temporal CLI) fails the
 # run at once with pydantic's message, instead of failing workflow tasks forever.
 @workflow.defn(name="MigrateStatefulSet", failure_exception_types=[ValidationError])
@@ -95,15 +109,31 @@ class MigrateStatefulSet(SafePoints):
     """
 
     @workflow.init
-    def __init__(self, request: MigrationRequest) -> None:
+    def __init__(self, request: MigrationRequest, carried: Carried | None = None) -> None:
         # Set from the request before any handler runs, so an operator message that
-        # arrives during the first activity sees (and keeps) the request's state.
+        # arrives during the first activity sees (and keeps) the request's state; a run
+        # that continues an earlier one starts from what that one carried.
+        request, carried = typed(request, carried)
         self._request = request
+        self._carried = carried
         self._progress = Progress(approval=request.approval)
+        if carried is not None:
+            self._progress = Progress(
+                run=carried.run + 1,
+                approval=carried.approval,
+                approved=carried.approved,
+                approve_all=carried.approve_all,
+                rolled_back=carried.rolled_back,
+                finished=carried.finished,
+                warnings=carried.warnings,
+                paused=carried.control.paused,
+                aborting=carried.control.aborting,
+            )
         self._plan: Plan | None = None
         self._search_attributes: set[str] = set()
-        self._control = Control()
+        self._control = carried.control if carried is not None else Control()
         self._forwarded = Control()
+        self._deps: list[Dependency] = carried.dependencies if carried is not None else []
         self._child = None
         self._forwarding = asyncio.Lock()
         # In the destination and not rolled back, newest last: what a rollback gives back
@@ -116,6 +146,7 @@ class MigrateStatefulSet(SafePoints):
         self._keep_lock = False
         self._in_child = False
         self._budget_shared = False
+        self._ran = 0  # ordinals this run moved (a continue-as-new waits for one)
 
     @workflow.query
     def progress(self) -> Progress:
@@ -229,9 +260,14 @@ class MigrateStatefulSet(SafePoints):
         if not self._moved:
             # What an earlier run of this migration moved, read from the clusters, so a
             # rollback can give it back (the last moved, the destination's lowest, last).
-            self._moved_before = {o.ordinal for o in plan.moved}
+            # A run this one continues moved some of it: those are this migration's
+            # moves, with their results.
+            ours = set(self._carried.moved) if self._carried else set()
+            done = {r.ordinal: r for r in self._progress.finished if r.ordinal in ours}
+            self._moved_before = {o.ordinal for o in plan.moved} - ours
             self._moved = [
-                OrdinalResult(ordinal=o.ordinal, volumes=[v.volume for v in o.volumes])
+                done.get(o.ordinal)
+                or OrdinalResult(ordinal=o.ordinal, volumes=[v.volume for v in o.volumes])
                 for o in reversed(plan.moved)
             ]
         self._update_progress(warnings=plan.warnings, remaining=[o.ordinal for o in plan.ordinals])
@@ -290,7 +326,7 @@ class MigrateStatefulSet(SafePoints):
         ]
         return plan.model_copy(update={"problems": [*plan.problems, *found]}) if found else plan
 
-    async def _prepare(self, migration_id: str, plan: Plan, src: SliceRef, dst: SliceRef) -> Any:
+    async def _prepare(self, migration_id: str, plan: Plan, src: SliceRef, dst: SliceRef) -> None:
         """The destination StatefulSet (owning nothing yet) and the app's dependencies."""
         request = self._request
         self._update_progress(phase="preparing")
@@ -308,11 +344,12 @@ class MigrateStatefulSet(SafePoints):
                 EnsureDestinationInput(request=request, migration_id=migration_id, start=start),
                 **quick(f"{dst.context}: StatefulSet {dst.statefulset} owning [{start}, {start})"),
             )
-        return await workflow.execute_activity_method(
+        deps = await workflow.execute_activity_method(
             MigrationActivities.ensure_dependencies,
             PlanInput(request=request, migration_id=migration_id),
             **quick(f"{dst.context}: copy Secrets, ConfigMaps, Service, PDB"),
         )
+        self._deps = deps.dependencies
 
     async def _move_ordinals(self, plan: Plan, first: int | None) -> None:
         """Every ordinal in turn, highest first, each behind its safe point."""
@@ -329,6 +366,8 @@ class MigrateStatefulSet(SafePoints):
                     return
                 continue
             k = self._progress.remaining[0]
+            if self._continue_as_new_due() and await self._may_continue_as_new():
+                self._continue_as_new(first)
             self._update_progress(current_ordinal=k, step=None)
             if not await self._wait_at_safe_point(k, first):
                 return
@@ -339,6 +378,7 @@ class MigrateStatefulSet(SafePoints):
                 if await self._put_back(k, touched=bool(result.steps)):
                     continue
                 return
+            self._ran += 1
             self._update_progress(
                 current_ordinal=None,
                 step=None,
@@ -352,6 +392,65 @@ class MigrateStatefulSet(SafePoints):
             self._moved.append(result)
             if result.health is not None and not result.health.ok:
                 await self._health_failed(result)
+
+    # -- continue-as-new ---------------------------------------------------------------
+
+    def _quiet(self) -> bool:
+        """Nothing asked that a safe point must do first, nothing in flight."""
+        p, c = self._progress, self._control
+        return not (
+            c.paused
+            or c.aborting
+            or c.undo
+            or p.rollback
+            or p.blocked
+            or self._cancel_requested
+            or self._in_child
+        )
+
+    def _continue_as_new_due(self) -> bool:
+        """Between two ordinals: the history is long enough to start afresh (and this
+        run moved one at least, so a bound set low still gets somewhere)."""
+        if not self._ran:
+            return False
+        info = workflow.info()
+        due = (
+            info.is_continue_as_new_suggested()
+            or info.get_current_history_length() >= self._request.continue_as_new_events
+        )
+        return due and self._quiet() and workflow.patched(CONTINUE_AS_NEW)
+
+    async def _may_continue_as_new(self) -> bool:
+        """Every message handler finished (an update's reply is never lost) and still
+        nothing asked meanwhile."""
+        await workflow.wait_condition(workflow.all_handlers_finished)
+        return self._quiet()
+
+    def _continue_as_new(self, first: int | None) -> None:
+        """Start the next run of this migration (same workflow id; children report to it
+        by id) with what it must carry; it plans again from the clusters."""
+        p = self._progress
+        carried = Carried(
+            run=p.run,
+            begun=self._begun,
+            first=first,
+            control=self._control,
+            approval=p.approval,
+            approved=p.approved,
+            approve_all=p.approve_all,
+            rolled_back=p.rolled_back,
+            finished=[r.model_copy(update={"steps": []}) for r in p.finished],
+            moved=[r.ordinal for r in self._moved_now()],
+            dependencies=self._deps,
+            warnings=p.warnings,
+        )
+        workflow.logger.info(
+            "run %d continues as new after %d events (%d ordinal(s) remain)",
+            p.run,
+            workflow.info().get_current_history_length(),
+            len(p.remaining),
+        )
+        workflow.continue_as_new(args=[self._request, carried])
 
     def _moved_now(self) -> list[OrdinalResult]:
         """What this run moved (and did not give back)."""
@@ -396,8 +495,10 @@ class MigrateStatefulSet(SafePoints):
         return self._abort(AbortRequest(reason="cancel requested from the Temporal UI, CLI or API"))
 
     @workflow.run
-    async def run(self, request: MigrationRequest) -> MigrationResult:
-        result = await outliving_cancel(self._whole(request), self._cancel)
+    async def run(
+        self, request: MigrationRequest, carried: Carried | None = None
+    ) -> MigrationResult:
+        result = await outliving_cancel(self._whole(self._request), self._cancel)
         if self._cancel_requested:
             raise asyncio.CancelledError(
                 "cancelled: see the progress query for where each ordinal runs"
@@ -414,7 +515,11 @@ class MigrateStatefulSet(SafePoints):
             # workflow task (retried), and must add no command on its way.
             where = await self._placement_if_known(request)
             self._update_progress(
-                phase="failed", error=failure_text(err), current_ordinal=None, placement=where
+                phase="failed",
+                error=failure_text(err),
+                current_ordinal=None,
+                child=None,
+                placement=where,
             )
             await self._end(request)
             raise
@@ -519,7 +624,9 @@ class MigrateStatefulSet(SafePoints):
 
     async def _run(self, request: MigrationRequest) -> MigrationResult:
         migration_id = workflow.info().workflow_id
-        begun = workflow.now()
+        carried = self._carried
+        begun = carried.begun if carried is not None else workflow.now()
+        self._begun = begun
         src = SliceRef(
             context=request.source_context,
             namespace=request.namespace,
@@ -533,9 +640,16 @@ class MigrateStatefulSet(SafePoints):
         plan = await self._preflight(migration_id)
         if plan.problems:
             listing = "\n".join(f"- {p.object}: {p.message} (fix: {p.fix})" for p in plan.problems)
+            changed = "nothing was changed"
+            if carried is not None:  # between two ordinals, none half-moved
+                changed = (
+                    f"the preflight of run {self._progress.run}, between two ordinals: ordinals "
+                    f"{carried.moved} were moved, nothing else changed; start the migration "
+                    "again once fixed"
+                )
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise ApplicationError(
-                f"preflight found {len(plan.problems)} problem(s); nothing was changed:\n{listing}",
+                f"preflight found {len(plan.problems)} problem(s); {changed}:\n{listing}",
                 plan,
                 type=PREFLIGHT_FAILED,
                 non_retryable=True,
@@ -546,11 +660,14 @@ class MigrateStatefulSet(SafePoints):
             return MigrationResult(migration_id=migration_id, dry_run=True, plan=plan)
 
         first = plan.ordinals[0].ordinal if plan.ordinals else None
-        deps = None
-        if not plan.ordinals and workflow.patched(NOTHING_TO_MOVE):
+        if carried is not None:
+            first = carried.first
+            await self._lock()  # held since the first run; this run unlocks at the end
+            await self._move_ordinals(plan, first)
+        elif not plan.ordinals and workflow.patched(NOTHING_TO_MOVE):
             pass  # nothing to move: nothing changes in either cluster
         elif await self._wait_at_safe_point(None, first):
-            deps = await self._prepare(migration_id, plan, src, dst)
+            await self._prepare(migration_id, plan, src, dst)
             await self._move_ordinals(plan, first)
 
         source_state = await workflow.execute_activity_method(
@@ -587,12 +704,14 @@ class MigrateStatefulSet(SafePoints):
             seconds,
         )
         await workflow.wait_condition(workflow.all_handlers_finished)
+        # A summary: the plan stays in the ``plan`` query and the history, each
+        # ordinal's step timings in its child's result (a result near the 2 MB payload
+        # limit at 1,000 ordinals otherwise).
         return MigrationResult(
             migration_id=migration_id,
-            plan=plan,
-            moved=self._moved_now(),
+            moved=[r.model_copy(update={"steps": []}) for r in self._moved_now()],
             rolled_back=self._progress.rolled_back,
-            dependencies=deps.dependencies if deps else [],
+            dependencies=self._deps,
             source=source_state,
             destination=destination_state,
             seconds=seconds,

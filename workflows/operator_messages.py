@@ -2,8 +2,8 @@
 set_approval and rollback.
 
 Each is an update (acknowledged: its validator refuses a message that makes no
-sense now, and it returns the progress) and a signal of the same name
-(fire-and-forget, queued by the server while no worker runs). One table,
+sense now, and it returns a short Ack; the ``progress`` query has the detail) and
+a signal of the same name (fire-and-forget, queued by the server while no worker runs). One table,
 ``OPERATOR_MESSAGES``, gives every message its argument type, the rule that
 refuses it and what it does; the updates and the one dynamic signal handler both
 go through it, so a rule is never written twice. Pause and abort act only at safe
@@ -25,12 +25,12 @@ from temporalio.exceptions import ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from contract import (
         AbortRequest,
+        Ack,
         ApprovalPolicy,
         ApproveRequest,
         Control,
         OrdinalResult,
         PauseRequest,
-        Progress,
         RollbackRequest,
     )
     from contract.errors import REJECTED
@@ -38,7 +38,7 @@ with workflow.unsafe.imports_passed_through():
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.handover import OrdinalHandover
-from workflows.options import UNDO_BLOCKED
+from workflows.options import LEAN_HISTORY, UNDO_BLOCKED
 from workflows.progress import ProgressKeeper
 
 
@@ -173,8 +173,13 @@ class OperatorMessages(ProgressKeeper):
     async def _resume(self, _: None = None) -> None:
         workflow.logger.info("resume asked")
         resumed = {"paused": False, "resumes": self._control.resumes + 1}
+        phase = {}
+        if self._in_child and self._progress.phase == "paused" and workflow.patched(LEAN_HISTORY):
+            # No step report will say the child goes on (a lean history has none).
+            moving = self._giving_back or self._control.undo or self._progress.rollback
+            phase = {"phase": "rolling_back" if moving else "moving"}
         await self._apply_control(
-            self._control.model_copy(update=resumed), pause_reason="", blocked=""
+            self._control.model_copy(update=resumed), pause_reason="", blocked="", **phase
         )
 
     def _approve(self, req: ApproveRequest | None) -> None:
@@ -228,12 +233,14 @@ class OperatorMessages(ProgressKeeper):
 
     # -- delivery: updates and signals --------------------------------------------------------
 
-    async def _accept(self, name: str, arg: Any) -> Progress:
-        """Do what message ``name`` asks (its rule has accepted it); the progress after."""
+    async def _accept(self, name: str, arg: Any) -> Ack:
+        """Do what message ``name`` asks (its rule has accepted it); a short reply."""
+        before = set(self._progress.approved)
         done = OPERATOR_MESSAGES[name].action(self, arg)
         if done is not None:
             await done
-        return self._progress
+        approved = next((k for k in self._progress.approved if k not in before), None)
+        return Ack.of(name, self._progress, approved)
 
     def _refuse(self, name: str, arg: Any) -> None:
         """An update's validator: refused messages never reach history."""
@@ -272,7 +279,7 @@ class OperatorMessages(ProgressKeeper):
         await self._accept(name, arg)
 
     @workflow.update(name="pause")
-    async def pause(self, req: PauseRequest | None = None) -> Progress:
+    async def pause(self, req: PauseRequest | None = None) -> Ack:
         return await self._accept("pause", req)
 
     @pause.validator
@@ -280,7 +287,7 @@ class OperatorMessages(ProgressKeeper):
         self._refuse("pause", req)
 
     @workflow.update(name="resume")
-    async def resume(self) -> Progress:
+    async def resume(self) -> Ack:
         return await self._accept("resume", None)
 
     @resume.validator
@@ -288,7 +295,7 @@ class OperatorMessages(ProgressKeeper):
         self._refuse("resume", None)
 
     @workflow.update(name="approve")
-    async def approve(self, req: ApproveRequest | None = None) -> Progress:
+    async def approve(self, req: ApproveRequest | None = None) -> Ack:
         return await self._accept("approve", req)
 
     @approve.validator
@@ -296,7 +303,7 @@ class OperatorMessages(ProgressKeeper):
         self._refuse("approve", req)
 
     @workflow.update(name="abort")
-    async def abort(self, req: AbortRequest | None = None) -> Progress:
+    async def abort(self, req: AbortRequest | None = None) -> Ack:
         return await self._accept("abort", req)
 
     @abort.validator
@@ -304,7 +311,7 @@ class OperatorMessages(ProgressKeeper):
         self._refuse("abort", req)
 
     @workflow.update(name="set_approval")
-    async def set_approval(self, policy: ApprovalPolicy) -> Progress:
+    async def set_approval(self, policy: ApprovalPolicy) -> Ack:
         return await self._accept("set_approval", policy)
 
     @set_approval.validator
@@ -312,7 +319,7 @@ class OperatorMessages(ProgressKeeper):
         self._refuse("set_approval", policy)
 
     @workflow.update(name="rollback")
-    async def rollback(self, req: RollbackRequest | None = None) -> Progress:
+    async def rollback(self, req: RollbackRequest | None = None) -> Ack:
         return await self._accept("rollback", req)
 
     @rollback.validator

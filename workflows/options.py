@@ -69,6 +69,17 @@ SHARED_BUDGET = "shared-budget"
 # retries while a cluster is unreachable) instead of waiting for it to succeed.
 ABORTABLE_SHARE = "abortable-share"
 
+# Patch id of a lean parent history (issue "A thousand ordinals"): the children no
+# longer signal every step (the parent's progress names the child, whose ``step`` query
+# says where it is; a pause at the child's safe point and a block are still reported),
+# each child shares the disruption budget itself as its first step (no activity in the
+# parent per ordinal), and the parent upserts its search attributes once per ordinal.
+LEAN_HISTORY = "lean-history"
+
+# Patch id of continue-as-new between ordinals: once the run's history passes its bound
+# (or the server suggests it), the parent starts afresh with what it must carry.
+CONTINUE_AS_NEW = "continue-as-new"
+
 # Every patch id in use: a history's patch markers name only these.
 PATCHES = (
     SLICE_GUARD,
@@ -82,6 +93,8 @@ PATCHES = (
     ORPHAN_CHECK,
     SHARED_BUDGET,
     ABORTABLE_SHARE,
+    LEAN_HISTORY,
+    CONTINUE_AS_NEW,
 )
 
 # Every option set takes the activity's summary (shown in the UI's timeline): it is

@@ -18,6 +18,9 @@ with workflow.unsafe.imports_passed_through():
         progress_rows,
     )
 
+# Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.options import LEAN_HISTORY
+
 
 def progress_table(progress: Progress, plan: Plan | None) -> str:
     """The markdown shown as the workflow's current details in the Temporal UI."""
@@ -82,6 +85,9 @@ class ProgressKeeper:
         workflow.set_current_details(progress_table(self._progress, self._plan))
         after = self._progress
         if (before.phase, before.current_ordinal) != (after.phase, after.current_ordinal):
+            between = before.phase == after.phase and after.current_ordinal is None
+            if between and workflow.patched(LEAN_HISTORY):
+                return  # between two ordinals: the next one's upsert says it (one each)
             ordinal = after.current_ordinal
             self._upsert_search_attributes(
                 StsmigratePhase=after.phase,

@@ -49,6 +49,11 @@ class RollbackOrdinal(OrdinalHandover):
         )
         undone = False
         try:
+            if not await self._share_budget(task):
+                # Aborted before anything changed: k stays in the destination.
+                return await self._finish(
+                    OrdinalResult(ordinal=k, moved=False, undone=True, volumes=volumes)
+                )
             await self.hand_over(task, destination, source, adoption)
         except UndoAsked:
             # The operator would rather keep k where it was: in the destination.

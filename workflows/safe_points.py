@@ -29,7 +29,7 @@ with workflow.unsafe.imports_passed_through():
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.migrate_ordinal import MigrateOrdinal
 from workflows.operator_messages import OperatorMessages
-from workflows.options import CHILDREN_OUTLIVE_PARENT, SHARED_BUDGET
+from workflows.options import CHILDREN_OUTLIVE_PARENT, LEAN_HISTORY, SHARED_BUDGET
 from workflows.rollback_ordinal import RollbackOrdinal
 
 
@@ -39,6 +39,7 @@ class SafePoints(OperatorMessages):
     _request: MigrationRequest
     _keep_lock: bool  # the run ends without unlocking (a child of another run holds it)
     _moved_before: set[int]  # in _moved, moved by an earlier run of this migration
+    _budget_shared: bool  # the budget was shared for an ordinal in flight
 
     async def _lock(self) -> None:
         """Implemented by MigrateStatefulSet: the StatefulSet's lock, once."""
@@ -150,11 +151,16 @@ class SafePoints(OperatorMessages):
             if workflow.patched(CHILDREN_OUTLIVE_PARENT)
             else ParentClosePolicy.TERMINATE  # the SDK's default, before the patch
         )
-        if workflow.patched(SHARED_BUDGET):
+        share_in_child = workflow.patched(SHARED_BUDGET) and workflow.patched(LEAN_HISTORY)
+        if share_in_child:
+            self._budget_shared = True  # the child shares it as its first step
+        elif workflow.patched(SHARED_BUDGET):
             await self._share_budget()
         self._giving_back, self._in_child = run is RollbackOrdinal.run, True
         try:
-            return await self._start_and_wait(run, child_id, summary, ordinal, close)
+            return await self._start_and_wait(
+                run, child_id, summary, ordinal, close, share_in_child
+            )
         finally:
             self._in_child = self._giving_back = False
 
@@ -165,10 +171,12 @@ class SafePoints(OperatorMessages):
         summary: str,
         ordinal: OrdinalPlan,
         close: ParentClosePolicy,
+        share_budget: bool,
     ) -> OrdinalResult:
         assert self._plan is not None
         plan = self._plan
         try:
+            self._update_progress(child=child_id)
             self._child = await workflow.start_child_workflow(
                 run,
                 OrdinalInput(
@@ -179,6 +187,7 @@ class SafePoints(OperatorMessages):
                     end=plan.end,
                     control=self._forwarded,
                     service=plan.service_name,
+                    share_budget=share_budget,
                 ),
                 id=child_id,
                 static_summary=summary,
@@ -199,7 +208,8 @@ class SafePoints(OperatorMessages):
         try:
             result = await self._child
         finally:
-            self._child = None
+            self._child = None  # (no workflow call here: a finally also runs on eviction)
+        self._update_progress(child=None)
         # Done with that ordinal: the next child starts afresh.
         if self._control.undo:
             self._control = self._control.model_copy(update={"undo": False})

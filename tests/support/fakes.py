@@ -78,6 +78,7 @@ class FakeClusters:
         # left), and the ids a run asked about.
         self.running: set[str] = set()
         self.asked_for_running: list[str] = []
+        self.plans = 0  # preflights run (one per run of a migration)
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -93,7 +94,14 @@ class FakeClusters:
 
         @activity.defn(name="plan_migration")
         async def plan_migration(task: PlanInput) -> Plan:
+            # From the slices, as the real preflight plans from the clusters: what the
+            # source owns remains, what the destination owns was moved.
             r = task.request
+            (start, replicas), (dst_start, dst_replicas) = (
+                self.slices["source"],
+                self.slices["destination"],
+            )
+            self.plans += 1
             return Plan(
                 migration_id=task.migration_id,
                 source_context=r.source_context,
@@ -101,9 +109,20 @@ class FakeClusters:
                 namespace=r.namespace,
                 destination_namespace=r.target_namespace,
                 statefulset=r.statefulset,
-                source_replicas=3,
+                source_start=start,
+                source_replicas=replicas,
+                destination_exists=dst_replicas > 0,
+                destination_start=dst_start,
+                destination_replicas=dst_replicas,
                 end=3,
-                ordinals=[OrdinalPlan(ordinal=k, pod=f"{r.statefulset}-{k}") for k in ORDINALS],
+                ordinals=[
+                    OrdinalPlan(ordinal=k, pod=f"{r.statefulset}-{k}")
+                    for k in reversed(range(start, start + replicas))
+                ],
+                moved=[
+                    OrdinalPlan(ordinal=k, pod=f"{r.statefulset}-{k}")
+                    for k in range(dst_start, dst_start + dst_replicas)
+                ],
             )
 
         @activity.defn(name="ensure_destination_statefulset")
