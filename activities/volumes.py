@@ -524,14 +524,22 @@ def _bind_volume(kube: Kube, pv: Obj, claim: Obj) -> None:
     if ref.get("uid") == meta["uid"]:
         return
     if (pv.get("status") or {}).get("phase") == "Bound":
-        # Still Bound to the claim that is gone: the PV controller has not yet seen it
-        # go. A uid written now would be taken for that old binding (a claim marked
-        # bind-completed on it would be Lost); the retry finds it Released.
-        raise ApplicationError(
-            f"PersistentVolume {name} in {kube.context} is still Bound to a claim that is "
-            "gone; waiting for the PV controller to release it",
-            type=CONFLICT,
-        )
+        # Still Bound to the claim that is gone (``claim`` has its name now): the PV
+        # controller has not yet seen it go. A phase Bound with our uid would then be
+        # that old binding, not the controller's answer to ours, so first the release.
+        old = ref.get("uid")
+
+        def let_go(pvs: dict[str, Obj]) -> bool:
+            now = pvs.get(name) or {}
+            uid = ((now.get("spec") or {}).get("claimRef") or {}).get("uid")
+            return (now.get("status") or {}).get("phase") != "Bound" or uid != old
+
+        kube.wait_for_volumes(f"volume {name} released by the PV controller", let_go, 60)
+        now = kube.pv(name)
+        if now is None:
+            raise conflict(f"PersistentVolume {name} disappeared from {kube.context}")
+        _bind_volume(kube, now, claim)
+        return
     patch = {
         # Only the PV that was read: one changed since is a 409, judged again by the retry.
         "metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
