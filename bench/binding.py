@@ -127,7 +127,8 @@ def activities(apis: dict[str, client.ApiClient], root: str, pairs: int, label: 
                 env.run(acts.wait_for_claims_bound, bound)
                 samples.append(time.monotonic() - started)
         nudges = sum(1 for e in logs if e.get("event") == "claims_bind_nudged")
-        _summary(label, samples, f", {nudges} bind nudge(s)")
+        slowest = samples.index(max(samples))
+        _summary(label, samples, f" (ordinal {slowest}), {nudges} bind nudge(s)")
     finally:
         for core in (src, dst):
             core.delete_namespace(ns)
