@@ -13,7 +13,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test faults field bench lint binaries test-packages clusters clean
+.PHONY: demo test faults field bench bench-binding lint binaries test-packages clusters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -61,6 +61,12 @@ faults: binaries test-packages
 # checkout's preflight on the same StatefulSets too.
 bench: binaries
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/preflight.py $(ARGS)
+
+# Create-to-Bound of imported volumes, 20 ordinals one at a time, on its own local
+# clusters; a benchmark, never a test. ARGS='--also /other/checkout --raw' adds that
+# checkout's order and both orders made with bare API calls.
+bench-binding: binaries
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/binding.py $(ARGS)
 
 # The worker under exactly the shipped roles, and what preflight refuses of the destination
 # and of other writers (about 7 minutes; left out of make test to keep it under 20).

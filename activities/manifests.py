@@ -238,9 +238,16 @@ def same_storage(a: Obj, b: Obj) -> bool:
 
 
 def destination_pv(
-    source_pv: Obj, request: MigrationRequest, migration_id: str, claim: str, ordinal: int
+    source_pv: Obj,
+    request: MigrationRequest,
+    migration_id: str,
+    claim: str,
+    ordinal: int,
+    claim_uid: str = "",
 ) -> Obj:
-    """The PV for the destination: same storage, pre-bound to the destination claim.
+    """The PV for the destination: same storage, pre-bound to the destination claim;
+    with ``claim_uid`` (the claim exists already) bound to exactly that claim, so the PV
+    controller finds a whole binding and binds nothing itself.
 
     Reclaim policy Retain: the same storage is still described by the source's
     (Released) PV, so no cluster may delete it on its own.
@@ -253,6 +260,8 @@ def destination_pv(
         "namespace": request.target_namespace,
         "name": claim,
     }
+    if claim_uid:
+        spec["claimRef"]["uid"] = claim_uid
     spec["persistentVolumeReclaimPolicy"] = "Retain"
     if spec.get("storageClassName"):
         spec["storageClassName"] = request.mapped_class(spec["storageClassName"])

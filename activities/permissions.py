@@ -167,9 +167,9 @@ RULES: tuple[Rule, ...] = (
         ("preflight", "move", "rollback"),
         "Read the volumes of the moving ordinals; set their reclaim policy to Retain "
         "(patch) before anything is scaled down, so no step can delete storage; a "
-        "rollback re-opens a released volume (drops the old claim's uid) and waits "
-        "until it is Available (list/watch). deploy/admission.yaml narrows the patch to "
-        "the app's volumes and these fields.",
+        "rollback binds a released volume to the claim made again (patch the claimRef's "
+        "uid) and waits until it is Bound (list/watch). deploy/admission.yaml narrows the "
+        "patch to the app's volumes and these fields.",
     ),
     Rule(
         "source",
@@ -220,8 +220,9 @@ RULES: tuple[Rule, ...] = (
         ("get", "list", "watch", "create", "patch", "delete"),
         True,
         ("preflight", "move", "rollback", "re-move"),
-        "Create each moved claim with volumeName and wait until Bound (a bind nudge "
-        "annotates it: patch); moving an ordinal again adopts the fence a rollback left "
+        "Create each moved claim with volumeName and wait until Bound (once its volume "
+        "is bound to it, the claim is annotated bind-completed; a bind nudge annotates "
+        "it: patch); moving an ordinal again adopts the fence a rollback left "
         "here (patch); a rollback releases the claims here (delete: their volumes are "
         "Retain, so no storage is deleted) and leaves a fence (create).",
     ),
@@ -290,11 +291,11 @@ RULES: tuple[Rule, ...] = (
         ("get", "list", "watch", "create", "patch"),
         False,
         ("preflight", "move", "rollback", "re-move"),
-        "Import each volume: a PV with the same storage, pre-bound to its claim, and "
-        "wait until it is Available; a rollback marks it released and moving the ordinal "
-        "again re-opens it (patch claimRef). deploy/admission.yaml narrows create and "
-        "patch to the app's volumes, these fields, and no hostPath/local volumes unless "
-        "the operator opts in.",
+        "Import each volume: a PV with the same storage, bound to its claim (by uid), and "
+        "wait until it is Bound; a rollback marks it released and moving the ordinal "
+        "again binds it to the new claim (patch the claimRef's uid). "
+        "deploy/admission.yaml narrows create and patch to the app's volumes, these "
+        "fields, and no hostPath/local volumes unless the operator opts in.",
     ),
     Rule(
         "destination",

@@ -32,6 +32,7 @@ log = structlog.get_logger("activities.migration")
 
 ANNOTATION_ORIGINAL_POLICY = "stsmigrate.dev/original-reclaim-policy"
 ANNOTATION_BIND_NUDGE = "stsmigrate.dev/bind-retry"
+ANNOTATION_BIND_COMPLETED = "pv.kubernetes.io/bind-completed"
 # The claimRef uid a released volume gets when its claim never bound (no claim has it).
 RELEASED_UID = "00000000-0000-0000-0000-000000000000"
 NUDGE_AFTER = 0.5  # seconds a claim may stay unbound before it is nudged
@@ -110,7 +111,7 @@ class VolumeActivities(ConvergingActivities):
         # A volume pre-bound to its claim by name only (a claim of ours that never
         # bound) would bind the next claim of that name: give its claimRef a uid no
         # claim has, so it is Released like the others (and can be fenced) before the
-        # claim goes. The storage is untouched; an adoption drops the uid again.
+        # claim goes. The storage is untouched; an adoption writes its claim's uid.
         for claim, volume in pairs:
             pv = pvs[volume]
             ref = pv["spec"].get("claimRef") or {}
@@ -160,56 +161,58 @@ class VolumeActivities(ConvergingActivities):
 
     @activity.defn
     def import_volumes(self, request: ImportInput) -> None:
-        """Create in the destination each PV (same storage, pre-bound by claimRef), then
-        each PVC (with volumeName). Existing objects of ours on the same storage are kept.
-
-        The claims are created only once the PV controller has marked every volume
-        Available: a claim it syncs before its informer has the volume waits for the
-        controller's 15 s resync instead of binding at once.
-        """
+        """Bind in the destination each moving volume to its claim: the claim (with
+        volumeName) first, then the PV (same storage) bound to that claim by name,
+        namespace and uid (why: ``_complete_binding``). Objects of ours already there
+        on the same storage are kept: a retry after a crash at any point converges."""
         r = request.request
         source, dest = self.kube(r.source_context), self.kube(r.destination_context)
         k = request.ordinal.ordinal
-        present = _adopt_claims(
-            dest, r.target_namespace, request.ordinal.volumes, request.migration_id
-        )
+        ns = r.target_namespace
+        present = _adopt_claims(dest, ns, request.ordinal.volumes, request.migration_id)
         source_pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
-            source_pv = _retained(source, vol.volume)
-            source_pvs[vol.volume] = source_pv
-            pv_body = manifests.destination_pv(source_pv, r, request.migration_id, vol.claim, k)
-            _ensure_ours(
-                dest,
-                "PersistentVolume",
-                None,
-                pv_body,
-                request.migration_id,
-                source_pv,
-            )
-            # Ours from an earlier move that was rolled back: free it for the new claim.
-            _reopen(dest, vol.volume)
-        wanted = set(source_pvs)
-        _wait_available(dest, wanted)
+            source_pvs[vol.volume] = _retained(source, vol.volume)
+            # Before a claim names it: a PV of that name that is not ours (or on other
+            # storage) is refused while nothing has been made.
+            existing = dest.pv(vol.volume)
+            if existing is not None:
+                _check_ours(dest, existing, request.migration_id, source_pvs[vol.volume])
+        claims: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
-            if vol.claim in present:
-                continue
-            source_pv = source_pvs[vol.volume]
-            pvc_body = manifests.destination_pvc(source_pv, vol, r, request.migration_id, k)
-            _ensure_ours(
-                dest,
-                "PersistentVolumeClaim",
-                r.target_namespace,
-                pvc_body,
-                request.migration_id,
-                None,
+            body = manifests.destination_pvc(
+                source_pvs[vol.volume], vol, r, request.migration_id, k
             )
-        log.info("volumes_imported", context=dest.context, ordinal=k, volumes=sorted(wanted))
+            claims[vol.claim] = present.get(vol.claim) or _ensure_claim(
+                dest, ns, body, request.migration_id, vol.volume
+            )
+        for vol in request.ordinal.volumes:
+            source_pv = source_pvs[vol.volume]
+            uid = claims[vol.claim]["metadata"]["uid"]
+            pv_body = manifests.destination_pv(
+                source_pv, r, request.migration_id, vol.claim, k, claim_uid=uid
+            )
+            if dest.create("PersistentVolume", None, pv_body) is not None:
+                continue
+            pv = dest.pv(vol.volume)
+            if pv is None:
+                raise ApplicationError(
+                    f"PersistentVolume {vol.volume} vanished after a conflict; retrying",
+                    type=CONFLICT,
+                )
+            _check_ours(dest, pv, request.migration_id, source_pv)
+            # Ours from an earlier attempt, or from a move that was rolled back.
+            _bind_volume(dest, pv, claims[vol.claim])
+        _complete_binding(dest, ns, claims)
+        wanted = sorted(source_pvs)
+        log.info("volumes_imported", context=dest.context, ordinal=k, volumes=wanted)
 
     @activity.defn
     def reclaim_volumes(self, request: ImportInput) -> None:
-        """Rollback: the source takes its own retained volumes back. Each source PV (still
-        pointing at the same storage, Retain) is freed of its old claim's uid and a new
-        source claim of the same name is created bound to it by volumeName."""
+        """Rollback: the source takes its own retained volumes back. A source claim of
+        the same name is made again naming its PV (still pointing at the same storage,
+        Retain), then the PV is bound to that claim's uid in place of the old claim's
+        (why: ``_complete_binding``)."""
         r = request.request
         source = self.kube(r.source_context)
         k = request.ordinal.ordinal
@@ -217,16 +220,16 @@ class VolumeActivities(ConvergingActivities):
         pvs: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
             pvs[vol.volume] = _retained(source, vol.volume)
-            _reopen(source, vol.volume)
-        _wait_available(source, set(pvs))
-
+        claims: dict[str, Obj] = {}
         for vol in request.ordinal.volumes:
-            if vol.claim in present:
-                continue
             body = manifests.reclaimed_pvc(pvs[vol.volume], vol, r, request.migration_id, k)
-            _ensure_ours(
-                source, "PersistentVolumeClaim", r.namespace, body, request.migration_id, None
+            claims[vol.claim] = present.get(vol.claim) or _ensure_claim(
+                source, r.namespace, body, request.migration_id, vol.volume
             )
+        for vol in request.ordinal.volumes:
+            # Read again: the claim's creation may have made the PV controller write it.
+            _bind_volume(source, _retained(source, vol.volume), claims[vol.claim])
+        _complete_binding(source, r.namespace, claims)
         log.info("volumes_reclaimed", context=source.context, ordinal=k, volumes=sorted(pvs))
 
     @activity.defn
@@ -236,8 +239,10 @@ class VolumeActivities(ConvergingActivities):
         Kubernetes quirk: for a pre-bound PV and claim, the PV controller's claim and
         volume workers race on the same PV; the loser logs "Error binding volume to
         claim: failed saving the volume status ... the object has been modified" and
-        the claim then waits for the controller's 15 s resync. A claim still unbound
-        after NUDGE_AFTER seconds gets an annotation update, an event that makes the
+        the claim then waits for the controller's 15 s resync. The import and the
+        reclaim bind in an order that avoids the race (``_complete_binding``); a claim
+        still unbound after NUDGE_AFTER seconds anyway (a binding begun by an older
+        worker, a controller error) gets an annotation update, an event that makes the
         controller sync it again at once. The annotation changes nothing else.
         """
         kube = self.kube(request.context)
@@ -388,21 +393,10 @@ def _ensure_fence(kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClai
         )
 
 
-def _wait_available(kube: Kube, names: set[str]) -> None:
-    """Until the PV controller has seen each volume (Available or Bound): a claim it
-    syncs before its informer has the volume waits for the 15 s resync."""
-
-    def seen(pvs: dict[str, Obj]) -> bool:
-        return all(
-            ((pvs.get(n) or {}).get("status") or {}).get("phase") in ("Available", "Bound")
-            for n in names
-        )
-
-    kube.wait_for_volumes(f"volumes {sorted(names)} Available", seen, 60)
-
-
-def _adopt_claims(kube: Kube, ns: str, volumes: list[VolumePlan], migration_id: str) -> set[str]:
-    """Before a volume is pre-bound to these claim names: the PV controller binds a
+def _adopt_claims(
+    kube: Kube, ns: str, volumes: list[VolumePlan], migration_id: str
+) -> dict[str, Obj]:
+    """Before a volume is bound to these claim names: the PV controller binds a
     pre-bound volume to the claim of that name whatever it asks for (storage class
     included), so a claim there that is not ours would get our volume. Accepted, of a
     claim already there:
@@ -413,12 +407,12 @@ def _adopt_claims(kube: Kube, ns: str, volumes: list[VolumePlan], migration_id: 
       the volume only through a pre-binding (the PV controller checks no class then):
       a capture, refused;
     - a fence of ours on the planned volume: adopted as the real claim (its fence label
-      removed now, before ``_reopen`` lets it bind, so a Bound claim never carries it);
+      removed now, before ``_bind_volume`` lets it bind, so a Bound claim never carries it);
     - any other claim of ours (an earlier attempt's).
 
     Anything else is refused (``NotOurs``) before anything is changed. Returns the
-    claims that are there already, so are not to be created."""
-    present: set[str] = set()
+    claims that are there already (by name, as they are now), so are not to be created."""
+    present: dict[str, Obj] = {}
     fences: list[Obj] = []
     for vol in volumes:
         pvc = kube.pvc(ns, vol.claim)
@@ -426,11 +420,11 @@ def _adopt_claims(kube: Kube, ns: str, volumes: list[VolumePlan], migration_id: 
             continue
         pv = kube.pv(vol.volume)
         if manifests.is_bound_to(pvc, pv) and _of_its_class(pvc, pv):
-            present.add(vol.claim)
+            present[vol.claim] = pvc
             if _fence_label(pvc) and manifests.is_ours(pvc, migration_id):
                 fences.append(pvc)
         elif manifests.is_fence(pvc, migration_id, vol.volume):
-            present.add(vol.claim)
+            present[vol.claim] = pvc
             fences.append(pvc)
         elif not manifests.is_ours(pvc, migration_id):
             raise ApplicationError(
@@ -442,7 +436,7 @@ def _adopt_claims(kube: Kube, ns: str, volumes: list[VolumePlan], migration_id: 
             )
     for pvc in fences:
         meta = pvc["metadata"]
-        kube.patch_pvc(
+        present[meta["name"]] = kube.patch_pvc(
             ns,
             meta["name"],
             # Only the fence that was read: a claim changed since is a 409, read again.
@@ -468,50 +462,136 @@ def _fence_label(pvc: Obj) -> bool:
     return ((pvc.get("metadata") or {}).get("labels") or {}).get(LABEL_FENCE) == "true"
 
 
-def _reopen(kube: Kube, name: str) -> None:
-    """A volume whose claimRef holds the uid of a claim that is gone (ours, deleted
-    by a rollback or a release; or one that was not ours and took the volume in the
-    moment before our claim existed, then was removed) binds nothing: drop that uid
-    (the claim's namespace and name stay) so the volume binds the claim we create
-    next, and only that one. The storage is untouched."""
-    pv = kube.pv(name)
-    ref = (pv or {}).get("spec", {}).get("claimRef") or {}
-    if pv is None or not ref.get("uid"):
-        return
-    claim = kube.pvc(ref.get("namespace", ""), ref.get("name", ""))
-    if claim is not None and claim["metadata"]["uid"] == ref["uid"]:
-        return  # bound to the claim that is there (checked as ours before)
-    kube.patch_pv(name, {"spec": {"claimRef": {"uid": None, "resourceVersion": None}}})
-    phase = (pv.get("status") or {}).get("phase")
-    log.info("volume_reopened", context=kube.context, volume=name, phase=phase)
+def _check_ours(kube: Kube, pv: Obj, migration_id: str, storage: Obj) -> None:
+    """A PV of the moving volume's name already there is ours and points at the storage
+    of ``storage`` (the source PV): an earlier attempt's, or an earlier move's."""
+    name = pv["metadata"]["name"]
+    if not manifests.is_ours(pv, migration_id):
+        raise ApplicationError(
+            f"PersistentVolume {name} exists in {kube.context} and is not ours",
+            type=NOT_OURS,
+            non_retryable=True,
+        )
+    if not manifests.same_storage(pv, storage):
+        raise ApplicationError(
+            f"PersistentVolume {name} in {kube.context} points at other storage",
+            type=NOT_OURS,
+            non_retryable=True,
+        )
 
 
-def _ensure_ours(
-    kube: Kube,
-    kind: str,
-    ns: str | None,
-    body: Obj,
-    migration_id: str,
-    storage: Obj | None,
-) -> None:
-    """Create ``body``, or accept the object already there if it is ours (and, for a PV,
-    points at the storage of the PV ``storage``): a retry after a crash finds its own
-    earlier create."""
-    if kube.create(kind, ns, body) is not None:
-        return
+def _ensure_claim(kube: Kube, ns: str, body: Obj, migration_id: str, volume: str) -> Obj:
+    """Create the claim ``body`` (naming ``volume``), or accept the one of ours already
+    there (a retry after a crash finds its own earlier create); the claim, with its uid."""
+    created = kube.create("PersistentVolumeClaim", ns, body)
+    if created is not None:
+        return created
     name = body["metadata"]["name"]
-    existing = kube.pv(name) if kind == "PersistentVolume" else kube.pvc(ns or "", name)
+    existing = kube.pvc(ns, name)
     if existing is None:
-        raise ApplicationError(f"{kind} {name} vanished after a conflict; retrying", type=CONFLICT)
+        raise ApplicationError(
+            f"PersistentVolumeClaim {name} vanished after a conflict; retrying", type=CONFLICT
+        )
     if not manifests.is_ours(existing, migration_id):
         raise ApplicationError(
-            f"{kind} {name} exists in {kube.context} and is not ours",
+            f"PersistentVolumeClaim {ns}/{name} exists in {kube.context} and is not ours",
             type=NOT_OURS,
             non_retryable=True,
         )
-    if storage is not None and not manifests.same_storage(existing, storage):
-        raise ApplicationError(
-            f"{kind} {name} in {kube.context} points at other storage",
-            type=NOT_OURS,
-            non_retryable=True,
+    if (existing.get("spec") or {}).get("volumeName") != volume:
+        raise conflict(
+            f"PersistentVolumeClaim {ns}/{name} in {kube.context} names volume "
+            f"{(existing.get('spec') or {}).get('volumeName') or 'none'}, not {volume}"
         )
+    return existing
+
+
+def _bind_volume(kube: Kube, pv: Obj, claim: Obj) -> None:
+    """The PV's claimRef, naming ``claim`` already, gets that claim's uid in place of none
+    (pre-bound by name), of the placeholder of a release, or of a claim of that name that
+    is gone (the one there now is ``claim``): the PV controller then sees a whole binding
+    on its next event. The storage is untouched; the claim's name and namespace stay (as
+    deploy/admission.yaml requires)."""
+    name = pv["metadata"]["name"]
+    meta = claim["metadata"]
+    ref = (pv.get("spec") or {}).get("claimRef") or {}
+    if (ref.get("namespace"), ref.get("name")) != (meta["namespace"], meta["name"]):
+        held = f"{ref.get('namespace')}/{ref.get('name')}" if ref else "no claim"
+        raise conflict(
+            f"PersistentVolume {name} in {kube.context} is claimed by {held}, not by "
+            f"{meta['namespace']}/{meta['name']}"
+        )
+    if ref.get("uid") == meta["uid"]:
+        return
+    if (pv.get("status") or {}).get("phase") == "Bound":
+        # Still Bound to the claim that is gone (``claim`` has its name now): the PV
+        # controller has not yet seen it go. A phase Bound with our uid would then be
+        # that old binding, not the controller's answer to ours, so first the release.
+        old = ref.get("uid")
+
+        def let_go(pvs: dict[str, Obj]) -> bool:
+            now = pvs.get(name) or {}
+            uid = ((now.get("spec") or {}).get("claimRef") or {}).get("uid")
+            return (now.get("status") or {}).get("phase") != "Bound" or uid != old
+
+        kube.wait_for_volumes(f"volume {name} released by the PV controller", let_go, 60)
+        now = kube.pv(name)
+        if now is None:
+            raise conflict(f"PersistentVolume {name} disappeared from {kube.context}")
+        _bind_volume(kube, now, claim)
+        return
+    patch = {
+        # Only the PV that was read: one changed since is a 409, judged again by the retry.
+        "metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
+        "spec": {"claimRef": {"uid": meta["uid"], "resourceVersion": None}},
+    }
+    kube.patch_pv(name, patch)
+    phase = (pv.get("status") or {}).get("phase")
+    log.info("volume_bound_to_claim", context=kube.context, volume=name, phase=phase)
+
+
+def _complete_binding(kube: Kube, ns: str, claims: dict[str, Obj]) -> None:
+    """Each claim Bound without the PV controller's claim/volume race.
+
+    Kubernetes quirk: given a PV pre-bound by name and then its claim, the controller's
+    claim worker writes the claim's uid into the PV while its volume worker writes the
+    PV's phase; the loser's write is a 409 ("the object has been modified") that is not
+    retried, and the claim waits for the 15 s resync. So the claim comes first, then
+    the PV bound to it by uid (the callers). The volume worker sees a whole binding
+    ("all is bound") and marks the PV Bound; it never touches the claim, so that claim
+    then gets ``pv.kubernetes.io/bind-completed`` from us: the event on which the
+    claim worker, finding its volume bound to it by uid, writes the claim's phase
+    Bound and nothing else. Neither object is marked bound-by-controller, which is what
+    a binding made by a user looks like: the controller never unbinds it.
+
+    The annotation only once the PV is Bound to the claim's uid: the controller wrote
+    that phase, so its cache holds the PV (a bind-completed claim whose volume it has
+    not seen would be marked Lost)."""
+    uids = {c["spec"]["volumeName"]: c["metadata"]["uid"] for c in claims.values()}
+
+    def bound(pvs: dict[str, Obj]) -> bool:
+        return all(
+            ((pvs.get(v) or {}).get("status") or {}).get("phase") == "Bound"
+            and (((pvs.get(v) or {}).get("spec") or {}).get("claimRef") or {}).get("uid") == uid
+            for v, uid in uids.items()
+        )
+
+    kube.wait_for_volumes(f"volumes {sorted(uids)} Bound to their claims", bound, 60)
+    for name, claim in sorted(claims.items()):
+        now = kube.pvc(ns, name)
+        if now is None or now["metadata"]["uid"] != claim["metadata"]["uid"]:
+            raise ApplicationError(
+                f"PersistentVolumeClaim {ns}/{name} was replaced while its volume was "
+                "bound to it; judging it again",
+                type=CONFLICT,
+            )
+        annotations = now["metadata"].get("annotations") or {}
+        if (now.get("status") or {}).get("phase") == "Bound" or ANNOTATION_BIND_COMPLETED in (
+            annotations
+        ):
+            continue
+        meta = {
+            "resourceVersion": now["metadata"]["resourceVersion"],
+            "annotations": {ANNOTATION_BIND_COMPLETED: "yes"},
+        }
+        kube.patch_pvc(ns, name, {"metadata": meta})

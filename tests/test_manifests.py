@@ -117,6 +117,10 @@ def test_destination_pv_keeps_storage_and_prebinds_to_the_claim() -> None:
     }
     assert out["metadata"]["labels"]["stsmigrate.dev/ordinal"] == "5"
     assert pv["spec"]["persistentVolumeReclaimPolicy"] == "Delete", "input was mutated"
+    # Made once its claim exists: bound to that claim by uid too (never the source's).
+    bound = manifests.destination_pv(pv, REQUEST, "mig/1", "data-redis-5", 5, claim_uid="u-1")
+    assert bound["spec"]["claimRef"] == {**out["spec"]["claimRef"], "uid": "u-1"}
+    assert pv["spec"]["claimRef"]["uid"] == "old", "input was mutated"
 
 
 def test_destination_pvc_names_its_volume() -> None:

@@ -107,6 +107,86 @@ def retained_volume(clusters: LocalClusters, name: str) -> dict[str, Any]:
     }
 
 
+class Killed(Exception):
+    """The worker killed at an instant of a test's choosing."""
+
+
+class KilledBefore(MigrationActivities):
+    """Activities whose worker dies just before its first ``create`` of ``kind`` or,
+    with kind ``patch_pv``, its first PV patch: the state a crash there leaves."""
+
+    def __init__(self, clients: Mapping[str, client.ApiClient], kind: str):
+        super().__init__(clients)
+        self.kind = kind
+
+    def kube(self, context: str) -> Kube:
+        return KillingKube(self._clients[context], context, self.kind)
+
+
+class KillingKube(Kube):
+    def __init__(self, api: client.ApiClient, context: str, kind: str):
+        super().__init__(api, context)
+        self._kind = kind
+
+    def create(self, kind: str, ns: str | None, body: Obj) -> Obj | None:
+        if kind == self._kind:
+            raise Killed(f"killed before creating {kind} {body['metadata']['name']}")
+        return super().create(kind, ns, body)
+
+    def patch_pv(self, name: str, patch: Obj) -> Obj:
+        if self._kind == "patch_pv":
+            raise Killed(f"killed before patching PersistentVolume {name}")
+        return super().patch_pv(name, patch)
+
+
+def converge(env: ActivityEnvironment, fn: Callable[[Any], Any], task: Any) -> None:
+    """Run ``fn`` as Temporal would: again after a retryable failure (a 409 when the PV
+    controller wrote an object in the moment between our read and our write)."""
+    for _ in range(4):
+        try:
+            env.run(fn, task)
+            return
+        except ApplicationError as exc:
+            if exc.non_retryable:
+                raise
+    env.run(fn, task)
+
+
+def assert_bound_by_uid(api: client.ApiClient, namespace: str, claim: str, volume: str) -> Any:
+    """Both sides of the binding agree and neither is the PV controller's own binding
+    (one it would undo); the volume is Retain. Returns the claim."""
+    pvc: Any = client.CoreV1Api(api).read_namespaced_persistent_volume_claim(claim, namespace)
+    pv: Any = client.CoreV1Api(api).read_persistent_volume(volume)
+    assert pvc.status.phase == "Bound" and pvc.spec.volume_name == volume
+    assert (pv.spec.claim_ref.namespace, pv.spec.claim_ref.name) == (namespace, claim)
+    assert pv.spec.claim_ref.uid == pvc.metadata.uid
+    assert pv.status.phase == "Bound"
+    assert pv.spec.persistent_volume_reclaim_policy == "Retain"
+    assert (pvc.metadata.annotations or {}).get("pv.kubernetes.io/bind-completed") == "yes"
+    for obj in (pvc, pv):
+        assert "pv.kubernetes.io/bound-by-controller" not in (obj.metadata.annotations or {})
+    return pvc
+
+
+def import_task(namespace: str, volume: str, migration_id: str = "mig-a") -> ImportInput:
+    request = MigrationRequest(
+        statefulset="db",
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+    )
+    plan = VolumePlan(
+        template="data",
+        claim="data-db-0",
+        volume=volume,
+        storage_class=HOSTPATH_CLASS,
+        destination_storage_class=HOSTPATH_CLASS,
+        size="1Gi",
+    )
+    ordinal = OrdinalPlan(ordinal=0, pod="db-0", volumes=[plan])
+    return ImportInput(request=request, migration_id=migration_id, ordinal=ordinal)
+
+
 def test_import_is_idempotent_and_refuses_a_foreign_volume(
     kube: dict[str, client.ApiClient],
     acts: MigrationActivities,
@@ -140,9 +220,14 @@ def test_import_is_idempotent_and_refuses_a_foreign_volume(
     try:
         task = ImportInput(request=request, migration_id="mig-a", ordinal=ordinal)
         env.run(acts.import_volumes, task)
+        made = read_claim(kube["destination"], namespace, "data-db-0")
         env.run(acts.import_volumes, task)  # a retry: same objects, no error
-        pvc: Any = dst.read_namespaced_persistent_volume_claim("data-db-0", namespace)
-        assert pvc.spec.volume_name == name
+        bound = ClaimsBoundInput(
+            context="destination", namespace=namespace, claims=["data-db-0"], timeout=30
+        )
+        env.run(acts.wait_for_claims_bound, bound)
+        pvc = assert_bound_by_uid(kube["destination"], namespace, "data-db-0", name)
+        assert pvc.metadata.uid == made.metadata.uid
         copy: Any = dst.read_persistent_volume(name)
         assert copy.spec.host_path.path == str(clusters.volume_root / name)
         assert copy.spec.persistent_volume_reclaim_policy == "Retain"
@@ -154,6 +239,71 @@ def test_import_is_idempotent_and_refuses_a_foreign_volume(
         dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
         for core in (src, dst):
             core.delete_persistent_volume(name)
+
+
+def test_an_import_killed_midway_or_left_half_done_converges(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    clusters: LocalClusters,
+) -> None:
+    """The claim comes first, then its PV bound to it by uid. Whatever is left half
+    done (the claim without its PV; the PV without its claim, bound to a claim that is
+    gone or, from an older worker, pre-bound by name only), the next run ends with the
+    claim Bound and the PV's claimRef holding that claim's uid."""
+    env = ActivityEnvironment()
+    src, dst = client.CoreV1Api(kube["source"]), client.CoreV1Api(kube["destination"])
+    api = kube["destination"]
+    name = f"{namespace}-half"
+    src.create_persistent_volume(retained_volume(clusters, name))
+    task = import_task(namespace, name)
+    bound = ClaimsBoundInput(
+        context="destination", namespace=namespace, claims=["data-db-0"], timeout=30
+    )
+
+    def volume() -> Any:
+        return dst.read_persistent_volume(name)
+
+    def release_the_claim() -> None:
+        dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
+        wait_for(lambda: "data-db-0" not in claim_names(api, namespace), 30, "claim gone")
+        wait_for(lambda: volume().status.phase == "Released", 30, "volume Released")
+
+    try:
+        # Killed after the claim, before its PV: the claim waits, naming no volume here.
+        with pytest.raises(Killed):
+            env.run(KilledBefore(kube, "PersistentVolume").import_volumes, task)
+        first = read_claim(api, namespace, "data-db-0")
+        assert first.status.phase == "Pending" and first.spec.volume_name == name
+        assert name not in {pv.metadata.name for pv in dst.list_persistent_volume().items}
+        converge(env, acts.import_volumes, task)
+        env.run(acts.wait_for_claims_bound, bound)
+        assert assert_bound_by_uid(api, namespace, "data-db-0", name).metadata.uid == (
+            first.metadata.uid
+        )
+
+        # The PV without its claim, its claimRef holding the uid of the claim that is gone
+        # (as a rollback leaves it): bound to the new claim's uid instead.
+        release_the_claim()
+        converge(env, acts.import_volumes, task)
+        env.run(acts.wait_for_claims_bound, bound)
+        second = assert_bound_by_uid(api, namespace, "data-db-0", name)
+        assert second.metadata.uid != first.metadata.uid
+
+        # An older worker's half: the PV pre-bound by name only, no claim yet.
+        release_the_claim()
+        dst.patch_persistent_volume(name, {"spec": {"claimRef": {"uid": None}}})
+        wait_for(lambda: volume().status.phase == "Available", 30, "volume Available")
+        converge(env, acts.import_volumes, task)
+        env.run(acts.wait_for_claims_bound, bound)
+        third = assert_bound_by_uid(api, namespace, "data-db-0", name)
+        assert third.metadata.uid not in (first.metadata.uid, second.metadata.uid)
+    finally:
+        if "data-db-0" in claim_names(api, namespace):
+            dst.delete_namespaced_persistent_volume_claim("data-db-0", namespace)
+        for core in (src, dst):
+            if name in {pv.metadata.name for pv in core.list_persistent_volume().items}:
+                core.delete_persistent_volume(name)
 
 
 def test_a_foreign_claim_never_gets_the_moving_volume(
@@ -559,8 +709,7 @@ def test_reclaim_adopts_a_fence_and_keeps_a_claim_still_bound(
     assert adopted.metadata.uid == fence.metadata.uid
     assert adopted.status.phase == "Bound" and adopted.spec.volume_name == volume
     assert FENCE not in (adopted.metadata.labels or {})
-    pv: Any = client.CoreV1Api(api).read_persistent_volume(volume)
-    assert pv.spec.claim_ref.uid == adopted.metadata.uid
+    assert_bound_by_uid(api, namespace, "data-a-0", volume)
 
     # The giver's original claim, never released (an undo after a partial release):
     # Bound to the planned volume, so converged; nothing is created or changed.
@@ -578,6 +727,42 @@ def test_reclaim_adopts_a_fence_and_keeps_a_claim_still_bound(
         original.metadata.resource_version,
     )
     assert claim_names(api, namespace) == claims
+
+
+def test_a_reclaim_killed_before_the_volume_is_bound_converges(
+    kube: dict[str, client.ApiClient],
+    acts: MigrationActivities,
+    namespace: str,
+    retained: list[str],
+) -> None:
+    """Rollback without a fence: the claim made again first; killed before its
+    volume's claimRef gets that claim's uid, the claim waits (the volume still holds the
+    old claim's uid, so nothing binds it) and the retry binds them by uid."""
+    api, env = kube["source"], ActivityEnvironment()
+    volume, old_uid = given_up(kube, acts, namespace, "c", retained)
+    env.run(acts.release_claims, release_of(namespace, "c", volume, migration_id="mig-c"))
+    core = client.CoreV1Api(api)
+
+    def released() -> bool:
+        pv: Any = core.read_persistent_volume(volume)
+        return bool(pv.status.phase == "Released")
+
+    wait_for(released, 30, "volume Released")
+    task = reclaim_task(namespace, "c", volume, "mig-c")
+    with pytest.raises(Killed):
+        env.run(KilledBefore(kube, "patch_pv").reclaim_volumes, task)
+    made = read_claim(api, namespace, "data-c-0")
+    assert made.status.phase == "Pending" and made.spec.volume_name == volume
+    pv: Any = core.read_persistent_volume(volume)
+    assert pv.spec.claim_ref.uid == old_uid != made.metadata.uid
+    converge(env, acts.reclaim_volumes, task)
+    bound = ClaimsBoundInput(context="source", namespace=namespace, claims=["data-c-0"], timeout=30)
+    env.run(acts.wait_for_claims_bound, bound)
+    assert assert_bound_by_uid(api, namespace, "data-c-0", volume).metadata.uid == (
+        made.metadata.uid
+    )
+    converge(env, acts.reclaim_volumes, task)  # converged: a retry changes nothing
+    assert read_claim(api, namespace, "data-c-0").metadata.uid == made.metadata.uid
 
 
 # -- the guarded take -----------------------------------------------------------------
