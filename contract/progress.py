@@ -198,10 +198,11 @@ class ProgressRow(NamedTuple):
 
 
 def plan_ordinals(progress: Progress, plan: Plan | None) -> list[int]:
-    """The ordinals of the migration, highest first (from the plan once there is one)."""
-    if plan is not None:
-        return [o.ordinal for o in plan.ordinals]
-    return sorted({*(r.ordinal for r in progress.finished), *progress.remaining}, reverse=True)
+    """The ordinals of the migration, highest first: the plan's, with those finished and
+    remaining (a run that continued an earlier one plans only what is left to move)."""
+    planned = {o.ordinal for o in plan.ordinals} if plan is not None else set()
+    done = {r.ordinal for r in progress.finished}
+    return sorted({*planned, *done, *progress.remaining}, reverse=True)
 
 
 def progress_rows(progress: Progress, ordinals: list[int]) -> list[ProgressRow]:

@@ -236,13 +236,14 @@ def plan_view(plan: Plan) -> Group:
 
 
 def progress_view(migration_id: str, progress: Progress, plan: Plan | None) -> Group:
-    total = len(plan.ordinals) if plan else len(progress.finished) + len(progress.remaining)
+    total = len(plan_ordinals(progress, plan))
     moved = [r for r in progress.finished if r.moved]
     head = Text.assemble(
         (f"{migration_id}", "bold"),
         "  phase: ",
         (progress.phase, "cyan bold"),
         f"  ordinals moved: {len(moved)}/{total}",
+        f"  (run {progress.run})" if progress.run > 1 else "",
     )
     parts: list[Any] = [head]
     if progress.current_ordinal is not None:

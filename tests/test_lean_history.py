@@ -14,7 +14,7 @@ from temporalio.api.enums.v1 import EventType
 from temporalio.client import WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from contract import SEARCH_ATTRIBUTES, ApprovalPolicy
+from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, plan_ordinals
 from tests.support.fakes import ORDINALS, FakeClusters, at, fake_worker, start
 from tests.support.histories import histories, record, runs
 
@@ -98,6 +98,9 @@ async def test_continue_as_new_between_ordinals_keeps_approvals_moves_and_rollba
     second = await migration.wait_until(at("awaiting_approval", 1), within=30)
     assert (second.run, second.approved, second.remaining) == (2, [2], [1, 0])
     assert [r.ordinal for r in second.finished] == [2]
+    replanned = await migration.plan()
+    assert replanned is not None and [o.ordinal for o in replanned.ordinals] == [1, 0]
+    assert plan_ordinals(second, replanned) == ORDINALS  # the table still shows all three
     assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
     await migration.approve()
     third = await migration.wait_until(at("awaiting_approval", 0), within=30)
