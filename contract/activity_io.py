@@ -272,6 +272,9 @@ class OrdinalInput(Payload):
     share_budget: bool = Field(
         False, description="share the app's disruption budget first (a lean parent's child)"
     )
+    report_steps: bool = Field(
+        True, description="signal every step to the parent (a lean parent asks the child)"
+    )
 
     @property
     def move(self) -> OrdinalMove:

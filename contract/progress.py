@@ -184,6 +184,12 @@ class Carried(Payload):
     moved: list[int] = Field(
         default_factory=list, description="moved by earlier runs of this migration, in order"
     )
+    stack: list[int] = Field(
+        default_factory=list,
+        description="the rollback stack, newest last (what this migration moved, and what "
+        "the destination held from an earlier migration run when it began)",
+    )
+    remaining: list[int] = Field(default_factory=list, description="highest first")
     dependencies: list[Dependency] = Field(default_factory=list)
     warnings: list[str] = Field(default_factory=list)
 

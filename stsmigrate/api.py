@@ -29,6 +29,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Coroutine, Mapping
+from datetime import timedelta
 from typing import Any, NoReturn
 
 from temporalio.client import (
@@ -187,9 +188,15 @@ async def start_migration(
         static_details=details(request),
         id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
     )
-    # By id only: a migration continues as new between ordinals, and a handle bound to
-    # the first run would query, signal and update a run that has ended.
-    return get_migration(client, handle.id)
+    # Not bound to the first run: a migration continues as new between ordinals, and
+    # queries, signals and updates go to its newest run; bound to this migration's first
+    # run, so a result or cancel never reaches a later migration of the same id.
+    chain = client.get_workflow_handle(
+        handle.id,
+        first_execution_run_id=handle.first_execution_run_id,
+        result_type=MigrationResult,
+    )
+    return Migration(chain, client)
 
 
 def get_migration(client: Client, migration_id: str) -> Migration:
@@ -217,7 +224,11 @@ class Migration:
             return progress
         child = self.client.get_workflow_handle(progress.child)
         with contextlib.suppress(RPCError, WorkflowQueryFailedError):
-            step = await child.query("step", result_type=str | None)  # type: ignore[arg-type]
+            step = await child.query(
+                "step",
+                result_type=str | None,  # type: ignore[arg-type]
+                rpc_timeout=timedelta(seconds=5),
+            )
             if step is not None:
                 progress = progress.model_copy(update={"step": step})
         return progress
@@ -259,7 +270,14 @@ class Migration:
         """Poll ``progress`` until ``condition`` holds; TimeoutError after ``within`` s."""
         deadline = time.monotonic() + within
         while True:
-            progress = await self.progress()
+            try:
+                progress = await self.progress()
+            except (RPCError, WorkflowQueryFailedError):
+                # A run that just continued as new answers once its first task is done.
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(poll)
+                continue
             if condition(progress):
                 return progress
             if time.monotonic() > deadline:

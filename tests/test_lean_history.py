@@ -9,12 +9,13 @@ import itertools
 import uuid
 from collections.abc import AsyncIterator
 
+import pytest
 import pytest_asyncio
 from temporalio.api.enums.v1 import EventType
-from temporalio.client import WorkflowHistory
+from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
-from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, plan_ordinals
+from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, Problem, plan_ordinals
 from tests.support.fakes import ORDINALS, FakeClusters, at, fake_worker, start
 from tests.support.histories import histories, record, runs
 
@@ -125,3 +126,74 @@ async def test_continue_as_new_between_ordinals_keeps_approvals_moves_and_rollba
     assert len(found) == 4
     record("continue_as_new_run_1", found[0])
     record("continue_as_new_run_3", found[2])
+
+
+async def test_a_continued_runs_preflight_problem_pauses_and_resume_plans_again(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    clusters, task_queue = fake
+    migration, _ = await start(
+        temporal_env.client,
+        task_queue,
+        approval=ApprovalPolicy(mode="each"),
+        continue_as_new_events=1,
+    )
+    await migration.wait_until(at("awaiting_approval", 2), within=30)
+    clusters.plan_problems = [
+        Problem(object="HorizontalPodAutoscaler web", message="scales it", fix="delete it")
+    ]
+    await migration.approve()
+    held = await migration.wait_until(at("paused"), within=30)
+    assert held.run == 2 and "HorizontalPodAutoscaler web: scales it" in held.pause_reason
+    assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
+    assert clusters.locks  # still held by the migration
+    plans = clusters.plans
+    clusters.plan_problems = []
+    await migration.resume()  # preflight runs again, clean: ordinal 1 waits for approval
+    await migration.wait_until(at("awaiting_approval", 1), within=30)
+    assert clusters.plans == plans + 1
+    await migration.approve(all=True)
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == ORDINALS and clusters.locks == {}
+
+
+async def test_abort_while_a_continued_runs_preflight_holds_ends_with_all_released(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    clusters, task_queue = fake
+    migration, _ = await start(
+        temporal_env.client,
+        task_queue,
+        approval=ApprovalPolicy(mode="each"),
+        continue_as_new_events=1,
+    )
+    await migration.wait_until(at("awaiting_approval", 2), within=30)
+    clusters.plan_problems = [Problem(object="Secret auth", message="differs", fix="copy it")]
+    await migration.approve()
+    await migration.wait_until(at("paused"), within=30)
+    await migration.abort("not now")
+    result = await migration.result()
+    assert result.aborted and [r.ordinal for r in result.moved] == [2]
+    assert result.placement == {"2": "destination", "1": "source", "0": "source"}
+    assert clusters.locks == {} and clusters.budgets[-1] == "restore"
+
+
+async def test_a_continued_run_that_fails_releases_the_lock_and_the_budgets(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    clusters, task_queue = fake
+    migration, _ = await start(
+        temporal_env.client,
+        task_queue,
+        approval=ApprovalPolicy(mode="each"),
+        continue_as_new_events=1,
+    )
+    await migration.wait_until(at("awaiting_approval", 2), within=30)
+    clusters.plan_fails = True
+    await migration.approve()
+    with pytest.raises(WorkflowFailureError):
+        await migration.result()
+    failed = await migration.progress()
+    assert (failed.phase, failed.run) == ("failed", 2) and "preflight broke" in failed.error
+    assert failed.placement == {"2": "destination", "1": "source", "0": "source"}
+    assert clusters.locks == {} and clusters.budgets[-1] == "restore"

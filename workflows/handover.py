@@ -71,7 +71,6 @@ with workflow.unsafe.imports_passed_through():
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.options import (
     GUARDED_TAKE,
-    LEAN_HISTORY,
     LOSSLESS_REPORTS,
     SLICE_GUARD,
     quick,
@@ -225,6 +224,7 @@ class OrdinalHandover:
         self._cancel_asked = False
         self._control_signalled = False
         self._step: str | None = None
+        self._report_steps = True
 
     @workflow.query
     def step(self) -> str | None:
@@ -241,6 +241,7 @@ class OrdinalHandover:
     def _start_control(self, task: OrdinalInput) -> None:
         """The control the child starts with: the input's, unless a ``control`` signal
         (newer: latest wins) was applied before the run began (signals come first)."""
+        self._report_steps = task.report_steps  # the parent decides (a lean one: False)
         if not self._control_signalled:
             self._control = task.control
 
@@ -262,7 +263,7 @@ class OrdinalHandover:
         handle = self._parent()
         if handle is None:
             return
-        if step != PAUSED_AT_SAFE_POINT and workflow.patched(LEAN_HISTORY):
+        if step != PAUSED_AT_SAFE_POINT and not self._report_steps:
             return
 
         async def send() -> None:

@@ -59,6 +59,7 @@ from workflows.options import (
     ABORTABLE_SHARE,
     CONTINUE_AS_NEW,
     KEEP_EARLY_APPROVAL,
+    LEAN_HISTORY,
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
     ORPHAN_CHECK,
@@ -119,6 +120,8 @@ class MigrateStatefulSet(SafePoints):
         self._progress = Progress(approval=request.approval)
         if carried is not None:
             self._progress = Progress(
+                phase="moving",
+                remaining=carried.remaining,
                 run=carried.run + 1,
                 approval=carried.approval,
                 approved=carried.approved,
@@ -147,6 +150,14 @@ class MigrateStatefulSet(SafePoints):
         self._in_child = False
         self._budget_shared = False
         self._ran = 0  # ordinals this run moved (a continue-as-new waits for one)
+        if carried is not None:
+            # Held since the first run: a failure of this one releases them too.
+            self._locked = self._budget_shared = True
+            # The rollback stack as it was, so a rollback asked before this run's
+            # preflight is accepted (preflight then keeps only what the clusters confirm).
+            done = {r.ordinal: r for r in carried.finished}
+            self._moved = [done.get(k) or OrdinalResult(ordinal=k) for k in carried.stack]
+            self._moved_before = set(carried.stack) - set(carried.moved)
 
     @workflow.query
     def progress(self) -> Progress:
@@ -193,6 +204,8 @@ class MigrateStatefulSet(SafePoints):
         if self._late(report):
             return  # late news of an ordinal already done
         if report.step == PAUSED_AT_SAFE_POINT:
+            if not self._control.paused and workflow.patched(LEAN_HISTORY):
+                return  # resumed before the report landed: the child goes on
             phase = "paused"
         else:
             phase = "rolling_back" if self._progress.rollback else "moving"
@@ -248,7 +261,8 @@ class MigrateStatefulSet(SafePoints):
         # Runs started before KEEP_EARLY_APPROVAL reset the policy here; replaying them
         # must do the same, or their approvals (and commands) would differ.
         reset = {} if workflow.patched(KEEP_EARLY_APPROVAL) else {"approval": request.approval}
-        self._update_progress(phase="preflight", **reset)
+        if self._carried is None:  # a continued run plans between two ordinals: moving
+            self._update_progress(phase="preflight", **reset)
         plan = await workflow.execute_activity_method(
             MigrationActivities.plan_migration,
             PlanInput(request=request, migration_id=migration_id),
@@ -257,20 +271,29 @@ class MigrateStatefulSet(SafePoints):
         if workflow.patched(ORPHAN_CHECK):
             plan = await self._refuse_orphans(plan, migration_id)
         self._plan = plan
-        if not self._moved:
+        warnings = plan.warnings
+        if self._carried is not None:
+            # The stack carried, less what the clusters no longer show as given back-able
+            # (a claim not Bound on the same storage in both): never roll that back.
+            candidates = {o.ordinal for o in plan.moved}
+            if gone := [r.ordinal for r in self._moved if r.ordinal not in candidates]:
+                warnings = [
+                    *warnings,
+                    f"ordinals {gone} moved earlier are no longer rollback candidates (their "
+                    "claims are not Bound on the same storage in both clusters); a rollback "
+                    "skips them",
+                ]
+                self._moved = [r for r in self._moved if r.ordinal in candidates]
+            warnings = list(dict.fromkeys([*self._carried.warnings, *warnings]))
+        elif not self._moved:
             # What an earlier run of this migration moved, read from the clusters, so a
             # rollback can give it back (the last moved, the destination's lowest, last).
-            # A run this one continues moved some of it: those are this migration's
-            # moves, with their results.
-            ours = set(self._carried.moved) if self._carried else set()
-            done = {r.ordinal: r for r in self._progress.finished if r.ordinal in ours}
-            self._moved_before = {o.ordinal for o in plan.moved} - ours
+            self._moved_before = {o.ordinal for o in plan.moved}
             self._moved = [
-                done.get(o.ordinal)
-                or OrdinalResult(ordinal=o.ordinal, volumes=[v.volume for v in o.volumes])
+                OrdinalResult(ordinal=o.ordinal, volumes=[v.volume for v in o.volumes])
                 for o in reversed(plan.moved)
             ]
-        self._update_progress(warnings=plan.warnings, remaining=[o.ordinal for o in plan.ordinals])
+        self._update_progress(warnings=warnings, remaining=[o.ordinal for o in plan.ordinals])
         for warning in plan.warnings:
             workflow.logger.warning("preflight: %s", warning)
         return plan
@@ -395,6 +418,24 @@ class MigrateStatefulSet(SafePoints):
 
     # -- continue-as-new ---------------------------------------------------------------
 
+    async def _replan_until_clean(self, migration_id: str, plan: Plan, first: int | None) -> Plan:
+        """A continued run's preflight, between two ordinals (none half-moved): a problem
+        it finds (a new HPA, a rotated Secret, a pod not Ready) pauses the run with the
+        list; resume plans again, abort ends the run here."""
+        while plan.problems:
+            listing = "; ".join(f"{p.object}: {p.message} (fix: {p.fix})" for p in plan.problems)
+            why = f"preflight of run {self._progress.run} found {len(plan.problems)} problem(s)"
+            workflow.logger.warning("%s: %s", why, listing)
+            await self._apply_control(
+                self._control.model_copy(update={"paused": True}),
+                pause_reason=f"{why} between two ordinals: {listing}. Fix them and resume "
+                "(preflight runs again), or abort",
+            )
+            if not await self._wait_at_safe_point(None, first):
+                return plan  # aborted
+            plan = await self._preflight(migration_id)
+        return plan
+
     def _quiet(self) -> bool:
         """Nothing asked that a safe point must do first, nothing in flight."""
         p, c = self._progress, self._control
@@ -441,6 +482,8 @@ class MigrateStatefulSet(SafePoints):
             rolled_back=p.rolled_back,
             finished=[r.model_copy(update={"steps": []}) for r in p.finished],
             moved=[r.ordinal for r in self._moved_now()],
+            stack=[r.ordinal for r in self._moved],
+            remaining=p.remaining,
             dependencies=self._deps,
             warnings=p.warnings,
         )
@@ -638,18 +681,13 @@ class MigrateStatefulSet(SafePoints):
             statefulset=request.statefulset,
         )
         plan = await self._preflight(migration_id)
-        if plan.problems:
+        if carried is not None:
+            plan = await self._replan_until_clean(migration_id, plan, carried.first)
+        if plan.problems and carried is None:
             listing = "\n".join(f"- {p.object}: {p.message} (fix: {p.fix})" for p in plan.problems)
-            changed = "nothing was changed"
-            if carried is not None:  # between two ordinals, none half-moved
-                changed = (
-                    f"the preflight of run {self._progress.run}, between two ordinals: ordinals "
-                    f"{carried.moved} were moved, nothing else changed; start the migration "
-                    "again once fixed"
-                )
             await workflow.wait_condition(workflow.all_handlers_finished)
             raise ApplicationError(
-                f"preflight found {len(plan.problems)} problem(s); {changed}:\n{listing}",
+                f"preflight found {len(plan.problems)} problem(s); nothing was changed:\n{listing}",
                 plan,
                 type=PREFLIGHT_FAILED,
                 non_retryable=True,
@@ -662,8 +700,16 @@ class MigrateStatefulSet(SafePoints):
         first = plan.ordinals[0].ordinal if plan.ordinals else None
         if carried is not None:
             first = carried.first
-            await self._lock()  # held since the first run; this run unlocks at the end
-            await self._move_ordinals(plan, first)
+            if plan.problems:
+                pass  # aborted while preflight's problems held the run: nothing more moves
+            elif plan.fix_retention_policy:  # set back to Delete since (a sync, say)
+                await workflow.execute_activity_method(
+                    MigrationActivities.ensure_retention_policy,
+                    src,
+                    **quick(f"{src.context}: whenScaled Retain"),
+                )
+            if not plan.problems:
+                await self._move_ordinals(plan, first)
         elif not plan.ordinals and workflow.patched(NOTHING_TO_MOVE):
             pass  # nothing to move: nothing changes in either cluster
         elif await self._wait_at_safe_point(None, first):

@@ -92,7 +92,7 @@ class OperatorMessages(ProgressKeeper):
             return problem
         if req.all:
             return None
-        if self._plan is None:
+        if self._plan is None and not self._progress.remaining:
             return "no ordinal to approve yet: the plan is not ready (approve all is accepted)"
         following = self._next_ordinal()
         if following is None:

@@ -52,6 +52,8 @@ class SafePoints(OperatorMessages):
         """Wait while paused or waiting for approval of ``ordinal``; do a rollback that
         was asked. False when the operator aborts."""
         moving = self._progress.phase
+        if moving == "paused" and workflow.patched(LEAN_HISTORY):
+            moving = "moving"  # a pause that has ended is no phase to go back to
         while not self._control.aborting:
             if self._progress.rollback:
                 await self._roll_back()
@@ -188,6 +190,7 @@ class SafePoints(OperatorMessages):
                     control=self._forwarded,
                     service=plan.service_name,
                     share_budget=share_budget,
+                    report_steps=not workflow.patched(LEAN_HISTORY),
                 ),
                 id=child_id,
                 static_summary=summary,

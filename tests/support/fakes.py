@@ -32,6 +32,7 @@ from contract import (
     PodState,
     ProbeInput,
     ProbeResult,
+    Problem,
     Progress,
     ReleaseClaimsInput,
     RetainInput,
@@ -79,6 +80,8 @@ class FakeClusters:
         self.running: set[str] = set()
         self.asked_for_running: list[str] = []
         self.plans = 0  # preflights run (one per run of a migration)
+        self.plan_problems: list[Problem] = []  # what the next preflights find
+        self.plan_fails = False  # the next preflights fail (non-retryable)
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -102,7 +105,10 @@ class FakeClusters:
                 self.slices["destination"],
             )
             self.plans += 1
+            if self.plan_fails:
+                raise ApplicationError("source: preflight broke", non_retryable=True)
             return Plan(
+                problems=self.plan_problems,
                 migration_id=task.migration_id,
                 source_context=r.source_context,
                 destination_context=r.destination_context,
