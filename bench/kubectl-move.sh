@@ -97,11 +97,16 @@ move)
     >/dev/null
   # 3. Its claims released (the volumes stay: Retain).
   for t in $templates; do "${S[@]}" delete pvc "$t-$pod" --wait=true >/dev/null; done
-  # 4. The volumes and claims in the destination, pre-bound to each other.
+  # 4. The volumes in the destination, pre-bound to the claims; once each is Available,
+  #    the claims, naming their volumes.
   while read -r pv; do
     kubectl --context "$src" get pv "$pv" -o json |
       jq "$STRIP | del(.metadata.annotations, .spec.claimRef.uid, .spec.claimRef.resourceVersion)" |
       kubectl --context "$dst" create -f - >/dev/null
+  done <"$tmp/volumes"
+  while read -r pv; do
+    kubectl --context "$dst" wait --for=jsonpath='{.status.phase}'=Available "pv/$pv" \
+      --timeout=300s >/dev/null
   done <"$tmp/volumes"
   for t in $templates; do
     jq "$STRIP | del(.metadata.annotations)" "$tmp/$t-$pod.json" | "${D[@]}" create -f - >/dev/null
