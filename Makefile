@@ -2,7 +2,9 @@
 #   make demo   Temporal dev server + two local Kubernetes clusters + worker + a workflow
 #   make test   lint, format check, type check, import contracts, then the whole test suite
 #               (installs Debian's chromium for the UI test if it is missing)
-#   make bench  preflight's wall time for 200 and 1,000 ordinals (prints figures only)
+#   make bench  a move's per-ordinal time and unavailability against a kubectl script and
+#               the cluster's floor, then preflight's wall time for 200 and 1,000 ordinals
+#               (prints figures only)
 # Both create .venv, install the project with its dev extras, and build (once) or
 # reuse the Kubernetes binaries in ~/.cache/statefulset-migrator.
 
@@ -56,10 +58,14 @@ test: lint binaries test-packages
 faults: binaries test-packages
 	$(BIN)/pytest -m faults -p no:cacheprovider -rA $(ARGS)
 
-# Preflight (build_plan) timed on its own local clusters for StatefulSets of 200 and
-# 1,000 replicas; a benchmark, never a test. ARGS='--also /other/checkout' times that
-# checkout's preflight on the same StatefulSets too.
+# Benchmarks, never tests, each on its own local clusters, one after the other. First
+# moves: per-ordinal time and per-identity unavailability of the product, of a kubectl
+# script of the KEP-3335 procedure and of a pod recreated in place (6 replicas, two pod
+# profiles; MOVES_ARGS='--replicas 20 --profile 5s:10' for others). Then preflight
+# (build_plan) for StatefulSets of 200 and 1,000 replicas; ARGS='--also /other/checkout'
+# times that checkout's preflight on the same StatefulSets too.
 bench: binaries
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/moves.py $(MOVES_ARGS)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/preflight.py $(ARGS)
 
 # Create-to-Bound of imported volumes, 20 ordinals one at a time, on its own local
