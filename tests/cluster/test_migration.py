@@ -25,7 +25,7 @@ from contract import (
 )
 from tests.support.apps import deploy_app
 from tests.support.cluster_state import budgets
-from tests.support.histories import histories, record
+from tests.support.histories import histories, record, runs
 from tests.support.processes import WorkerProcess
 from tests.support.scenarios import STEPS, observing, request_for
 
@@ -215,3 +215,33 @@ async def test_partial_migration_stops_at_ordinal_3_and_a_later_start_finishes_i
     assert [o.ordinal for o in rest.moved] == [2, 1, 0]
     assert observer.verdict([4, 3, 2, 1, 0], (0, 0), (0, 5)) == []
     assert budgets(kube, namespace, "pg") == {"source": 1, "destination": 1}  # its own
+
+
+async def test_a_migration_that_continues_as_new_after_every_ordinal(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    deploy_app(kube["source"], namespace, "cn", 3, secret_value="x", ready_delay="200ms")
+    request = request_for("cn", namespace, continue_as_new_events=1)
+    with observing(kube, namespace, namespace, "cn") as observer:
+        migration_id, result = await migrate(temporal_env, worker, request)
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    assert [o.ordinal for o in result.moved] == [2, 1, 0] and not result.aborted
+    assert {d.name for d in result.dependencies if d.action == "copied"} >= {"cn-auth", "cn"}
+    found = await runs(temporal_env, migration_id)
+    assert len(found) == 3  # each run planned again from the clusters, then moved one
+    progress = await temporal_env.client.get_workflow_handle(migration_id).query(
+        "progress", result_type=Progress
+    )
+    assert (progress.phase, progress.run, [r.ordinal for r in progress.finished]) == (
+        "done",
+        3,
+        [2, 1, 0],
+    )
+    # Restored at the very end, by the last run; the lock gone.
+    assert budgets(kube, namespace, "cn") == {"source": 1, "destination": 1}
+    source: Any = client.AppsV1Api(kube["source"]).read_namespaced_stateful_set("cn", namespace)
+    assert "stsmigrate.dev/locked-by" not in (source.metadata.annotations or {})
+    print("\nevents per run:", [len(h.events) for h in found])
