@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test faults field bench bench-binding lint binaries test-packages clusters clean
+.PHONY: demo test faults field bench bench-binding bench-scale lint binaries test-packages clusters clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -71,6 +71,11 @@ bench: binaries
 # Create-to-Bound of imported volumes, 20 ordinals one at a time, on its own local
 # clusters; a benchmark, never a test. ARGS='--also /other/checkout --raw' adds that
 # checkout's order and both orders made with bare API calls.
+# One migration of a large StatefulSet (runs, events, bytes) and many small ones at once
+# (slowdown), on one worker, with its peak RSS; ARGS='--large 1000 --concurrent 0'.
+bench-scale: binaries
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scale.py $(ARGS)
+
 bench-binding: binaries
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/binding.py $(ARGS)
 
