@@ -180,8 +180,13 @@ def sdk_runtime() -> Runtime:
     )
 
 
-def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8s.ApiClient]:
-    """One ApiClient per context; all contexts of the file when none are named."""
+def kube_clients(
+    kubeconfig: Path, contexts: Sequence[str] = (), connections: int | None = None
+) -> dict[str, k8s.ApiClient]:
+    """One ApiClient per context; all contexts of the file when none are named. Each
+    keeps up to ``connections`` open (the client's default is 5 per CPU): every
+    activity slot may hold a request or a watch on one context, and a pool too small
+    reconnects (and logs a warning) for every request beyond it."""
     if not kubeconfig.exists():
         raise SystemExit(f"kubeconfig {kubeconfig} does not exist; set STSMIGRATE_KUBECONFIG")
     available, _ = k8s_config.list_kube_config_contexts(config_file=str(kubeconfig))
@@ -194,7 +199,13 @@ def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8
         )
     return {
         name: k8s_config.new_client_from_config(
-            config_file=str(kubeconfig), context=name, persist_config=False
+            config_file=str(kubeconfig),
+            context=name,
+            persist_config=False,
+            # type.__call__, as the client does: Configuration() copies the global default.
+            client_configuration=type.__call__(
+                k8s.Configuration, connection_pool_maxsize=connections
+            ),
         )
         for name in (contexts or names)
     }
@@ -296,7 +307,9 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    clients = kube_clients(settings.kubeconfig, settings.contexts)
+    clients = kube_clients(
+        settings.kubeconfig, settings.contexts, settings.max_activities + settings.max_waits
+    )
     temporal = await connect(settings)
     with (
         ThreadPoolExecutor(settings.max_activities, thread_name_prefix="activity") as executor,
