@@ -91,7 +91,7 @@ async def test_a_worker_killed_while_an_identity_is_down_costs_it_seconds(
                 await asyncio.sleep(0.05)
             else:
                 pytest.fail("the wait for pod 0 Ready was not retried within 30 s of the kill")
-            seconds = retried[0].last_started_time.ToDatetime().timestamp() - killed_at
+            seconds = retried[0].last_started_time.ToNanoseconds() / 1e9 - killed_at
             print(f"\nworker killed in the downtime window: step retried after {seconds:.1f} s")
             assert retried[0].last_worker_identity.startswith(f"{survivor.proc.pid}@")
             assert seconds < RETRY_WITHIN, f"the retry started {seconds:.1f} s after the kill"
