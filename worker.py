@@ -27,8 +27,8 @@ trip. Two Workers in this process, one per task queue, each with its own thread 
 keep them apart, so no number of waits makes a quick step of an identity that is
 down queue behind them. The SDK's slot suppliers (``tuner``) cannot do it: a slot is
 taken before the poll, when the activity's type is not yet known. One migration holds
-at most two waits per ordinal moving at once (``max_unavailable``) and one quick step
-each; the defaults serve 20 concurrent migrations on one worker (README, "Sizing
+at most two waits at once (an ordinal waits for both slices Ready) and one quick
+step; the defaults serve 20 concurrent migrations on one worker (README, "Sizing
 workers"); more replicas on the same task queues share the load.
 
 Every running activity heartbeats every second (activities/liveness.py), so a killed

@@ -72,7 +72,8 @@ ABORTABLE_SHARE = "abortable-share"
 # Patch id of the long steps (waits, health gates, preflight) on a task queue of their
 # own (contract.waits_queue), served with slots of their own: a step of one round trip
 # never queues behind waits (worker.py). The queue is an attribute of the activity's
-# command, not a command of its own, but runs begun before it keep the queue they used.
+# command, not a command of its own; the patch keeps every step a history recorded
+# before it scheduled on the queue it used there, and the marker says why it differs.
 WAITS_QUEUE = "waits-queue"
 
 # Every patch id in use: a history's patch markers name only these.
