@@ -1,5 +1,6 @@
 """The statefulset-migrator worker: runs our workflows and activities on the task
-queue ``statefulset-migration``.
+queue ``statefulset-migration``, and the long steps (watch-based waits, health gates,
+preflight) on ``statefulset-migration-waits``.
 
 Settings come from the environment. The Temporal connection is read like the
 Temporal CLI reads it (``temporalio.envconfig``: TEMPORAL_ADDRESS,
@@ -8,8 +9,10 @@ CLI's config file); ours are:
 
     STSMIGRATE_KUBECONFIG     kubeconfig file (default: $KUBECONFIG, then ~/.kube/config)
     STSMIGRATE_CONTEXTS       comma-separated contexts to serve (default: all in the file)
-    STSMIGRATE_TASK_QUEUE     task queue (default: statefulset-migration)
-    STSMIGRATE_MAX_ACTIVITIES concurrent activities, one thread each (default: 16)
+    STSMIGRATE_TASK_QUEUE     task queue (default: statefulset-migration); the long
+                              steps' is the same name with "-waits" appended
+    STSMIGRATE_MAX_ACTIVITIES concurrent quick steps, one thread each (default: 32)
+    STSMIGRATE_MAX_WAITS      concurrent long steps, one thread each (default: 64)
     STSMIGRATE_LOG_LEVEL      DEBUG, INFO, WARNING or ERROR (default: INFO)
     STSMIGRATE_CODEC_KEY      base64 AES-256 key: encrypt every payload (stsmigrate.codec)
     STSMIGRATE_CODEC_KEY_FILE a file holding that key instead
@@ -17,7 +20,20 @@ CLI's config file); ours are:
 
 The worker holds the cluster credentials: one kubernetes ApiClient per context,
 built with ``new_client_from_config(persist_config=False)`` so nothing global is
-loaded or written. Logs are JSON lines on stderr, one renderer for our structlog
+loaded or written.
+
+Slots: a wait holds its slot (and thread) for minutes, a quick step for one API round
+trip. Two Workers in this process, one per task queue, each with its own thread pool,
+keep them apart, so no number of waits makes a quick step of an identity that is
+down queue behind them. The SDK's slot suppliers (``tuner``) cannot do it: a slot is
+taken before the poll, when the activity's type is not yet known. One migration holds
+at most two waits at once (an ordinal waits for both slices Ready) and one quick
+step; the defaults serve 20 concurrent migrations on one worker (README, "Sizing
+workers"); more replicas on the same task queues share the load.
+
+Every running activity heartbeats every second (activities/liveness.py), so a killed
+worker costs a step a few seconds (workflows/options.py HEARTBEAT), not its run
+timeout. Logs are JSON lines on stderr, one renderer for our structlog
 events, the SDK's stdlib loggers (workflow.logger, activity.logger) and the SDK
 core's own log records.
 """
@@ -55,9 +71,10 @@ from temporalio.worker import Worker
 import stsmigrate.api
 from activities.clusters import ClusterActivities
 from activities.health import COMMANDS_ALLOWED, HealthActivities
+from activities.liveness import HEARTBEAT_EVERY, KeepAlive
 from activities.migration import MigrationActivities
 from activities.temporal import TemporalActivities
-from contract import TASK_QUEUE
+from contract import TASK_QUEUE, waits_queue
 from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
 from workflows import DescribeClusters, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
@@ -71,7 +88,8 @@ class Settings:
     kubeconfig: Path
     contexts: tuple[str, ...] = ()
     task_queue: str = TASK_QUEUE
-    max_activities: int = 16
+    max_activities: int = 32
+    max_waits: int = 64
     log_level: str = "INFO"
     temporal: Mapping[str, Any] = field(default_factory=dict)
     codec: AesGcmCodec | None = None
@@ -94,7 +112,8 @@ class Settings:
             kubeconfig=Path(kubeconfig or "~/.kube/config").expanduser(),
             contexts=contexts,
             task_queue=env.get("STSMIGRATE_TASK_QUEUE", TASK_QUEUE),
-            max_activities=int(env.get("STSMIGRATE_MAX_ACTIVITIES", "16")),
+            max_activities=int(env.get("STSMIGRATE_MAX_ACTIVITIES", "32")),
+            max_waits=int(env.get("STSMIGRATE_MAX_WAITS", "64")),
             log_level=env.get("STSMIGRATE_LOG_LEVEL", "INFO").upper(),
             temporal=temporal,
             codec=codec,
@@ -161,8 +180,13 @@ def sdk_runtime() -> Runtime:
     )
 
 
-def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8s.ApiClient]:
-    """One ApiClient per context; all contexts of the file when none are named."""
+def kube_clients(
+    kubeconfig: Path, contexts: Sequence[str] = (), connections: int | None = None
+) -> dict[str, k8s.ApiClient]:
+    """One ApiClient per context; all contexts of the file when none are named. Each
+    keeps up to ``connections`` open (the client's default is 5 per CPU): every
+    activity slot may hold a request or a watch on one context, and a pool too small
+    reconnects (and logs a warning) for every request beyond it."""
     if not kubeconfig.exists():
         raise SystemExit(f"kubeconfig {kubeconfig} does not exist; set STSMIGRATE_KUBECONFIG")
     available, _ = k8s_config.list_kube_config_contexts(config_file=str(kubeconfig))
@@ -175,7 +199,13 @@ def kube_clients(kubeconfig: Path, contexts: Sequence[str] = ()) -> dict[str, k8
         )
     return {
         name: k8s_config.new_client_from_config(
-            config_file=str(kubeconfig), context=name, persist_config=False
+            config_file=str(kubeconfig),
+            context=name,
+            persist_config=False,
+            # type.__call__, as the client does: Configuration() copies the global default.
+            client_configuration=type.__call__(
+                k8s.Configuration, connection_pool_maxsize=connections
+            ),
         )
         for name in (contexts or names)
     }
@@ -228,23 +258,48 @@ def activities_of(
     ]
 
 
-def build_worker(
+def build_workers(
     temporal: Client,
-    clients: Mapping[str, k8s.ApiClient],
     settings: Settings,
+    activities: Sequence[Callable[..., Any]],
     executor: ThreadPoolExecutor,
-) -> Worker:
-    return Worker(
-        temporal,
-        task_queue=settings.task_queue,
-        workflows=list(WORKFLOWS),
-        activities=activities_of(temporal, clients, settings),
-        activity_executor=executor,
-        max_concurrent_activities=settings.max_activities,
+    waits_executor: ThreadPoolExecutor,
+) -> list[Worker]:
+    """The workflows and quick steps on the task queue; the long steps on its waits
+    queue, with slots and threads of their own. Both register every activity (those of
+    ``activities_of``, or fakes by the same names), so the workflow alone decides where
+    a step runs (workflows/options.py)."""
+    common: dict[str, Any] = {
+        "activities": activities,
+        "interceptors": [KeepAlive()],
+        # The SDK sends a heartbeat at most once per this interval (by default 0.8 of
+        # the heartbeat timeout): every second, so a 4 s timeout has three to spare.
+        "max_heartbeat_throttle_interval": timedelta(seconds=HEARTBEAT_EVERY),
         # Running activities get this long to finish (or see their cancellation
         # through a heartbeat) before the worker exits.
-        graceful_shutdown_timeout=timedelta(seconds=30),
-    )
+        "graceful_shutdown_timeout": timedelta(seconds=30),
+    }
+    return [
+        Worker(
+            temporal,
+            task_queue=settings.task_queue,
+            workflows=list(WORKFLOWS),
+            activity_executor=executor,
+            max_concurrent_activities=settings.max_activities,
+            # A workflow's next task waits this long for the worker that ran its last
+            # one (10 s by default) before any worker may take it: a killed worker
+            # must not hold an identity that is down for that long.
+            sticky_queue_schedule_to_start_timeout=timedelta(seconds=3),
+            **common,
+        ),
+        Worker(
+            temporal,
+            task_queue=waits_queue(settings.task_queue),
+            activity_executor=waits_executor,
+            max_concurrent_activities=settings.max_waits,
+            **common,
+        ),
+    ]
 
 
 async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
@@ -252,23 +307,33 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    clients = kube_clients(settings.kubeconfig, settings.contexts)
+    clients = kube_clients(
+        settings.kubeconfig, settings.contexts, settings.max_activities + settings.max_waits
+    )
     temporal = await connect(settings)
-    with ThreadPoolExecutor(settings.max_activities, thread_name_prefix="activity") as executor:
-        worker = build_worker(temporal, clients, settings, executor)
+    with (
+        ThreadPoolExecutor(settings.max_activities, thread_name_prefix="activity") as executor,
+        ThreadPoolExecutor(settings.max_waits, thread_name_prefix="wait") as waits_executor,
+    ):
+        activities = activities_of(temporal, clients, settings)
+        workers = build_workers(temporal, settings, activities, executor, waits_executor)
         log.info(
             "worker_started",
-            task_queue=settings.task_queue,
+            task_queues=[w.task_queue for w in workers],
             contexts=sorted(clients),
             temporal=settings.temporal.get("target_host"),
             namespace=settings.temporal.get("namespace", "default"),
         )
-        run_task = asyncio.create_task(worker.run())
+
+        async def run_workers() -> None:
+            await asyncio.gather(*(w.run() for w in workers))
+
+        run_task = asyncio.create_task(run_workers())
         stop_task = asyncio.create_task(stop.wait())
         done, _ = await asyncio.wait({run_task, stop_task}, return_when=asyncio.FIRST_COMPLETED)
-        if stop_task in done:
-            log.info("worker_stopping", reason="signal")
-            await worker.shutdown()
+        # A signal stops both; so does one of them failing (its error is raised below).
+        log.info("worker_stopping", reason="signal" if stop_task in done else "worker_failed")
+        await asyncio.gather(*(w.shutdown() for w in workers), return_exceptions=True)
         stop_task.cancel()
         await run_task
     for api in clients.values():

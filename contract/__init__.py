@@ -59,6 +59,7 @@ from contract.names import (
     TASK_QUEUE,
     ordinal_workflow_id,
     rollback_workflow_id,
+    waits_queue,
 )
 from contract.operator import (
     AbortRequest,
@@ -192,4 +193,5 @@ __all__ = [
     "progress_rows",
     "rollback_workflow_id",
     "slice_change",
+    "waits_queue",
 ]

@@ -7,6 +7,14 @@ from __future__ import annotations
 
 TASK_QUEUE = "statefulset-migration"
 
+
+def waits_queue(task_queue: str) -> str:
+    """The task queue of the long steps (watch-based waits, health gates, preflight)
+    of the workflows on ``task_queue``: the worker serves both, each with slots of its
+    own, so a step of one API round trip never queues behind waits (worker.py)."""
+    return f"{task_queue}-waits"
+
+
 # Custom search attributes a migration keeps current (name -> Temporal type). A dev
 # server gets them from devenv; production: `temporal operator search-attribute create`.
 SEARCH_ATTRIBUTES: dict[str, str] = {

@@ -20,15 +20,13 @@ from typing import Any
 import pytest
 from temporalio.client import WorkflowHistory
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
-from temporalio.worker import Worker
 
 from activities.health import HealthActivities, Password, probe_environment
 from contract import SEARCH_ATTRIBUTES, HealthGates, HealthReport, Probe, ProbeInput, SecretKeyRef
 from devenv.clusters import free_port
-from tests.support.fakes import ORDINALS, FakeClusters, at, start
+from tests.support.fakes import ORDINALS, FakeClusters, at, fake_worker, start
 from tests.support.histories import histories
 from tests.support.redis_cluster import RedisCluster, started_redis
-from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 
 def run_probes(*probes: Probe, allow_commands: bool = False, ordinal: int = 3) -> HealthReport:
@@ -403,11 +401,10 @@ async def test_no_history_of_a_migration_holds_the_redis_password(
     clusters = FakeClusters(list(SEARCH_ATTRIBUTES))
     task_queue = f"redis-auth-{uuid.uuid4().hex[:8]}"
     with ThreadPoolExecutor(4) as executor:
-        async with Worker(
+        async with fake_worker(
             temporal_env.client,
-            task_queue=task_queue,
-            workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
-            activities=[*clusters.activities(), probes.probe_ordinal],
+            task_queue,
+            [*clusters.activities(), probes.probe_ordinal],
             activity_executor=executor,
         ):
             healthy, _ = await start(temporal_env.client, task_queue, health=gate("password"))

@@ -20,16 +20,14 @@ from temporalio.worker import (
     Interceptor,
     StartChildWorkflowInput,
     UnsandboxedWorkflowRunner,
-    Worker,
     WorkflowInboundInterceptor,
     WorkflowInterceptorClassInput,
     WorkflowOutboundInterceptor,
 )
 
 from contract import SEARCH_ATTRIBUTES
-from tests.support.fakes import ORDINALS, FakeClusters, start
+from tests.support.fakes import ORDINALS, FakeClusters, fake_worker, start
 from tests.test_undo import fails
-from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 REPORTED = threading.Event()  # the child's block report is in the parent's history
 HELD = threading.Event()  # the parent's task was failed at least once
@@ -63,11 +61,10 @@ async def test_a_block_report_that_beats_the_child_start_resolution_is_applied(
     clusters.before["healthy source"] = fails("WaitTimeout", "pods 0..2 Ready: not within 300 s")
     task_queue = f"reports-{uuid.uuid4().hex[:8]}"
     client = temporal_env.client
-    async with Worker(
+    async with fake_worker(
         client,
-        task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
-        activities=clusters.activities(),
+        task_queue,
+        clusters.activities(),
         interceptors=[HoldParentAfterChildStart()],
         workflow_runner=UnsandboxedWorkflowRunner(),  # the flags are this module's
     ):

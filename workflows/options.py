@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from contract import Probe
+    from contract import Probe, waits_queue
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
@@ -80,6 +80,13 @@ LEAN_HISTORY = "lean-history"
 # (or the server suggests it), the parent starts afresh with what it must carry.
 CONTINUE_AS_NEW = "continue-as-new"
 
+# Patch id of the long steps (waits, health gates, preflight) on a task queue of their
+# own (contract.waits_queue), served with slots of their own: a step of one round trip
+# never queues behind waits (worker.py). The queue is an attribute of the activity's
+# command, not a command of its own; the patch keeps every step a history recorded
+# before it scheduled on the queue it used there, and the marker says why it differs.
+WAITS_QUEUE = "waits-queue"
+
 # Every patch id in use: a history's patch markers name only these.
 PATCHES = (
     SLICE_GUARD,
@@ -95,19 +102,39 @@ PATCHES = (
     ABORTABLE_SHARE,
     LEAN_HISTORY,
     CONTINUE_AS_NEW,
+    WAITS_QUEUE,
 )
+
+# A dead worker is noticed after this long without a heartbeat, and another worker
+# retries the step (after RETRY's first interval, 1 s): the cost of a worker crash to
+# an identity that is down. Every running activity heartbeats every second from the
+# worker's event loop (activities/liveness.py), so 4 s leaves three beats to a
+# loaded worker or server before a false timeout. Timeouts are attributes of an
+# activity's command, not commands: replay compares the commands' kinds, activity
+# ids and types, so changing them needs no workflow.patched (tests/test_replay.py).
+HEARTBEAT = timedelta(seconds=4)
 
 # Every option set takes the activity's summary (shown in the UI's timeline): it is
 # part of workflow.ActivityConfig, so it travels with the options.
 
 
 def quick(summary: str) -> workflow.ActivityConfig:
-    """A single API round trip. Short, so that after a worker crash the retry starts soon."""
+    """A single API round trip (or a few). The heartbeat timeout, not the run's, notices
+    a dead worker, so the retry starts a few seconds after a crash."""
     return {
         "start_to_close_timeout": timedelta(seconds=30),
+        "heartbeat_timeout": HEARTBEAT,
         "retry_policy": RETRY,
         "summary": summary,
     }
+
+
+def _on_waits_queue(options: workflow.ActivityConfig) -> workflow.ActivityConfig:
+    """A long step, on the waits' task queue (patch WAITS_QUEUE): it holds a slot of
+    the waits for its whole run, never one of the quick steps'."""
+    if workflow.patched(WAITS_QUEUE):
+        return {**options, "task_queue": waits_queue(workflow.info().task_queue)}
+    return options
 
 
 def best_effort(summary: str, tries: int = 3) -> workflow.ActivityConfig:
@@ -126,23 +153,27 @@ def best_effort(summary: str, tries: int = 3) -> workflow.ActivityConfig:
 
 def preflight(summary: str) -> workflow.ActivityConfig:
     """Preflight reads both clusters and heartbeats while it does."""
-    return {
-        "start_to_close_timeout": timedelta(minutes=2),
-        "heartbeat_timeout": timedelta(seconds=15),
-        "retry_policy": RETRY,
-        "summary": summary,
-    }
+    return _on_waits_queue(
+        {
+            "start_to_close_timeout": timedelta(minutes=2),
+            "heartbeat_timeout": timedelta(seconds=15),
+            "retry_policy": RETRY,
+            "summary": summary,
+        }
+    )
 
 
 def wait_options(seconds: int, summary: str) -> workflow.ActivityConfig:
-    """A watch-based wait of at most ``seconds``: it heartbeats every few seconds, so a
-    dead worker is noticed after the heartbeat timeout, not the wait's."""
-    return {
-        "start_to_close_timeout": timedelta(seconds=seconds + 60),
-        "heartbeat_timeout": timedelta(seconds=15),
-        "retry_policy": RETRY,
-        "summary": summary,
-    }
+    """A watch-based wait of at most ``seconds``, on the waits' queue: a dead worker
+    is noticed after the heartbeat timeout, not the wait's."""
+    return _on_waits_queue(
+        {
+            "start_to_close_timeout": timedelta(seconds=seconds + 60),
+            "heartbeat_timeout": HEARTBEAT,
+            "retry_policy": RETRY,
+            "summary": summary,
+        }
+    )
 
 
 def probe_options(probes: list[Probe], summary: str) -> workflow.ActivityConfig:
@@ -150,9 +181,11 @@ def probe_options(probes: list[Probe], summary: str) -> workflow.ActivityConfig:
     heartbeat allows the slowest single attempt twice over."""
     budget = sum((p.timeout + p.interval) * (p.retries + 1) + p.soak for p in probes)
     slowest = max(p.timeout + p.interval for p in probes)
-    return {
-        "start_to_close_timeout": timedelta(seconds=budget + 60),
-        "heartbeat_timeout": timedelta(seconds=max(30, 2 * slowest)),
-        "retry_policy": RETRY,
-        "summary": summary,
-    }
+    return _on_waits_queue(
+        {
+            "start_to_close_timeout": timedelta(seconds=budget + 60),
+            "heartbeat_timeout": timedelta(seconds=max(30, 2 * slowest)),
+            "retry_policy": RETRY,
+            "summary": summary,
+        }
+    )

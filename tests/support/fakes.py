@@ -7,8 +7,10 @@ tests/test_parity.py checks those names against the worker's activities."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+from datetime import timedelta
 from typing import Any
 
 from temporalio import activity
@@ -16,6 +18,7 @@ from temporalio.client import Client
 from temporalio.exceptions import ApplicationError
 from temporalio.worker import Worker
 
+from activities.liveness import HEARTBEAT_EVERY, KeepAlive
 from contract import (
     BudgetInput,
     BudgetShare,
@@ -42,6 +45,7 @@ from contract import (
     SliceRef,
     StatefulSetState,
     TakeInput,
+    waits_queue,
 )
 from contract.errors import UNAVAILABLE
 from stsmigrate.api import Migration, start_migration
@@ -289,14 +293,32 @@ class FakeProbes:
         return [probe_ordinal]
 
 
-def fake_worker(client: Client, task_queue: str, activities: list[Any]) -> Worker:
-    """The migration workflows on an in-process worker with these (fake) activities."""
-    return Worker(
-        client,
-        task_queue=task_queue,
-        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
-        activities=activities,
-    )
+@contextlib.asynccontextmanager
+async def fake_worker(
+    client: Client, task_queue: str, activities: list[Any], **options: Any
+) -> AsyncIterator[list[Worker]]:
+    """The migration workflows on in-process workers with these (fake) activities: one
+    on ``task_queue``, one on its waits queue (the long steps), as worker.py runs
+    them, with its heartbeats. ``options`` go to both (an activity executor,
+    interceptors, a runner)."""
+    options = {
+        **options,
+        "interceptors": [KeepAlive(), *options.get("interceptors", ())],
+        "max_heartbeat_throttle_interval": timedelta(seconds=HEARTBEAT_EVERY),
+    }
+    async with (
+        Worker(
+            client,
+            task_queue=task_queue,
+            workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
+            activities=activities,
+            **options,
+        ) as main,
+        Worker(
+            client, task_queue=waits_queue(task_queue), activities=activities, **options
+        ) as waits,
+    ):
+        yield [main, waits]
 
 
 async def start(

@@ -6,7 +6,9 @@ from __future__ import annotations
 import json
 import os
 
-from temporalio.client import WorkflowHistory
+from temporalio.api.workflow.v1 import PendingActivityInfo
+from temporalio.client import Client, WorkflowHistory
+from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
 from tests.support.paths import HISTORIES
@@ -44,3 +46,14 @@ def record(name: str, history: WorkflowHistory) -> None:
         # The id matters on replay: child workflow ids derive from it.
         recorded = {"workflow_id": history.workflow_id, "history": json.loads(history.to_json())}
         (HISTORIES / f"{name}.json").write_text(json.dumps(recorded))
+
+
+async def pending_activities(client: Client, workflow_id: str) -> list[PendingActivityInfo]:
+    """The workflow's activities scheduled or running now (type, state, attempt, the
+    worker that runs it and since when), as the server describes them; none when the
+    workflow does not exist yet."""
+    try:
+        described = await client.get_workflow_handle(workflow_id).describe()
+    except RPCError:
+        return []
+    return list(described.raw_description.pending_activities)
