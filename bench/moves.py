@@ -267,7 +267,9 @@ def by_kubectl(
 @contextmanager
 def worker_process(
     address: str, task_queue: str, kubeconfig_path: Path, log: Path
-) -> Iterator[None]:
+) -> Iterator[int]:
+    """The worker process, as deploy/worker.yaml runs it (its pid: bench/scale.py reads
+    its peak RSS)."""
     env = {
         **os.environ,
         "TEMPORAL_ADDRESS": address,
@@ -283,7 +285,7 @@ def worker_process(
             stderr=subprocess.STDOUT,
         )
     try:
-        yield
+        yield proc.pid
     finally:
         proc.terminate()
         try:

@@ -18,15 +18,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import os
 import statistics
-import subprocess
-import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 from kubernetes import client
@@ -39,36 +34,6 @@ from contract import SEARCH_ATTRIBUTES, MigrationRequest
 from devenv.clusters import LocalClusters
 from devenv.temporal import DevServer
 from stsmigrate.api import exit_now, start_migration
-
-WORKER = moves.REPO / "worker.py"
-
-
-@contextlib.contextmanager
-def worker(address: str, task_queue: str, kubeconfig_path: Path, log: Path) -> Iterator[int]:
-    """The worker process (its pid: the caller reads its peak RSS)."""
-    env = {
-        **os.environ,
-        "TEMPORAL_ADDRESS": address,
-        "TEMPORAL_NAMESPACE": "default",
-        "STSMIGRATE_KUBECONFIG": str(kubeconfig_path),
-        "STSMIGRATE_TASK_QUEUE": task_queue,
-    }
-    with log.open("ab") as out:
-        proc = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "SIGTERM", "--", sys.executable, str(WORKER)],
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-        )
-    try:
-        yield proc.pid
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(40)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -164,7 +129,9 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     for side in lc.clusters
                 }
-                with worker(server.address, queue, lc.kubeconfig, work / "worker.log") as pid:
+                with moves.worker_process(
+                    server.address, queue, lc.kubeconfig, work / "worker.log"
+                ) as pid:
                     if args.large:
                         asyncio.run(large(apis, server.address, queue, args.large))
                     if args.concurrent:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import itertools
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -16,6 +16,7 @@ from temporalio.client import WorkflowFailureError, WorkflowHistory
 from temporalio.testing import WorkflowEnvironment
 
 from contract import SEARCH_ATTRIBUTES, ApprovalPolicy, Problem, plan_ordinals
+from stsmigrate.api import Migration
 from tests.support.fakes import ORDINALS, FakeClusters, at, fake_worker, start
 from tests.support.histories import histories, record, runs
 
@@ -34,6 +35,23 @@ def per_ordinal(history: WorkflowHistory) -> list[int]:
     """Events from one child's start to the next one's: what one ordinal costs."""
     starts = [i for i, e in enumerate(history.events) if e.event_type == CHILD_STARTED]
     return [b - a for a, b in itertools.pairwise(starts)]
+
+
+async def continuing_after_the_first(
+    env: WorkflowEnvironment, task_queue: str, then: Callable[[], None]
+) -> Migration:
+    """A migration that continues as new after every ordinal, each approved: ``then``
+    runs while ordinal 2 waits for approval, before run 2's preflight."""
+    migration, _ = await start(
+        env.client,
+        task_queue,
+        approval=ApprovalPolicy(mode="each"),
+        continue_as_new_events=1,
+    )
+    await migration.wait_until(at("awaiting_approval", 2), within=30)
+    then()
+    await migration.approve()
+    return migration
 
 
 async def test_the_parent_records_at_most_12_events_per_ordinal(
@@ -132,17 +150,10 @@ async def test_a_continued_runs_preflight_problem_pauses_and_resume_plans_again(
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:
     clusters, task_queue = fake
-    migration, _ = await start(
-        temporal_env.client,
-        task_queue,
-        approval=ApprovalPolicy(mode="each"),
-        continue_as_new_events=1,
+    hpa = Problem(object="HorizontalPodAutoscaler web", message="scales it", fix="delete it")
+    migration = await continuing_after_the_first(
+        temporal_env, task_queue, lambda: clusters.plan_problems.append(hpa)
     )
-    await migration.wait_until(at("awaiting_approval", 2), within=30)
-    clusters.plan_problems = [
-        Problem(object="HorizontalPodAutoscaler web", message="scales it", fix="delete it")
-    ]
-    await migration.approve()
     held = await migration.wait_until(at("paused"), within=30)
     assert held.run == 2 and "HorizontalPodAutoscaler web: scales it" in held.pause_reason
     assert clusters.slices == {"source": (0, 2), "destination": (2, 1)}
@@ -161,15 +172,10 @@ async def test_abort_while_a_continued_runs_preflight_holds_ends_with_all_releas
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:
     clusters, task_queue = fake
-    migration, _ = await start(
-        temporal_env.client,
-        task_queue,
-        approval=ApprovalPolicy(mode="each"),
-        continue_as_new_events=1,
+    secret = Problem(object="Secret auth", message="differs", fix="copy it")
+    migration = await continuing_after_the_first(
+        temporal_env, task_queue, lambda: clusters.plan_problems.append(secret)
     )
-    await migration.wait_until(at("awaiting_approval", 2), within=30)
-    clusters.plan_problems = [Problem(object="Secret auth", message="differs", fix="copy it")]
-    await migration.approve()
     await migration.wait_until(at("paused"), within=30)
     await migration.abort("not now")
     result = await migration.result()
@@ -182,15 +188,11 @@ async def test_a_continued_run_that_fails_releases_the_lock_and_the_budgets(
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:
     clusters, task_queue = fake
-    migration, _ = await start(
-        temporal_env.client,
-        task_queue,
-        approval=ApprovalPolicy(mode="each"),
-        continue_as_new_events=1,
-    )
-    await migration.wait_until(at("awaiting_approval", 2), within=30)
-    clusters.plan_fails = True
-    await migration.approve()
+
+    def break_preflight() -> None:
+        clusters.plan_fails = True
+
+    migration = await continuing_after_the_first(temporal_env, task_queue, break_preflight)
     with pytest.raises(WorkflowFailureError):
         await migration.result()
     failed = await migration.progress()
