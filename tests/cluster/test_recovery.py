@@ -22,7 +22,8 @@ from tests.support.histories import histories, pending_activities
 from tests.support.processes import WorkerProcess
 from tests.support.scenarios import observing, request_for
 
-pytestmark = [pytest.mark.cluster, pytest.mark.faults]
+# slow too: make faults runs it; make test stays under its 20-minute bound.
+pytestmark = [pytest.mark.cluster, pytest.mark.faults, pytest.mark.slow]
 
 STARTED = PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
 # Seconds from the kill to the retry's start on the other worker: the heartbeat
