@@ -26,7 +26,7 @@ from pathlib import Path
 
 from kubernetes import client
 from kubernetes import config as kubeconfig
-from temporalio.client import Client, WorkflowHistory
+from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
 from bench import moves, preflight
@@ -34,6 +34,7 @@ from contract import SEARCH_ATTRIBUTES, MigrationRequest
 from devenv.clusters import LocalClusters
 from devenv.temporal import DevServer
 from stsmigrate.api import exit_now, start_migration
+from tests.support.histories import runs
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -41,19 +42,6 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-async def runs(temporal: Client, migration_id: str) -> list[WorkflowHistory]:
-    """Every run of a migration, newest first."""
-    found = [await temporal.get_workflow_handle(migration_id).fetch_history()]
-    while True:
-        started = found[-1].events[0].workflow_execution_started_event_attributes
-        if not started.continued_execution_run_id:
-            return found
-        handle = temporal.get_workflow_handle(
-            migration_id, run_id=started.continued_execution_run_id
-        )
-        found.append(await handle.fetch_history())
 
 
 async def migrate(temporal: Client, task_queue: str, ns: str, app: str) -> tuple[str, float]:

@@ -68,7 +68,7 @@ async def test_the_parent_records_at_most_12_events_per_ordinal(
         "share {'source': (0, 2), 'destination': (2, 1)}",
         "share {'source': (0, 1), 'destination': (1, 2)}",
     ], clusters.budgets  # each child shared the budget first
-    (parent,) = await runs(temporal_env, migration.id)
+    (parent,) = await runs(temporal_env.client, migration.id)
     costs = per_ordinal(parent)
     print(f"\nparent events per ordinal: {costs}, {len(parent.events)} in all")
     assert len(costs) == 2 and max(costs) <= 12, costs
@@ -140,7 +140,7 @@ async def test_continue_as_new_between_ordinals_keeps_approvals_moves_and_rollba
     assert clusters.slices == {"source": (0, 0), "destination": (0, 3)}
     assert clusters.plans == 4 and clusters.locks == {}  # unlocked once, at the very end
     assert clusters.budgets[-1] == "restore" and clusters.budgets.count("restore") == 1
-    found = await runs(temporal_env, migration.id)
+    found = await runs(temporal_env.client, migration.id)
     assert len(found) == 4
     record("continue_as_new_run_1", found[0])
     record("continue_as_new_run_3", found[2])

@@ -230,7 +230,7 @@ async def test_a_migration_that_continues_as_new_after_every_ordinal(
     assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
     assert [o.ordinal for o in result.moved] == [2, 1, 0] and not result.aborted
     assert {d.name for d in result.dependencies if d.action == "copied"} >= {"cn-auth", "cn"}
-    found = await runs(temporal_env, migration_id)
+    found = await runs(temporal_env.client, migration_id)
     assert len(found) == 3  # each run planned again from the clusters, then moved one
     progress = await temporal_env.client.get_workflow_handle(migration_id).query(
         "progress", result_type=Progress

@@ -25,15 +25,15 @@ async def histories(env: WorkflowEnvironment, migration_id: str) -> list[Workflo
     return out
 
 
-async def runs(env: WorkflowEnvironment, migration_id: str) -> list[WorkflowHistory]:
+async def runs(temporal: Client, migration_id: str) -> list[WorkflowHistory]:
     """Every run of a migration that continued as new, the first first."""
-    handle = env.client.get_workflow_handle(migration_id)
+    handle = temporal.get_workflow_handle(migration_id)
     found = [await handle.fetch_history()]
     while True:
         started = found[0].events[0].workflow_execution_started_event_attributes
         if not started.continued_execution_run_id:
             return found
-        earlier = env.client.get_workflow_handle(
+        earlier = temporal.get_workflow_handle(
             migration_id, run_id=started.continued_execution_run_id
         )
         found.insert(0, await earlier.fetch_history())
