@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from temporalio import activity
@@ -24,6 +24,9 @@ from activities import manifests
 from activities.converging import ConvergingActivities
 from activities.kube import Kube, Obj
 from contract import BudgetInput, BudgetShare, SharedBudget
+
+if TYPE_CHECKING:  # (preflight imports this module)
+    from activities.preflight.findings import Findings
 
 log = structlog.get_logger("activities.migration")
 
@@ -184,14 +187,41 @@ class BudgetActivities(ConvergingActivities):
         return BudgetShare()
 
 
-def check_budget(pdbs: list[Obj], total: int, warnings: list[str]) -> None:
+def check_budget(
+    pdbs: list[Obj], total: int, warnings: list[str], found: Findings | None = None, block: int = 1
+) -> None:
     """Preflight: a PDB of the app that allows no voluntary disruption is named, since
-    each move takes one pod down anyway (a scale-down is no eviction)."""
+    each move takes one pod down anyway (a scale-down is no eviction); a block of
+    ``block`` ordinals in flight at once (max_unavailable) that a PDB does not allow
+    across both clusters is a problem (``found``)."""
     for pdb in pdbs:
-        if allowance(original(pdb), total) == 0:
+        allowed = allowance(original(pdb), total)
+        name = pdb["metadata"]["name"]
+        if allowed == 0:
             warnings.append(
-                f"PodDisruptionBudget {pdb['metadata']['name']} allows no voluntary "
+                f"PodDisruptionBudget {name} allows no voluntary "
                 f"disruption of the {total} pods, yet each move takes one pod down (a "
                 "scale-down is not an eviction); while the app moves, no other disruption "
                 "is allowed in either cluster"
             )
+        elif found is not None and block > allowed:
+            found.problem(
+                f"PodDisruptionBudget {name}",
+                f"allows {allowed} voluntary disruption(s) of the {total} pods, but "
+                f"max_unavailable {block} would take {block} pods down at once (across both "
+                "clusters)",
+                f"set max_unavailable to {allowed} or less, or loosen the PodDisruptionBudget",
+            )
+
+
+def check_pod_management(sts: Obj, block: int, warnings: list[str]) -> None:
+    """Preflight: what OrderedReady means for a block of ordinals in flight."""
+    policy = (sts.get("spec") or {}).get("podManagementPolicy") or "OrderedReady"
+    if block > 1 and policy == "OrderedReady":
+        warnings.append(
+            f"podManagementPolicy is OrderedReady: with max_unavailable {block} the "
+            "StatefulSet controller still stops a block's pods one at a time (highest first, "
+            "each gone before the next) and starts them one at a time in ordinal order (each "
+            "Ready before the next), so a block takes about as long as its ordinals one by "
+            "one; podManagementPolicy Parallel moves them at once"
+        )

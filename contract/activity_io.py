@@ -98,22 +98,28 @@ class OrdinalMove(Payload):
     source_start: int  # s: the lowest ordinal the StatefulSet has (spec.ordinals.start)
     ordinal: int  # k
     end: int
+    count: int = 1  # a block: ordinals (k - count, k] handed over together
+
+    @property
+    def lowest(self) -> int:
+        """The block's lowest ordinal (k when one ordinal moves)."""
+        return self.ordinal + 1 - self.count
 
     def source_with_k(self) -> tuple[int, int]:
         """(start, replicas) of the source owning [s, k]."""
         return self.source_start, self.ordinal + 1 - self.source_start
 
     def source_without_k(self) -> tuple[int, int]:
-        """(start, replicas) of the source owning [s, k)."""
-        return self.source_start, self.ordinal - self.source_start
+        """(start, replicas) of the source owning [s, k) (a block: below its lowest)."""
+        return self.source_start, self.lowest - self.source_start
 
     def destination_without_k(self) -> tuple[int, int]:
         """(start, replicas) of the destination owning (k, end)."""
         return self.ordinal + 1, self.end - self.ordinal - 1
 
     def destination_with_k(self) -> tuple[int, int]:
-        """(start, replicas) of the destination owning [k, end)."""
-        return self.ordinal, self.end - self.ordinal
+        """(start, replicas) of the destination owning [k, end) (a block: from its lowest)."""
+        return self.lowest, self.end - self.lowest
 
 
 def slice_change(
@@ -275,10 +281,23 @@ class OrdinalInput(Payload):
     report_steps: bool = Field(
         True, description="signal every step to the parent (a lean parent asks the child)"
     )
+    together: list[OrdinalPlan] = Field(
+        default_factory=list,
+        description="the ordinals just below ``ordinal`` handed over with it in one block "
+        "(max_unavailable > 1), highest first",
+    )
+
+    @property
+    def block(self) -> list[OrdinalPlan]:
+        """The ordinals this hand-over moves, highest first."""
+        return [self.ordinal, *self.together]
 
     @property
     def move(self) -> OrdinalMove:
         """The slices of this ordinal's hand-over."""
         return OrdinalMove(
-            source_start=self.source_start, ordinal=self.ordinal.ordinal, end=self.end
+            source_start=self.source_start,
+            ordinal=self.ordinal.ordinal,
+            end=self.end,
+            count=1 + len(self.together),
         )

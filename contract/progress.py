@@ -68,6 +68,15 @@ class OrdinalResult(Reply):
     volumes: list[str] = Field(default_factory=list)
     original_reclaim_policies: dict[str, str] = Field(default_factory=dict)
     seconds: float = 0.0
+    together: list[OrdinalResult] = Field(
+        default_factory=list,
+        description="the ordinals below this one handed over in the same block "
+        "(max_unavailable > 1), highest first; the block's step timings are this one's",
+    )
+
+    def block(self) -> list[OrdinalResult]:
+        """This ordinal and those moved with it, highest first."""
+        return [self.model_copy(update={"together": []}), *self.together]
 
 
 class MigrationResult(Reply):
@@ -112,6 +121,11 @@ class Progress(Reply):
     phase: Phase = "starting"
     run: int = Field(1, description="which run of the migration (it continues as new)")
     current_ordinal: int | None = None
+    moving_together: list[int] = Field(
+        default_factory=list,
+        description="the ordinals below current_ordinal in flight in the same block "
+        "(max_unavailable > 1)",
+    )
     step: str | None = Field(
         None,
         description="step of the current ordinal (the API and CLI ask the child when the "
@@ -217,7 +231,7 @@ def progress_rows(progress: Progress, ordinals: list[int]) -> list[ProgressRow]:
     for k in ordinals:
         if k in done:
             rows.append(ProgressRow(k, "moved" if done[k].moved else "stayed", done[k].seconds, ""))
-        elif k == progress.current_ordinal:
+        elif k == progress.current_ordinal or k in progress.moving_together:
             rows.append(ProgressRow(k, progress.phase, None, progress.step or ""))
         else:
             rows.append(ProgressRow(k, "waiting", None, ""))

@@ -223,6 +223,14 @@ class MigrationRequest(Payload):
     timeouts: WaitTimeouts = WaitTimeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     health: HealthGates = HealthGates()
+    max_unavailable: int = Field(
+        1,
+        ge=1,
+        le=100,
+        description="ordinals moved at once: a block of up to this many, highest first, "
+        "handed over together (one slice patch on each side); preflight refuses more than "
+        "the app's PodDisruptionBudget allows",
+    )
     continue_as_new_events: int = Field(
         2000,
         ge=1,

@@ -138,6 +138,11 @@ def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
         ),
         click.option("--stop-at-ordinal", type=int, help="lowest ordinal to move"),
         click.option(
+            "--max-unavailable",
+            type=int,
+            help="ordinals moved at once, in blocks (default 1; within the app's PDB)",
+        ),
+        click.option(
             "--fix-retention-policy",
             is_flag=True,
             default=None,
@@ -248,7 +253,11 @@ def progress_view(migration_id: str, progress: Progress, plan: Plan | None) -> G
     parts: list[Any] = [head]
     if progress.current_ordinal is not None:
         parts.append(
-            Text(f"current: ordinal {progress.current_ordinal}, step: {progress.step or '-'}")
+            Text(
+                f"current: ordinal {progress.current_ordinal}"
+                + (f" (with {progress.moving_together})" if progress.moving_together else "")
+                + f", step: {progress.step or '-'}"
+            )
         )
     if progress.waiting_for_approval is not None:
         parts.append(

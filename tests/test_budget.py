@@ -7,7 +7,16 @@ import json
 
 import pytest
 
-from activities.budget import ORIGINAL, _budget_patch, allowance, check_budget, original, split
+from activities.budget import (
+    ORIGINAL,
+    _budget_patch,
+    allowance,
+    check_budget,
+    check_pod_management,
+    original,
+    split,
+)
+from activities.preflight.findings import Findings
 
 
 @pytest.mark.parametrize(
@@ -69,3 +78,36 @@ def test_preflight_names_a_budget_that_allows_no_disruption() -> None:
         "takes one pod down (a scale-down is not an eviction); while the app moves, no other "
         "disruption is allowed in either cluster"
     ]
+
+
+def test_preflight_refuses_a_block_larger_than_the_budget() -> None:
+    found = Findings()
+    check_budget([pdb({"maxUnavailable": "25%"})], 12, found.warnings, found, 4)
+    assert [(p.object, p.message, p.fix) for p in found.problems] == [
+        (
+            "PodDisruptionBudget db",
+            "allows 3 voluntary disruption(s) of the 12 pods, but max_unavailable 4 would "
+            "take 4 pods down at once (across both clusters)",
+            "set max_unavailable to 3 or less, or loosen the PodDisruptionBudget",
+        )
+    ]
+    within = Findings()
+    check_budget([pdb({"minAvailable": 9})], 12, within.warnings, within, 3)
+    assert within.problems == [] and within.warnings == []
+
+
+@pytest.mark.parametrize(
+    ("policy", "block", "warned"),
+    [(None, 3, True), ("OrderedReady", 2, True), ("Parallel", 3, False), (None, 1, False)],
+)
+def test_preflight_says_what_ordered_ready_means_for_a_block(
+    policy: str | None, block: int, warned: bool
+) -> None:
+    warnings: list[str] = []
+    spec = {} if policy is None else {"podManagementPolicy": policy}
+    check_pod_management({"spec": spec}, block, warnings)
+    assert bool(warnings) == warned
+    if warned:
+        assert warnings[0].startswith(
+            f"podManagementPolicy is OrderedReady: with max_unavailable {block}"
+        )

@@ -28,6 +28,7 @@ FLAGS = {
     "destination_namespace": None,
     "storage_class_mapping": (),
     "stop_at_ordinal": None,
+    "max_unavailable": None,
     "fix_retention_policy": None,
     "approval_mode": None,
     "approve_ordinals": None,
@@ -68,9 +69,10 @@ def test_a_yaml_file_and_flags_make_one_request(tmp_path: Path) -> None:
             "approval_mode": "ordinals",
             "approve_ordinals": "5,3",
             "destination_context": "prod-c",
+            "max_unavailable": 3,
         },
     )
-    assert request.destination_context == "prod-c"
+    assert request.destination_context == "prod-c" and request.max_unavailable == 3
     assert request.storage_class_mapping == {"fast": "fast-b", "slow": "slow-b"}
     assert (request.approval.mode, request.approval.ordinals) == ("ordinals", [5, 3])
     assert request.timeouts.pod_ready == 1200
@@ -95,6 +97,10 @@ def test_a_yaml_file_and_flags_make_one_request(tmp_path: Path) -> None:
         (
             ["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--stop-at-ordinal", "-1"],
             "stop_at_ordinal: Input should be greater than or equal to 0",
+        ),
+        (
+            ["-s", "redis", "-n", "shop", "--from", "a", "--to", "b", "--max-unavailable", "0"],
+            "max_unavailable: Input should be greater than or equal to 1",
         ),
     ],
 )

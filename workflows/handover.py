@@ -108,6 +108,26 @@ FIXES = {
 }
 
 
+async def every(works: list[Awaitable[T]]) -> list[T]:
+    """One step's work for every ordinal of a block, all at once and each to its end;
+    then the first failure, if any, is raised (so a blocked step has nothing of its own
+    still running when it is retried). One ordinal: just its work."""
+    if len(works) == 1:
+        return [await works[0]]
+    results = await asyncio.gather(*works, return_exceptions=True)
+    for result in results:
+        if isinstance(result, BaseException):
+            raise result
+    return list(results)  # type: ignore[arg-type]
+
+
+def pods(ordinals: list[OrdinalPlan]) -> str:
+    """The block's pods, for a summary: one name, or the first and last."""
+    if len(ordinals) == 1:
+        return ordinals[0].pod
+    return f"{ordinals[0].pod}..{ordinals[-1].pod} ({len(ordinals)} pods)"
+
+
 class UndoAsked(Exception):
     """The operator asked to put the blocked ordinal back (abort, rollback or cancel)."""
 
@@ -312,7 +332,7 @@ class OrdinalHandover:
         done = await self._unless_aborted(
             workflow.execute_activity_method(
                 MigrationActivities.share_disruption_budget,
-                BudgetInput(request=r, migration_id=task.migration_id),
+                BudgetInput(request=r, migration_id=task.migration_id, in_flight=len(task.block)),
                 **quick(f"share the disruption budget of {r.statefulset} between the clusters"),
             )
         )
@@ -432,56 +452,72 @@ class OrdinalHandover:
         )
 
     async def _give_up_storage(
-        self, giver: Side, pod: PodState, ordinal: OrdinalPlan, t: WaitTimeouts
+        self, giver: Side, found: list[PodState], ordinals: list[OrdinalPlan], t: WaitTimeouts
     ) -> None:
-        """The giver has given up ordinal k: pod k gone by UID and its volumes detached
+        """The giver has given up the block: each pod gone by UID and its volumes detached
         (no VolumeAttachment left), then its claims released, so only one cluster
         claims the storage. Both again after a block (somebody scaled it back up):
-        whoever runs pod k now must be gone and detached before the claims go."""
+        whoever runs a pod of the block now must be gone and detached before the claims go."""
         ref = giver.ref
-        volumes = [v.volume for v in ordinal.volumes]
-        claims = [v.claim for v in ordinal.volumes]
-        uid = pod.uid
+        uids = [pod.uid for pod in found]
         if self._give_up_attempts.get(ref.context, 0):
-            now = await workflow.execute_activity_method(
-                MigrationActivities.read_pod,
-                PodRef(ref=ref, ordinal=ordinal.ordinal),
-                **quick(f"{ref.context}: read pod {ordinal.pod} again"),
+            again = await every(
+                [
+                    workflow.execute_activity_method(
+                        MigrationActivities.read_pod,
+                        PodRef(ref=ref, ordinal=o.ordinal),
+                        **quick(f"{ref.context}: read pod {o.pod} again"),
+                    )
+                    for o in ordinals
+                ]
             )
-            uid = now.uid if now.exists else pod.uid
+            uids = [now.uid if now.exists else uid for now, uid in zip(again, uids, strict=True)]
         self._give_up_attempts[ref.context] = self._give_up_attempts.get(ref.context, 0) + 1
         await self._timed_step(
             giver.pod_gone,
-            workflow.execute_activity_method(
-                MigrationActivities.wait_for_pod_gone,
-                WaitPodGoneInput(
-                    pod=PodRef(ref=ref, ordinal=ordinal.ordinal),
-                    uid=uid,
-                    volumes=volumes,
-                    pod_timeout=t.pod_gone,
-                    detach_timeout=t.detach,
-                ),
-                **wait_options(
-                    t.pod_gone + t.detach, f"{ref.context}: wait for {ordinal.pod} to go and detach"
-                ),
+            every(
+                [
+                    workflow.execute_activity_method(
+                        MigrationActivities.wait_for_pod_gone,
+                        WaitPodGoneInput(
+                            pod=PodRef(ref=ref, ordinal=o.ordinal),
+                            uid=uid,
+                            volumes=[v.volume for v in o.volumes],
+                            pod_timeout=t.pod_gone,
+                            detach_timeout=t.detach,
+                        ),
+                        **wait_options(
+                            t.pod_gone + t.detach,
+                            f"{ref.context}: wait for {o.pod} to go and detach",
+                        ),
+                    )
+                    for o, uid in zip(ordinals, uids, strict=True)
+                ]
             ),
         )
         if not self._undoing:
             self._stage = max(self._stage, RELEASING)
         await self._timed_step(
             giver.claims_released,
-            workflow.execute_activity_method(
-                MigrationActivities.release_claims,
-                ReleaseClaimsInput(
-                    context=ref.context,
-                    namespace=ref.namespace,
-                    claims=claims,
-                    volumes=volumes,
-                    migration_id=self._migration_id,
-                    ordinal=ordinal.ordinal,
-                    fence=True,
-                ),
-                **wait_options(120, f"{ref.context}: release {len(claims)} claim(s), fence them"),
+            every(
+                [
+                    workflow.execute_activity_method(
+                        MigrationActivities.release_claims,
+                        ReleaseClaimsInput(
+                            context=ref.context,
+                            namespace=ref.namespace,
+                            claims=[v.claim for v in o.volumes],
+                            volumes=[v.volume for v in o.volumes],
+                            migration_id=self._migration_id,
+                            ordinal=o.ordinal,
+                            fence=True,
+                        ),
+                        **wait_options(
+                            120, f"{ref.context}: release {len(o.volumes)} claim(s), fence them"
+                        ),
+                    )
+                    for o in ordinals
+                ]
             ),
         )
 
@@ -499,30 +535,42 @@ class OrdinalHandover:
             ),
         )
 
-    async def _wait_pod_ready(self, taker: Side, ordinal: OrdinalPlan, t: WaitTimeouts) -> None:
-        """Pod k Running and Ready on the taker."""
+    async def _wait_pod_ready(
+        self, taker: Side, ordinals: list[OrdinalPlan], t: WaitTimeouts
+    ) -> None:
+        """Pod k (each pod of the block) Running and Ready on the taker."""
         ref = taker.ref
         await self._pausing_step(
             taker.pod_ready,
-            lambda: workflow.execute_activity_method(
-                MigrationActivities.wait_for_pod_ready,
-                PodReadyInput(pod=PodRef(ref=ref, ordinal=ordinal.ordinal), timeout=t.pod_ready),
-                **wait_options(t.pod_ready, f"{ref.context}: wait for {ordinal.pod} Ready"),
+            lambda: every(
+                [
+                    workflow.execute_activity_method(
+                        MigrationActivities.wait_for_pod_ready,
+                        PodReadyInput(pod=PodRef(ref=ref, ordinal=o.ordinal), timeout=t.pod_ready),
+                        **wait_options(t.pod_ready, f"{ref.context}: wait for {o.pod} Ready"),
+                    )
+                    for o in ordinals
+                ]
             ),
         )
 
     async def _give_up(self, task: OrdinalInput, giver: Side) -> None:
         """The giver gives ordinal k up: its slice without k, pod k gone by UID and
         detached, its claims released and fenced."""
-        ordinal, t = task.ordinal, task.request.timeouts
-        # The giver's pod UID is read first, so the wait below recognises a
+        block, t = task.block, task.request.timeouts
+        # The giver's pod UIDs are read first, so the wait below recognises a
         # replacement pod as somebody else's doing (in an undo, a failed read pauses).
-        pod = await self._pausing_step(
+        found = await self._pausing_step(
             giver.scaled_down,
-            lambda: workflow.execute_activity_method(
-                MigrationActivities.read_pod,
-                PodRef(ref=giver.ref, ordinal=ordinal.ordinal),
-                **quick(f"{giver.ref.context}: read pod {ordinal.pod}"),
+            lambda: every(
+                [
+                    workflow.execute_activity_method(
+                        MigrationActivities.read_pod,
+                        PodRef(ref=giver.ref, ordinal=o.ordinal),
+                        **quick(f"{giver.ref.context}: read pod {o.pod}"),
+                    )
+                    for o in block
+                ]
             ),
             timed=False,
         )
@@ -535,21 +583,26 @@ class OrdinalHandover:
         # before the taker may take ordinal k; only one cluster may claim the storage.
         await self._pausing_step(
             giver.pod_gone,
-            functools.partial(self._give_up_storage, giver, pod, ordinal, t),
+            functools.partial(self._give_up_storage, giver, found, block, t),
             timed=False,
         )
 
     async def _adopt(self, task: OrdinalInput, taker: Side, adoption: Adoption) -> None:
         """The taker gets the same storage, pre-bound to its claims, and Bound."""
-        claims = [v.claim for v in task.ordinal.volumes]
+        claims = [v.claim for o in task.block for v in o.volumes]
         await self._pausing_step(
             adoption.step,
-            lambda: workflow.execute_activity_method(
-                adoption.activity,
-                ImportInput(
-                    request=task.request, migration_id=task.migration_id, ordinal=task.ordinal
-                ),
-                **wait_options(60, adoption.summary),
+            lambda: every(
+                [
+                    workflow.execute_activity_method(
+                        adoption.activity,
+                        ImportInput(
+                            request=task.request, migration_id=task.migration_id, ordinal=o
+                        ),
+                        **wait_options(60, adoption.summary),
+                    )
+                    for o in task.block
+                ]
             ),
         )
         await self._wait_claims_bound(taker, claims, task.request.timeouts)
@@ -558,7 +611,7 @@ class OrdinalHandover:
         """Start and replicas in ONE patch, while the giver is seen still giving k up;
         then pod k Ready on the taker."""
         await self._pausing_step(taker.scaled_up, functools.partial(self._take, giver, taker))
-        await self._wait_pod_ready(taker, task.ordinal, task.request.timeouts)
+        await self._wait_pod_ready(taker, task.block, task.request.timeouts)
 
     async def hand_over(
         self, task: OrdinalInput, giver: Side, taker: Side, adoption: Adoption

@@ -19,11 +19,13 @@ with workflow.unsafe.imports_passed_through():
     from activities.migration import MigrationActivities
     from contract import (
         PAUSED_AT_SAFE_POINT,
+        HealthReport,
         OrdinalInput,
         OrdinalResult,
         ProbeInput,
         RetainInput,
         SliceReadyInput,
+        StepTiming,
     )
     from contract.errors import BLOCKING
 
@@ -35,6 +37,7 @@ from workflows.handover import (
     UndoAsked,
     block_reason,
     destination_side,
+    every,
     outliving_cancel,
     source_side,
 )
@@ -110,9 +113,9 @@ class MigrateOrdinal(OrdinalHandover):
         self._start_control(task)
         source, destination = source_side(task), destination_side(task)
         src, dst = source.ref, destination.ref
-        volumes = [v.volume for v in task.ordinal.volumes]
+        volumes = [v.volume for o in task.block for v in o.volumes]
         begun = workflow.now()
-        not_moved = OrdinalResult(ordinal=k, moved=False, volumes=volumes)
+        not_moved = block_result(task, moved=False)
 
         # 1. The budget shared, both slices healthy before anything moves. An abort
         #    while waiting ends the ordinal here, still wholly in the source.
@@ -143,7 +146,7 @@ class MigrateOrdinal(OrdinalHandover):
         adoption = Adoption(
             step="volumes_imported",
             activity=MigrationActivities.import_volumes,
-            summary=f"{dst.context}: import {len(volumes)} volume(s) of ordinal {k}",
+            summary=f"{dst.context}: import {len(volumes)} volume(s) of {ordinals(task)}",
         )
         try:
             await self.hand_over(task, source, destination, adoption)
@@ -153,53 +156,97 @@ class MigrateOrdinal(OrdinalHandover):
             reclaim = Adoption(
                 step="volumes_reclaimed",
                 activity=MigrationActivities.reclaim_volumes,
-                summary=f"{src.context}: re-bind {len(volumes)} retained volume(s) of ordinal {k}",
+                summary=f"{src.context}: re-bind {len(volumes)} retained volume(s) of "
+                f"{ordinals(task)}",
             )
             await self._undo(task, source, destination, reclaim)
             workflow.logger.info("ordinal %d put back in the source", k)
             return await self._finish(
-                not_moved.model_copy(
-                    update={
-                        "undone": True,
-                        "steps": self._steps,
-                        "original_reclaim_policies": retained.original_policies,
-                        "seconds": round((workflow.now() - begun).total_seconds(), 3),
-                    }
+                block_result(
+                    task,
+                    moved=False,
+                    undone=True,
+                    steps=self._steps,
+                    policies=retained.original_policies,
+                    seconds=round((workflow.now() - begun).total_seconds(), 3),
                 )
             )
 
-        # 9. Health gates: the operator's probes of the moved ordinal (reported, never
+        # 9. Health gates: the operator's probes of each moved ordinal (reported, never
         #    raised; the parent applies on_failure).
-        health = None
+        health: list[HealthReport | None] = [None] * len(task.block)
         if probes := request.health.probes:
-            health = await self._timed_step(
-                "health_gates",
-                workflow.execute_activity_method(
-                    HealthActivities.probe_ordinal,
-                    ProbeInput(
-                        probes=probes,
-                        context=dst.context,
-                        namespace=dst.namespace,
-                        statefulset=request.statefulset,
-                        service=task.service,
-                        ordinal=k,
+            health = list(
+                await self._timed_step(
+                    "health_gates",
+                    every(
+                        [
+                            workflow.execute_activity_method(
+                                HealthActivities.probe_ordinal,
+                                ProbeInput(
+                                    probes=probes,
+                                    context=dst.context,
+                                    namespace=dst.namespace,
+                                    statefulset=request.statefulset,
+                                    service=task.service,
+                                    ordinal=o.ordinal,
+                                ),
+                                **probe_options(
+                                    probes,
+                                    f"{dst.context}: {len(probes)} health probe(s) of {o.pod}",
+                                ),
+                            )
+                            for o in task.block
+                        ]
                     ),
-                    **probe_options(
-                        probes,
-                        f"{dst.context}: {len(probes)} health probe(s) of {task.ordinal.pod}",
-                    ),
-                ),
+                )
             )
 
         seconds = round((workflow.now() - begun).total_seconds(), 3)
-        workflow.logger.info("ordinal %d migrated in %.1f s", k, seconds)
+        workflow.logger.info("%s migrated in %.1f s", ordinals(task), seconds)
         return await self._finish(
-            OrdinalResult(
-                ordinal=k,
+            block_result(
+                task,
                 steps=self._steps,
-                volumes=volumes,
-                original_reclaim_policies=retained.original_policies,
+                policies=retained.original_policies,
                 seconds=seconds,
                 health=health,
             )
         )
+
+
+def ordinals(task: OrdinalInput) -> str:
+    """The ordinal (or block) of a hand-over, for logs and summaries."""
+    if not task.together:
+        return f"ordinal {task.ordinal.ordinal}"
+    return f"ordinals {task.ordinal.ordinal}..{task.together[-1].ordinal}"
+
+
+def block_result(
+    task: OrdinalInput,
+    *,
+    moved: bool = True,
+    undone: bool = False,
+    steps: list[StepTiming] | None = None,
+    policies: dict[str, str] | None = None,
+    seconds: float = 0.0,
+    health: list[HealthReport | None] | None = None,
+) -> OrdinalResult:
+    """The result of the hand-over: its highest ordinal's, with the block's step
+    timings, and the others in ``together``, each with its own volumes."""
+    policies = policies or {}
+    results = [
+        OrdinalResult(
+            ordinal=o.ordinal,
+            moved=moved,
+            undone=undone,
+            volumes=[v.volume for v in o.volumes],
+            original_reclaim_policies={
+                v.volume: policies[v.volume] for v in o.volumes if v.volume in policies
+            },
+            seconds=seconds,
+            health=health[i] if health else None,
+        )
+        for i, o in enumerate(task.block)
+    ]
+    return results[0].model_copy(update={"steps": steps or [], "together": results[1:]})

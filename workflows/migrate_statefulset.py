@@ -63,6 +63,7 @@ from workflows.options import (
     LOSSLESS_REPORTS,
     NOTHING_TO_MOVE,
     ORPHAN_CHECK,
+    PARALLEL_MOVES,
     SHARED_BUDGET,
     STATEFULSET_LOCK,
     best_effort,
@@ -150,6 +151,8 @@ class MigrateStatefulSet(SafePoints):
         self._in_child = False
         self._budget_shared = False
         self._ran = 0  # ordinals this run moved (a continue-as-new waits for one)
+        # A failed health gate in a block: a rollback gives back up to this ordinal.
+        self._rollback_down_to: int | None = None
         if carried is not None:
             # Held since the first run: a failure of this one releases them too.
             self._locked = self._budget_shared = True
@@ -322,9 +325,12 @@ class MigrateStatefulSet(SafePoints):
         (or gives back) its ordinal: a problem, found before anything changes. Only the
         ordinals at the border of the two slices can be in flight."""
         top = plan.source_start + plan.source_replicas - 1
-        border = {top, top + 1}
+        # A block's child is named after its highest ordinal: up to d above the border.
+        d = self._request.max_unavailable
+        border = {top, *range(top + 1, top + 1 + d)}
         if plan.destination_exists:
-            border |= {plan.destination_start - 1, plan.destination_start}
+            start = plan.destination_start
+            border |= {start - 1, *range(start, start + d)}
         ids = [
             child(migration_id, k)
             for k in sorted(k for k in border if 0 <= k < plan.end)
@@ -396,25 +402,48 @@ class MigrateStatefulSet(SafePoints):
                 return
             if self._progress.remaining[:1] != [k]:
                 continue  # a rollback at the safe point changed what is next
-            result = await self._move(by_ordinal[k])
+            block = self._next_block(first)
+            self._update_progress(moving_together=block[1:])
+            result = await self._move(by_ordinal[k], [by_ordinal[j] for j in block[1:]])
+            results = result.block()
             if result.undone:
-                if await self._put_back(k, touched=bool(result.steps)):
+                if await self._put_back(block, touched=bool(result.steps)):
                     continue
                 return
             self._ran += 1
             self._update_progress(
                 current_ordinal=None,
                 step=None,
-                finished=[*self._progress.finished, result],
-                remaining=[o for o in self._progress.remaining if o != k],
+                moving_together=[],
+                finished=[*self._progress.finished, *results],
+                remaining=[o for o in self._progress.remaining if o not in block],
             )
             if not result.moved:
                 if not self._control.aborting:  # its own workflow was cancelled
                     await self._abort(AbortRequest(reason=f"ordinal {k}'s workflow was cancelled"))
                 return
-            self._moved.append(result)
-            if result.health is not None and not result.health.ok:
-                await self._health_failed(result)
+            self._moved.extend(results)
+            failed = [r for r in results if r.health is not None and not r.health.ok]
+            if failed:
+                # The highest that failed: its rollback gives back the block's ordinals
+                # from the lowest (the destination's) up to it.
+                if len(results) > 1 and self._request.health.on_failure == "rollback_ordinal":
+                    self._rollback_down_to = failed[0].ordinal
+                await self._health_failed(failed[0])
+
+    def _next_block(self, first: int | None) -> list[int]:
+        """The ordinals the next child moves, highest first: the next one, and with
+        max_unavailable d > 1 the contiguous ones below it, up to d, cut before one
+        that waits for its own approval (each is approved at its own safe point)."""
+        d = self._request.max_unavailable
+        remaining = self._progress.remaining
+        block = remaining[:1]
+        if d > 1 and workflow.patched(PARALLEL_MOVES):
+            for j in remaining[1:d]:
+                if j != block[-1] - 1 or self._needs_approval(j, first):
+                    break
+                block.append(j)
+        return block
 
     # -- continue-as-new ---------------------------------------------------------------
 
@@ -499,13 +528,14 @@ class MigrateStatefulSet(SafePoints):
         """What this run moved (and did not give back)."""
         return [r for r in self._moved if r.ordinal not in self._moved_before]
 
-    async def _put_back(self, k: int, touched: bool) -> bool:
-        """Ordinal k was blocked and put back in the source. An abort ends the run
+    async def _put_back(self, block: list[int], touched: bool) -> bool:
+        """Ordinal k (the block k..) was blocked and put back in the source. An abort ends the run
         (False); a rollback pauses here (``all``: the ordinals moved before go back at
         the safe point); a cancel of its own workflow is an abort. Undone before it
         changed anything (``touched`` False), a rollback still gives back the last
         ordinal moved, at the safe point."""
-        self._update_progress(current_ordinal=None, step=None)
+        k = block[0]
+        self._update_progress(current_ordinal=None, step=None, moving_together=[])
         if self._control.aborting:
             return False
         mode = self._progress.rollback
@@ -514,12 +544,13 @@ class MigrateStatefulSet(SafePoints):
             return False
         if not touched:
             return True
-        self._update_progress(rolled_back=[*self._progress.rolled_back, k])
+        self._update_progress(rolled_back=[*self._progress.rolled_back, *block])
         if mode == "ordinal":
             self._update_progress(rollback="")
+            which = f"ordinal {k} was" if len(block) == 1 else f"ordinals {block} were"
             await self._apply_control(
                 self._control.model_copy(update={"paused": True}),
-                pause_reason=f"ordinal {k} was put back in the source after a blocked step: "
+                pause_reason=f"{which} put back in the source after a blocked step: "
                 "resume moves it again, abort ends here",
             )
         return True
@@ -561,6 +592,7 @@ class MigrateStatefulSet(SafePoints):
                 phase="failed",
                 error=failure_text(err),
                 current_ordinal=None,
+                moving_together=[],
                 child=None,
                 placement=where,
             )

@@ -88,6 +88,10 @@ CONTINUE_AS_NEW = "continue-as-new"
 WAITS_QUEUE = "waits-queue"
 
 # Every patch id in use: a history's patch markers name only these.
+# Patch id of parallel moves: with max_unavailable d > 1, up to d ordinals, highest
+# first, are handed over together by one child (a block), within the app's budget.
+PARALLEL_MOVES = "parallel-moves"
+
 PATCHES = (
     SLICE_GUARD,
     KEEP_EARLY_APPROVAL,
@@ -103,6 +107,7 @@ PATCHES = (
     LEAN_HISTORY,
     CONTINUE_AS_NEW,
     WAITS_QUEUE,
+    PARALLEL_MOVES,
 )
 
 # A dead worker is noticed after this long without a heartbeat, and another worker

@@ -27,6 +27,7 @@ with workflow.unsafe.imports_passed_through():
 
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.handover import pods
 from workflows.migrate_ordinal import MigrateOrdinal
 from workflows.operator_messages import OperatorMessages
 from workflows.options import CHILDREN_OUTLIVE_PARENT, LEAN_HISTORY, SHARED_BUDGET
@@ -40,6 +41,7 @@ class SafePoints(OperatorMessages):
     _keep_lock: bool  # the run ends without unlocking (a child of another run holds it)
     _moved_before: set[int]  # in _moved, moved by an earlier run of this migration
     _budget_shared: bool  # the budget was shared for an ordinal in flight
+    _rollback_down_to: int | None  # a rollback of one ordinal gives back up to this one
 
     async def _lock(self) -> None:
         """Implemented by MigrateStatefulSet: the StatefulSet's lock, once."""
@@ -118,8 +120,9 @@ class SafePoints(OperatorMessages):
                 remaining=[k, *self._progress.remaining],
                 rolled_back=[*self._progress.rolled_back, k],
             )
-            if mode == "ordinal":
-                break
+            if mode == "ordinal" and (self._rollback_down_to or 0) <= k:
+                break  # (a block's failed health gate: up to its ordinal)
+        self._rollback_down_to = None
         self._update_progress(rollback="", phase="moving")
         if self._control.aborting:
             return
@@ -143,10 +146,12 @@ class SafePoints(OperatorMessages):
         child_id: str,
         summary: str,
         ordinal: OrdinalPlan,
+        together: list[OrdinalPlan] | None = None,
     ) -> OrdinalResult:
-        """Run one ordinal's child to its end, told the operator's latest control. The
-        child outlives this run (a terminated or reset parent does not cut it mid-step);
-        this run never cancels it (a cancel of the migration is an abort, told to it)."""
+        """Run one ordinal's (or one block's) child to its end, told the operator's
+        latest control. The child outlives this run (a terminated or reset parent does
+        not cut it mid-step); this run never cancels it (a cancel of the migration is an
+        abort, told to it)."""
         self._forwarded = self._control
         close = (
             ParentClosePolicy.ABANDON
@@ -161,7 +166,7 @@ class SafePoints(OperatorMessages):
         self._giving_back, self._in_child = run is RollbackOrdinal.run, True
         try:
             return await self._start_and_wait(
-                run, child_id, summary, ordinal, close, share_in_child
+                run, child_id, summary, ordinal, close, share_in_child, together or []
             )
         finally:
             self._in_child = self._giving_back = False
@@ -174,6 +179,7 @@ class SafePoints(OperatorMessages):
         ordinal: OrdinalPlan,
         close: ParentClosePolicy,
         share_budget: bool,
+        together: list[OrdinalPlan],
     ) -> OrdinalResult:
         assert self._plan is not None
         plan = self._plan
@@ -191,6 +197,7 @@ class SafePoints(OperatorMessages):
                     service=plan.service_name,
                     share_budget=share_budget,
                     report_steps=not workflow.patched(LEAN_HISTORY),
+                    together=together,
                 ),
                 id=child_id,
                 static_summary=summary,
@@ -220,13 +227,18 @@ class SafePoints(OperatorMessages):
             self._update_progress(blocked="")
         return result
 
-    async def _move(self, ordinal: OrdinalPlan) -> OrdinalResult:
+    async def _move(
+        self, ordinal: OrdinalPlan, together: list[OrdinalPlan] | None = None
+    ) -> OrdinalResult:
+        """Move ``ordinal`` (and the ordinals just below it, ``together``, in one block)."""
         r = self._request
         return await self._run_child(
             MigrateOrdinal.run,
             ordinal_workflow_id(workflow.info().workflow_id, ordinal.ordinal),
-            f"move {ordinal.pod} from {r.source_context} to {r.destination_context}",
+            f"move {pods([ordinal, *(together or [])])} from {r.source_context} to "
+            f"{r.destination_context}",
             ordinal,
+            together,
         )
 
     async def _give_back(self, ordinal: OrdinalPlan) -> OrdinalResult:

@@ -3,7 +3,7 @@ parts. The order is that of the problems and warnings in the plan, and of the re
 
 from __future__ import annotations
 
-from activities.budget import check_budget
+from activities.budget import check_budget, check_pod_management
 from activities.kube import Kube
 from activities.preflight.access import (
     check_contexts,
@@ -97,7 +97,9 @@ def build_plan(
         if d.kind == "PodDisruptionBudget"
         and (pdb := source.dependency(d.kind, request.namespace, d.name)) is not None
     ]
-    check_budget(pdbs, destination_slice.end - source_slice.start, found.warnings)
+    total = destination_slice.end - source_slice.start
+    check_budget(pdbs, total, found.warnings, found, request.max_unavailable)
+    check_pod_management(source_slice.sts, request.max_unavailable, found.warnings)
     check_default_account_pull_secrets(source, destination, source_slice.sts, request, found)
     if namespace_exists:
         pod_spec = source_slice.sts["spec"]["template"].get("spec") or {}

@@ -39,6 +39,7 @@ REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("unknown field", {"replicas": 3}, "Extra inputs are not permitted"),
     ("dry_run not a bool", {"dry_run": "maybe"}, "dry_run"),
     ("mapping not strings", {"storage_class_mapping": {"a": 5}}, "storage_class_mapping"),
+    ("zero max_unavailable", {"max_unavailable": 0}, "greater than or equal to 1"),
 ]
 
 
@@ -104,6 +105,15 @@ PREFLIGHT: list[tuple[str, dict[str, Any], list[str]]] = [
         "stop_at_ordinal outside",
         {"stop_at_ordinal": 7},
         ["request stop_at_ordinal", "7 is outside the source slice [0, 2)"],
+    ),
+    (
+        "max_unavailable over the budget",
+        {"max_unavailable": 2},
+        [
+            f"PodDisruptionBudget {APP}: allows 1 voluntary disruption(s) of the 2 pods, but "
+            "max_unavailable 2 would take 2 pods down at once",
+            "fix: set max_unavailable to 1 or less, or loosen the PodDisruptionBudget",
+        ],
     ),
 ]
 

@@ -245,3 +245,49 @@ async def test_a_migration_that_continues_as_new_after_every_ordinal(
     source: Any = client.AppsV1Api(kube["source"]).read_namespaced_stateful_set("cn", namespace)
     assert "stsmigrate.dev/locked-by" not in (source.metadata.annotations or {})
     print("\nevents per run:", [len(h.events) for h in found])
+
+
+async def test_ten_ordinals_move_at_once_within_the_budget(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """max_unavailable 10 on 12 replicas (podManagementPolicy Parallel, a PDB allowing
+    10): two blocks, 11..2 and 1..0, each one child with one slice patch a side; the
+    observer sees no identity twice and no volume lost."""
+    deploy_app(
+        kube["source"],
+        namespace,
+        "wide",
+        12,
+        secret_value="x",
+        ready_delay="200ms",
+        grace=1,
+        max_unavailable=10,
+        parallel=True,
+    )
+    every = list(range(11, -1, -1))
+    with observing(kube, namespace, namespace, "wide") as observer:
+        migration_id, result = await migrate(
+            temporal_env, worker, request_for("wide", namespace, max_unavailable=10)
+        )
+    assert observer.verdict(every, (0, 0), (0, 12)) == []
+    assert [o.ordinal for o in result.moved] == every and not result.aborted
+    blocks = [
+        await temporal_env.client.get_workflow_handle(
+            ordinal_workflow_id(migration_id, k), result_type=OrdinalResult
+        ).result()
+        for k in (11, 1)
+    ]
+    assert [[r.ordinal for r in b.block()] for b in blocks] == [every[:10], [1, 0]]
+    assert [s.step for s in blocks[0].steps] == STEPS
+    # Every moved ordinal's own volumes, each Retain from Delete.
+    for moved in result.moved:
+        assert len(moved.volumes) == 2
+        assert set(moved.original_reclaim_policies) == set(moved.volumes)
+    assert budgets(kube, namespace, "wide") == {"source": 10, "destination": 10}  # its own
+    found = await histories(temporal_env, migration_id)
+    assert len(found) == 3
+    record("parallel_ten_parent", found[0])
+    record("parallel_ten_block_11", found[1])

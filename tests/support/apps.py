@@ -81,10 +81,13 @@ def deploy_app(
     grace: int = 2,
     when_scaled: str | None = None,
     service_account: bool = False,
+    max_unavailable: int = 1,
+    parallel: bool = False,
 ) -> None:
-    """A Redis-like app: Secret (env and volume), ConfigMap, headless Service, PDB (and
-    with ``service_account`` its own ServiceAccount) and a StatefulSet with two claim
-    templates (hostPath and CSI). Waits until all Ready."""
+    """A Redis-like app: Secret (env and volume), ConfigMap, headless Service, PDB
+    (``max_unavailable``; with ``service_account`` its own ServiceAccount) and a
+    StatefulSet with two claim templates (hostPath and CSI; ``parallel``: Parallel pod
+    management). Waits until all Ready."""
     core, policy = client.CoreV1Api(api), client.PolicyV1Api(api)
     if service_account:
         core.create_namespaced_service_account(namespace, {"metadata": {"name": name}})
@@ -110,7 +113,10 @@ def deploy_app(
         namespace,
         {
             "metadata": {"name": name},
-            "spec": {"maxUnavailable": 1, "selector": {"matchLabels": {"app": name}}},
+            "spec": {
+                "maxUnavailable": max_unavailable,
+                "selector": {"matchLabels": {"app": name}},
+            },
         },
     )
     manifest = statefulset(
@@ -121,6 +127,8 @@ def deploy_app(
         ready_delay=ready_delay,
         templates={"data": None, "logs": "local-csi"},
     )
+    if parallel:
+        manifest["spec"]["podManagementPolicy"] = "Parallel"
     pod = manifest["spec"]["template"]["spec"]
     if service_account:
         pod["serviceAccountName"] = name

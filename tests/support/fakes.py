@@ -58,8 +58,9 @@ ORDINALS = [2, 1, 0]
 class FakeClusters:
     """Both clusters as two slices; every change is appended to ``changes``."""
 
-    def __init__(self, search_attributes: list[str]) -> None:
-        self.slices = {"source": (0, 3), "destination": (3, 0)}
+    def __init__(self, search_attributes: list[str], replicas: int = 3) -> None:
+        self.end = replicas
+        self.slices = {"source": (0, replicas), "destination": (replicas, 0)}
         self.changes: list[str] = []
         self.search_attributes = search_attributes
         # Cleared to hold the health wait of the next ordinal (an ordinal "in progress").
@@ -86,6 +87,11 @@ class FakeClusters:
         self.plans = 0  # preflights run (one per run of a migration)
         self.plan_problems: list[Problem] = []  # what the next preflights find
         self.plan_fails = False  # the next preflights fail (non-retryable)
+        self.in_flight: list[int] = []  # each share's ordinals in flight
+        # Seconds each pod/claim wait takes; the most of each that ran at once.
+        self.wait_seconds = 0.0
+        self.running_waits: dict[str, int] = {}
+        self.most_at_once: dict[str, int] = {}
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -124,7 +130,7 @@ class FakeClusters:
                 destination_exists=dst_replicas > 0,
                 destination_start=dst_start,
                 destination_replicas=dst_replicas,
-                end=3,
+                end=self.end,
                 ordinals=[
                     OrdinalPlan(ordinal=k, pod=f"{r.statefulset}-{k}")
                     for k in reversed(range(start, start + replicas))
@@ -223,6 +229,7 @@ class FakeClusters:
         @activity.defn(name="share_disruption_budget")
         async def share_disruption_budget(task: BudgetInput) -> BudgetShare:
             self.budgets.append(f"share {self.slices}")
+            self.in_flight.append(task.in_flight)
             if self.budget_unreachable:
                 if activity.info().attempt > 1:
                     self.share_retried.set()
@@ -241,7 +248,14 @@ class FakeClusters:
 
         def waits_for_nothing(name: str) -> Any:
             async def nothing(task: Any) -> None:
-                return None
+                self.running_waits[name] = self.running_waits.get(name, 0) + 1
+                self.most_at_once[name] = max(
+                    self.most_at_once.get(name, 0), self.running_waits[name]
+                )
+                try:
+                    await asyncio.sleep(self.wait_seconds)
+                finally:
+                    self.running_waits[name] -= 1
 
             return activity.defn(name=name)(nothing)
 
