@@ -473,6 +473,8 @@ class OrdinalHandover:
             )
             uids = [now.uid if now.exists else uid for now, uid in zip(again, uids, strict=True)]
         self._give_up_attempts[ref.context] = self._give_up_attempts.get(ref.context, 0) + 1
+        # OrderedReady stops a block's pods one at a time: the last may wait for all.
+        gone = t.pod_gone * len(ordinals)
         await self._timed_step(
             giver.pod_gone,
             every(
@@ -483,11 +485,11 @@ class OrdinalHandover:
                             pod=PodRef(ref=ref, ordinal=o.ordinal),
                             uid=uid,
                             volumes=[v.volume for v in o.volumes],
-                            pod_timeout=t.pod_gone,
+                            pod_timeout=gone,
                             detach_timeout=t.detach,
                         ),
                         **wait_options(
-                            t.pod_gone + t.detach,
+                            gone + t.detach,
                             f"{ref.context}: wait for {o.pod} to go and detach",
                         ),
                     )
@@ -540,14 +542,16 @@ class OrdinalHandover:
     ) -> None:
         """Pod k (each pod of the block) Running and Ready on the taker."""
         ref = taker.ref
+        # OrderedReady starts a block's pods one at a time: the last may wait for all.
+        ready = t.pod_ready * len(ordinals)
         await self._pausing_step(
             taker.pod_ready,
             lambda: every(
                 [
                     workflow.execute_activity_method(
                         MigrationActivities.wait_for_pod_ready,
-                        PodReadyInput(pod=PodRef(ref=ref, ordinal=o.ordinal), timeout=t.pod_ready),
-                        **wait_options(t.pod_ready, f"{ref.context}: wait for {o.pod} Ready"),
+                        PodReadyInput(pod=PodRef(ref=ref, ordinal=o.ordinal), timeout=ready),
+                        **wait_options(ready, f"{ref.context}: wait for {o.pod} Ready"),
                     )
                     for o in ordinals
                 ]
