@@ -204,7 +204,7 @@ def check_budget(
                 "scale-down is not an eviction); while the app moves, no other disruption "
                 "is allowed in either cluster"
             )
-        elif found is not None and block > allowed:
+        if found is not None and block > 1 and block > allowed:
             found.problem(
                 f"PodDisruptionBudget {name}",
                 f"allows {allowed} voluntary disruption(s) of the {total} pods, but "
@@ -214,8 +214,14 @@ def check_budget(
             )
 
 
-def check_pod_management(sts: Obj, block: int, warnings: list[str]) -> None:
-    """Preflight: what OrderedReady means for a block of ordinals in flight."""
+def check_pod_management(sts: Obj, block: int, warnings: list[str], approval: str = "none") -> None:
+    """Preflight: what OrderedReady, and approval of each ordinal, mean for a block of
+    ordinals in flight."""
+    if block > 1 and approval == "each":
+        warnings.append(
+            f"approval is each: with max_unavailable {block} every ordinal is still approved "
+            "and moved on its own (an ordinal held for approval moves alone)"
+        )
     policy = (sts.get("spec") or {}).get("podManagementPolicy") or "OrderedReady"
     if block > 1 and policy == "OrderedReady":
         warnings.append(

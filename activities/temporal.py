@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from temporalio import activity
 from temporalio.api.enums.v1 import IndexedValueType
 from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
@@ -39,14 +41,17 @@ class TemporalActivities:
     async def running_workflows(self, ids: list[str]) -> list[str]:
         """Which of these workflow ids have an open run (the children a terminated or
         reset run of the migration left behind still move their ordinal)."""
-        running = []
-        for workflow_id in ids:
-            try:
-                described = await self._client.get_workflow_handle(workflow_id).describe()
-            except RPCError as err:
-                if err.status == RPCStatusCode.NOT_FOUND:
-                    continue
-                raise
-            if described.status == WorkflowExecutionStatus.RUNNING:
-                running.append(workflow_id)
-        return running
+        limit = asyncio.Semaphore(16)  # (up to a few hundred ids with parallel moves)
+
+        async def open_run(workflow_id: str) -> bool:
+            async with limit:
+                try:
+                    described = await self._client.get_workflow_handle(workflow_id).describe()
+                except RPCError as err:
+                    if err.status == RPCStatusCode.NOT_FOUND:
+                        return False
+                    raise
+            return described.status == WorkflowExecutionStatus.RUNNING
+
+        found = await asyncio.gather(*(open_run(i) for i in ids))
+        return [i for i, running in zip(ids, found, strict=True) if running]

@@ -96,6 +96,7 @@ from contract.progress import (
 from contract.request import (
     CONTEXT,
     DNS_LABEL,
+    MAX_BLOCK,
     PROBE_PLACEHOLDERS,
     ApprovalPolicy,
     ContextName,
@@ -119,6 +120,7 @@ __all__ = [
     "LABEL_MIGRATION",
     "LABEL_ORDINAL",
     "MANAGED_BY",
+    "MAX_BLOCK",
     "MOVE_STEPS",
     "PAUSED_AT_SAFE_POINT",
     "PROBE_PLACEHOLDERS",

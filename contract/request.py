@@ -197,6 +197,10 @@ class HealthGates(Payload):
     )
 
 
+# The most ordinals one child hands over at once (max_unavailable's bound).
+MAX_BLOCK = 100
+
+
 class MigrationRequest(Payload):
     """What to move where. Names contexts of the worker's kubeconfig, never credentials."""
 
@@ -226,7 +230,7 @@ class MigrationRequest(Payload):
     max_unavailable: int = Field(
         1,
         ge=1,
-        le=100,
+        le=MAX_BLOCK,
         description="ordinals moved at once: a block of up to this many, highest first, "
         "handed over together (one slice patch on each side); preflight refuses more than "
         "the app's PodDisruptionBudget allows",

@@ -91,6 +91,13 @@ def test_preflight_refuses_a_block_larger_than_the_budget() -> None:
             "set max_unavailable to 3 or less, or loosen the PodDisruptionBudget",
         )
     ]
+    # One that allows none refuses any block (a single ordinal is only warned about).
+    none = Findings()
+    check_budget([pdb({"maxUnavailable": 0})], 3, none.warnings, none, 2)
+    assert len(none.problems) == 1 and "allows 0 voluntary" in none.problems[0].message
+    single = Findings()
+    check_budget([pdb({"maxUnavailable": 0})], 3, single.warnings, single, 1)
+    assert single.problems == [] and len(single.warnings) == 1
     within = Findings()
     check_budget([pdb({"minAvailable": 9})], 12, within.warnings, within, 3)
     assert within.problems == [] and within.warnings == []
@@ -111,3 +118,12 @@ def test_preflight_says_what_ordered_ready_means_for_a_block(
         assert warnings[0].startswith(
             f"podManagementPolicy is OrderedReady: with max_unavailable {block}"
         )
+
+
+def test_preflight_says_an_approval_of_each_ordinal_moves_each_alone() -> None:
+    warnings: list[str] = []
+    check_pod_management({"spec": {"podManagementPolicy": "Parallel"}}, 4, warnings, "each")
+    assert warnings == [
+        "approval is each: with max_unavailable 4 every ordinal is still approved and moved "
+        "on its own (an ordinal held for approval moves alone)"
+    ]

@@ -10,7 +10,9 @@ from __future__ import annotations
 import uuid
 from collections.abc import AsyncIterator, Callable
 
+import pytest
 import pytest_asyncio
+from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
@@ -18,11 +20,13 @@ from contract import (
     SEARCH_ATTRIBUTES,
     ApprovalPolicy,
     HealthGates,
+    MigrationRequest,
     OrdinalResult,
     Probe,
     Progress,
     ordinal_workflow_id,
 )
+from stsmigrate.api import start_migration
 from tests.support.fakes import FakeClusters, FakeProbes, at, fake_worker, start
 from tests.support.histories import histories, record, runs
 
@@ -109,7 +113,8 @@ async def test_an_ordinal_that_waits_for_approval_starts_a_block_of_its_own(
     await migration.approve()
     result = await migration.result()
     assert [r.ordinal for r in result.moved] == SEVEN
-    assert clusters.in_flight == [2, 3, 2]  # 6..5, then 4..2, then 1..0
+    # 6..5, then 4 alone (approved on its own, it moves on its own), then 3..1, then 0.
+    assert clusters.in_flight == [2, 1, 3, 1]
 
 
 async def test_abort_of_a_blocked_block_puts_all_its_ordinals_back(
@@ -178,3 +183,69 @@ async def test_blocks_continue_as_new_between_them(
     assert len(await runs(temporal_env.client, migration.id)) == 3  # one run per block
     assert clusters.in_flight == [3, 3, 1]
     assert (await migration.progress()).run == 3
+
+
+async def test_a_block_child_left_running_by_another_run_is_refused(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, FakeProbes, str]
+) -> None:
+    """A run with max_unavailable 4 was terminated after its child ``ordinal-6`` took
+    the block 6..3 (it still waits for the pods); a new run with max_unavailable 1
+    must see that child too, though 6 is far from its border."""
+    clusters, _, task_queue = fake
+    clusters.slices = {"source": (0, 3), "destination": (3, 4)}
+    migration_id = f"orphans-{uuid.uuid4().hex[:8]}"
+    clusters.running = {f"{migration_id}/ordinal-6"}
+    request = MigrationRequest(
+        statefulset="app", namespace="shop", source_context="source", destination_context="dest"
+    )
+    migration = await start_migration(
+        temporal_env.client, request, migration_id=migration_id, task_queue=task_queue
+    )
+    with pytest.raises(WorkflowFailureError) as failed:
+        await migration.result()
+    assert f"workflow {migration_id}/ordinal-6: is still running" in str(failed.value.cause)
+    assert clusters.changes == [] and clusters.locks == {}
+
+
+async def test_an_approval_asked_during_a_block_is_for_the_ordinal_after_it(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, FakeProbes, str]
+) -> None:
+    clusters, _, task_queue = fake
+    clusters.healthy.clear()  # the block 6..4 holds in slices_healthy
+    migration, _ = await start(
+        temporal_env.client,
+        task_queue,
+        max_unavailable=3,
+        approval=ApprovalPolicy(mode="ordinals", ordinals=[3]),
+    )
+    await migration.wait_until(lambda p: p.moving_together == [5, 4], within=30)
+    ack = await migration.approve()
+    assert ack.approved_ordinal == 3  # not 5, which is in flight
+    assert (await migration.progress()).approved == [3]
+    clusters.healthy.set()
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == SEVEN
+    assert clusters.in_flight == [3, 1, 3]  # 3 was held for approval: it moves alone
+
+
+async def test_a_rollback_at_a_block_health_pause_gives_back_up_to_the_failed_ordinal(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, FakeProbes, str]
+) -> None:
+    clusters, probes, task_queue = fake
+    probes.failing = {5, 4}
+    migration, _ = await start(
+        temporal_env.client,
+        task_queue,
+        max_unavailable=3,
+        health=HealthGates(probes=[Probe(kind="ready")], on_failure="pause"),
+    )
+    held = await migration.wait_until(lambda p: p.phase == "paused", within=30)
+    assert held.pause_reason.startswith("health gate failed on ordinal 5: ")
+    assert "; on ordinal 4: " in held.pause_reason  # every failure of the block named
+    await migration.rollback()
+    back = await migration.wait_until(lambda p: p.rolled_back == [4, 5] and p.paused, within=30)
+    assert back.remaining[:2] == [5, 4]
+    assert clusters.slices == {"source": (0, 6), "destination": (6, 1)}
+    await migration.abort()
+    final = await migration.result()
+    assert final.aborted and [r.ordinal for r in final.moved] == [6]

@@ -29,6 +29,7 @@ with workflow.unsafe.imports_passed_through():
     from activities.migration import MigrationActivities
     from activities.temporal import TemporalActivities
     from contract import (
+        MAX_BLOCK,
         PAUSED_AT_SAFE_POINT,
         SEARCH_ATTRIBUTES,
         AbortRequest,
@@ -186,11 +187,17 @@ class MigrateStatefulSet(SafePoints):
             return
         if report.resumes is not None and report.resumes < self._control.resumes:
             return  # a report again, made before the operator's latest resume
-        why = f"ordinal {report.ordinal} {report.step} is blocked: {report.detail}"
+        together = self._progress.moving_together
+        if together:  # a block: all of it is blocked, and all of it would go back
+            what = f"ordinals {report.ordinal}..{together[-1]}"
+            why, back = f"{what} {report.step} is blocked: {report.detail}", f"{what} back"
+        else:
+            why = f"ordinal {report.ordinal} {report.step} is blocked: {report.detail}"
+            back = "the ordinal back"
         undo = (
-            "abort puts the ordinal back where it was and ends the run"
+            f"abort puts {back} where it was and ends the run"
             if report.step == "slices_healthy"
-            else "abort (or rollback) puts the ordinal back where it was"
+            else f"abort (or rollback) puts {back} where it was"
         )
         await self._apply_control(
             self._control.model_copy(update={"paused": True}),
@@ -214,11 +221,15 @@ class MigrateStatefulSet(SafePoints):
             phase = "rolling_back" if self._progress.rollback else "moving"
         self._update_progress(step=report.step, phase=phase)
 
-    async def _health_failed(self, result: OrdinalResult) -> None:
-        """A health gate failed on an ordinal that now runs in the destination."""
+    async def _health_failed(self, result: OrdinalResult, also: list[OrdinalResult]) -> None:
+        """A health gate failed on an ordinal that now runs in the destination (and on
+        ``also``, moved in the same block)."""
         assert result.health is not None
         on_failure = self._request.health.on_failure
         why = f"health gate failed on ordinal {result.ordinal}: {result.health.failures}"
+        for other in also:
+            assert other.health is not None
+            why += f"; on ordinal {other.ordinal}: {other.health.failures}"
         workflow.logger.warning("%s (on_failure: %s)", why, on_failure)
         if on_failure == "fail":
             await workflow.wait_condition(workflow.all_handlers_finished)
@@ -325,16 +336,21 @@ class MigrateStatefulSet(SafePoints):
         (or gives back) its ordinal: a problem, found before anything changes. Only the
         ordinals at the border of the two slices can be in flight."""
         top = plan.source_start + plan.source_replicas - 1
-        # A block's child is named after its highest ordinal: up to d above the border.
-        d = self._request.max_unavailable
-        border = {top, *range(top + 1, top + 1 + d)}
+        border = {top, top + 1}
         if plan.destination_exists:
-            start = plan.destination_start
-            border |= {start - 1, *range(start, start + d)}
+            border |= {plan.destination_start - 1, plan.destination_start}
         ids = [
             child(migration_id, k)
             for k in sorted(k for k in border if 0 <= k < plan.end)
             for child in (ordinal_workflow_id, rollback_workflow_id)
+        ]
+        # A block's child is named after its highest ordinal: up to the largest block
+        # above the border (a run of this migration with another max_unavailable).
+        blocks = {*range(top + 2, top + 1 + MAX_BLOCK)}
+        if plan.destination_exists:
+            blocks |= {*range(plan.destination_start + 1, plan.destination_start + MAX_BLOCK)}
+        ids += [
+            ordinal_workflow_id(migration_id, k) for k in sorted(blocks - border) if k < plan.end
         ]
         if not ids:
             return plan
@@ -403,6 +419,7 @@ class MigrateStatefulSet(SafePoints):
             if self._progress.remaining[:1] != [k]:
                 continue  # a rollback at the safe point changed what is next
             block = self._next_block(first)
+            self._rollback_down_to = None  # (a rollback was the safe point's to do)
             self._update_progress(moving_together=block[1:])
             result = await self._move(by_ordinal[k], [by_ordinal[j] for j in block[1:]])
             results = result.block()
@@ -425,19 +442,24 @@ class MigrateStatefulSet(SafePoints):
             self._moved.extend(results)
             failed = [r for r in results if r.health is not None and not r.health.ok]
             if failed:
-                # The highest that failed: its rollback gives back the block's ordinals
-                # from the lowest (the destination's) up to it.
-                if len(results) > 1 and self._request.health.on_failure == "rollback_ordinal":
+                # The highest that failed: a rollback of "the ordinal" (on_failure's, or
+                # the operator's at this pause) gives back the block's ordinals from the
+                # lowest (the destination's) up to it.
+                if len(results) > 1:
                     self._rollback_down_to = failed[0].ordinal
-                await self._health_failed(failed[0])
+                await self._health_failed(failed[0], failed[1:])
 
     def _next_block(self, first: int | None) -> list[int]:
         """The ordinals the next child moves, highest first: the next one, and with
         max_unavailable d > 1 the contiguous ones below it, up to d, cut before one
-        that waits for its own approval (each is approved at its own safe point)."""
+        that waits for its own approval (each is approved at its own safe point); an
+        ordinal that was held for approval moves alone."""
         d = self._request.max_unavailable
         remaining = self._progress.remaining
         block = remaining[:1]
+        p = self._progress
+        if p.approval.needs(block[0], first) and not p.approve_all:
+            return block  # approved on its own, it moves on its own (a canary stays one)
         if d > 1 and workflow.patched(PARALLEL_MOVES):
             for j in remaining[1:d]:
                 if j != block[-1] - 1 or self._needs_approval(j, first):

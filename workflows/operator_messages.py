@@ -63,8 +63,9 @@ class OperatorMessages(ProgressKeeper):
         """The ordinal an approval applies to: the one waiting, else the next not begun."""
         if self._progress.waiting_for_approval is not None:
             return self._progress.waiting_for_approval
-        moving = self._progress.current_ordinal if self._child is not None else None
-        return next((k for k in self._progress.remaining if k != moving), None)
+        p = self._progress
+        moving = {p.current_ordinal, *p.moving_together} if self._child is not None else set()
+        return next((k for k in p.remaining if k not in moving), None)
 
     def _pause_problem(self, _: PauseRequest | None) -> str | None:
         if self._finished():

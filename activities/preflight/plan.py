@@ -99,7 +99,9 @@ def build_plan(
     ]
     total = destination_slice.end - source_slice.start
     check_budget(pdbs, total, found.warnings, found, request.max_unavailable)
-    check_pod_management(source_slice.sts, request.max_unavailable, found.warnings)
+    check_pod_management(
+        source_slice.sts, request.max_unavailable, found.warnings, request.approval.mode
+    )
     check_default_account_pull_secrets(source, destination, source_slice.sts, request, found)
     if namespace_exists:
         pod_spec = source_slice.sts["spec"]["template"].get("spec") or {}
