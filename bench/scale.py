@@ -11,7 +11,8 @@ On its own local clusters, with a Temporal dev server and one worker process:
   median, p90 (nearest rank) and max against the lone one; and over those C at once
   the CPU seconds of the worker, of each control-plane process of both clusters, of
   the Temporal dev server and of this script (its C clients), each as a share of the
-  phase's wall time (1.0 is one core busy), and of the whole machine;
+  phase's wall time (1.0 is one core busy), and of the whole machine (the same for
+  the lone one);
 - the worker's peak RSS (VmHWM) over everything.
 
     python bench/scale.py                          # --large 200 --concurrent 20
@@ -62,6 +63,18 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
+def threads_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Thread id -> (name, utime + stime) of each thread of the process alive now."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            found[int(task.name)] = (name, cpu_seconds(int(task.name)))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return found
+
+
 def machine_busy_seconds() -> float:
     """CPU seconds every core spent not idle (nor waiting on I/O), from /proc/stat."""
     ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
@@ -69,23 +82,38 @@ def machine_busy_seconds() -> float:
 
 
 class CpuMeter:
-    """CPU seconds of named processes (and of the machine) between start and stop."""
+    """CPU seconds of named processes (and of the machine) between start and stop; the
+    worker's split into the SDK core's threads (Rust: tokio and Temporal's own) and the
+    rest (Python: the event loop, the activity threads)."""
 
-    def __init__(self, pids: Mapping[str, int]) -> None:
+    def __init__(self, pids: Mapping[str, int], worker: int) -> None:
         self.pids = dict(pids)
+        self.worker = worker
 
     def start(self) -> None:
         self.began = time.monotonic()
         self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.threads_before = threads_cpu_seconds(self.worker)
         self.machine_before = machine_busy_seconds()
+
+    def _core_seconds(self) -> float:
+        """CPU seconds of the worker's SDK core threads since start."""
+        core = 0.0
+        for tid, (name, seconds) in threads_cpu_seconds(self.worker).items():
+            if name.startswith(("tokio", "temporal")):
+                core += seconds - self.threads_before.get(tid, (name, 0.0))[1]
+        return core
 
     def stop(self) -> str:
         wall = time.monotonic() - self.began
         used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        core = self._core_seconds()
         machine = machine_busy_seconds() - self.machine_before
         lines = [f"  CPU over {wall:.1f} s (share: CPU seconds / wall seconds, 1.00 = one core)"]
         for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
             lines.append(f"    {name:<42} {seconds:7.1f} s  {seconds / wall:5.2f}")
+            if self.pids[name] == self.worker:
+                lines.append(f"    {'  of which SDK core (Rust) threads':<42} {core:7.1f} s")
         named = sum(used.values())
         lines.append(f"    {'all of the above':<42} {named:7.1f} s  {named / wall:5.2f}")
         cores = os.cpu_count() or 1
@@ -141,7 +169,9 @@ async def concurrent(
     pods = moves.Profile("0s", 0)
     temporal = await Client.connect(address, data_converter=pydantic_data_converter)
     lone_ns = moves.deploy(apis, "lone", 3, pods)
+    meter.start()
     _, lone = await migrate(temporal, queue, lone_ns, moves.APP)
+    lone_cpu = meter.stop()
     began = time.monotonic()
     with ThreadPoolExecutor(count) as pool:
         spaces = list(pool.map(lambda i: moves.deploy(apis, f"c{i}", 3, pods), range(count)))
@@ -157,7 +187,7 @@ async def concurrent(
         f"slowdown {median / lone:.2f}x",
         flush=True,
     )
-    print(cpu, flush=True)
+    print(f"  the one alone:\n{lone_cpu}\n  the {count} at once:\n{cpu}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -189,7 +219,7 @@ def main(argv: list[str] | None = None) -> int:
                         pids["worker"] = pid
                         pids["temporal dev server"] = server.pid or 0
                         pids["this script (the clients)"] = os.getpid()
-                        meter = CpuMeter(pids)
+                        meter = CpuMeter(pids, pid)
                         asyncio.run(concurrent(apis, server.address, queue, args.concurrent, meter))
                     print(f"worker peak RSS {peak_rss_mib(pid):.0f} MiB", flush=True)
         finally:
