@@ -56,10 +56,12 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def cpu_seconds(pid: int) -> float:
-    """utime + stime of the process (all its threads), from /proc/<pid>/stat."""
+def cpu_seconds(pid: int, stat: Path | None = None) -> float:
+    """utime + stime of the process (all its threads), from /proc/<pid>/stat, or of one
+    thread from its ``stat`` (/proc/<pid>/task/<tid>/stat: /proc/<tid>/stat is the
+    whole process's)."""
     # Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
-    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    fields = (stat or Path(f"/proc/{pid}/stat")).read_text().rpartition(")")[2].split()
     return (int(fields[11]) + int(fields[12])) / TICKS
 
 
@@ -69,7 +71,7 @@ def threads_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
     for task in Path(f"/proc/{pid}/task").iterdir():
         try:
             name = (task / "comm").read_text().strip()
-            found[int(task.name)] = (name, cpu_seconds(int(task.name)))
+            found[int(task.name)] = (name, cpu_seconds(pid, task / "stat"))
         except (FileNotFoundError, ProcessLookupError):
             continue  # the thread ended meanwhile
     return found
