@@ -271,8 +271,8 @@ def worker_process(
     """The worker process, as deploy/worker.yaml runs it (its pid: bench/scale.py reads
     its peak RSS). With bytecode written, as an installed worker has it (pip compiles
     what it installs): the workflow sandbox imports the workflow modules again for every
-    workflow run, and without .pyc files it compiles them each time, about half of the
-    worker's CPU in workflow tasks."""
+    workflow run, and without .pyc files it compiles them each time (some 40 % of the
+    worker's time in workflow tasks)."""
     env = {
         **{k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"},
         "TEMPORAL_ADDRESS": address,
