@@ -72,7 +72,8 @@ bench: binaries
 # clusters; a benchmark, never a test. ARGS='--also /other/checkout --raw' adds that
 # checkout's order and both orders made with bare API calls.
 # One migration of a large StatefulSet (runs, events, bytes) and many small ones at once
-# (slowdown), on one worker, with its peak RSS; ARGS='--large 1000 --concurrent 0'.
+# (slowdown, and the CPU of the worker, each cluster process and Temporal), on one
+# worker, with its peak RSS; ARGS='--large 1000 --concurrent 0' or '--large 0 --concurrent 20'.
 bench-scale: binaries
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scale.py $(ARGS)
 

@@ -7,25 +7,34 @@ On its own local clusters, with a Temporal dev server and one worker process:
   grace) moved by one migration: wall time, the runs it continued as new into, the
   largest run's history (events and bytes), the events per ordinal of the parent;
 - concurrent: one 3-replica migration alone, then C of them started at once (each its
-  own app and namespace): each one's wall time, the median against the lone one;
+  own app and namespace, deployed C at a time beforehand): each one's wall time, the
+  median, p90 (nearest rank) and max against the lone one; and over those C at once
+  the CPU seconds of the worker, of each control-plane process of both clusters, of
+  the Temporal dev server and of this script (its C clients), each as a share of the
+  phase's wall time (1.0 is one core busy), and of the whole machine (the same for
+  the lone one);
 - the worker's peak RSS (VmHWM) over everything.
 
     python bench/scale.py                          # --large 200 --concurrent 20
     python bench/scale.py --large 1000 --concurrent 0
+    python bench/scale.py --large 0 --concurrent 20
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
+import os
 import statistics
 import tempfile
 import time
 import uuid
+from collections.abc import Mapping
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from kubernetes import client
-from kubernetes import config as kubeconfig
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -35,6 +44,9 @@ from devenv.clusters import LocalClusters
 from devenv.temporal import DevServer
 from stsmigrate.api import exit_now, start_migration
 from tests.support.histories import runs
+from worker import kube_clients
+
+TICKS = os.sysconf("SC_CLK_TCK")
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -42,6 +54,75 @@ def peak_rss_mib(pid: int) -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def cpu_seconds(pid: int, stat: Path | None = None) -> float:
+    """utime + stime of the process (all its threads), from /proc/<pid>/stat, or of one
+    thread from its ``stat`` (/proc/<pid>/task/<tid>/stat: /proc/<tid>/stat is the
+    whole process's)."""
+    # Fields after the command's closing parenthesis: state is field 3, utime 14, stime 15.
+    fields = (stat or Path(f"/proc/{pid}/stat")).read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / TICKS
+
+
+def threads_cpu_seconds(pid: int) -> dict[int, tuple[str, float]]:
+    """Thread id -> (name, utime + stime) of each thread of the process alive now."""
+    found = {}
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            name = (task / "comm").read_text().strip()
+            found[int(task.name)] = (name, cpu_seconds(pid, task / "stat"))
+        except (FileNotFoundError, ProcessLookupError):
+            continue  # the thread ended meanwhile
+    return found
+
+
+def machine_busy_seconds() -> float:
+    """CPU seconds every core spent not idle (nor waiting on I/O), from /proc/stat."""
+    ticks = [int(t) for t in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(ticks[:8]) - ticks[3] - ticks[4]) / TICKS
+
+
+class CpuMeter:
+    """CPU seconds of named processes (and of the machine) between start and stop; the
+    worker's split into the SDK core's threads (Rust: tokio and Temporal's own) and the
+    rest (Python: the event loop, the activity threads)."""
+
+    def __init__(self, pids: Mapping[str, int], worker: int) -> None:
+        self.pids = dict(pids)
+        self.worker = worker
+
+    def start(self) -> None:
+        self.began = time.monotonic()
+        self.before = {name: cpu_seconds(pid) for name, pid in self.pids.items()}
+        self.threads_before = threads_cpu_seconds(self.worker)
+        self.machine_before = machine_busy_seconds()
+
+    def _core_seconds(self) -> float:
+        """CPU seconds of the worker's SDK core threads since start."""
+        core = 0.0
+        for tid, (name, seconds) in threads_cpu_seconds(self.worker).items():
+            if name.startswith(("tokio", "temporal")):
+                core += seconds - self.threads_before.get(tid, (name, 0.0))[1]
+        return core
+
+    def stop(self) -> str:
+        wall = time.monotonic() - self.began
+        used = {name: cpu_seconds(pid) - self.before[name] for name, pid in self.pids.items()}
+        core = self._core_seconds()
+        machine = machine_busy_seconds() - self.machine_before
+        lines = [f"  CPU over {wall:.1f} s (share: CPU seconds / wall seconds, 1.00 = one core)"]
+        for name, seconds in sorted(used.items(), key=lambda kv: -kv[1]):
+            lines.append(f"    {name:<42} {seconds:7.1f} s  {seconds / wall:5.2f}")
+            if self.pids[name] == self.worker:
+                lines.append(f"    {'  of which SDK core (Rust) threads':<42} {core:7.1f} s")
+        named = sum(used.values())
+        lines.append(f"    {'all of the above':<42} {named:7.1f} s  {named / wall:5.2f}")
+        cores = os.cpu_count() or 1
+        lines.append(
+            f"    {f'machine ({cores} cores)':<42} {machine:7.1f} s  {machine / wall:5.2f}"
+        )
+        return "\n".join(lines)
 
 
 async def migrate(temporal: Client, task_queue: str, ns: str, app: str) -> tuple[str, float]:
@@ -80,22 +161,35 @@ async def large(apis: dict[str, client.ApiClient], address: str, queue: str, n: 
     )
 
 
+def nearest_rank(values: list[float], q: float) -> float:
+    return sorted(values)[math.ceil(q * len(values)) - 1]
+
+
 async def concurrent(
-    apis: dict[str, client.ApiClient], address: str, queue: str, count: int
+    apis: dict[str, client.ApiClient], address: str, queue: str, count: int, meter: CpuMeter
 ) -> None:
     pods = moves.Profile("0s", 0)
     temporal = await Client.connect(address, data_converter=pydantic_data_converter)
     lone_ns = moves.deploy(apis, "lone", 3, pods)
+    meter.start()
     _, lone = await migrate(temporal, queue, lone_ns, moves.APP)
-    spaces = [moves.deploy(apis, f"c{i}", 3, pods) for i in range(count)]
+    lone_cpu = meter.stop()
+    began = time.monotonic()
+    with ThreadPoolExecutor(count) as pool:
+        spaces = list(pool.map(lambda i: moves.deploy(apis, f"c{i}", 3, pods), range(count)))
+    print(f"  {count} apps of 3 pods Ready in {time.monotonic() - began:.0f} s", flush=True)
+    meter.start()
     took = await asyncio.gather(*(migrate(temporal, queue, ns, moves.APP) for ns in spaces))
-    each = sorted(t for _, t in took)
+    cpu = meter.stop()
+    each = [t for _, t in took]
     median = statistics.median(each)
     print(
         f"concurrent: one 3-replica migration alone {lone:.1f} s; {count} at once: median "
-        f"{median:.1f} s, max {each[-1]:.1f} s, slowdown {median / lone:.2f}x",
+        f"{median:.1f} s, p90 {nearest_rank(each, 0.9):.1f} s, max {max(each):.1f} s, "
+        f"slowdown {median / lone:.2f}x",
         flush=True,
     )
+    print(f"  the one alone:\n{lone_cpu}\n  the {count} at once:\n{cpu}", flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -111,19 +205,24 @@ def main(argv: list[str] | None = None) -> int:
         try:
             nodes = max(3, (args.large + 3 * (args.concurrent + 1)) // 100 + 2)
             with LocalClusters(work / "clusters", nodes=nodes) as lc:
-                apis = {
-                    side: kubeconfig.new_client_from_config(
-                        config_file=str(lc.kubeconfig), context=side, persist_config=False
-                    )
-                    for side in lc.clusters
-                }
+                # A connection for each app deployed at once, as the worker pools its.
+                apis = kube_clients(lc.kubeconfig, connections=args.concurrent + 10)
                 with moves.worker_process(
                     server.address, queue, lc.kubeconfig, work / "worker.log"
                 ) as pid:
                     if args.large:
                         asyncio.run(large(apis, server.address, queue, args.large))
                     if args.concurrent:
-                        asyncio.run(concurrent(apis, server.address, queue, args.concurrent))
+                        pids = {
+                            f"{side}/{proc.name}": proc.popen.pid
+                            for side, cluster in lc.clusters.items()
+                            for proc in cluster.processes
+                        }
+                        pids["worker"] = pid
+                        pids["temporal dev server"] = server.pid or 0
+                        pids["this script (the clients)"] = os.getpid()
+                        meter = CpuMeter(pids, pid)
+                        asyncio.run(concurrent(apis, server.address, queue, args.concurrent, meter))
                     print(f"worker peak RSS {peak_rss_mib(pid):.0f} MiB", flush=True)
         finally:
             server.stop()

@@ -43,6 +43,11 @@ class DevServer:
         return f"127.0.0.1:{self.port}"
 
     @property
+    def pid(self) -> int | None:
+        """The server's process id once started (bench/scale.py reads its CPU time)."""
+        return self._proc.pid if self._proc else None
+
+    @property
     def ui_url(self) -> str:
         return f"http://127.0.0.1:{self.ui_port}"
 
