@@ -63,17 +63,22 @@ faults: binaries test-packages
 # script of the KEP-3335 procedure and of a pod recreated in place (6 replicas, two pod
 # profiles; MOVES_ARGS='--replicas 20 --profile 5s:10' for others). Then preflight
 # (build_plan) for StatefulSets of 200 and 1,000 replicas; ARGS='--also /other/checkout'
-# times that checkout's preflight on the same StatefulSets too.
+# times that checkout's preflight on the same StatefulSets too. Then scale (as
+# bench-scale): 1,000 replicas with max_unavailable 1 and 10, and 20 migrations at once
+# against a lone one (SCALE_ARGS='--large 200' for a shorter run). About 40 minutes.
+SCALE_ARGS ?= --large 1000 --max-unavailable 1,10 --concurrent 20
 bench: binaries
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/moves.py $(MOVES_ARGS)
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/preflight.py $(ARGS)
+	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scale.py $(SCALE_ARGS)
 
 # Create-to-Bound of imported volumes, 20 ordinals one at a time, on its own local
 # clusters; a benchmark, never a test. ARGS='--also /other/checkout --raw' adds that
 # checkout's order and both orders made with bare API calls.
 # One migration of a large StatefulSet (runs, events, bytes) and many small ones at once
 # (slowdown, and the CPU of the worker, each cluster process and Temporal), on one
-# worker, with its peak RSS; ARGS='--large 1000 --concurrent 0' or '--large 0 --concurrent 20'.
+# worker, with its peak RSS; ARGS='--large 1000 --max-unavailable 1,10 --concurrent 0' or
+# '--large 0 --concurrent 20'.
 bench-scale: binaries
 	PYTHONPATH=$(CURDIR) $(BIN)/python bench/scale.py $(ARGS)
 

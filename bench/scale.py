@@ -4,8 +4,10 @@ migrations at once against a lone one (a benchmark, never a test).
 On its own local clusters, with a Temporal dev server and one worker process:
 
 - large: one StatefulSet of N replicas (two claim templates, pods ready at once, no
-  grace) moved by one migration: wall time, the runs it continued as new into, the
-  largest run's history (events and bytes), the events per ordinal of the parent;
+  grace, podManagementPolicy Parallel, no PDB) moved by one migration, once per
+  max_unavailable given (each its own app): wall time and the speed-up, the runs it
+  continued as new into, the largest run's history (events and bytes), the events
+  per ordinal of the parent;
 - concurrent: one 3-replica migration alone, then C of them started at once (each its
   own app and namespace, deployed C at a time beforehand): each one's wall time, the
   median, p90 (nearest rank) and max against the lone one; and over those C at once
@@ -15,7 +17,7 @@ On its own local clusters, with a Temporal dev server and one worker process:
   the lone one);
 - the worker's peak RSS (VmHWM) over everything.
 
-    python bench/scale.py                          # --large 200 --concurrent 20
+    python bench/scale.py            # --large 200 --max-unavailable 1,10 --concurrent 20
     python bench/scale.py --large 1000 --concurrent 0
     python bench/scale.py --large 0 --concurrent 20
 """
@@ -125,7 +127,9 @@ class CpuMeter:
         return "\n".join(lines)
 
 
-async def migrate(temporal: Client, task_queue: str, ns: str, app: str) -> tuple[str, float]:
+async def migrate(
+    temporal: Client, task_queue: str, ns: str, app: str, max_unavailable: int = 1
+) -> tuple[str, float]:
     began = time.monotonic()
     migration = await start_migration(
         temporal,
@@ -134,6 +138,7 @@ async def migrate(temporal: Client, task_queue: str, ns: str, app: str) -> tuple
             namespace=ns,
             source_context="source",
             destination_context="destination",
+            max_unavailable=max_unavailable,
         ),
         migration_id=f"bench-scale/{ns}/{app}",
         task_queue=task_queue,
@@ -144,21 +149,25 @@ async def migrate(temporal: Client, task_queue: str, ns: str, app: str) -> tuple
     return migration.id, time.monotonic() - began
 
 
-async def large(apis: dict[str, client.ApiClient], address: str, queue: str, n: int) -> None:
+async def large(
+    apis: dict[str, client.ApiClient], address: str, queue: str, n: int, d: int
+) -> float:
     began = time.monotonic()
     ns = preflight.deploy(apis, n)
     print(f"  {ns}: {n} pods Ready in {time.monotonic() - began:.0f} s", flush=True)
     temporal = await Client.connect(address, data_converter=pydantic_data_converter)
-    migration_id, seconds = await migrate(temporal, queue, ns, preflight.APP)
+    migration_id, seconds = await migrate(temporal, queue, ns, preflight.APP, d)
     found = await runs(temporal, migration_id)
     events = [len(h.events) for h in found]
     sizes = [sum(e.ByteSize() for e in h.events) for h in found]
     print(
-        f"large: {n} replicas moved in {seconds:.0f} s ({seconds / n:.2f} s per ordinal); "
+        f"large: {n} replicas, max_unavailable {d}: moved in {seconds:.0f} s "
+        f"({seconds / n:.2f} s per ordinal); "
         f"{len(found)} run(s); largest run {max(events)} events, {max(sizes) / 1e6:.2f} MB; "
         f"{sum(events) / n:.1f} parent events per ordinal in all",
         flush=True,
     )
+    return seconds
 
 
 def nearest_rank(values: list[float], q: float) -> float:
@@ -195,15 +204,22 @@ async def concurrent(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
     parser.add_argument("--large", type=int, default=200, help="replicas (0: skip)")
+    parser.add_argument(
+        "--max-unavailable",
+        default="1,10",
+        help="the large migration once per value, each on its own app (comma-separated)",
+    )
     parser.add_argument("--concurrent", type=int, default=20, help="migrations (0: skip)")
     args = parser.parse_args(argv)
+    blocks = [int(d) for d in args.max_unavailable.split(",")]
     queue = f"bench-scale-{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="stsmigrate-bench-scale-") as tmp:
         work = Path(tmp)
         server = DevServer(work / "temporal")
         server.start(search_attributes=SEARCH_ATTRIBUTES)
         try:
-            nodes = max(3, (args.large + 3 * (args.concurrent + 1)) // 100 + 2)
+            pods = args.large * len(blocks) + 3 * (args.concurrent + 1)
+            nodes = max(3, pods // 100 + 2)
             with LocalClusters(work / "clusters", nodes=nodes) as lc:
                 # A connection for each app deployed at once, as the worker pools its.
                 apis = kube_clients(lc.kubeconfig, connections=args.concurrent + 10)
@@ -211,7 +227,20 @@ def main(argv: list[str] | None = None) -> int:
                     server.address, queue, lc.kubeconfig, work / "worker.log"
                 ) as pid:
                     if args.large:
-                        asyncio.run(large(apis, server.address, queue, args.large))
+                        took = {
+                            d: asyncio.run(large(apis, server.address, queue, args.large, d))
+                            for d in blocks
+                        }
+                        if len(took) > 1:
+                            one = took.get(1, took[blocks[0]])
+                            print(
+                                "large: "
+                                + ", ".join(
+                                    f"max_unavailable {d} {one / t:.1f}x" for d, t in took.items()
+                                )
+                                + f" as fast as max_unavailable {1 if 1 in took else blocks[0]}",
+                                flush=True,
+                            )
                     if args.concurrent:
                         pids = {
                             f"{side}/{proc.name}": proc.popen.pid
