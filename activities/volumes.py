@@ -156,8 +156,9 @@ class VolumeActivities(ConvergingActivities):
         if deleted:
             log.info("claims_released", context=kube.context, claims=sorted(deleted))
         if request.fence and request.migration_id:
+            ordinal = {c: request.ordinal_of(i) for i, c in enumerate(request.claims)}
             for claim, volume in pairs:
-                _ensure_fence(kube, ns, claim, pvs[volume], request)
+                _ensure_fence(kube, ns, claim, pvs[volume], request, ordinal[claim])
 
     @activity.defn
     def import_volumes(self, request: ImportInput) -> None:
@@ -350,7 +351,9 @@ def _not_ours_to_release(kube: Kube, ns: str, pvc: Obj, volume: str) -> Applicat
     )
 
 
-def _ensure_fence(kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClaimsInput) -> None:
+def _ensure_fence(
+    kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClaimsInput, ordinal: int
+) -> None:
     """The fence of ``claim`` on ``pv`` (``manifests.fence_pvc``); one of ours already there
     is the converged state. Anything else took the name in the moment since the release
     (a foreign scale-up): refused, not deleted."""
@@ -370,7 +373,7 @@ def _ensure_fence(kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClai
         log.warning("claim_not_fenced", context=kube.context, claim=claim, volume=volume)
         return
     body = manifests.fence_pvc(
-        pv, claim, ns, request.migration_id, f"{kube.context}/{ns}/{claim}", request.ordinal
+        pv, claim, ns, request.migration_id, f"{kube.context}/{ns}/{claim}", ordinal
     )
     if kube.create("PersistentVolumeClaim", ns, body) is not None:
         log.info("claim_fenced", context=kube.context, claim=claim, volume=volume)

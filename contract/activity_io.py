@@ -175,9 +175,9 @@ class RetainResult(Payload):
 
 
 class ReleaseClaimsInput(Payload):
-    """Release the giving side's claims of one ordinal: ``claims[i]`` is released only
-    while it is bound (or, if ours, pre-bound) to ``volumes[i]`` and that volume is
-    Retain. With ``fence``, each released claim is replaced by a fence: a claim of the
+    """Release the giving side's claims of one ordinal (or of a block): ``claims[i]`` is
+    released only while it is bound (or, if ours, pre-bound) to ``volumes[i]`` and that
+    volume is Retain. With ``fence``, each released claim is replaced by a fence: a claim of the
     same name pre-bound to the released volume, which the PV controller never binds
     (the volume's claimRef holds the old claim's uid), so a foreign scale-up of the
     giver gets a Pending pod, never a pod on new, empty storage."""
@@ -189,6 +189,15 @@ class ReleaseClaimsInput(Payload):
     migration_id: str = ""
     ordinal: int = -1
     fence: bool = False
+    ordinals: list[int] = Field(
+        default_factory=list,
+        description="the ordinal of each claim (a block's claims released at once); "
+        "empty: ``ordinal`` for every claim",
+    )
+
+    def ordinal_of(self, i: int) -> int:
+        """The ordinal whose claim is ``claims[i]``."""
+        return self.ordinals[i] if self.ordinals else self.ordinal
 
 
 class TakeInput(Payload):

@@ -499,27 +499,26 @@ class OrdinalHandover:
         )
         if not self._undoing:
             self._stage = max(self._stage, RELEASING)
+        # One release for the whole block: it lists the namespace's pods and waits on
+        # its claims once, not once per ordinal.
+        claims = [v.claim for o in ordinals for v in o.volumes]
         await self._timed_step(
             giver.claims_released,
-            every(
-                [
-                    workflow.execute_activity_method(
-                        MigrationActivities.release_claims,
-                        ReleaseClaimsInput(
-                            context=ref.context,
-                            namespace=ref.namespace,
-                            claims=[v.claim for v in o.volumes],
-                            volumes=[v.volume for v in o.volumes],
-                            migration_id=self._migration_id,
-                            ordinal=o.ordinal,
-                            fence=True,
-                        ),
-                        **wait_options(
-                            120, f"{ref.context}: release {len(o.volumes)} claim(s), fence them"
-                        ),
-                    )
-                    for o in ordinals
-                ]
+            workflow.execute_activity_method(
+                MigrationActivities.release_claims,
+                ReleaseClaimsInput(
+                    context=ref.context,
+                    namespace=ref.namespace,
+                    claims=claims,
+                    volumes=[v.volume for o in ordinals for v in o.volumes],
+                    migration_id=self._migration_id,
+                    ordinal=ordinals[0].ordinal,
+                    fence=True,
+                    ordinals=[o.ordinal for o in ordinals for _ in o.volumes]
+                    if len(ordinals) > 1
+                    else [],
+                ),
+                **wait_options(120, f"{ref.context}: release {len(claims)} claim(s), fence them"),
             ),
         )
 

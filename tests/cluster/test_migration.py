@@ -286,6 +286,13 @@ async def test_ten_ordinals_move_at_once_within_the_budget(
     for moved in result.moved:
         assert len(moved.volumes) == 2
         assert set(moved.original_reclaim_policies) == set(moved.volumes)
+    # Each fence left in the source (one release for the block) names its own ordinal.
+    fences: Any = client.CoreV1Api(kube["source"]).list_namespaced_persistent_volume_claim(
+        namespace, label_selector="stsmigrate.dev/fence"
+    )
+    assert sorted(
+        (c.metadata.name, c.metadata.labels["stsmigrate.dev/ordinal"]) for c in fences.items
+    ) == sorted((f"{t}-wide-{k}", str(k)) for k in every for t in ("data", "logs"))
     assert budgets(kube, namespace, "wide") == {"source": 10, "destination": 10}  # its own
     found = await histories(temporal_env, migration_id)
     assert len(found) == 3
