@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test faults field bench bench-binding bench-scale lint binaries test-packages clusters clean
+.PHONY: demo test faults field bench bench-binding bench-scale lint binaries test-packages clusters clean image image-lock image-test image-packages
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -89,6 +89,30 @@ bench-binding: binaries
 # and of other writers (about 7 minutes; left out of make test to keep it under 20).
 field: binaries test-packages
 	$(BIN)/pytest -m field -p no:cacheprovider $(ARGS)
+
+# The worker image without Docker (deploy/image/build.sh): mmdebstrap, the locked wheels,
+# umoci; an OCI layout in build/image/oci and its digest in build/image/image.digest,
+# the same for two builds of one commit. Needs root (mmdebstrap --mode=root).
+IMAGE_DIR := build/image
+
+image-packages:
+	@command -v mmdebstrap >/dev/null && command -v umoci >/dev/null && command -v runc >/dev/null || { \
+	  echo "installing Debian's mmdebstrap, umoci and runc for the image ..."; \
+	  $(SUDO) apt-get update -qq && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq mmdebstrap umoci runc \
+	    >/dev/null; }
+
+image: $(STAMP) image-packages
+	$(SUDO) env PYTHON=$(CURDIR)/$(BIN)/python deploy/image/build.sh $(IMAGE_DIR)
+
+# Pin the image's dependencies again (from pyproject.toml's ranges), with their hashes.
+image-lock: $(STAMP)
+	$(BIN)/python deploy/image/lock.py > deploy/image/requirements.lock
+
+# Build the image, then run it with runc against the local clusters and Temporal and
+# migrate a StatefulSet with it (tests/cluster/test_image.py; not part of make test).
+image-test: image binaries
+	$(BIN)/pytest -m image -p no:cacheprovider $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

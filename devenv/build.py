@@ -26,6 +26,8 @@ KUBERNETES_VERSION = "v1.34.4"
 KUBERNETES_BUILD_DATE = "2026-02-10T12:53:36Z"
 ETCD_VERSION = "v3.6.16"
 KWOK_VERSION = "v0.8.0"
+# Helm renders and lints deploy/chart in the tests (tests/test_chart.py).
+HELM_VERSION = "v4.3.2"
 # kwok v0.8.0 declares `go 1.26.0`.
 MIN_GO = (1, 26)
 
@@ -40,12 +42,19 @@ class BuildError(RuntimeError):
     """The binaries could not be built; the message says what to do."""
 
 
-def cache_dir() -> Path:
-    root = os.environ.get("STSMIGRATE_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "statefulset-migrator"
+def _cache_root() -> Path:
+    return Path(
+        os.environ.get("STSMIGRATE_CACHE_DIR")
+        or os.path.join(
+            os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"),
+            "statefulset-migrator",
+        )
     )
+
+
+def cache_dir() -> Path:
     key = f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
-    return Path(root) / "bins" / key
+    return _cache_root() / "bins" / key
 
 
 def _stderr(message: str) -> None:
@@ -202,9 +211,44 @@ def ensure_binaries(progress: Progress = _stderr) -> Path:
     return bins
 
 
+def ensure_helm(progress: Progress = _stderr) -> Path:
+    """Return the helm binary, built once (about a minute and a half cold on 2 cores)."""
+    folder = _cache_root() / "bins" / f"helm-{HELM_VERSION}"
+    helm = folder / "helm"
+    if helm.exists():
+        return helm
+    go = check_go()
+    partial = folder / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": ""}
+    progress(f"Building helm {HELM_VERSION} into {folder} (once; later runs reuse it)")
+    # helm's go.mod has no replace directives, so the documented `go install` works.
+    _run_go(
+        [
+            go,
+            "install",
+            "-v",
+            "-trimpath",
+            f"-ldflags=-s -w -X helm.sh/helm/v4/internal/version.version={HELM_VERSION}",
+            f"helm.sh/helm/v4/cmd/helm@{HELM_VERSION}",
+        ],
+        folder,
+        {**env, "GOBIN": str(partial)},
+        f"helm {HELM_VERSION}",
+        progress,
+    )
+    out = subprocess.run([partial / "helm", "version", "--short"], capture_output=True, text=True)
+    if HELM_VERSION not in out.stdout:
+        raise BuildError(f"helm version printed {out.stdout.strip()!r}, expected {HELM_VERSION}")
+    os.replace(partial / "helm", helm)
+    shutil.rmtree(partial, ignore_errors=True)
+    return helm
+
+
 def main() -> int:
     try:
         bins = ensure_binaries()
+        ensure_helm()
     except BuildError as exc:
         _stderr(f"error: {exc}")
         return 1
