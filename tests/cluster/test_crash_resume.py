@@ -72,21 +72,57 @@ async def test_worker_killed_mid_migration_resumes_at_the_same_step(
     worker: WorkerProcess,
     namespace: str,
 ) -> None:
+    await killed_and_resumed(point, 1, kube, temporal_env, worker, namespace)
+
+
+@pytest.mark.slow
+@pytest.mark.faults
+@pytest.mark.parametrize("point", ["after_source_scale_down", "destination_import"])
+async def test_worker_killed_mid_block_resumes_at_the_same_step(
+    point: str,
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """max_unavailable 3: the block 3..1 in one child, killed in its hand-over."""
+    await killed_and_resumed(point, 3, kube, temporal_env, worker, namespace)
+
+
+async def killed_and_resumed(
+    point: str,
+    d: int,
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
     src, dst = kube["source"], kube["destination"]
     # Ordinal 3 moves first; a 4 s grace period leaves room to kill mid-wait.
-    deploy_app(src, namespace, "app", 4, secret_value="x", ready_delay="300ms", grace=4)
+    deploy_app(
+        src,
+        namespace,
+        "app",
+        4,
+        secret_value="x",
+        ready_delay="300ms",
+        grace=4,
+        max_unavailable=d,
+        parallel=d > 1,
+    )
     observer = Observer(kube, namespace, namespace, "app", TEMPLATES)
     observer.start()
     migration_id = f"crash-{point}-{uuid.uuid4().hex[:6]}"
+    blocks = [[3, 2, 1], [0]] if d == 3 else [[3], [2], [1], [0]]
     triggers: dict[str, Callable[[], bool]] = {
-        "after_source_scale_down": lambda: _source_replicas(src, namespace) == 3,
+        "after_source_scale_down": lambda: _source_replicas(src, namespace) == 4 - d,
         "waiting_for_pod_to_go": lambda: _terminating_for(src, namespace, "app-3", 1.5),
         "destination_import": lambda: _destination_has_pv_of(dst, "data-app-3"),
     }
     try:
         handle = await temporal_env.client.start_workflow(
             "MigrateStatefulSet",
-            request_for("app", namespace),
+            request_for("app", namespace, max_unavailable=d),
             id=migration_id,
             task_queue=worker.task_queue,
             result_type=MigrationResult,
@@ -112,8 +148,8 @@ async def test_worker_killed_mid_migration_resumes_at_the_same_step(
     assert [o.ordinal for o in result.moved] == [3, 2, 1, 0]
     # Nothing redone: one child per ordinal, each cluster change scheduled exactly once.
     found = await histories(temporal_env, migration_id)
-    assert len(found) == 5
-    for child in found[1:]:
+    assert len(found) == 1 + len(blocks)
+    for child, block in zip(found[1:], blocks, strict=True):
         scheduled = [
             e.activity_task_scheduled_event_attributes.activity_type.name
             for e in child.events
@@ -123,8 +159,9 @@ async def test_worker_killed_mid_migration_resumes_at_the_same_step(
         # source still gives k up) in one activity
         assert scheduled.count("set_statefulset_slice") == 1, scheduled
         assert scheduled.count("take_ordinal") == 1, scheduled
-        assert scheduled.count("import_volumes") == 1
+        assert scheduled.count("import_volumes") == len(block)
     # Destination pods, once created, were never replaced.
     assert observer.watchers["destination/pods"].of("app-3", "DELETED") == []
-    record(f"crash_{point}_parent", found[0])
-    record(f"crash_{point}_ordinal_3", found[1])
+    name = f"crash_{point}" if d == 1 else f"crash_block_{point}"
+    record(f"{name}_parent", found[0])
+    record(f"{name}_ordinal_3", found[1])
