@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import socket
 import subprocess
 import sys
 import urllib.request
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from devenv.clusters import free_port
 from tests.support.paths import REPO
 
 
@@ -73,13 +73,6 @@ class WorkerProcess:
         with urllib.request.urlopen(url, timeout=5) as resp:
             text = resp.read().decode()
         return parse_metrics(text)
-
-
-def free_port() -> int:
-    """A port nothing listens on now (bound to 0 and let go)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 _SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
