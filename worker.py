@@ -17,6 +17,10 @@ CLI's config file); ours are:
     STSMIGRATE_CODEC_KEY      base64 AES-256 key: encrypt every payload (stsmigrate.codec)
     STSMIGRATE_CODEC_KEY_FILE a file holding that key instead
     STSMIGRATE_ALLOW_COMMAND_PROBES  1: health probes of kind "command" may run here
+    STSMIGRATE_METRICS_PORT   Prometheus metrics on http://<address>:<port>/metrics
+                              (default: 9464; 0: none)
+    STSMIGRATE_METRICS_ADDRESS  the address it binds (default: 127.0.0.1; in a pod
+                              0.0.0.0, so Prometheus can scrape it)
 
 The worker holds the cluster credentials: one kubernetes ApiClient per context,
 built with ``new_client_from_config(persist_config=False)`` so nothing global is
@@ -35,7 +39,9 @@ Every running activity heartbeats every second (activities/liveness.py), so a ki
 worker costs a step a few seconds (workflows/options.py HEARTBEAT), not its run
 timeout. Logs are JSON lines on stderr, one renderer for our structlog
 events, the SDK's stdlib loggers (workflow.logger, activity.logger) and the SDK
-core's own log records.
+core's own log records. Metrics: the SDK's own (task latencies, slots, polls) and
+ours (activities/telemetry.py, workflows/telemetry.py; README, "Metrics"); every step
+also writes a Kubernetes Event about what it changed (activities/events.py).
 """
 
 from __future__ import annotations
@@ -62,6 +68,7 @@ from temporalio.envconfig import ClientConfig
 from temporalio.runtime import (
     LogForwardingConfig,
     LoggingConfig,
+    PrometheusConfig,
     Runtime,
     TelemetryConfig,
     TelemetryFilter,
@@ -73,10 +80,12 @@ from activities.clusters import ClusterActivities
 from activities.health import COMMANDS_ALLOWED, HealthActivities
 from activities.liveness import HEARTBEAT_EVERY, KeepAlive
 from activities.migration import MigrationActivities
+from activities.telemetry import STEP_BUCKETS, STEP_DURATION, ActivityTelemetry
 from activities.temporal import TemporalActivities
 from contract import TASK_QUEUE, waits_queue
 from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
 from workflows import DescribeClusters, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows.telemetry import WorkflowTelemetry
 
 WORKFLOWS: Sequence[type] = (DescribeClusters, MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal)
 
@@ -94,6 +103,16 @@ class Settings:
     temporal: Mapping[str, Any] = field(default_factory=dict)
     codec: AesGcmCodec | None = None
     allow_command_probes: bool = False
+    metrics_port: int = 9464
+    metrics_address: str = "127.0.0.1"
+
+    @property
+    def metrics_bind(self) -> str | None:
+        """host:port of the metrics endpoint, None when it is off."""
+        if not self.metrics_port:
+            return None
+        host = self.metrics_address
+        return f"[{host}]:{self.metrics_port}" if ":" in host else f"{host}:{self.metrics_port}"
 
     @classmethod
     def from_env(cls, env: Mapping[str, str] = os.environ) -> Settings:
@@ -118,6 +137,8 @@ class Settings:
             temporal=temporal,
             codec=codec,
             allow_command_probes=env.get(COMMANDS_ALLOWED) == "1",
+            metrics_port=int(env.get("STSMIGRATE_METRICS_PORT") or "9464"),
+            metrics_address=env.get("STSMIGRATE_METRICS_ADDRESS") or "127.0.0.1",
         )
 
 
@@ -168,16 +189,27 @@ def configure_logging(level: str = "INFO") -> None:
     _logging_configured = True
 
 
-def sdk_runtime() -> Runtime:
-    """A Temporal runtime that forwards the SDK core's logs into our JSON logging."""
-    return Runtime(
-        telemetry=TelemetryConfig(
-            logging=LoggingConfig(
-                filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
-                forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+def sdk_runtime(metrics: str | None = None) -> Runtime:
+    """A Temporal runtime that forwards the SDK core's logs into our JSON logging and,
+    given ``metrics`` (host:port), serves Prometheus metrics there at /metrics."""
+    prometheus = None
+    if metrics:
+        prometheus = PrometheusConfig(
+            bind_address=metrics,
+            histogram_bucket_overrides={STEP_DURATION: STEP_BUCKETS},
+        )
+    try:
+        return Runtime(
+            telemetry=TelemetryConfig(
+                logging=LoggingConfig(
+                    filter=TelemetryFilter(core_level="WARN", other_level="ERROR"),
+                    forwarding=LogForwardingConfig(logger=logging.getLogger("temporalio.core")),
+                ),
+                metrics=prometheus,
             )
         )
-    )
+    except Exception as e:  # the port is taken, say: the SDK's error names the address
+        raise SystemExit(f"metrics on {metrics}: {e} (set STSMIGRATE_METRICS_PORT)") from None
 
 
 def kube_clients(
@@ -214,7 +246,7 @@ def kube_clients(
 async def connect(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         **{**settings.temporal, "data_converter": data_converter(settings.codec)},
-        runtime=runtime or sdk_runtime(),
+        runtime=runtime or sdk_runtime(settings.metrics_bind),
     )
 
 
@@ -264,14 +296,15 @@ def build_workers(
     activities: Sequence[Callable[..., Any]],
     executor: ThreadPoolExecutor,
     waits_executor: ThreadPoolExecutor,
+    clients: Mapping[str, k8s.ApiClient] | None = None,
 ) -> list[Worker]:
     """The workflows and quick steps on the task queue; the long steps on its waits
     queue, with slots and threads of their own. Both register every activity (those of
     ``activities_of``, or fakes by the same names), so the workflow alone decides where
-    a step runs (workflows/options.py)."""
+    a step runs (workflows/options.py). ``clients`` write the MoveBlocked Events."""
     common: dict[str, Any] = {
         "activities": activities,
-        "interceptors": [KeepAlive()],
+        "interceptors": [KeepAlive(), ActivityTelemetry(clients), WorkflowTelemetry()],
         # The SDK sends a heartbeat at most once per this interval (by default 0.8 of
         # the heartbeat timeout): every second, so a 4 s timeout has three to spare.
         "max_heartbeat_throttle_interval": timedelta(seconds=HEARTBEAT_EVERY),
@@ -316,13 +349,14 @@ async def run(settings: Settings, stop: asyncio.Event | None = None) -> None:
         ThreadPoolExecutor(settings.max_waits, thread_name_prefix="wait") as waits_executor,
     ):
         activities = activities_of(temporal, clients, settings)
-        workers = build_workers(temporal, settings, activities, executor, waits_executor)
+        workers = build_workers(temporal, settings, activities, executor, waits_executor, clients)
         log.info(
             "worker_started",
             task_queues=[w.task_queue for w in workers],
             contexts=sorted(clients),
             temporal=settings.temporal.get("target_host"),
             namespace=settings.temporal.get("namespace", "default"),
+            metrics=settings.metrics_bind,
         )
 
         async def run_workers() -> None:

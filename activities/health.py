@@ -38,6 +38,7 @@ from kubernetes import client
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import events
 from activities.kube import Kube, is_ready, kube_for
 from contract import HealthReport, Probe, ProbeInput, ProbeResult, SecretKeyRef
 from contract.request import CREDENTIAL_VARIABLES
@@ -93,7 +94,18 @@ class HealthActivities:
             activity.logger.info(
                 "probe %s of ordinal %d: %s", probe.label, task.ordinal, results[-1].detail
             )
-        return HealthReport(results=results)
+        report = HealthReport(results=results)
+        if task.context in self._clients:
+            passed = f"all {len(results)} probe(s) passed"
+            events.record_about_statefulset(
+                kube_for(self._clients, task.context),
+                task.namespace,
+                task.statefulset,
+                "HealthGatePassed" if report.ok else "HealthGateFailed",
+                f"health gates of ordinal {task.ordinal}: "
+                + (passed if report.ok else report.failures),
+            )
+        return report
 
     def _check(self, probe: Probe, task: ProbeInput, values: dict[str, str]) -> Callable[[], str]:
         host = probe.host.format_map(values)

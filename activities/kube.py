@@ -98,6 +98,7 @@ class Kube:
         self._authz = client.AuthorizationV1Api(api)
         self._autoscaling = client.AutoscalingV2Api(api)
         self._custom = client.CustomObjectsApi(api)
+        self._events = client.EventsV1Api(api)
 
     # -- plumbing ----------------------------------------------------------------------
     @staticmethod
@@ -347,6 +348,11 @@ class Kube:
                 action, self._core.create_persistent_volume, body, answer=409, withhold=withhold
             )
         return self._request(action, create[kind], ns, body, answer=409, withhold=withhold)
+
+    def create_event(self, ns: str, body: Obj) -> Obj:
+        """An events.k8s.io/v1 Event (activities/events.py writes them, best effort)."""
+        action = f"create Event about {body['regarding']['kind']} {body['regarding']['name']}"
+        return self._call(action, self._events.create_namespaced_event, ns, body)
 
     def patch_statefulset(self, ns: str, name: str, patch: Obj) -> Obj:
         return self._call(

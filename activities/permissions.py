@@ -48,6 +48,8 @@ class Rule:
     # Narrowed to the migrated StatefulSet's name when one is given (stsmigrate rbac
     # --statefulset); only for verbs RBAC can scope by name (not create, not list).
     by_name: bool = False
+    # Nice to have: without it the run goes on (preflight warns instead of refusing).
+    optional: bool = False
 
 
 def _autoscalers(side: Side) -> tuple[Rule, ...]:
@@ -157,6 +159,17 @@ RULES: tuple[Rule, ...] = (
         "PDB's own spec kept in an annotation) and restore it at the end.",
     ),
     *_autoscalers("source"),
+    Rule(
+        "source",
+        "events.k8s.io",
+        "events",
+        ("create",),
+        True,
+        ("move", "rollback"),
+        "Kubernetes Events about each step (activities/events.py), for kubectl describe "
+        "and kubectl events. Optional: without it no Events are written and preflight warns.",
+        optional=True,
+    ),
     # -- source, cluster-scoped ----------------------------------------------------
     Rule(
         "source",
@@ -283,6 +296,17 @@ RULES: tuple[Rule, ...] = (
         "Preflight: room in the namespace's quotas for the moved pods and claims.",
     ),
     *_autoscalers("destination"),
+    Rule(
+        "destination",
+        "events.k8s.io",
+        "events",
+        ("create",),
+        True,
+        ("move", "rollback"),
+        "Kubernetes Events about each step (activities/events.py), for kubectl describe "
+        "and kubectl events. Optional: without it no Events are written and preflight warns.",
+        optional=True,
+    ),
     # -- destination, cluster-scoped -----------------------------------------------
     Rule(
         "destination",
@@ -352,8 +376,17 @@ def rules(side: Side) -> list[Rule]:
 
 
 def needed(side: Side) -> list[tuple[str, str, str, bool]]:
-    """(verb, resource, group, namespaced) preflight checks for ``side``: all of them."""
+    """(verb, resource, group, namespaced) preflight checks for ``side``: all of them
+    (``optional`` tells the ones whose absence is only a warning)."""
     return [(v, r.resource, r.group, r.namespaced) for r in rules(side) for v in r.verbs]
+
+
+def optional(verb: str, resource: str, group: str) -> bool:
+    """Whether the run goes on without this permission (preflight warns)."""
+    return any(
+        r.optional and r.resource == resource and r.group == group and verb in r.verbs
+        for r in RULES
+    )
 
 
 # Verbs RBAC can scope by resourceNames (create and list cannot).

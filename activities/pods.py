@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities import events
 from activities.converging import ConvergingActivities, conflict
 from activities.kube import Obj, is_ready, selector_string
 from contract import PodReadyInput, PodRef, PodState, SliceReadyInput, WaitPodGoneInput
@@ -150,4 +151,10 @@ class PodActivities(ConvergingActivities):
                 max(1.0, deadline - time.monotonic()),
             )
         pod = found["pod"]
+        events.record(
+            kube,
+            sts or events.statefulset_reference(ref.namespace, ref.statefulset),
+            "OrdinalReady",
+            f"ordinal {request.pod.ordinal} runs here: pod {name} is Running and Ready",
+        )
         return PodState(name=name, exists=True, uid=pod["metadata"]["uid"], ready=True)

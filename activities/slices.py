@@ -8,7 +8,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import manifests
+from activities import events, manifests
 from activities.converging import ConvergingActivities, conflict
 from activities.kube import Kube, Obj, slice_of
 from contract import (
@@ -71,6 +71,14 @@ class SliceActivities(ConvergingActivities):
         created = dest.create("StatefulSet", r.target_namespace, body)
         if created is None:  # created meanwhile by a previous attempt of ours
             created = dest.statefulset(r.target_namespace, r.statefulset)
+        else:
+            events.record(
+                dest,
+                created,
+                "StatefulSetCreated",
+                f"created as an empty slice at ordinal {request.start}, to take the ordinals "
+                f"of {r.source_context}/{r.namespace}/{r.statefulset} one by one",
+            )
         log.info(
             "destination_statefulset_created",
             context=dest.context,
@@ -152,7 +160,7 @@ class SliceActivities(ConvergingActivities):
         # third state is still refused by _converge_slice.
         for attempt in range(REVERT_ATTEMPTS):
             try:
-                _converge_slice(kube, back)
+                _converge_slice(kube, back, reverted=True)
                 break
             except ApplicationError as err:
                 if err.type != CONFLICT or attempt == REVERT_ATTEMPTS - 1:
@@ -187,7 +195,7 @@ class SliceActivities(ConvergingActivities):
                 type=CONFLICTING_CHANGE,
                 non_retryable=True,
             )
-        kube.patch_statefulset(
+        locked = kube.patch_statefulset(
             ref.namespace,
             ref.statefulset,
             # Two migrations locking at once: the second patch is a 409, and its retry
@@ -198,6 +206,12 @@ class SliceActivities(ConvergingActivities):
                     "annotations": {ANNOTATION_LOCK: request.migration_id},
                 }
             },
+        )
+        events.record(
+            kube,
+            locked,
+            "MigrationStarted",
+            f"locked ({ANNOTATION_LOCK}): no other migration may change it until this one ends",
         )
         log.info("statefulset_locked", context=ref.context, statefulset=ref.statefulset)
 
@@ -210,7 +224,7 @@ class SliceActivities(ConvergingActivities):
         sts = kube.statefulset(ref.namespace, ref.statefulset)
         if sts is None or _lock_holder(sts) != request.migration_id:
             return
-        kube.patch_statefulset(
+        unlocked = kube.patch_statefulset(
             ref.namespace,
             ref.statefulset,
             {
@@ -220,6 +234,7 @@ class SliceActivities(ConvergingActivities):
                 }
             },
         )
+        events.record(kube, unlocked, "MigrationFinished", "the migration ended; unlocked")
         log.info("statefulset_unlocked", context=ref.context, statefulset=ref.statefulset)
 
 
@@ -250,9 +265,10 @@ def _lock_holder(sts: Obj) -> str:
     return str(((sts.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_LOCK) or "")
 
 
-def _converge_slice(kube: Kube, request: SetSliceInput) -> StatefulSetState:
+def _converge_slice(kube: Kube, request: SetSliceInput, reverted: bool = False) -> StatefulSetState:
     """Converge a StatefulSet to ``request``'s slice from its expected one; a third state
-    is refused as a conflicting change."""
+    is refused as a conflicting change. A change made gets its Event (``reverted``: the
+    undo of a take)."""
     ref = request.ref
     sts = kube.statefulset(ref.namespace, ref.statefulset)
     if sts is None:
@@ -284,4 +300,26 @@ def _converge_slice(kube: Kube, request: SetSliceInput) -> StatefulSetState:
         from_start=current[0],
         from_replicas=current[1],
     )
+    given, taken = slice_delta(current, target)
+    if reverted:
+        reason = "TakeReverted"
+        note = f"gave ordinal(s) {_ordinals(given)} back at once: the other side grew meanwhile"
+    elif given:
+        reason = "OrdinalGivenUp"
+        note = f"gave up ordinal(s) {_ordinals(given)} to the other cluster"
+    else:
+        reason, note = "OrdinalTaken", f"took ordinal(s) {_ordinals(taken)}"
+    events.record(kube, updated, reason, f"{note}: owns {_span(target)}, was {_span(current)}")
     return _state(updated)
+
+
+def slice_delta(before: tuple[int, int], after: tuple[int, int]) -> tuple[list[int], list[int]]:
+    """(ordinals given up, ordinals taken) from slice ``before`` to ``after`` ((start,
+    replicas) pairs), highest first."""
+    old = set(range(before[0], before[0] + before[1]))
+    new = set(range(after[0], after[0] + after[1]))
+    return sorted(old - new, reverse=True), sorted(new - old, reverse=True)
+
+
+def _ordinals(ordinals: list[int]) -> str:
+    return ", ".join(map(str, ordinals)) or "none"

@@ -11,7 +11,7 @@ import structlog
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from activities import manifests
+from activities import events, manifests
 from activities.converging import ConvergingActivities, conflict
 from activities.kube import Kube, Obj
 from contract import (
@@ -137,6 +137,7 @@ class VolumeActivities(ConvergingActivities):
                         to_delete[i] = now
         # Every claim judged before the first delete: a refusal changes nothing.
         deleted: dict[str, str] = {}  # claim -> uid of the claim we deleted
+        released = {pvc["metadata"]["name"]: pvc for pvc in to_delete}
         for pvc in to_delete:
             meta = pvc["metadata"]
             kube.delete_pvc(
@@ -155,10 +156,22 @@ class VolumeActivities(ConvergingActivities):
         kube.wait_for_claims(ns, f"claims {sorted(request.claims)} released", gone, 120)
         if deleted:
             log.info("claims_released", context=kube.context, claims=sorted(deleted))
+        fences: dict[str, Obj | None] = {}
         if request.fence and request.migration_id:
             ordinal = {c: request.ordinal_of(i) for i, c in enumerate(request.claims)}
             for claim, volume in pairs:
-                _ensure_fence(kube, ns, claim, pvs[volume], request, ordinal[claim])
+                fences[claim] = _ensure_fence(kube, ns, claim, pvs[volume], request, ordinal[claim])
+        for claim, volume in pairs:
+            if claim in released:  # about the fence in its place, if there is one
+                fenced = ", fenced (a claim that never binds holds its name)"
+                k = request.ordinal_of(request.claims.index(claim))
+                events.record(
+                    kube,
+                    fences.get(claim) or released[claim],
+                    "ClaimReleased",
+                    f"claim {claim} of ordinal {k} released: its volume {volume} "
+                    f"is Retain and goes to the other cluster{fenced if fences.get(claim) else ''}",
+                )
 
     @activity.defn
     def import_volumes(self, request: ImportInput) -> None:
@@ -205,6 +218,14 @@ class VolumeActivities(ConvergingActivities):
             # Ours from an earlier attempt, or from a move that was rolled back.
             _bind_volume(dest, pv, claims[vol.claim])
         _complete_binding(dest, ns, claims)
+        for vol in request.ordinal.volumes:
+            events.record(
+                dest,
+                claims[vol.claim],
+                "VolumeImported",
+                f"claim {vol.claim} of ordinal {k} bound to volume {vol.volume}, imported "
+                f"from {r.source_context} (the same storage)",
+            )
         wanted = sorted(source_pvs)
         log.info("volumes_imported", context=dest.context, ordinal=k, volumes=wanted)
 
@@ -231,6 +252,14 @@ class VolumeActivities(ConvergingActivities):
             # Read again: the claim's creation may have made the PV controller write it.
             _bind_volume(source, _retained(source, vol.volume), claims[vol.claim])
         _complete_binding(source, r.namespace, claims)
+        for vol in request.ordinal.volumes:
+            events.record(
+                source,
+                claims[vol.claim],
+                "VolumeReclaimed",
+                f"claim {vol.claim} of ordinal {k} bound to its own volume {vol.volume} "
+                "again (the ordinal is given back)",
+            )
         log.info("volumes_reclaimed", context=source.context, ordinal=k, volumes=sorted(pvs))
 
     @activity.defn
@@ -353,10 +382,10 @@ def _not_ours_to_release(kube: Kube, ns: str, pvc: Obj, volume: str) -> Applicat
 
 def _ensure_fence(
     kube: Kube, ns: str, claim: str, pv: Obj, request: ReleaseClaimsInput, ordinal: int
-) -> None:
+) -> Obj | None:
     """The fence of ``claim`` on ``pv`` (``manifests.fence_pvc``); one of ours already there
     is the converged state. Anything else took the name in the moment since the release
-    (a foreign scale-up): refused, not deleted."""
+    (a foreign scale-up): refused, not deleted. The fence, or None when none is due."""
     volume = pv["metadata"]["name"]
     now = kube.pv(volume) or pv
     uid = ((now.get("spec") or {}).get("claimRef") or {}).get("uid")
@@ -364,20 +393,20 @@ def _ensure_fence(
         # No claim was ever bound to it here (an import whose claim was never made or
         # never bound): released as it is, nothing to fence (the state before the move
         # had no claim either), and nothing a denial of the fence could block.
-        return
+        return None
     if not uid:
         # The fence holds only while the volume's claimRef names a claim that is gone
         # (by uid); a volume bound by name alone would bind the fence at once, and a
         # foreign pod k would run on the storage the taker is getting. No fence then
         # (as before fences existed); said in the log.
         log.warning("claim_not_fenced", context=kube.context, claim=claim, volume=volume)
-        return
+        return None
     body = manifests.fence_pvc(
         pv, claim, ns, request.migration_id, f"{kube.context}/{ns}/{claim}", ordinal
     )
-    if kube.create("PersistentVolumeClaim", ns, body) is not None:
+    if (fence := kube.create("PersistentVolumeClaim", ns, body)) is not None:
         log.info("claim_fenced", context=kube.context, claim=claim, volume=volume)
-        return
+        return fence
     existing = kube.pvc(ns, claim)
     if existing is None:
         raise ApplicationError(
@@ -394,6 +423,7 @@ def _ensure_fence(
             type=NOT_OURS,
             non_retryable=True,
         )
+    return existing
 
 
 def _adopt_claims(

@@ -5,6 +5,8 @@ agree on one spelling of each name that crosses a process."""
 
 from __future__ import annotations
 
+import re
+
 TASK_QUEUE = "statefulset-migration"
 
 
@@ -46,3 +48,12 @@ def ordinal_workflow_id(migration_id: str, ordinal: int) -> str:
 def rollback_workflow_id(migration_id: str, ordinal: int) -> str:
     """The child that gives ordinal k back to the source."""
     return f"{migration_id}/rollback-{ordinal}"
+
+
+_CHILD_SUFFIX = re.compile(r"/(?:ordinal|rollback)-\d+$")
+
+
+def migration_of(workflow_id: str) -> str:
+    """The migration id of a MigrateStatefulSet run or of one of its children (whose
+    ids are ``ordinal_workflow_id`` and ``rollback_workflow_id``)."""
+    return _CHILD_SUFFIX.sub("", workflow_id)

@@ -83,8 +83,8 @@ def check_permissions(
         ("source", source, SOURCE_PERMISSIONS, request.namespace),
         ("destination", destination, DESTINATION_PERMISSIONS, request.target_namespace),
     ):
-        missing = [
-            f"{verb} {resource}"
+        lacking = [
+            (verb, resource, group)
             for verb, resource, group, namespaced in perms
             if not kube.can(
                 verb,
@@ -95,6 +95,13 @@ def check_permissions(
                 request.statefulset if permissions.by_name(resource, group, verb) else None,
             )
         ]
+        missing = [f"{v} {r}" for v, r, g in lacking if not permissions.optional(v, r, g)]
+        if spared := [f"{v} {r}.{g}" for v, r, g in lacking if permissions.optional(v, r, g)]:
+            f.warnings.append(
+                f"{side} cluster {kube.context}: the worker's credentials may not "
+                f"{', '.join(spared)}, so the run writes no Kubernetes Events there "
+                "(deploy/rbac.yaml grants it)"
+            )
         if missing:
             f.problem(
                 f"{side} cluster {kube.context}",

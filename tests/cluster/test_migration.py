@@ -23,10 +23,11 @@ from contract import (
     Progress,
     ordinal_workflow_id,
 )
+from devenv.clusters import LocalClusters
 from tests.support.apps import deploy_app
 from tests.support.cluster_state import budgets
 from tests.support.histories import histories, record, runs
-from tests.support.processes import WorkerProcess
+from tests.support.processes import WorkerProcess, total
 from tests.support.scenarios import STEPS, observing, request_for
 
 pytestmark = pytest.mark.cluster
@@ -46,7 +47,48 @@ async def migrate(
     return migration_id, result
 
 
+MOVED = "stsmigrate_ordinals_moved_total"
+STEP_COUNT = "stsmigrate_step_duration_seconds_count"
+
+
+async def migrate_scraping(
+    env: WorkflowEnvironment, worker: WorkerProcess, request: MigrationRequest
+) -> tuple[str, MigrationResult, dict[str, float], list[float], dict[str, float]]:
+    """``migrate``, scraping the worker's metrics before, every 0.3 s during (ordinals
+    moved so far) and after the run."""
+    before = worker.metrics()
+    run = asyncio.ensure_future(migrate(env, worker, request))
+    moved: list[float] = []
+    while not run.done():
+        moved.append(total(worker.metrics(), MOVED) - total(before, MOVED))
+        await asyncio.wait({run}, timeout=0.3)
+    migration_id, result = await run
+    return migration_id, result, before, moved, worker.metrics()
+
+
+def our_events(kube: client.ApiClient, namespace: str, migration_id: str) -> list[Any]:
+    """The Events the worker wrote in ``namespace`` about ``migration_id``, oldest first."""
+    # Raw: the client's model refuses the core Events of controllers (no eventTime).
+    resp = client.EventsV1Api(kube).list_namespaced_event(namespace, _preload_content=False)
+    ours = [
+        e
+        for e in json.loads(resp.data)["items"]
+        if e.get("reportingController") == "stsmigrate.dev/worker"
+        and (e["metadata"].get("annotations") or {}).get("stsmigrate.dev/migration-id")
+        == migration_id
+    ]
+    return sorted(ours, key=lambda e: e["eventTime"])
+
+
+def reasons(events: list[Any]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for e in events:
+        counts[e["reason"]] = counts.get(e["reason"], 0) + 1
+    return counts
+
+
 async def test_six_replicas_move_keeping_every_invariant(
+    clusters: LocalClusters,
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
@@ -56,8 +98,51 @@ async def test_six_replicas_move_keeping_every_invariant(
     secret_value = f"pw-{uuid.uuid4().hex}"
     deploy_app(kube["source"], namespace, "redis", 6, secret_value=secret_value)
     with observing(kube, namespace, namespace, "redis") as observer:
-        migration_id, result = await migrate(temporal_env, worker, request_for("redis", namespace))
+        migration_id, result, before, moved, after = await migrate_scraping(
+            temporal_env, worker, request_for("redis", namespace)
+        )
     assert observer.verdict([5, 4, 3, 2, 1, 0], (0, 0), (0, 6)) == []
+
+    # The metrics moved while it ran: ordinals one by one, each step's histogram.
+    assert moved == sorted(moved) and any(0 < m < 6 for m in moved), moved
+    assert total(after, MOVED) - total(before, MOVED) == 6
+    for activity, per_ordinal in (("take_ordinal", 1), ("wait_for_pod_ready", 1)):
+        grew = total(after, STEP_COUNT, activity_type=activity, result="ok") - total(
+            before, STEP_COUNT, activity_type=activity, result="ok"
+        )
+        assert grew == 6 * per_ordinal, (activity, grew)
+    ended = "stsmigrate_migrations_ended_total"
+    assert total(after, ended, phase="done") - total(before, ended, phase="done") == 1
+    assert total(after, "temporal_activity_execution_latency_count") > 0  # the SDK's own
+    samples = sorted(
+        k for k in after if k.startswith(("stsmigrate_", "temporal_worker_task_slots"))
+    )
+    print("\nmetrics after the run:\n" + "\n".join(f"{k} {after[k]}" for k in samples))
+
+    # Kubernetes Events about every step, in both clusters, naming the migration.
+    source = reasons(our_events(kube["source"], namespace, migration_id))
+    dest = reasons(our_events(kube["destination"], namespace, migration_id))
+    claims = 2 * 6  # two claim templates
+    assert source == {
+        "MigrationStarted": 1,
+        "OrdinalGivenUp": 6,
+        "ClaimReleased": claims,
+        "MigrationFinished": 1,
+    }, source
+    assert dest == {
+        "StatefulSetCreated": 1,
+        "VolumeImported": claims,
+        "OrdinalTaken": 6,
+        "OrdinalReady": 6,
+    }, dest
+    described = clusters.kubectl("destination", "-n", namespace, "describe", "statefulset", "redis")
+    assert "OrdinalTaken" in described and migration_id in described, described[-2000:]
+    listing = {
+        side: clusters.kubectl(side, "-n", namespace, "events", "--for", "statefulset/redis")
+        for side in ("source", "destination")
+    }
+    assert "OrdinalGivenUp" in listing["source"] and "OrdinalReady" in listing["destination"]
+    print("\n".join(f"kubectl --context {s} events:\n{text}" for s, text in listing.items()))
 
     assert [o.ordinal for o in result.moved] == [5, 4, 3, 2, 1, 0]
     # The result is a summary; each ordinal's steps are in its child's result.
@@ -109,13 +194,71 @@ async def test_six_replicas_move_keeping_every_invariant(
     print("history events: parent", len(found[0].events), "child", len(found[1].events))
 
 
+def no_events_for_us(namespace: str) -> str:
+    """An admission policy refusing (403) every Event the worker writes in ``namespace``:
+    as if its role there had no ``create events``."""
+    name = f"no-stsmigrate-events-{namespace}"
+    return json.dumps(
+        {
+            "apiVersion": "v1",
+            "kind": "List",
+            "items": [
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicy",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "failurePolicy": "Fail",
+                        "matchConstraints": {
+                            "resourceRules": [
+                                {
+                                    "apiGroups": ["events.k8s.io", ""],
+                                    "apiVersions": ["*"],
+                                    "operations": ["CREATE"],
+                                    "resources": ["events"],
+                                }
+                            ]
+                        },
+                        "matchConditions": [
+                            {
+                                "name": "ours",
+                                "expression": "has(object.reportingController) && "
+                                "object.reportingController == 'stsmigrate.dev/worker'",
+                            }
+                        ],
+                        "validations": [
+                            {"expression": "false", "reason": "Forbidden", "message": "no"}
+                        ],
+                    },
+                },
+                {
+                    "apiVersion": "admissionregistration.k8s.io/v1",
+                    "kind": "ValidatingAdmissionPolicyBinding",
+                    "metadata": {"name": name},
+                    "spec": {
+                        "policyName": name,
+                        "validationActions": ["Deny"],
+                        "matchResources": {
+                            "namespaceSelector": {
+                                "matchLabels": {"kubernetes.io/metadata.name": namespace}
+                            }
+                        },
+                    },
+                },
+            ],
+        }
+    )
+
+
 async def test_into_another_destination_namespace_fixing_the_retention_policy(
+    clusters: LocalClusters,
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
     worker: WorkerProcess,
     namespace: str,
     second_namespace: str,
 ) -> None:
+    """... where the worker may not write Events in the destination: the run goes on."""
     # whenScaled: Delete would delete each moved claim on scale-down; the request asks the
     # migration to fix it first.
     deploy_app(
@@ -127,15 +270,34 @@ async def test_into_another_destination_namespace_fixing_the_retention_policy(
         ready_delay="200ms",
         when_scaled="Delete",
     )
-    with observing(kube, namespace, second_namespace, "kv") as observer:
-        migration_id, result = await migrate(
-            temporal_env,
-            worker,
-            request_for(
-                "kv", namespace, destination_namespace=second_namespace, fix_retention_policy=True
-            ),
-        )
+    denial = no_events_for_us(second_namespace)
+    clusters.kubectl("destination", "apply", "-f", "-", input=denial)
+    try:
+        with observing(kube, namespace, second_namespace, "kv") as observer:
+            migration_id, result = await migrate(
+                temporal_env,
+                worker,
+                request_for(
+                    "kv",
+                    namespace,
+                    destination_namespace=second_namespace,
+                    fix_retention_policy=True,
+                ),
+            )
+    finally:
+        clusters.kubectl("destination", "delete", "--ignore-not-found", "-f", "-", input=denial)
     assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    # No Event of ours could be written in the destination; each refusal is a warning.
+    assert our_events(kube["destination"], second_namespace, migration_id) == []
+    refused = [
+        line
+        for line in worker.log.read_text().splitlines()
+        if '"event_not_written"' in line
+        and "KubernetesForbidden" in line
+        and second_namespace in line
+    ]
+    assert len(refused) >= 3 + 3 * 2, refused  # taken and Ready per ordinal, each claim
+    assert reasons(our_events(kube["source"], namespace, migration_id))["OrdinalGivenUp"] == 3
     source: Any = client.AppsV1Api(kube["source"]).read_namespaced_stateful_set("kv", namespace)
     assert source.spec.persistent_volume_claim_retention_policy.when_scaled == "Retain"
     plan = await temporal_env.client.get_workflow_handle(migration_id).query(

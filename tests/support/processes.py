@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import subprocess
 import sys
+import urllib.request
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 from temporalio.testing import WorkflowEnvironment
 
+from devenv.clusters import free_port
 from tests.support.paths import REPO
 
 
@@ -27,12 +30,16 @@ class WorkerProcess:
         argv: list[str] | None = None,
     ) -> None:
         self.argv = argv or [sys.executable, str(REPO / "worker.py")]
+        # Each worker its own metrics port: several run at once in some tests.
+        self.metrics_port = free_port()
         self.env = {
             **os.environ,
             "TEMPORAL_ADDRESS": address,
             "TEMPORAL_NAMESPACE": "default",
             "STSMIGRATE_KUBECONFIG": str(kubeconfig),
             "STSMIGRATE_TASK_QUEUE": task_queue,
+            "STSMIGRATE_METRICS_ADDRESS": "127.0.0.1",
+            "STSMIGRATE_METRICS_PORT": str(self.metrics_port),
         }
         self.log, self.task_queue = log, task_queue
         self.proc: subprocess.Popen[bytes] | None = None
@@ -58,6 +65,36 @@ class WorkerProcess:
         if self.proc and self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait()
+
+    def metrics(self) -> dict[str, float]:
+        """One scrape of the worker's /metrics: {'name{labels}': value} (labels sorted
+        as the exporter writes them); a restarted worker starts from zero."""
+        url = f"http://127.0.0.1:{self.metrics_port}/metrics"
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            text = resp.read().decode()
+        return parse_metrics(text)
+
+
+_SAMPLE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*(?:\{[^}]*\})?) (\S+)$")
+
+
+def parse_metrics(text: str) -> dict[str, float]:
+    """Prometheus text format: one entry per sample line (comments skipped)."""
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if match := _SAMPLE.match(line.strip()):
+            out[match[1]] = float(match[2])
+    return out
+
+
+def total(samples: dict[str, float], name: str, **labels: str) -> float:
+    """The sum of ``name``'s samples whose labels include ``labels``."""
+    wanted = [f'{k}="{v}"' for k, v in labels.items()]
+    return sum(
+        value
+        for key, value in samples.items()
+        if (key == name or key.startswith(name + "{")) and all(w in key for w in wanted)
+    )
 
 
 @contextlib.contextmanager
