@@ -15,6 +15,7 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import quote
@@ -26,8 +27,13 @@ from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+)
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.permissions import render_rbac
@@ -380,20 +386,26 @@ async def start(
 
 
 async def follow(client: Client, migration: Migration) -> int:
-    """The live display, until the workflow closes."""
-    with Live(
-        Text("waiting for the first progress ..."), console=out, refresh_per_second=4
-    ) as live:
+    """The live display, until the workflow closes. Not on a terminal (a pipe, CI's
+    log), rich's Live prints only its last frame and no newline after it
+    (Textualize/rich#4192), so the next line ran into it: there the last progress is
+    printed as any other output instead."""
+    live = Live(Text("waiting for the first progress ..."), console=out, refresh_per_second=4)
+    view: Any = None
+    with live if out.is_terminal else contextlib.nullcontext():
         while True:
             status = await migration.status()
             if status != WorkflowExecutionStatus.RUNNING:
                 break
             try:
                 progress, the_plan = await migration.progress(), await migration.plan()
-                live.update(progress_view(migration.id, progress, the_plan))
+                view = progress_view(migration.id, progress, the_plan)
             except RPCError:
-                live.update(Text("no worker answers the progress query yet ..."))
+                view = Text("no worker answers the progress query yet ...")
+            live.update(view)
             await asyncio.sleep(1)
+    if view is not None and not out.is_terminal:
+        out.print(view)
     return await final(migration)
 
 
@@ -433,16 +445,36 @@ async def final(migration: Migration) -> int:
 @click.option("--json", "as_json", is_flag=True, help="print the progress query as JSON")
 @run_async
 async def status(migration_id: str, as_json: bool) -> int:
-    """Where a migration is now."""
+    """Where a migration is now (exit 1 when it failed or was cancelled)."""
     migration = get_migration(await connect(), migration_id)
-    if await migration.status() != WorkflowExecutionStatus.RUNNING:
-        return await final(migration)
-    progress = await migration.progress()
-    if as_json:
-        click.echo(progress.model_dump_json(indent=2))
-    else:
-        out.print(progress_view(migration_id, progress, await migration.plan()))
-    return 0
+    running = await migration.status() == WorkflowExecutionStatus.RUNNING
+    if not as_json:
+        if not running:
+            return await final(migration)
+        out.print(progress_view(migration_id, await migration.progress(), await migration.plan()))
+        return 0
+    progress = await migration.progress() if running else await ended_progress(migration)
+    click.echo(progress.model_dump_json(indent=2))
+    return 1 if progress.phase in ("failed", "cancelled") else 0
+
+
+async def ended_progress(migration: Migration) -> Progress:
+    """The progress of a migration that has ended: its query (a worker replays the
+    closed run to answer), else what its result or failure says."""
+    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+        return await migration.progress(rpc_timeout=timedelta(seconds=5))
+    try:
+        result = await migration.result()
+    except WorkflowFailureError as e:
+        cancelled = isinstance(e.cause, CancelledError)
+        return Progress(phase="cancelled" if cancelled else "failed", error=str(e.cause))
+    return Progress(
+        phase="aborted" if result.aborted else "done",
+        abort_reason=result.abort_reason,
+        finished=result.moved,
+        rolled_back=result.rolled_back,
+        placement=result.placement,
+    )
 
 
 @main.command()
