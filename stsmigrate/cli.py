@@ -70,6 +70,9 @@ from stsmigrate.codec import (
 )
 
 T = TypeVar("T")
+# The name kubectl runs this command by: ``kubectl stsmigrate`` finds the executable
+# ``kubectl-stsmigrate`` on PATH (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/).
+KUBECTL_PLUGIN = "kubectl stsmigrate"
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -127,8 +130,17 @@ def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="YAML (or JSON) file with MigrationRequest fields; flags override it",
         ),
         click.option("-s", "--statefulset", help="the StatefulSet to move"),
-        click.option("-n", "--namespace", help="its namespace in the source"),
-        click.option("--from", "source_context", help="source kubeconfig context"),
+        click.option(
+            "-n",
+            "--namespace",
+            help="its namespace in the source (kubectl stsmigrate: default the context's)",
+        ),
+        click.option(
+            "--from",
+            "--context",
+            "source_context",
+            help="source kubeconfig context (kubectl stsmigrate: default the current one)",
+        ),
         click.option("--to", "destination_context", help="destination kubeconfig context"),
         click.option(
             "--to-namespace",
@@ -167,8 +179,36 @@ def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def build_request(file: Path | None, **flags: Any) -> MigrationRequest:
-    fields: dict[str, Any] = {}
+def kubectl_defaults(kubeconfig: str | None = None) -> dict[str, str]:
+    """What kubectl would take when --context and -n are left out: the kubeconfig's
+    current context (KUBECONFIG, else ~/.kube/config) and that context's namespace
+    ("default" when it names none). Only names are read, never credentials; nothing
+    when there is no kubeconfig or no current context."""
+    from kubernetes.config import ConfigException, list_kube_config_contexts
+
+    path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        _, current = list_kube_config_contexts(config_file=path)
+    except (ConfigException, OSError):
+        return {}
+    if not current:
+        return {}
+    namespace = (current.get("context") or {}).get("namespace") or "default"
+    return {"source_context": current["name"], "namespace": namespace}
+
+
+def as_kubectl_plugin() -> bool:
+    """Run as ``kubectl stsmigrate`` (the kubectl-stsmigrate executable)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().info_name == KUBECTL_PLUGIN
+
+
+def build_request(
+    file: Path | None, *, defaults: dict[str, str] | None = None, **flags: Any
+) -> MigrationRequest:
+    """The request of -f FILE and the flags (flags win); ``defaults`` fill what both
+    leave out (kubectl's current context and namespace for the plugin)."""
+    fields: dict[str, Any] = dict(defaults or {})
     if file is not None:
         try:
             loaded = yaml.safe_load(file.read_text())
@@ -342,7 +382,8 @@ def main(ctx: click.Context, task_queue: str, ui_url: str) -> None:
 @run_async
 async def plan(obj: dict[str, Any], as_json: bool, file: Path | None, **flags: Any) -> int:
     """Dry run: check both clusters and print the plan. Exit 1 on blocking problems."""
-    request = build_request(file, **flags).model_copy(update={"dry_run": True})
+    defaults = kubectl_defaults() if as_kubectl_plugin() else {}
+    request = build_request(file, defaults=defaults, **flags).model_copy(update={"dry_run": True})
     client = await connect()
     plan_id = f"{default_migration_id(request)}/plan-{uuid.uuid4().hex[:8]}"
     migration = await start_migration(
@@ -373,7 +414,9 @@ async def start(
     obj: dict[str, Any], migration_id: str | None, wait: bool, file: Path | None, **flags: Any
 ) -> int:
     """Start a migration; print its id and the Temporal UI link."""
-    request = build_request(file, **flags)
+    request = build_request(
+        file, defaults=kubectl_defaults() if as_kubectl_plugin() else {}, **flags
+    )
     client = await connect()
     migration = await start_migration(
         client, request, migration_id=migration_id, task_queue=obj["task_queue"]
@@ -647,6 +690,13 @@ def worker() -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.execv(sys.executable, [sys.executable, "-P", "-m", "worker"])  # noqa: S606 (our argv)
+
+
+def kubectl_main() -> None:
+    """``kubectl stsmigrate``: the same commands, named and defaulted as kubectl does
+    (--context is the source context, -n its namespace, both from the kubeconfig when
+    left out)."""
+    main(prog_name=KUBECTL_PLUGIN)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,15 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from contract import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
-from stsmigrate.cli import build_request, ended_view, main, plan_view, progress_view, ui_link
+from stsmigrate.cli import (
+    build_request,
+    ended_view,
+    kubectl_defaults,
+    main,
+    plan_view,
+    progress_view,
+    ui_link,
+)
 from tests.support.paths import REPO
 
 FLAGS = {
@@ -110,6 +118,39 @@ def test_bad_input_is_refused_before_connecting(args: list[str], message: str) -
     result = runner.invoke(main, ["start", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_kubectl_stsmigrate_takes_the_current_context_and_its_namespace(tmp_path: Path) -> None:
+    """As kubectl does: --context and -n default to the kubeconfig's current context and
+    its namespace (KUBECONFIG); stsmigrate itself asks for them."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod-a\n"
+        "clusters: [{name: a, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts:\n- {name: prod-a, context: {cluster: a, user: u, namespace: shop}}\n"
+        "- {name: prod-b, context: {cluster: a, user: u}}\n"
+    )
+    runner = CliRunner(env={"TEMPORAL_ADDRESS": "127.0.0.1:1", "KUBECONFIG": str(kubeconfig)})
+    args = ["start", "-s", "Redis", "--to", "prod-b"]
+    plugin = runner.invoke(main, args, prog_name="kubectl stsmigrate")
+    assert plugin.exit_code == 2
+    assert "statefulset: Value error, 'Redis' is not a valid Kubernetes name" in plugin.output
+    assert "source_context" not in plugin.output and "namespace" not in plugin.output
+    plain = runner.invoke(main, args, prog_name="stsmigrate")
+    assert "source_context: Field required" in plain.output
+    assert "namespace: Field required" in plain.output
+    # Flags win over the kubeconfig.
+    flags = {**FLAGS, "statefulset": "redis", "destination_context": "prod-b"}
+    request = build_request(None, defaults=kubectl_defaults(str(kubeconfig)), **flags)
+    assert (request.source_context, request.namespace) == ("prod-a", "shop")
+    request = build_request(
+        None,
+        defaults=kubectl_defaults(str(kubeconfig)),
+        **{**flags, "source_context": "prod-c", "namespace": "web"},
+    )
+    assert (request.source_context, request.namespace) == ("prod-c", "web")
+    assert kubectl_defaults(str(tmp_path / "missing")) == {}
 
 
 @pytest.mark.parametrize(
