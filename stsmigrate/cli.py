@@ -17,8 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeVar, get_args
 
 import click
 import yaml
@@ -37,7 +36,7 @@ from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlre
 from temporalio.service import RPCError
 
 from activities.permissions import render_rbac
-from contract import plan_ordinals, progress_rows
+from contract import Phase, plan_ordinals, progress_rows
 from contract.errors import PREFLIGHT_FAILED
 from stsmigrate.api import (
     TASK_QUEUE,
@@ -68,6 +67,8 @@ from stsmigrate.codec import (
     new_key,
     server_token_from_env,
 )
+from stsmigrate.describe import describe_migration, list_migrations, list_query, ui_link
+from stsmigrate.views import describe_view, list_view
 
 T = TypeVar("T")
 # The name kubectl runs this command by: ``kubectl stsmigrate`` finds the executable
@@ -111,10 +112,6 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
         run(guarded(*args, **kwargs), propagate=(click.ClickException, BrokenPipeError))
 
     return wrapper
-
-
-def ui_link(ui: str, namespace: str, migration_id: str) -> str:
-    return f"{ui.rstrip('/')}/namespaces/{namespace}/workflows/{quote(migration_id, safe='')}"
 
 
 # -- request from flags and/or a YAML file ---------------------------------------------
@@ -518,6 +515,60 @@ async def ended_progress(migration: Migration) -> Progress:
         rolled_back=result.rolled_back,
         placement=result.placement,
     )
+
+
+@main.command()
+@click.argument("migration_id")
+@click.option("--json", "as_json", is_flag=True, help="print it as JSON")
+@click.pass_obj
+@run_async
+async def describe(obj: dict[str, Any], migration_id: str, as_json: bool) -> int:
+    """What a migration asked and did, from its history: request, plan, each block's
+    and rollback's step timings, blocked steps, where each ordinal runs, UI links."""
+    described = await describe_migration(await connect(), migration_id, obj["ui"])
+    if as_json:
+        click.echo(described.model_dump_json(indent=2))
+    else:
+        out.print(describe_view(described))
+    return 0
+
+
+@main.command("list")
+@click.option("-s", "--statefulset", help="only migrations of this StatefulSet")
+@click.option("-n", "--namespace", help="only those of this source namespace")
+@click.option("--phase", type=click.Choice(get_args(Phase)), help="only those in this phase")
+@click.option("--from", "--context", "source_context", help="only those from this context")
+@click.option("--limit", default=100, show_default=True, help="at most this many, newest first")
+@click.option("--json", "as_json", is_flag=True, help="print them as JSON")
+@click.pass_obj
+@run_async
+async def list_command(
+    obj: dict[str, Any],
+    statefulset: str | None,
+    namespace: str | None,
+    phase: str | None,
+    source_context: str | None,
+    limit: int,
+    as_json: bool,
+) -> int:
+    """Migrations with their phase, ordinal and contexts (from the search attributes;
+    dry runs of `plan` too)."""
+    filters = {
+        "statefulset": statefulset,
+        "namespace": namespace,
+        "phase": phase,
+        "source_context": source_context,
+    }
+    try:
+        list_query(**filters)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    found = await list_migrations(await connect(), obj["ui"], limit=limit, **filters)
+    if as_json:
+        click.echo("[" + ",".join(m.model_dump_json() for m in found) + "]")
+    else:
+        out.print(list_view(found))
+    return 0
 
 
 @main.command()
