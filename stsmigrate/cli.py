@@ -21,7 +21,7 @@ from typing import Any, TypeVar, get_args
 
 import click
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
@@ -67,13 +67,20 @@ from stsmigrate.codec import (
     new_key,
     server_token_from_env,
 )
-from stsmigrate.describe import describe_migration, list_migrations, list_query, ui_link
+from stsmigrate.describe import (
+    Listed,
+    describe_migration,
+    list_migrations,
+    list_query,
+    ui_link,
+)
 from stsmigrate.views import describe_view, list_view
 
 T = TypeVar("T")
 # The name kubectl runs this command by: ``kubectl stsmigrate`` finds the executable
 # ``kubectl-stsmigrate`` on PATH (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/).
 KUBECTL_PLUGIN = "kubectl stsmigrate"
+LISTED = TypeAdapter(list[Listed])
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -565,7 +572,7 @@ async def list_command(
         raise click.BadParameter(str(e)) from None
     found = await list_migrations(await connect(), obj["ui"], limit=limit, **filters)
     if as_json:
-        click.echo("[" + ",".join(m.model_dump_json() for m in found) + "]")
+        click.echo(LISTED.dump_json(found, indent=2).decode())
     else:
         out.print(list_view(found))
     return 0

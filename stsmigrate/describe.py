@@ -300,7 +300,7 @@ class _Reader:
         self.children[child.run_id] = child.model_copy(update=update)
 
 
-def _placement(plan: Plan | None, children: list[Child]) -> dict[str, str]:
+def placement(plan: Plan | None, children: list[Child]) -> dict[str, str]:
     """Where each ordinal runs, from the plan and what each child did since."""
     where: dict[int, str] = {}
     if plan is not None:
@@ -344,11 +344,11 @@ async def describe_migration(client: Client, migration_id: str, ui: str) -> Desc
                 children[i] = child.model_copy(update={"step": step})
     result = reader.result
     if result is not None and result.placement:
-        placement = result.placement
+        where = result.placement
     elif progress is not None and progress.placement:
-        placement = progress.placement
+        where = progress.placement
     else:
-        placement = _placement(reader.plan, children)
+        where = placement(reader.plan, children)
     rolled_back = (
         result.rolled_back
         if result is not None
@@ -367,7 +367,7 @@ async def describe_migration(client: Client, migration_id: str, ui: str) -> Desc
         children=children,
         blocked=reader.blocked,
         rolled_back=rolled_back,
-        placement=placement,
+        placement=where,
         progress=progress,
         result=result,
         error=reader.error or (progress.error if progress is not None else ""),

@@ -26,6 +26,7 @@ from stsmigrate.cli import (
     progress_view,
     ui_link,
 )
+from stsmigrate.describe import Child, placement
 from tests.support.paths import REPO
 
 FLAGS = {
@@ -258,3 +259,40 @@ def test_run_ends_the_process_with_the_coroutines_outcome(
         assert done.stderr == ""
     else:
         assert stderr in done.stderr
+
+
+def test_placement_follows_what_each_child_did() -> None:
+    """Where each ordinal runs while a migration runs (its result says it at the end):
+    the plan's sides, then each child's block moved, given back or in flight."""
+    plan = plan_of([2, 1, 0])
+
+    def child(kind: str, ordinals: list[int], status: str = "completed") -> Child:
+        result = None
+        if status == "completed":
+            rows = [OrdinalResult(ordinal=k) for k in ordinals]
+            result = rows[0].model_copy(update={"together": rows[1:]})
+        return Child.model_validate(
+            {
+                "workflow_id": f"m/{kind}-{ordinals[0]}",
+                "run_id": "r",
+                "kind": kind,
+                "ordinals": ordinals,
+                "status": status,
+                "result": result,
+            }
+        )
+
+    moved, back = child("move", [2, 1]), child("rollback", [1])
+    assert placement(plan, []) == {"2": "source", "1": "source", "0": "source"}
+    assert placement(plan, [moved]) == {"2": "destination", "1": "destination", "0": "source"}
+    assert placement(plan, [moved, back]) == {"2": "destination", "1": "source", "0": "source"}
+    again = child("move", [1, 0], status="running")
+    assert placement(plan, [moved, back, again]) == {
+        "2": "destination",
+        "1": "moving",
+        "0": "moving",
+    }
+    undone = child("move", [1, 0]).model_copy(
+        update={"result": OrdinalResult(ordinal=1, moved=False, undone=True)}
+    )
+    assert placement(plan, [moved, back, undone])["1"] == "source"
