@@ -6,8 +6,10 @@ devenv) runs as ``kubectl stsmigrate`` once it is on PATH."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
+import tomllib
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,15 +32,39 @@ class Installed:
         return {**os.environ, "PYTHONPATH": str(self.target), "PATH": path, "COLUMNS": "120"}
 
 
+def source_tree(into: Path) -> Path:
+    """What pyproject.toml packages, copied: a build leaves build/ behind in its source
+    tree, which a later build of the checkout could package stale files from."""
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())
+    setuptools = project["tool"]["setuptools"]
+    tree = into / "source"
+    tree.mkdir()
+    files = [
+        "pyproject.toml",
+        project["project"]["readme"],
+        *project["project"]["license-files"],
+        *(f"{m}.py" for m in setuptools["py-modules"]),
+    ]
+    for name in files:
+        shutil.copy2(REPO / name, tree / name)
+    for pattern in setuptools["packages"]["find"]["include"]:
+        package = pattern.removesuffix("*")
+        shutil.copytree(
+            REPO / package, tree / package, ignore=shutil.ignore_patterns("__pycache__")
+        )
+    return tree
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
+    source = source_tree(tmp_path_factory.mktemp("build"))
     wheels = tmp_path_factory.mktemp("wheel")
     target = tmp_path_factory.mktemp("installed")
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check"]
     # Build isolation as a user's pip install has it: the build backend pyproject.toml
     # asks for, from the package index.
     built = subprocess.run(
-        [*pip, "wheel", "--no-deps", str(REPO), "-w", str(wheels)],
+        [*pip, "wheel", "--no-deps", str(source), "-w", str(wheels)],
         capture_output=True,
         text=True,
         timeout=300,
