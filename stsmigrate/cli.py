@@ -4,6 +4,10 @@ Built on click (arguments, help, errors), PyYAML (request files) and rich (table
 and the live progress display). The Temporal connection comes from the
 environment exactly as for the Temporal CLI (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE and its config file).
+
+The same commands run as the kubectl plugin ``kubectl stsmigrate`` (the executable
+``kubectl-stsmigrate``, ``kubectl_main``), which takes the source context and namespace
+from the kubeconfig as kubectl does when they are left out.
 """
 
 from __future__ import annotations
