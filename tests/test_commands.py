@@ -206,5 +206,29 @@ async def test_list_filters_by_statefulset_phase_and_namespace(
     ]
     assert d.plan is not None and [o.ordinal for o in d.plan.ordinals] == [2, 1, 0]
     assert d.placement == {"2": "destination", "1": "destination", "0": "source"}
+    code, out, err = await fake.run("describe", waiting.id)
+    assert code == 0, err
+    words = " ".join(out.split())
+    for shown in ("Status: running (phase awaiting_approval)", "Runs: 3", "Now:"):
+        assert shown in words, out
+    assert "Waiting for approval of: 0" in words, out
     await waiting.abort()
     assert (await waiting.result()).aborted
+
+
+async def test_status_json_of_an_ended_migration_without_a_worker_comes_from_its_result(
+    temporal_env: WorkflowEnvironment,
+) -> None:
+    """No worker answers the query of the closed run: the result says the same."""
+    clusters = FakeClusters(list(SEARCH_ATTRIBUTES))
+    task_queue = f"commands-{uuid.uuid4().hex[:8]}"
+    async with fake_worker(temporal_env.client, task_queue, clusters.activities()):
+        migration, _ = await start(temporal_env.client, task_queue)
+        await migration.result()
+    address = temporal_env.client.service_client.config.target_host
+    code, out, err = await stsmigrate(address, task_queue, "status", "--json", migration.id)
+    assert code == 0, err
+    progress = Progress.model_validate_json(out)
+    assert progress.phase == "done"
+    assert progress.placement == {"2": "destination", "1": "destination", "0": "destination"}
+    assert [r.ordinal for r in progress.finished] == [2, 1, 0]
