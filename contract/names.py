@@ -29,6 +29,11 @@ SEARCH_ATTRIBUTES: dict[str, str] = {
 }
 
 
+# Signals a child sends its parent (MigrateOrdinal to MigrateStatefulSet); ``stsmigrate
+# describe`` reads the block reports back from the parent's history.
+ORDINAL_STEP = "ordinal_step"  # the step the child is in, for the parent's progress
+ORDINAL_BLOCKED = "ordinal_blocked"  # a step is blocked: the parent pauses with the reason
+
 MANAGED_BY = "statefulset-migrator"
 LABEL_MIGRATION = "stsmigrate.dev/migration"  # short hash of the migration id (label-safe)
 LABEL_ORDINAL = "stsmigrate.dev/ordinal"

@@ -216,10 +216,12 @@ class Migration:
     def id(self) -> str:
         return self.handle.id
 
-    async def progress(self) -> Progress:
+    async def progress(self, *, rpc_timeout: timedelta | None = None) -> Progress:
         """The parent's progress; the step of the ordinal in flight from its child (a
         lean history has no report per step), when the child answers."""
-        progress = await self.handle.query("progress", result_type=Progress)
+        progress = await self.handle.query(
+            "progress", result_type=Progress, rpc_timeout=rpc_timeout
+        )
         if progress.child is None:
             return progress
         child = self.client.get_workflow_handle(progress.child)

@@ -4,6 +4,10 @@ Built on click (arguments, help, errors), PyYAML (request files) and rich (table
 and the live progress display). The Temporal connection comes from the
 environment exactly as for the Temporal CLI (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
 TEMPORAL_API_KEY, TEMPORAL_TLS_*, TEMPORAL_PROFILE and its config file).
+
+The same commands run as the kubectl plugin ``kubectl stsmigrate`` (the executable
+``kubectl-stsmigrate``, ``kubectl_main``), which takes the source context and namespace
+from the kubeconfig as kubectl does when they are left out.
 """
 
 from __future__ import annotations
@@ -15,23 +19,28 @@ import os
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
+from datetime import timedelta
 from pathlib import Path
-from typing import Any, TypeVar
-from urllib.parse import quote
+from typing import Any, TypeVar, get_args
 
 import click
 import yaml
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from rich.console import Console, Group
 from rich.live import Live
 from rich.table import Table
 from rich.text import Text
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowFailureError
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowQueryFailedError,
+)
+from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
 from temporalio.service import RPCError
 
 from activities.permissions import render_rbac
-from contract import plan_ordinals, progress_rows
+from contract import Phase, plan_ordinals, progress_rows
 from contract.errors import PREFLIGHT_FAILED
 from stsmigrate.api import (
     TASK_QUEUE,
@@ -62,8 +71,20 @@ from stsmigrate.codec import (
     new_key,
     server_token_from_env,
 )
+from stsmigrate.describe import (
+    Listed,
+    describe_migration,
+    list_migrations,
+    list_query,
+    ui_link,
+)
+from stsmigrate.views import describe_view, list_view
 
 T = TypeVar("T")
+# The name kubectl runs this command by: ``kubectl stsmigrate`` finds the executable
+# ``kubectl-stsmigrate`` on PATH (https://kubernetes.io/docs/tasks/extend-kubectl/kubectl-plugins/).
+KUBECTL_PLUGIN = "kubectl stsmigrate"
+LISTED = TypeAdapter(list[Listed])
 out = Console(highlight=False)
 err = Console(stderr=True, highlight=False)
 
@@ -104,10 +125,6 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
     return wrapper
 
 
-def ui_link(ui: str, namespace: str, migration_id: str) -> str:
-    return f"{ui.rstrip('/')}/namespaces/{namespace}/workflows/{quote(migration_id, safe='')}"
-
-
 # -- request from flags and/or a YAML file ---------------------------------------------
 
 
@@ -121,8 +138,17 @@ def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             help="YAML (or JSON) file with MigrationRequest fields; flags override it",
         ),
         click.option("-s", "--statefulset", help="the StatefulSet to move"),
-        click.option("-n", "--namespace", help="its namespace in the source"),
-        click.option("--from", "source_context", help="source kubeconfig context"),
+        click.option(
+            "-n",
+            "--namespace",
+            help="its namespace in the source (kubectl stsmigrate: default the context's)",
+        ),
+        click.option(
+            "--from",
+            "--context",
+            "source_context",
+            help="source kubeconfig context (kubectl stsmigrate: default the current one)",
+        ),
         click.option("--to", "destination_context", help="destination kubeconfig context"),
         click.option(
             "--to-namespace",
@@ -161,8 +187,36 @@ def request_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     return fn
 
 
-def build_request(file: Path | None, **flags: Any) -> MigrationRequest:
-    fields: dict[str, Any] = {}
+def kubectl_defaults(kubeconfig: str | None = None) -> dict[str, str]:
+    """What kubectl would take when --context and -n are left out: the kubeconfig's
+    current context (KUBECONFIG, else ~/.kube/config) and that context's namespace
+    ("default" when it names none). Only names are read, never credentials; nothing
+    when there is no kubeconfig or no current context."""
+    from kubernetes.config import ConfigException, list_kube_config_contexts
+
+    path = kubeconfig or os.environ.get("KUBECONFIG") or "~/.kube/config"
+    try:
+        _, current = list_kube_config_contexts(config_file=path)
+    except (ConfigException, OSError):
+        return {}
+    if not current:
+        return {}
+    namespace = (current.get("context") or {}).get("namespace") or "default"
+    return {"source_context": current["name"], "namespace": namespace}
+
+
+def as_kubectl_plugin() -> bool:
+    """Run as ``kubectl stsmigrate`` (the kubectl-stsmigrate executable)."""
+    ctx = click.get_current_context(silent=True)
+    return ctx is not None and ctx.find_root().info_name == KUBECTL_PLUGIN
+
+
+def build_request(
+    file: Path | None, *, defaults: dict[str, str] | None = None, **flags: Any
+) -> MigrationRequest:
+    """The request of -f FILE and the flags (flags win); ``defaults`` fill what both
+    leave out (kubectl's current context and namespace for the plugin)."""
+    fields: dict[str, Any] = dict(defaults or {})
     if file is not None:
         try:
             loaded = yaml.safe_load(file.read_text())
@@ -336,7 +390,8 @@ def main(ctx: click.Context, task_queue: str, ui_url: str) -> None:
 @run_async
 async def plan(obj: dict[str, Any], as_json: bool, file: Path | None, **flags: Any) -> int:
     """Dry run: check both clusters and print the plan. Exit 1 on blocking problems."""
-    request = build_request(file, **flags).model_copy(update={"dry_run": True})
+    defaults = kubectl_defaults() if as_kubectl_plugin() else {}
+    request = build_request(file, defaults=defaults, **flags).model_copy(update={"dry_run": True})
     client = await connect()
     plan_id = f"{default_migration_id(request)}/plan-{uuid.uuid4().hex[:8]}"
     migration = await start_migration(
@@ -367,7 +422,9 @@ async def start(
     obj: dict[str, Any], migration_id: str | None, wait: bool, file: Path | None, **flags: Any
 ) -> int:
     """Start a migration; print its id and the Temporal UI link."""
-    request = build_request(file, **flags)
+    request = build_request(
+        file, defaults=kubectl_defaults() if as_kubectl_plugin() else {}, **flags
+    )
     client = await connect()
     migration = await start_migration(
         client, request, migration_id=migration_id, task_queue=obj["task_queue"]
@@ -380,20 +437,26 @@ async def start(
 
 
 async def follow(client: Client, migration: Migration) -> int:
-    """The live display, until the workflow closes."""
-    with Live(
-        Text("waiting for the first progress ..."), console=out, refresh_per_second=4
-    ) as live:
+    """The live display, until the workflow closes. Not on a terminal (a pipe, CI's
+    log), rich's Live prints only its last frame and no newline after it
+    (Textualize/rich#4192), so the next line ran into it: there the last progress is
+    printed as any other output instead."""
+    live = Live(Text("waiting for the first progress ..."), console=out, refresh_per_second=4)
+    view: Any = None
+    with live if out.is_terminal else contextlib.nullcontext():
         while True:
             status = await migration.status()
             if status != WorkflowExecutionStatus.RUNNING:
                 break
             try:
                 progress, the_plan = await migration.progress(), await migration.plan()
-                live.update(progress_view(migration.id, progress, the_plan))
+                view = progress_view(migration.id, progress, the_plan)
             except RPCError:
-                live.update(Text("no worker answers the progress query yet ..."))
+                view = Text("no worker answers the progress query yet ...")
+            live.update(view)
             await asyncio.sleep(1)
+    if view is not None and not out.is_terminal:
+        out.print(view)
     return await final(migration)
 
 
@@ -433,15 +496,89 @@ async def final(migration: Migration) -> int:
 @click.option("--json", "as_json", is_flag=True, help="print the progress query as JSON")
 @run_async
 async def status(migration_id: str, as_json: bool) -> int:
-    """Where a migration is now."""
+    """Where a migration is now (exit 1 when it failed or was cancelled)."""
     migration = get_migration(await connect(), migration_id)
-    if await migration.status() != WorkflowExecutionStatus.RUNNING:
-        return await final(migration)
-    progress = await migration.progress()
+    running = await migration.status() == WorkflowExecutionStatus.RUNNING
+    if not as_json:
+        if not running:
+            return await final(migration)
+        out.print(progress_view(migration_id, await migration.progress(), await migration.plan()))
+        return 0
+    progress = await migration.progress() if running else await ended_progress(migration)
+    click.echo(progress.model_dump_json(indent=2))
+    return 1 if progress.phase in ("failed", "cancelled") else 0
+
+
+async def ended_progress(migration: Migration) -> Progress:
+    """The progress of a migration that has ended: its query (a worker replays the
+    closed run to answer), else what its result or failure says."""
+    with contextlib.suppress(RPCError, WorkflowQueryFailedError):
+        return await migration.progress(rpc_timeout=timedelta(seconds=5))
+    try:
+        result = await migration.result()
+    except WorkflowFailureError as e:
+        cancelled = isinstance(e.cause, CancelledError)
+        return Progress(phase="cancelled" if cancelled else "failed", error=str(e.cause))
+    return Progress(
+        phase="aborted" if result.aborted else "done",
+        abort_reason=result.abort_reason,
+        finished=result.moved,
+        rolled_back=result.rolled_back,
+        placement=result.placement,
+    )
+
+
+@main.command()
+@click.argument("migration_id")
+@click.option("--json", "as_json", is_flag=True, help="print it as JSON")
+@click.pass_obj
+@run_async
+async def describe(obj: dict[str, Any], migration_id: str, as_json: bool) -> int:
+    """What a migration asked and did, from its history: request, plan, each block's
+    and rollback's step timings, blocked steps, where each ordinal runs, UI links."""
+    described = await describe_migration(await connect(), migration_id, obj["ui"])
     if as_json:
-        click.echo(progress.model_dump_json(indent=2))
+        click.echo(described.model_dump_json(indent=2))
     else:
-        out.print(progress_view(migration_id, progress, await migration.plan()))
+        out.print(describe_view(described))
+    return 0
+
+
+@main.command("list")
+@click.option("-s", "--statefulset", help="only migrations of this StatefulSet")
+@click.option("-n", "--namespace", help="only those of this source namespace")
+@click.option("--phase", type=click.Choice(get_args(Phase)), help="only those in this phase")
+@click.option("--from", "--context", "source_context", help="only those from this context")
+@click.option("--limit", default=100, show_default=True, help="at most this many, newest first")
+@click.option("--json", "as_json", is_flag=True, help="print them as JSON")
+@click.pass_obj
+@run_async
+async def list_command(
+    obj: dict[str, Any],
+    statefulset: str | None,
+    namespace: str | None,
+    phase: str | None,
+    source_context: str | None,
+    limit: int,
+    as_json: bool,
+) -> int:
+    """Migrations with their phase, ordinal and contexts (from the search attributes;
+    dry runs of `plan` too)."""
+    filters = {
+        "statefulset": statefulset,
+        "namespace": namespace,
+        "phase": phase,
+        "source_context": source_context,
+    }
+    try:
+        list_query(**filters)
+    except ValueError as e:
+        raise click.BadParameter(str(e)) from None
+    found = await list_migrations(await connect(), obj["ui"], limit=limit, **filters)
+    if as_json:
+        click.echo(LISTED.dump_json(found, indent=2).decode())
+    else:
+        out.print(list_view(found))
     return 0
 
 
@@ -615,6 +752,13 @@ def worker() -> None:
     for stream in (sys.stdout, sys.stderr):
         stream.flush()
     os.execv(sys.executable, [sys.executable, "-P", "-m", "worker"])  # noqa: S606 (our argv)
+
+
+def kubectl_main() -> None:
+    """``kubectl stsmigrate``: the same commands, named and defaulted as kubectl does
+    (--context is the source context, -n its namespace, both from the kubeconfig when
+    left out)."""
+    main(prog_name=KUBECTL_PLUGIN)
 
 
 if __name__ == "__main__":

@@ -17,7 +17,16 @@ from click.testing import CliRunner
 from rich.console import Console
 
 from contract import OrdinalPlan, OrdinalResult, Plan, Problem, Progress, StepTiming
-from stsmigrate.cli import build_request, ended_view, main, plan_view, progress_view, ui_link
+from stsmigrate.cli import (
+    build_request,
+    ended_view,
+    kubectl_defaults,
+    main,
+    plan_view,
+    progress_view,
+    ui_link,
+)
+from stsmigrate.describe import Child, placement
 from tests.support.paths import REPO
 
 FLAGS = {
@@ -110,6 +119,39 @@ def test_bad_input_is_refused_before_connecting(args: list[str], message: str) -
     result = runner.invoke(main, ["start", *args])
     assert result.exit_code == 2
     assert message in result.output
+
+
+def test_kubectl_stsmigrate_takes_the_current_context_and_its_namespace(tmp_path: Path) -> None:
+    """As kubectl does: --context and -n default to the kubeconfig's current context and
+    its namespace (KUBECONFIG); stsmigrate itself asks for them."""
+    kubeconfig = tmp_path / "config"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: prod-a\n"
+        "clusters: [{name: a, cluster: {server: 'https://127.0.0.1:1'}}]\n"
+        "users: [{name: u, user: {}}]\n"
+        "contexts:\n- {name: prod-a, context: {cluster: a, user: u, namespace: shop}}\n"
+        "- {name: prod-b, context: {cluster: a, user: u}}\n"
+    )
+    runner = CliRunner(env={"TEMPORAL_ADDRESS": "127.0.0.1:1", "KUBECONFIG": str(kubeconfig)})
+    args = ["start", "-s", "Redis", "--to", "prod-b"]
+    plugin = runner.invoke(main, args, prog_name="kubectl stsmigrate")
+    assert plugin.exit_code == 2
+    assert "statefulset: Value error, 'Redis' is not a valid Kubernetes name" in plugin.output
+    assert "source_context" not in plugin.output and "namespace" not in plugin.output
+    plain = runner.invoke(main, args, prog_name="stsmigrate")
+    assert "source_context: Field required" in plain.output
+    assert "namespace: Field required" in plain.output
+    # Flags win over the kubeconfig.
+    flags = {**FLAGS, "statefulset": "redis", "destination_context": "prod-b"}
+    request = build_request(None, defaults=kubectl_defaults(str(kubeconfig)), **flags)
+    assert (request.source_context, request.namespace) == ("prod-a", "shop")
+    request = build_request(
+        None,
+        defaults=kubectl_defaults(str(kubeconfig)),
+        **{**flags, "source_context": "prod-c", "namespace": "web"},
+    )
+    assert (request.source_context, request.namespace) == ("prod-c", "web")
+    assert kubectl_defaults(str(tmp_path / "missing")) == {}
 
 
 @pytest.mark.parametrize(
@@ -217,3 +259,40 @@ def test_run_ends_the_process_with_the_coroutines_outcome(
         assert done.stderr == ""
     else:
         assert stderr in done.stderr
+
+
+def test_placement_follows_what_each_child_did() -> None:
+    """Where each ordinal runs while a migration runs (its result says it at the end):
+    the plan's sides, then each child's block moved, given back or in flight."""
+    plan = plan_of([2, 1, 0])
+
+    def child(kind: str, ordinals: list[int], status: str = "completed") -> Child:
+        result = None
+        if status == "completed":
+            rows = [OrdinalResult(ordinal=k) for k in ordinals]
+            result = rows[0].model_copy(update={"together": rows[1:]})
+        return Child.model_validate(
+            {
+                "workflow_id": f"m/{kind}-{ordinals[0]}",
+                "run_id": "r",
+                "kind": kind,
+                "ordinals": ordinals,
+                "status": status,
+                "result": result,
+            }
+        )
+
+    moved, back = child("move", [2, 1]), child("rollback", [1])
+    assert placement(plan, []) == {"2": "source", "1": "source", "0": "source"}
+    assert placement(plan, [moved]) == {"2": "destination", "1": "destination", "0": "source"}
+    assert placement(plan, [moved, back]) == {"2": "destination", "1": "source", "0": "source"}
+    again = child("move", [1, 0], status="running")
+    assert placement(plan, [moved, back, again]) == {
+        "2": "destination",
+        "1": "moving",
+        "0": "moving",
+    }
+    undone = child("move", [1, 0]).model_copy(
+        update={"result": OrdinalResult(ordinal=1, moved=False, undone=True)}
+    )
+    assert placement(plan, [moved, back, undone])["1"] == "source"

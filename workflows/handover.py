@@ -39,6 +39,8 @@ from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 with workflow.unsafe.imports_passed_through():
     from activities.migration import MigrationActivities
     from contract import (
+        ORDINAL_BLOCKED,
+        ORDINAL_STEP,
         PAUSED_AT_SAFE_POINT,
         BudgetInput,
         ClaimsBoundInput,
@@ -78,10 +80,6 @@ from workflows.options import (
 )
 
 T = TypeVar("T")
-
-# Signals a child sends its parent (MigrateStatefulSet handles them).
-ORDINAL_STEP = "ordinal_step"  # the step the child is in, for the parent's progress
-ORDINAL_BLOCKED = "ordinal_blocked"  # a step is blocked: the parent pauses with the reason
 
 # How far a hand-over got: what its undo has to reverse (each is set as its step begins,
 # so a step that failed half-way is reversed too; every reverse step converges).

@@ -86,6 +86,7 @@ class FakeClusters:
         self.asked_for_running: list[str] = []
         self.plans = 0  # preflights run (one per run of a migration)
         self.plan_problems: list[Problem] = []  # what the next preflights find
+        self.plan_warnings: list[str] = []  # and warn of
         self.plan_fails = False  # the next preflights fail (non-retryable)
         self.in_flight: list[int] = []  # each share's ordinals in flight
         # Seconds each pod/claim wait takes; the most of each that ran at once.
@@ -119,6 +120,7 @@ class FakeClusters:
                 raise ApplicationError("source: preflight broke", non_retryable=True)
             return Plan(
                 problems=self.plan_problems,
+                warnings=self.plan_warnings,
                 migration_id=task.migration_id,
                 source_context=r.source_context,
                 destination_context=r.destination_context,
