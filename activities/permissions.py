@@ -52,6 +52,21 @@ class Rule:
     optional: bool = False
 
 
+def _events(side: Side) -> Rule:
+    """The Events of each step written in ``side`` (best effort)."""
+    return Rule(
+        side,
+        "events.k8s.io",
+        "events",
+        ("create",),
+        True,
+        ("move", "rollback"),
+        "Kubernetes Events about each step (activities/events.py), for kubectl describe "
+        "and kubectl events. Optional: without it no Events are written and preflight warns.",
+        optional=True,
+    )
+
+
 def _autoscalers(side: Side) -> tuple[Rule, ...]:
     """Preflight's look for other writers of the StatefulSet's replicas in ``side``."""
     reads = [
@@ -159,17 +174,7 @@ RULES: tuple[Rule, ...] = (
         "PDB's own spec kept in an annotation) and restore it at the end.",
     ),
     *_autoscalers("source"),
-    Rule(
-        "source",
-        "events.k8s.io",
-        "events",
-        ("create",),
-        True,
-        ("move", "rollback"),
-        "Kubernetes Events about each step (activities/events.py), for kubectl describe "
-        "and kubectl events. Optional: without it no Events are written and preflight warns.",
-        optional=True,
-    ),
+    _events("source"),
     # -- source, cluster-scoped ----------------------------------------------------
     Rule(
         "source",
@@ -296,17 +301,7 @@ RULES: tuple[Rule, ...] = (
         "Preflight: room in the namespace's quotas for the moved pods and claims.",
     ),
     *_autoscalers("destination"),
-    Rule(
-        "destination",
-        "events.k8s.io",
-        "events",
-        ("create",),
-        True,
-        ("move", "rollback"),
-        "Kubernetes Events about each step (activities/events.py), for kubectl describe "
-        "and kubectl events. Optional: without it no Events are written and preflight warns.",
-        optional=True,
-    ),
+    _events("destination"),
     # -- destination, cluster-scoped -----------------------------------------------
     Rule(
         "destination",

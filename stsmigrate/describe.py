@@ -143,7 +143,7 @@ async def _decode(client: Client, payloads: Payloads, kind: type[Any]) -> Any:
     return values[0] if values else None
 
 
-async def _runs(client: Client, migration_id: str) -> list[WorkflowHistory]:
+async def runs_of(client: Client, migration_id: str) -> list[WorkflowHistory]:
     """Every run of the migration's newest chain, the first first."""
     found = [await client.get_workflow_handle(migration_id).fetch_history()]
     while True:
@@ -318,7 +318,7 @@ def placement(plan: Plan | None, children: list[Child]) -> dict[str, str]:
 async def describe_migration(client: Client, migration_id: str, ui: str) -> Description:
     """Everything ``stsmigrate describe`` shows; RPCError when there is no such
     migration."""
-    runs = await _runs(client, migration_id)
+    runs = await runs_of(client, migration_id)
     first = runs[0].events[0]
     request = await _decode(
         client, first.workflow_execution_started_event_attributes.input, MigrationRequest

@@ -11,6 +11,7 @@ from temporalio.client import Client, WorkflowHistory
 from temporalio.service import RPCError
 from temporalio.testing import WorkflowEnvironment
 
+from stsmigrate.describe import runs_of
 from tests.support.paths import HISTORIES
 
 
@@ -26,17 +27,9 @@ async def histories(env: WorkflowEnvironment, migration_id: str) -> list[Workflo
 
 
 async def runs(temporal: Client, migration_id: str) -> list[WorkflowHistory]:
-    """Every run of a migration that continued as new, the first first."""
-    handle = temporal.get_workflow_handle(migration_id)
-    found = [await handle.fetch_history()]
-    while True:
-        started = found[0].events[0].workflow_execution_started_event_attributes
-        if not started.continued_execution_run_id:
-            return found
-        earlier = temporal.get_workflow_handle(
-            migration_id, run_id=started.continued_execution_run_id
-        )
-        found.insert(0, await earlier.fetch_history())
+    """Every run of a migration that continued as new, the first first (as
+    ``stsmigrate describe`` reads them)."""
+    return await runs_of(temporal, migration_id)
 
 
 def record(name: str, history: WorkflowHistory) -> None:
