@@ -17,7 +17,7 @@ from contract import CleanupResult, MigrationResult
 from stsmigrate.api import StillRunning, start_cleanup
 from tests.cluster.test_migration import our_events, reasons
 from tests.support.apps import deploy_app, statefulset
-from tests.support.cluster_state import snapshot
+from tests.support.cluster_state import release_fence, snapshot
 from tests.support.processes import WorkerProcess
 from tests.support.scenarios import observing, request_for
 from tests.support.waits import wait_for
@@ -40,18 +40,6 @@ def volumes_of(api: client.ApiClient, namespace: str) -> dict[str, Any]:
 def pods_of(api: client.ApiClient, namespace: str, name: str) -> list[str]:
     pods: Any = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={name}")
     return sorted(p.metadata.name for p in pods.items)
-
-
-def release_fence(api: client.ApiClient, namespace: str, name: str) -> None:
-    """What a human does once nothing points the app at the source: let it go (and the
-    test's namespace be deleted)."""
-    apps = client.AppsV1Api(api)
-    try:
-        sts: Any = apps.read_namespaced_stateful_set(name, namespace)
-    except client.exceptions.ApiException:
-        return
-    kept = [f for f in sts.metadata.finalizers or [] if f != FENCE]
-    apps.patch_namespaced_stateful_set(name, namespace, {"metadata": {"finalizers": kept}})
 
 
 async def migrate(
