@@ -36,8 +36,8 @@ from activities.preflight import lacking
 from activities.volumes import ANNOTATION_ORIGINAL_POLICY
 from contract import (
     ANNOTATION_LOCK,
-    ANNOTATION_SOURCE,
     ANNOTATION_MOVED_TO,
+    ANNOTATION_SOURCE,
     FINALIZER_FENCE,
     LABEL_MIGRATION,
     CleanupInput,

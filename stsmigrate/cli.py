@@ -52,7 +52,6 @@ from stsmigrate.api import (
     AbortRequest,
     ApprovalPolicy,
     ApproveRequest,
-    CleanupResult,
     Migration,
     MigrationRequest,
     MigrationResult,
@@ -86,7 +85,7 @@ from stsmigrate.describe import (
     list_query,
     ui_link,
 )
-from stsmigrate.views import describe_view, list_view
+from stsmigrate.views import cleanup_table, describe_view, list_view
 
 T = TypeVar("T")
 # The name kubectl runs this command by: ``kubectl stsmigrate`` finds the executable
@@ -364,17 +363,10 @@ def result_view(result: MigrationResult) -> Group:
         table,
     ]
     if result.cleanup is not None:
-        parts.append(cleanup_view(result.cleanup))
+        parts.append(cleanup_table(result.cleanup))
     if result.cleanup_skipped:
         parts.append(Text(f"no clean finish: {result.cleanup_skipped}", style="yellow"))
     return Group(*parts)
-
-
-def cleanup_view(result: CleanupResult) -> Group:
-    table = Table("object", "done", "detail")
-    for step in result.steps:
-        table.add_row(step.object, step.action, step.detail)
-    return Group(Text(f"clean finish of {result.migration_id}", style="bold"), table)
 
 
 # -- commands --------------------------------------------------------------------------
@@ -593,7 +585,7 @@ async def cleanup(obj: dict[str, Any], migration_id: str, wait: bool) -> int:
             cause = cause.cause
         err.print(f"[red]{handle.id} failed:[/] {cause}")
         return 1
-    out.print(cleanup_view(result))
+    out.print(cleanup_table(result))
     return 0
 
 
