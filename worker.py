@@ -304,6 +304,7 @@ def activities_of(
         migration.restore_reclaim_policies,
         server.registered_search_attributes,
         server.running_workflows,
+        server.running_children,
     ]
 
 

@@ -1,22 +1,30 @@
 """The clean finish of a migration whose every ordinal runs in the destination
 (workflows/cleanup.py runs these in this order; each converges):
 
-1. ``plan_cleanup`` (read only): refused while anything still runs in the source;
+1. ``plan_cleanup`` (read only): refused while anything still runs in the source
+   (an ordinal, a pod, a Bound claim of the app, a moved volume Bound there), while
+   another migration holds either StatefulSet's lock, or without the permissions;
    the moved volumes and what the destination's provisioner needs to own them.
-2. ``fence_source_statefulset``: the empty source StatefulSet is deleted and held
-   by the finalizer ``stsmigrate.dev/fence``. A held StatefulSet cannot be created
-   again (a GitOps sync only patches it, ``replicas`` included) and its controller
-   creates no pod while it is being deleted (pkg/controller/statefulset:
-   ``updateStatefulSet`` returns early on a deletionTimestamp), so no later sync can
-   start an identity in the source. Removing the finalizer by hand lets it go.
-3. ``remove_source_volumes``: each moved volume's Released source PV object is
-   deleted once it is Retain (made so first if somebody changed it). A Retain PV's
-   storage is never deleted with its object; the destination's PV describes it.
+   (The workflow also refuses while a child of the migration still runs.)
+2. ``fence_source_statefulset``: the empty source StatefulSet is deleted (orphaning
+   its dependents) and held by the finalizer ``stsmigrate.dev/fence``. A held
+   StatefulSet cannot be created again (a GitOps apply or patch only changes it,
+   ``replicas`` included) and its controller creates no pod while it is being
+   deleted (pkg/controller/statefulset: ``updateStatefulSet`` returns early on a
+   deletionTimestamp), so no later sync can start an identity in the source. An
+   update that drops the finalizer (a replace) is what deploy/admission.yaml's
+   ``stsmigrate-fence`` policy refuses; removing it by hand lets it go.
+3. ``remove_source_volumes``: what the destination's provisioner will need is kept
+   on each destination PV (``stsmigrate.dev/provisioned-by`` and the deletion
+   secret's names), then each moved volume's Released source PV object is deleted,
+   only while it is Retain (one somebody set to Delete is refused: its storage may
+   be gone). A Retain PV's storage is never deleted with its object; the
+   destination's PV describes it.
 4. ``restore_reclaim_policies``: each destination PV gets its original reclaim
-   policy back, with the annotations its provisioner needs to recognise it
-   (``pv.kubernetes.io/provisioned-by``, the deletion secret's names), but only
-   while no source PV still describes the same storage and only when the
-   destination's storage class is provisioned by the driver that made the volume.
+   policy back, with ``pv.kubernetes.io/provisioned-by`` (and the deletion secret's
+   names), only while no source PV still describes the same storage, no migration
+   holds the destination StatefulSet, and the destination's storage class is
+   provisioned by the driver that made the volume (with the same deletion secret).
 
 The source's fence claims (Pending, labelled ``stsmigrate.dev/fence``) stay: with
 the StatefulSet held they are a second fence, and deleting them is the owner's
@@ -24,6 +32,8 @@ call once nothing points the app at the source any more.
 """
 
 from __future__ import annotations
+
+import re
 
 import structlog
 from temporalio import activity
@@ -39,6 +49,7 @@ from contract import (
     ANNOTATION_MOVED_TO,
     ANNOTATION_SOURCE,
     FINALIZER_FENCE,
+    LABEL_FENCE,
     LABEL_MIGRATION,
     CleanupInput,
     CleanupPlan,
@@ -50,11 +61,22 @@ from contract.errors import CLEANUP_REFUSED, CONFLICT
 log = structlog.get_logger(__name__)
 
 PROVISIONED_BY = "pv.kubernetes.io/provisioned-by"
-# The names (never the data) of the Secret a CSI driver's DeleteVolume needs.
-DELETION_SECRET = (
-    "volume.kubernetes.io/provisioner-deletion-secret-name",
-    "volume.kubernetes.io/provisioner-deletion-secret-namespace",
-)
+# The names (never the data) of the Secret a CSI driver's DeleteVolume needs, and the
+# storage class parameters that name it.
+SECRET_NAME = "volume.kubernetes.io/provisioner-deletion-secret-name"  # noqa: S105
+SECRET_NAMESPACE = "volume.kubernetes.io/provisioner-deletion-secret-namespace"  # noqa: S105
+DELETION_SECRET = (SECRET_NAME, SECRET_NAMESPACE)
+CLASS_SECRET = {
+    SECRET_NAME: "csi.storage.k8s.io/provisioner-secret-name",
+    SECRET_NAMESPACE: "csi.storage.k8s.io/provisioner-secret-namespace",
+}
+# Where the destination PV keeps them once the source PV (their only copy: imports
+# drop pv.kubernetes.io/ and volume.kubernetes.io/ annotations) is gone.
+KEPT = {
+    PROVISIONED_BY: "stsmigrate.dev/provisioned-by",
+    SECRET_NAME: "stsmigrate.dev/provisioner-deletion-secret-name",
+    SECRET_NAMESPACE: "stsmigrate.dev/provisioner-deletion-secret-namespace",
+}
 
 
 def refused(message: str) -> ApplicationError:
@@ -93,9 +115,12 @@ class CleanupActivities(ConvergingActivities):
                 f"StatefulSet {r.target_namespace}/{r.statefulset} in {r.destination_context} "
                 "owns no ordinal: the clean finish is for a migration that moved them all"
             )
+        _refuse_if_locked(dst, target)
+        _refuse_bound_claims(src, r.namespace, r.statefulset, sts or target)
         # Every volume imported from this source StatefulSet, by any migration of it
         # (a partial run, then a later one under another id).
         came_from = manifests.source_ref(r)
+        source_pvs = {pv["metadata"]["name"]: pv for pv in src.pvs()}
         volumes = []
         for pv in dst.pvs():
             meta = pv["metadata"]
@@ -105,7 +130,7 @@ class CleanupActivities(ConvergingActivities):
                 continue
             if ref.get("namespace") != r.target_namespace or not _bound(pv):
                 continue  # a rolled-back move's leftover: not the app's volume now
-            source_pv = src.pv(meta["name"])
+            source_pv = source_pvs.get(meta["name"])
             if source_pv is not None and _bound(source_pv):
                 sref = source_pv["spec"].get("claimRef") or {}
                 raise refused(
@@ -113,23 +138,17 @@ class CleanupActivities(ConvergingActivities):
                     f"{sref.get('namespace')}/{sref.get('name')}: the source still uses the "
                     "storage the destination runs on. Find who bound it before cleaning up"
                 )
-            # The source PV names the driver that made the volume; on a rerun after it
-            # was removed, the destination PV (restored) or its CSI driver does.
-            annotations = (source_pv or pv)["metadata"].get("annotations") or {}
-            csi = pv["spec"].get("csi") or {}
+            kept = _provisioning(source_pv, pv)
             volumes.append(
                 CleanupVolume(
                     volume=meta["name"],
                     claim=ref.get("name", ""),
-                    original_policy=(meta.get("annotations") or {}).get(
-                        ANNOTATION_ORIGINAL_POLICY, "Retain"
-                    ),
-                    provisioned_by=annotations.get(PROVISIONED_BY) or csi.get("driver", ""),
-                    deletion_secret={
-                        k: annotations[k] for k in DELETION_SECRET if k in annotations
-                    },
+                    original_policy=notes.get(ANNOTATION_ORIGINAL_POLICY, "Retain"),
+                    provisioned_by=kept.pop(PROVISIONED_BY, ""),
+                    deletion_secret=kept,
                 )
             )
+        start, replicas = slice_of(target)
         log.info(
             "cleanup_planned",
             migration_id=task.migration_id,
@@ -137,7 +156,9 @@ class CleanupActivities(ConvergingActivities):
             source_statefulset=sts is not None,
         )
         return CleanupPlan(
-            volumes=sorted(volumes, key=lambda v: v.volume), source_statefulset=sts is not None
+            volumes=sorted(volumes, key=lambda v: v.volume),
+            source_statefulset=sts is not None,
+            end=start + replicas,
         )
 
     @activity.defn
@@ -166,8 +187,25 @@ class CleanupActivities(ConvergingActivities):
                 action="being deleted",
                 detail="somebody else is deleting it (no finalizer can be added now)",
             )
-        _refuse_unless_empty(src, sts, task.migration_id)
-        _refuse_pods(src, r.namespace, r.statefulset, sts)
+        try:
+            _refuse_unless_empty(src, sts, task.migration_id)
+            _refuse_pods(src, r.namespace, r.statefulset, sts)
+        except ApplicationError:
+            # Scaled up after an earlier attempt held it, before its delete: our
+            # finalizer and note come off again, so a refusal leaves nothing behind.
+            if FINALIZER_FENCE in finalizers:
+                src.patch_statefulset(
+                    r.namespace,
+                    r.statefulset,
+                    {
+                        "metadata": {
+                            "resourceVersion": meta["resourceVersion"],
+                            "finalizers": [f for f in finalizers if f != FINALIZER_FENCE],
+                            "annotations": {ANNOTATION_MOVED_TO: None},
+                        }
+                    },
+                )
+            raise
         moved_to = f"{r.destination_context}/{r.target_namespace}/{r.statefulset}"
         if FINALIZER_FENCE not in finalizers:
             sts = src.patch_statefulset(
@@ -201,7 +239,7 @@ class CleanupActivities(ConvergingActivities):
         judged before the first delete: a refusal changes nothing."""
         r = task.request
         src, dst = self.kube(r.source_context), self.kube(r.destination_context)
-        doomed: list[Obj] = []
+        doomed: list[tuple[Obj, Obj]] = []
         steps = []
         for vol in task.volumes:
             pv = src.pv(vol.volume)
@@ -215,15 +253,28 @@ class CleanupActivities(ConvergingActivities):
                     + ("Bound" if _bound(pv) else "not the destination's storage any more")
                     + ": left as it is"
                 )
-            doomed.append(pv)
-        for pv in doomed:
+            policy = pv["spec"].get("persistentVolumeReclaimPolicy")
+            if policy != "Retain":
+                raise refused(
+                    f"PersistentVolume {vol.volume} in {r.source_context} is {policy}, not "
+                    "Retain: somebody changed it since the move, and its provisioner may have "
+                    "deleted the storage the destination runs on. Check that storage, set the "
+                    "PV Retain by hand, then run the clean finish again"
+                )
+            doomed.append((pv, twin))
+        for pv, twin in doomed:
             name = pv["metadata"]["name"]
-            if pv["spec"].get("persistentVolumeReclaimPolicy") != "Retain":
-                pv = src.patch_pv(
+            # What the provisioner will need, kept where it outlives the source PV.
+            keep = {KEPT[k]: v for k, v in _provisioning(pv, twin).items()}
+            notes = twin["metadata"].get("annotations") or {}
+            if any(notes.get(k) != v for k, v in keep.items()):
+                dst.patch_pv(
                     name,
                     {
-                        "metadata": {"resourceVersion": pv["metadata"]["resourceVersion"]},
-                        "spec": {"persistentVolumeReclaimPolicy": "Retain"},
+                        "metadata": {
+                            "resourceVersion": twin["metadata"]["resourceVersion"],
+                            "annotations": keep,
+                        }
                     },
                 )
             src.delete_pv(name, pv["metadata"]["uid"], pv["metadata"]["resourceVersion"])
@@ -252,6 +303,9 @@ class CleanupActivities(ConvergingActivities):
         provisioner can own it; otherwise it stays Retain and the step says why."""
         r = task.request
         src, dst = self.kube(r.source_context), self.kube(r.destination_context)
+        target = dst.statefulset(r.target_namespace, r.statefulset)
+        if target is not None:
+            _refuse_if_locked(dst, target)  # an onward migration releases its volumes
         steps = []
         for vol in task.volumes:
             what = _pv(vol, "destination")
@@ -306,7 +360,7 @@ def _kept_because(dst: Kube, src: Kube, pv: Obj, vol: CleanupVolume) -> str:
         return f"its original policy {vol.original_policy} is not restored (deprecated)"
     twin = src.pv(vol.volume)
     if twin is not None and manifests.same_storage(twin, pv):
-        return "a source PV still describes its storage (its removal was refused)"
+        return "a source PV still describes its storage"
     if not vol.provisioned_by:
         return "no provisioner made it (a static volume): set a policy by hand if wanted"
     csi = pv["spec"].get("csi")
@@ -320,7 +374,69 @@ def _kept_because(dst: Kube, src: Kube, pv: Obj, vol: CleanupVolume) -> str:
             f"storage class {name or '(none)'} of the destination is {owner}, not by "
             f"{vol.provisioned_by}, which made it: no provisioner there would delete it"
         )
+    params = cls.get("parameters") or {}
+    if vol.deletion_secret and any(
+        params.get(CLASS_SECRET[k]) != v for k, v in vol.deletion_secret.items()
+    ):
+        secret = "/".join(vol.deletion_secret.get(k, "") for k in (SECRET_NAMESPACE, SECRET_NAME))
+        return (
+            f"its driver deletes it with the Secret {secret}, which storage class {name} of "
+            "the destination does not name: check that Secret there, then set the policy by hand"
+        )
     return ""
+
+
+def _provisioning(source_pv: Obj | None, pv: Obj) -> dict[str, str]:
+    """What the provisioner needs to own the volume (provisioned-by, the deletion
+    secret's names): from the source PV, else what the destination PV kept of it
+    (``KEPT``), else what the destination PV has (restored), else its CSI driver."""
+    theirs = ((source_pv or {}).get("metadata") or {}).get("annotations") or {}
+    ours = pv["metadata"].get("annotations") or {}
+    out = {}
+    for key in (PROVISIONED_BY, *DELETION_SECRET):
+        value = theirs.get(key) or ours.get(KEPT[key]) or ours.get(key)
+        if value:
+            out[key] = value
+    if PROVISIONED_BY not in out and (driver := (pv["spec"].get("csi") or {}).get("driver")):
+        out[PROVISIONED_BY] = driver
+    return out
+
+
+def _refuse_if_locked(kube: Kube, sts: Obj) -> None:
+    """The destination StatefulSet held by a migration (an onward one): its volumes
+    are being handed over, so none of their policies may change now."""
+    meta = sts["metadata"]
+    if holder := (meta.get("annotations") or {}).get(ANNOTATION_LOCK, ""):
+        raise refused(
+            f"StatefulSet {meta['namespace']}/{meta['name']} in {kube.context} is locked by "
+            f"migration {holder!r}: wait for it to end"
+        )
+
+
+def _refuse_bound_claims(kube: Kube, ns: str, name: str, sts: Obj) -> None:
+    """No claim of the app's templates is left Bound in the source (an ordinal scaled
+    away without moving it, say): its data would stay behind, and a later delete of
+    the StatefulSet could take it with it."""
+    templates = [
+        (t.get("metadata") or {}).get("name", "")
+        for t in (sts.get("spec") or {}).get("volumeClaimTemplates") or []
+    ]
+    if not templates:
+        return
+    pattern = re.compile(rf"^(?:{'|'.join(map(re.escape, templates))})-{re.escape(name)}-\d+$")
+    left = sorted(
+        c["metadata"]["name"]
+        for c in kube.pvcs(ns)
+        if pattern.match(c["metadata"]["name"])
+        and (c.get("status") or {}).get("phase") == "Bound"
+        and ((c["metadata"].get("labels") or {}).get(LABEL_FENCE) != "true")
+    )
+    if left:
+        raise refused(
+            f"claims {left} of {name} are still Bound in {kube.context}: their data would stay "
+            "behind. Move those ordinals (or delete the claims by hand if nobody needs them), "
+            "then run the clean finish again"
+        )
 
 
 def _refuse_unless_empty(kube: Kube, sts: Obj, migration_id: str) -> None:

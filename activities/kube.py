@@ -427,13 +427,17 @@ class Kube:
 
     def delete_statefulset(self, ns: str, name: str, uid: str, resource_version: str) -> None:
         """Delete exactly the StatefulSet read (uid and resourceVersion: a change since is
-        a 409, retried); absent is success. Its dependents go when it is gone."""
+        a 409, retried); absent is success. Its dependents are orphaned, never deleted
+        with it (a claim a ``whenDeleted: Delete`` policy made its dependent keeps its
+        data)."""
+        body = _preconditions(uid, resource_version)
+        body.propagation_policy = "Orphan"
         self._maybe(
             f"delete StatefulSet {ns}/{name}",
             self._apps.delete_namespaced_stateful_set,
             name,
             ns,
-            body=_preconditions(uid, resource_version),
+            body=body,
         )
 
     def delete_pv(self, name: str, uid: str, resource_version: str) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from contract.activity_io import (
     BudgetInput,
     BudgetShare,
+    ChildrenInput,
     ClaimsBoundInput,
     CleanupInput,
     CleanupPlan,
@@ -150,6 +151,7 @@ __all__ = [
     "BudgetInput",
     "BudgetShare",
     "Carried",
+    "ChildrenInput",
     "ClaimsBoundInput",
     "CleanupInput",
     "CleanupPlan",

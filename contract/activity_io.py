@@ -346,6 +346,14 @@ class CleanupPlan(Reply):
 
     volumes: list[CleanupVolume] = Field(default_factory=list)
     source_statefulset: bool = Field(True, description="the source StatefulSet still exists")
+    end: int = Field(0, description="one past the destination's highest ordinal")
+
+
+class ChildrenInput(Payload):
+    """The children of a migration that may exist: ordinal-k and rollback-k, k < end."""
+
+    migration_id: str
+    end: int = Field(ge=0)
 
 
 class CleanupStep(Reply):

@@ -850,7 +850,8 @@ class MigrateStatefulSet(SafePoints):
             )
             workflow.logger.warning("no clean finish for %s: %s", migration_id, why)
             return None, f"{why}: run `stsmigrate cleanup {migration_id}` once every ordinal moved"
-        workflow.patched(CLEAN_FINISH)
+        if not workflow.patched(CLEAN_FINISH):  # never: no older run asks for cleanup
+            return None, "recorded before the clean finish existed"
         self._update_progress(phase="cleaning_up", current_ordinal=None, step=None)
         try:
             done = await workflow.execute_child_workflow(

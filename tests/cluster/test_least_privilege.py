@@ -565,5 +565,23 @@ async def test_the_admission_policy_lets_the_clean_finish_delete_only_what_is_sa
         pv_denied.value.body
     )
     assert sts_denied.value.status == 422, sts_denied.value.body
+    # A fenced StatefulSet (as the clean finish leaves it): a sync that replaces it
+    # without the finalizer is refused, for anyone; the README's release lets it go.
+    fenced = statefulset(f"fenced-{tag}", 0, start=0, templates={})
+    fenced["metadata"]["finalizers"] = ["stsmigrate.dev/fence"]
+    apps = client.AppsV1Api(kube[side])
+    apps.create_namespaced_stateful_set(app_namespace, fenced)
+    apps.delete_namespaced_stateful_set(f"fenced-{tag}", app_namespace)
+    held: Any = apps.read_namespaced_stateful_set(f"fenced-{tag}", app_namespace)
+    replaced = {**fenced, "metadata": {"name": f"fenced-{tag}"}}
+    replaced["metadata"]["resourceVersion"] = held.metadata.resource_version
+    with pytest.raises(ApiException) as replace_denied:
+        apps.replace_namespaced_stateful_set(f"fenced-{tag}", app_namespace, replaced)
+    release_fence(kube[side], app_namespace, f"fenced-{tag}")
+    with pytest.raises(ApiException) as gone:
+        apps.read_namespaced_stateful_set(f"fenced-{tag}", app_namespace)
+    assert gone.value.status == 404
+    assert replace_denied.value.status == 422, replace_denied.value.body
+    assert "is held by the finalizer stsmigrate.dev/fence" in str(replace_denied.value.body)
     assert "deletes a StatefulSet only once it owns no ordinal" in str(sts_denied.value.body)
     assert retained not in {pv.metadata.name for pv in admin.list_persistent_volume().items}

@@ -73,5 +73,8 @@ def release_fence(api: client.ApiClient, namespace: str, name: str) -> None:
         sts: Any = apps.read_namespaced_stateful_set(name, namespace)
     except client.exceptions.ApiException:
         return
+    # As the README says (deploy/admission.yaml's stsmigrate-fence wants the first).
+    release = {"metadata": {"annotations": {"stsmigrate.dev/release-fence": "true"}}}
+    apps.patch_namespaced_stateful_set(name, namespace, release)
     kept = [f for f in sts.metadata.finalizers or [] if f != "stsmigrate.dev/fence"]
     apps.patch_namespaced_stateful_set(name, namespace, {"metadata": {"finalizers": kept}})

@@ -22,6 +22,7 @@ from activities.liveness import HEARTBEAT_EVERY, KeepAlive
 from contract import (
     BudgetInput,
     BudgetShare,
+    ChildrenInput,
     CleanupInput,
     CleanupPlan,
     CleanupStep,
@@ -113,7 +114,8 @@ class FakeClusters:
                 volumes=[
                     CleanupVolume(volume=f"pv-{k}", claim=f"data-{k}", original_policy="Delete")
                     for k in range(self.end)
-                ]
+                ],
+                end=self.end,
             )
 
         def step(name: str, action: str) -> Any:
@@ -124,8 +126,13 @@ class FakeClusters:
 
             return activity.defn(name=name)(run)
 
+        @activity.defn(name="running_children")
+        async def running_children(task: ChildrenInput) -> list[str]:
+            return [i for i in sorted(self.running) if i.startswith(f"{task.migration_id}/")]
+
         return [
             plan_cleanup,
+            running_children,
             step("fence_source_statefulset", "fenced"),
             step("remove_source_volumes", "removed"),
             step("restore_reclaim_policies", "restored Delete"),
