@@ -5,7 +5,6 @@ original manifest that must recreate nothing in the source."""
 
 from __future__ import annotations
 
-import uuid
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from contract import CleanupResult, MigrationResult
 from stsmigrate.api import StillRunning, start_cleanup
-from tests.cluster.test_migration import our_events, reasons
+from tests.cluster.test_migration import migrate, our_events, reasons
 from tests.support.apps import deploy_app, statefulset
 from tests.support.cluster_state import release_fence, snapshot
 from tests.support.processes import WorkerProcess
@@ -40,20 +39,6 @@ def volumes_of(api: client.ApiClient, namespace: str) -> dict[str, Any]:
 def pods_of(api: client.ApiClient, namespace: str, name: str) -> list[str]:
     pods: Any = client.CoreV1Api(api).list_namespaced_pod(namespace, label_selector=f"app={name}")
     return sorted(p.metadata.name for p in pods.items)
-
-
-async def migrate(
-    env: WorkflowEnvironment, worker: WorkerProcess, request: Any
-) -> tuple[str, MigrationResult]:
-    migration_id = f"test-{uuid.uuid4().hex[:8]}"
-    result = await env.client.execute_workflow(
-        "MigrateStatefulSet",
-        request,
-        id=migration_id,
-        task_queue=worker.task_queue,
-        result_type=MigrationResult,
-    )
-    return migration_id, result
 
 
 async def test_a_clean_finish_leaves_nothing_a_resync_could_start_and_loses_no_storage(
