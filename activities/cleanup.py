@@ -115,7 +115,7 @@ class CleanupActivities(ConvergingActivities):
                 f"StatefulSet {r.target_namespace}/{r.statefulset} in {r.destination_context} "
                 "owns no ordinal: the clean finish is for a migration that moved them all"
             )
-        _refuse_if_locked(dst, target)
+        _refuse_if_locked(dst, target, task.migration_id)
         _refuse_bound_claims(src, r.namespace, r.statefulset, sts or target)
         # Every volume imported from this source StatefulSet, by any migration of it
         # (a partial run, then a later one under another id).
@@ -305,7 +305,7 @@ class CleanupActivities(ConvergingActivities):
         src, dst = self.kube(r.source_context), self.kube(r.destination_context)
         target = dst.statefulset(r.target_namespace, r.statefulset)
         if target is not None:
-            _refuse_if_locked(dst, target)  # an onward migration releases its volumes
+            _refuse_if_locked(dst, target, task.migration_id)  # an onward one's volumes
         steps = []
         for vol in task.volumes:
             what = _pv(vol, "destination")
@@ -402,11 +402,14 @@ def _provisioning(source_pv: Obj | None, pv: Obj) -> dict[str, str]:
     return out
 
 
-def _refuse_if_locked(kube: Kube, sts: Obj) -> None:
-    """The destination StatefulSet held by a migration (an onward one): its volumes
-    are being handed over, so none of their policies may change now."""
+def _refuse_if_locked(kube: Kube, sts: Obj, migration_id: str) -> None:
+    """The destination StatefulSet held by another migration (an onward one): its
+    volumes are being handed over, so none of their policies may change now. (Its
+    own id: a copy of the source's lock that destinations made before the copy was
+    dropped still carry.)"""
     meta = sts["metadata"]
-    if holder := (meta.get("annotations") or {}).get(ANNOTATION_LOCK, ""):
+    holder = (meta.get("annotations") or {}).get(ANNOTATION_LOCK, "")
+    if holder and holder != migration_id:
         raise refused(
             f"StatefulSet {meta['namespace']}/{meta['name']} in {kube.context} is locked by "
             f"migration {holder!r}: wait for it to end"

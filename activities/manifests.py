@@ -42,6 +42,9 @@ _SERVER_METADATA = (
 )
 # Annotations that describe the object's history in the old cluster.
 _DROPPED_ANNOTATION_PREFIXES = (
+    # The source's lock names the migration that holds the source; a copy would lock
+    # the destination StatefulSet against an onward migration for good.
+    "stsmigrate.dev/locked-by",
     "kubectl.kubernetes.io/last-applied-configuration",
     "pv.kubernetes.io/",
     "volume.kubernetes.io/",
