@@ -268,7 +268,7 @@ def by_kubectl(
 def worker_process(
     address: str, task_queue: str, kubeconfig_path: Path, log: Path
 ) -> Iterator[int]:
-    """The worker process, as deploy/worker.yaml runs it (its pid: bench/scale.py reads
+    """The worker process, as the chart (deploy/chart) runs it (its pid: bench/scale.py reads
     its peak RSS). With bytecode written, as an installed worker has it (pip compiles
     what it installs): the workflow sandbox imports the workflow modules again for every
     workflow run, and without .pyc files it compiles them each time (some 40 % of the

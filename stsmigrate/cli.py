@@ -791,7 +791,7 @@ def worker() -> None:
     """Run the worker (the same as `python worker.py`; settings from the environment)."""
     # The worker is the top-level module ``worker``, which imports this package (the
     # codec, ``run``); the client side does not import it back. This process becomes
-    # ``python -m worker`` instead, as deploy/worker.yaml runs it: exec keeps the pid,
+    # ``python -m worker`` instead, as the image (deploy/chart) runs it: exec keeps the pid,
     # the environment, the standard streams and ignored signals. -P: the current
     # directory does not go first on sys.path, as for this command.
     for stream in (sys.stdout, sys.stderr):

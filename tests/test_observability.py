@@ -30,7 +30,7 @@ from contract import (
 from tests.support.processes import parse_metrics, total
 from tests.support.scenarios import request_for
 from worker import Settings
-from workflows.telemetry import block_reason_of
+from workflows.telemetry import block_reason_of, is_dry_run
 
 MIGRATION = "stsmigrate/source/shop/redis"
 
@@ -172,6 +172,26 @@ def test_the_outcome_of_an_attempt() -> None:
 )
 def test_a_blocked_steps_reason_is_its_error_type(detail: str, reason: str) -> None:
     assert block_reason_of(detail) == reason
+
+
+_REQUEST = request_for("redis", "shop")
+_JSON = _REQUEST.model_dump(mode="json")
+
+
+@pytest.mark.parametrize(
+    ("argument", "dry"),
+    [
+        (_REQUEST, False),
+        (_REQUEST.model_copy(update={"dry_run": True}), True),
+        (_JSON, False),  # raw JSON: a start with the request alone, the CLI's or the UI's
+        (_JSON | {"dry_run": True}, True),
+        (_JSON | {"dry_run": "true"}, True),  # as lax as the run's own validation
+        ({"dry_run": True}, False),  # does not validate: the run fails, as a migration
+        (None, False),
+    ],
+)
+def test_a_dry_run_is_read_from_the_model_or_raw_json(argument: object, dry: bool) -> None:
+    assert is_dry_run(argument) is dry
 
 
 def test_events_are_optional_and_granted_in_both_clusters() -> None:

@@ -15,6 +15,7 @@ import asyncio
 import re
 from typing import Any
 
+from pydantic import ValidationError
 from temporalio import workflow
 from temporalio.exceptions import FailureError
 from temporalio.worker import (
@@ -26,6 +27,7 @@ from temporalio.worker import (
     WorkflowOutboundInterceptor,
 )
 
+from contract import MigrationRequest
 from workflows.handover import ORDINAL_BLOCKED
 
 MIGRATIONS_STARTED = "stsmigrate_migrations_started_total"
@@ -43,6 +45,21 @@ def block_reason_of(detail: str) -> str:
     """The error type a blocked step's detail names (``reason`` label)."""
     found = _REASON.search(detail)
     return found[1] if found else "Unknown"
+
+
+def is_dry_run(request: Any) -> bool:
+    """Whether a MigrateStatefulSet run's first argument asks for a dry run, read as the
+    run reads it (workflows/migrate_statefulset.typed): the model after a continue-as-new,
+    plain JSON after a start with the request alone (the SDK decodes by the run's type
+    hints only when as many arguments came as it has parameters: stsmigrate, the API,
+    the Temporal CLI and the UI all send one). A request that does not validate is no
+    dry run: that run fails at once, as a migration that failed."""
+    if isinstance(request, MigrationRequest):
+        return request.dry_run
+    try:
+        return MigrationRequest.model_validate(request).dry_run
+    except ValidationError:
+        return False
 
 
 def _count(name: str, description: str, value: int = 1, **labels: str) -> None:
@@ -78,9 +95,7 @@ class _Inbound(WorkflowInboundInterceptor):
     async def execute_workflow(self, input: ExecuteWorkflowInput) -> Any:
         info = workflow.info()
         request = input.args[0] if input.args else None
-        migration = info.workflow_type == "MigrateStatefulSet" and not getattr(
-            request, "dry_run", False
-        )
+        migration = info.workflow_type == "MigrateStatefulSet" and not is_dry_run(request)
         if migration and info.continued_run_id is None:
             _count(MIGRATIONS_STARTED, "Migrations started (dry runs not counted)")
         try:

@@ -1,8 +1,9 @@
 """The worker under exactly what we ship: the roles of deploy/rbac.yaml applied with the
 README's commands (each side's part in its cluster), the admission policy of
 deploy/admission.yaml, a ServiceAccount token per cluster, and the worker process
-started as uid/gid 65532 reading its kubeconfig as deploy/worker.yaml mounts it
-(owner root, group 65532 from fsGroup, mode 0440).
+started as uid/gid 65532 reading its kubeconfig as the chart's Deployment mounts it
+(deploy/kustomize/base/worker.yaml, its render: owner root, group 65532 from fsGroup,
+mode 0440).
 
 The apiservers audit every request of that identity (devenv AUDIT_POLICY). After a
 whole life (move, a rollback asked by an operator, the re-move, a health gate's
@@ -51,7 +52,7 @@ SIDES: tuple[permissions.Side, ...] = ("source", "destination")
 USER = (
     f"system:serviceaccount:{permissions.SERVICE_ACCOUNT_NAMESPACE}:{permissions.SERVICE_ACCOUNT}"
 )
-WORKER_UID = 65532  # deploy/worker.yaml's runAsUser, runAsGroup and fsGroup
+WORKER_UID = 65532  # the chart's runAsUser, runAsGroup and fsGroup
 
 
 def shipped(path: Path, namespace: str) -> str:
@@ -154,12 +155,18 @@ def api_of(config: dict[str, Any] | Path, side: str) -> client.ApiClient:
 
 @contextlib.contextmanager
 def mounted_kubeconfig(clusters: LocalClusters, tokens: dict[str, str]) -> Iterator[Path]:
-    """The worker's kubeconfig as the kubelet mounts the Secret of deploy/worker.yaml:
-    a folder anyone may enter, the file owned by root with group fsGroup, mode 0440."""
-    manifest = yaml.safe_load((REPO / "deploy" / "worker.yaml").read_text())["spec"]["template"]
-    security = manifest["spec"]["securityContext"]
+    """The worker's kubeconfig as the kubelet mounts the Secret of the chart's Deployment
+    (its render in the kustomize base): a folder anyone may enter, the file owned by root
+    with group fsGroup, mode 0440."""
+    rendered = yaml.safe_load_all(
+        (REPO / "deploy" / "kustomize" / "base" / "worker.yaml").read_text()
+    )
+    (deployment,) = [d for d in rendered if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    security = pod["securityContext"]
     assert security["runAsUser"] == security["runAsGroup"] == security["fsGroup"] == WORKER_UID
-    assert manifest["spec"]["volumes"][0]["secret"]["defaultMode"] == 0o440
+    (volume,) = [v for v in pod["volumes"] if v["name"] == "kubeconfig"]
+    assert volume["secret"]["defaultMode"] == 0o440
     config = worker_config(clusters, tokens)
     folder = Path(tempfile.mkdtemp(prefix="stsmigrate-kubeconfig-"))
     try:

@@ -7,14 +7,12 @@ import signal
 import uuid
 
 import pytest
-import yaml
 from temporalio.client import WorkflowFailureError
 from temporalio.exceptions import ActivityError, ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from contract import DescribeClustersInput, DescribeClustersResult
 from devenv.build import KUBERNETES_VERSION
-from devenv.clusters import LocalClusters
 from tests.support.commands import temporal_cli
 from tests.support.paths import REPO
 from tests.support.processes import WorkerProcess
@@ -92,27 +90,3 @@ async def test_readme_cli_command_runs_the_wiring_workflow(
     result = json.loads(stdout)["result"]
     assert [c["context"] for c in result["clusters"]] == ["source", "destination"]
     assert {c["server_version"] for c in result["clusters"]} == {KUBERNETES_VERSION}
-
-
-def test_deploy_manifest_is_accepted_by_a_real_apiserver(
-    clusters: LocalClusters, namespace: str
-) -> None:
-    docs = list(yaml.safe_load_all((REPO / "deploy" / "worker.yaml").read_text()))
-    assert docs, "deploy/worker.yaml is empty"
-    for doc in docs:
-        doc["metadata"]["namespace"] = namespace
-        out = clusters.kubectl(
-            "destination",
-            "create",
-            "--dry-run=server",
-            "-o",
-            "json",
-            "-f",
-            "-",
-            input=json.dumps(doc),
-        )
-        created = json.loads(out)
-        assert created["kind"] == doc["kind"]
-        if created["kind"] == "Deployment":
-            container = created["spec"]["template"]["spec"]["containers"][0]
-            assert container["command"] == ["python", "-m", "worker"]
