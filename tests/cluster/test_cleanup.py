@@ -16,7 +16,7 @@ from contract import CleanupResult, MigrationResult
 from stsmigrate.api import StillRunning, start_cleanup
 from tests.cluster.test_migration import migrate, our_events, reasons
 from tests.support.apps import deploy_app, statefulset
-from tests.support.cluster_state import release_fence, snapshot
+from tests.support.cluster_state import ready_replicas, release_fence, snapshot
 from tests.support.processes import WorkerProcess
 from tests.support.scenarios import observing, request_for
 from tests.support.waits import wait_for
@@ -99,12 +99,16 @@ async def test_a_clean_finish_leaves_nothing_a_resync_could_start_and_loses_no_s
             assert created.value.status == 409  # AlreadyExists: it cannot be made anew
             resynced: Any = apps.read_namespaced_stateful_set(name, namespace)
             assert resynced.spec.replicas == 2  # the sync "won" ...
-
-            def seen() -> bool:  # ... and the controller has acted on that generation
-                now: Any = apps.read_namespaced_stateful_set(name, namespace)
-                return bool((now.status.observed_generation or 0) >= resynced.metadata.generation)
-
-            wait_for(seen, timeout=30, what="the controller to observe the re-applied manifest")
+            # ... and the controller has acted since: a StatefulSet made after it got its
+            # pod (a held one is never synced through: its revisions cannot be adopted).
+            apps.create_namespaced_stateful_set(
+                namespace, statefulset("canary", 1, templates={}, ready_delay="0s")
+            )
+            wait_for(
+                lambda: ready_replicas(kube["source"], namespace, "canary") == 1,
+                timeout=30,
+                what="the StatefulSet controller to act on a later StatefulSet",
+            )
             assert pods_of(kube["source"], namespace, name) == []  # ... but starts nothing
             assert pods_of(kube["destination"], namespace, name) == [f"{name}-0", f"{name}-1"]
             assert observer.verdict([1, 0], (0, 0), (0, 2), cleaned_up=True) == []
