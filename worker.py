@@ -84,10 +84,22 @@ from activities.telemetry import STEP_BUCKETS, STEP_DURATION, ActivityTelemetry
 from activities.temporal import TemporalActivities
 from contract import TASK_QUEUE, waits_queue
 from stsmigrate.codec import AesGcmCodec, CodecKeyError, codec_from_env, data_converter
-from workflows import DescribeClusters, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import (
+    CleanupMigration,
+    DescribeClusters,
+    MigrateOrdinal,
+    MigrateStatefulSet,
+    RollbackOrdinal,
+)
 from workflows.telemetry import WorkflowTelemetry
 
-WORKFLOWS: Sequence[type] = (DescribeClusters, MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal)
+WORKFLOWS: Sequence[type] = (
+    DescribeClusters,
+    MigrateStatefulSet,
+    MigrateOrdinal,
+    RollbackOrdinal,
+    CleanupMigration,
+)
 
 log = structlog.get_logger("worker")
 
@@ -285,8 +297,14 @@ def activities_of(
         migration.wait_for_claims_bound,
         migration.wait_for_pod_ready,
         health.probe_ordinal,
+        # the clean finish (workflows/cleanup.py)
+        migration.plan_cleanup,
+        migration.fence_source_statefulset,
+        migration.remove_source_volumes,
+        migration.restore_reclaim_policies,
         server.registered_search_attributes,
         server.running_workflows,
+        server.running_children,
     ]
 
 

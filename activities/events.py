@@ -51,6 +51,9 @@ REASONS: dict[str, tuple[str, str]] = {
     "HealthGatePassed": ("Probe", "Normal"),
     "HealthGateFailed": ("Probe", "Warning"),
     "MoveBlocked": ("Block", "Warning"),  # a step cannot go on: the run pauses
+    "SourceFenced": ("Fence", "Normal"),  # the clean finish: the source deleted and held
+    "SourceVolumesRemoved": ("Remove", "Normal"),  # ... its Released PV objects removed
+    "ReclaimPolicyRestored": ("Restore", "Normal"),  # ... a destination PV's policy back
 }
 
 
@@ -117,8 +120,8 @@ def record(
     False, with a warning logged, if it could not be written."""
     ref = regarding if "metadata" not in regarding else reference(regarding)
     migration = current_migration() if migration_id is None else migration_id
-    body = event_body(ref, reason, note, migration, datetime.now(UTC), reporting_instance())
     try:
+        body = event_body(ref, reason, note, migration, datetime.now(UTC), reporting_instance())
         kube.create_event(ref["namespace"], body)
     except ApplicationError as err:  # classified: its message is the API's, cleaned
         log.warning(

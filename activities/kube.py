@@ -416,15 +416,38 @@ class Kube:
         retryable), so the retry reads it again and judges what is there now."""
         body = None
         if uid is not None or resource_version is not None:
-            body = client.V1DeleteOptions(
-                preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
-            )
+            body = _preconditions(uid, resource_version)
         self._maybe(
             f"delete PersistentVolumeClaim {ns}/{name}",
             self._core.delete_namespaced_persistent_volume_claim,
             name,
             ns,
             body=body,
+        )
+
+    def delete_statefulset(self, ns: str, name: str, uid: str, resource_version: str) -> None:
+        """Delete exactly the StatefulSet read (uid and resourceVersion: a change since is
+        a 409, retried); absent is success. Its dependents are orphaned, never deleted
+        with it (a claim a ``whenDeleted: Delete`` policy made its dependent keeps its
+        data)."""
+        body = _preconditions(uid, resource_version)
+        body.propagation_policy = "Orphan"
+        self._maybe(
+            f"delete StatefulSet {ns}/{name}",
+            self._apps.delete_namespaced_stateful_set,
+            name,
+            ns,
+            body=body,
+        )
+
+    def delete_pv(self, name: str, uid: str, resource_version: str) -> None:
+        """Delete exactly the PV object read; absent is success. Only the object: a
+        Retain PV's storage stays where it is."""
+        self._maybe(
+            f"delete PersistentVolume {name}",
+            self._core.delete_persistent_volume,
+            name,
+            body=_preconditions(uid, resource_version),
         )
 
     # -- waiting ----------------------------------------------------------------------
@@ -507,3 +530,9 @@ class Kube:
             except errors.API_FAILURES as exc:
                 # A broken watch is no failure of the wait: re-list and go on.
                 activity.logger.info("watch interrupted (%s), re-listing", type(exc).__name__)
+
+
+def _preconditions(uid: str | None, resource_version: str | None) -> client.V1DeleteOptions:
+    return client.V1DeleteOptions(
+        preconditions=client.V1Preconditions(uid=uid, resource_version=resource_version)
+    )

@@ -42,6 +42,9 @@ _SERVER_METADATA = (
 )
 # Annotations that describe the object's history in the old cluster.
 _DROPPED_ANNOTATION_PREFIXES = (
+    # The source's lock names the migration that holds the source; a copy would lock
+    # the destination StatefulSet against an onward migration for good.
+    "stsmigrate.dev/locked-by",
     "kubectl.kubernetes.io/last-applied-configuration",
     "pv.kubernetes.io/",
     "volume.kubernetes.io/",
@@ -131,7 +134,7 @@ def destination_statefulset(
     source: Obj, request: MigrationRequest, migration_id: str, start: int
 ) -> Obj:
     """The destination StatefulSet: the source's spec owning the empty slice [start, start)."""
-    labels, annotations = ownership(migration_id, _source_ref(request))
+    labels, annotations = ownership(migration_id, source_ref(request))
     spec = copy.deepcopy(source["spec"])
     spec["replicas"] = 0
     spec["ordinals"] = {"start": start}
@@ -153,7 +156,8 @@ def destination_statefulset(
     }
 
 
-def _source_ref(request: MigrationRequest) -> str:
+def source_ref(request: MigrationRequest) -> str:
+    """The source StatefulSet an object we made came from (``ANNOTATION_SOURCE``)."""
     return f"{request.source_context}/{request.namespace}/{request.statefulset}"
 
 
@@ -252,7 +256,7 @@ def destination_pv(
     Reclaim policy Retain: the same storage is still described by the source's
     (Released) PV, so no cluster may delete it on its own.
     """
-    labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
+    labels, annotations = ownership(migration_id, source_ref(request), ordinal)
     spec = copy.deepcopy(source_pv["spec"])
     spec["claimRef"] = {
         "apiVersion": "v1",
@@ -278,7 +282,7 @@ def destination_pvc(
 ) -> Obj:
     """The destination claim of ``volume``, naming its PV. Built from the PV and the plan:
     by the time it is made, the source claim has been released."""
-    labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
+    labels, annotations = ownership(migration_id, source_ref(request), ordinal)
     return _claim(
         source_pv, volume, request.target_namespace, request.mapped_class, labels, annotations
     )
@@ -289,7 +293,7 @@ def reclaimed_pvc(
 ) -> Obj:
     """Rollback: the source claim of ``volume`` made again, in the source namespace and of
     the PV's own class, naming the retained source PV."""
-    labels, annotations = ownership(migration_id, _source_ref(request), ordinal)
+    labels, annotations = ownership(migration_id, source_ref(request), ordinal)
     return _claim(source_pv, volume, request.namespace, _same_class, labels, annotations)
 
 
@@ -432,7 +436,7 @@ def referenced_dependencies(pod_spec: Obj) -> dict[str, set[str]]:
 
 def copy_object(obj: Obj, kind: str, request: MigrationRequest, migration_id: str) -> Obj:
     """A dependency (Secret, ConfigMap, ServiceAccount, Service, PDB) for the destination."""
-    labels, annotations = ownership(migration_id, _source_ref(request))
+    labels, annotations = ownership(migration_id, source_ref(request))
     out = {k: copy.deepcopy(v) for k, v in obj.items() if k not in ("status", "metadata")}
     out["metadata"] = clean_metadata(obj["metadata"], request.target_namespace, labels, annotations)
     out.setdefault("kind", kind)

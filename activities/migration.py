@@ -1,6 +1,7 @@
 """``MigrationActivities``: every cluster change and wait of a migration, in one class
 the worker registers and the workflows call, assembled from one mixin per object
-it converges (``slices``, ``pods``, ``volumes``, ``dependencies``; their contract
+it converges (``slices``, ``pods``, ``volumes``, ``dependencies``, ``budget``,
+``cleanup``; their contract
 is in ``activities.converging``). Its own activity is the preflight.
 """
 
@@ -13,6 +14,7 @@ from kubernetes import client
 from temporalio import activity
 
 from activities.budget import BudgetActivities
+from activities.cleanup import CleanupActivities
 from activities.dependencies import DependencyActivities
 from activities.health import COMMANDS_ALLOWED
 from activities.pods import PodActivities
@@ -30,6 +32,7 @@ class MigrationActivities(
     VolumeActivities,
     DependencyActivities,
     BudgetActivities,
+    CleanupActivities,
 ):
     def __init__(
         self, clients: Mapping[str, client.ApiClient], allow_command_probes: bool = False

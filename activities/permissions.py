@@ -17,7 +17,9 @@ The paths: ``wiring`` (the DescribeClusters check of the README), ``preflight`` 
 read-only plan), ``move`` (one ordinal from the
 source to the destination), ``rollback`` (an ordinal given back: the destination
 gives, the source takes; also the undo of a blocked move and a health gate's
-rollback) and ``re-move`` (a rolled-back ordinal moved again).
+rollback), ``re-move`` (a rolled-back ordinal moved again) and ``cleanup`` (the clean
+finish, activities/cleanup.py). Rules only the clean finish uses are checked by
+preflight only for a request with ``cleanup`` (and by ``plan_cleanup`` itself).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Side = Literal["source", "destination"]
-Path = Literal["wiring", "preflight", "move", "rollback", "re-move"]
+Path = Literal["wiring", "preflight", "move", "rollback", "re-move", "cleanup"]
 
 # The identity the shipped roles are bound to, in each cluster.
 SERVICE_ACCOUNT = "stsmigrate"
@@ -60,7 +62,7 @@ def _events(side: Side) -> Rule:
         "events",
         ("create",),
         True,
-        ("move", "rollback"),
+        ("move", "rollback", "cleanup"),
         "Kubernetes Events about each step (activities/events.py), for kubectl describe "
         "and kubectl events. Optional: without it no Events are written and preflight warns.",
         optional=True,
@@ -97,9 +99,21 @@ RULES: tuple[Rule, ...] = (
         "statefulsets",
         ("get", "patch"),
         True,
-        ("preflight", "move", "rollback"),
+        ("preflight", "move", "rollback", "cleanup"),
         "Read the StatefulSet; give up one ordinal at a time (patch replicas); take a "
         "rolled-back ordinal again; lock it against a second migration (an annotation).",
+        by_name=True,
+    ),
+    Rule(
+        "source",
+        "apps",
+        "statefulsets",
+        ("delete",),
+        True,
+        ("cleanup",),
+        "The clean finish: delete the empty source StatefulSet, held by the finalizer "
+        "stsmigrate.dev/fence (added with patch), so no later sync can recreate it or "
+        "start its pods here.",
         by_name=True,
     ),
     Rule(
@@ -108,7 +122,7 @@ RULES: tuple[Rule, ...] = (
         "pods",
         ("get", "list", "watch"),
         True,
-        ("preflight", "move", "rollback"),
+        ("preflight", "move", "rollback", "cleanup"),
         "Check the slice is healthy and wait for pod k to terminate (by UID; never "
         "deleted by us); after a rollback, wait for pod k Ready here again.",
     ),
@@ -182,12 +196,23 @@ RULES: tuple[Rule, ...] = (
         "persistentvolumes",
         ("get", "list", "watch", "patch"),
         False,
-        ("preflight", "move", "rollback"),
+        ("preflight", "move", "rollback", "cleanup"),
         "Read the volumes of the moving ordinals; set their reclaim policy to Retain "
         "(patch) before anything is scaled down, so no step can delete storage; a "
         "rollback binds a released volume to the claim made again (patch the claimRef's "
         "uid) and waits until it is Bound (list/watch). deploy/admission.yaml narrows the "
         "patch to the app's volumes and these fields.",
+    ),
+    Rule(
+        "source",
+        "",
+        "persistentvolumes",
+        ("delete",),
+        False,
+        ("cleanup",),
+        "The clean finish: remove each moved volume's Released source PV object once it "
+        "is Retain (the object only: its storage is what the destination's PV describes). "
+        "deploy/admission.yaml allows deleting only Retain volumes that are not Bound.",
     ),
     Rule(
         "source",
@@ -214,7 +239,7 @@ RULES: tuple[Rule, ...] = (
         "statefulsets",
         ("get", "create", "patch"),
         True,
-        ("preflight", "move", "rollback", "re-move"),
+        ("preflight", "move", "rollback", "re-move", "cleanup"),
         "Create the destination StatefulSet (an empty slice), take ordinals (patch "
         "ordinals.start and replicas in one request), give one back on a rollback.",
         by_name=True,
@@ -237,7 +262,7 @@ RULES: tuple[Rule, ...] = (
         "persistentvolumeclaims",
         ("get", "list", "watch", "create", "patch", "delete"),
         True,
-        ("preflight", "move", "rollback", "re-move"),
+        ("preflight", "move", "rollback", "re-move", "cleanup"),
         "Create each moved claim with volumeName and wait until Bound (once its volume "
         "is bound to it, the claim is annotated bind-completed; a bind nudge annotates "
         "it: patch); moving an ordinal again adopts the fence a rollback left "
@@ -309,7 +334,7 @@ RULES: tuple[Rule, ...] = (
         "persistentvolumes",
         ("get", "list", "watch", "create", "patch"),
         False,
-        ("preflight", "move", "rollback", "re-move"),
+        ("preflight", "move", "rollback", "re-move", "cleanup"),
         "Import each volume: a PV with the same storage, bound to its claim (by uid), and "
         "wait until it is Bound; a rollback marks it released and moving the ordinal "
         "again binds it to the new claim (patch the claimRef's uid). "
@@ -332,7 +357,7 @@ RULES: tuple[Rule, ...] = (
         "storageclasses",
         ("get",),
         False,
-        ("preflight",),
+        ("preflight", "cleanup"),
         "Preflight: the (mapped) storage classes exist.",
     ),
     Rule(
@@ -370,10 +395,30 @@ def rules(side: Side) -> list[Rule]:
     return [r for r in RULES if r.side == side]
 
 
-def needed(side: Side) -> list[tuple[str, str, str, bool]]:
-    """(verb, resource, group, namespaced) preflight checks for ``side``: all of them
-    (``optional`` tells the ones whose absence is only a warning)."""
-    return [(v, r.resource, r.group, r.namespaced) for r in rules(side) for v in r.verbs]
+def cleanup_only(rule: Rule) -> bool:
+    return rule.paths == ("cleanup",)
+
+
+def needed(side: Side, cleanup: bool = True) -> list[tuple[str, str, str, bool]]:
+    """(verb, resource, group, namespaced) preflight checks for ``side``: all of them,
+    those only the clean finish uses when ``cleanup`` (``optional`` tells the ones whose
+    absence is only a warning)."""
+    return [
+        (v, r.resource, r.group, r.namespaced)
+        for r in rules(side)
+        if cleanup or not cleanup_only(r)
+        for v in r.verbs
+    ]
+
+
+def for_cleanup(side: Side) -> list[tuple[str, str, str, bool]]:
+    """The checks of the rules only the clean finish uses."""
+    return [
+        (v, r.resource, r.group, r.namespaced)
+        for r in rules(side)
+        if cleanup_only(r)
+        for v in r.verbs
+    ]
 
 
 def optional(verb: str, resource: str, group: str) -> bool:

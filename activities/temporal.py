@@ -10,7 +10,12 @@ from temporalio.api.operatorservice.v1 import ListSearchAttributesRequest
 from temporalio.client import Client, WorkflowExecutionStatus
 from temporalio.service import RPCError, RPCStatusCode
 
-from contract import SEARCH_ATTRIBUTES
+from contract import (
+    SEARCH_ATTRIBUTES,
+    ChildrenInput,
+    ordinal_workflow_id,
+    rollback_workflow_id,
+)
 
 
 class TemporalActivities:
@@ -55,3 +60,16 @@ class TemporalActivities:
 
         found = await asyncio.gather(*(open_run(i) for i in ids))
         return [i for i, running in zip(ids, found, strict=True) if running]
+
+    @activity.defn
+    async def running_children(self, task: ChildrenInput) -> list[str]:
+        """The children of the migration that still run (a terminated run's leftovers
+        move or give back an ordinal): every ``<id>/ordinal-k`` and ``<id>/rollback-k``
+        below ``end`` described (a block's child is named after its highest ordinal)."""
+        ids = [
+            child(task.migration_id, k)
+            for k in range(task.end)
+            for child in (ordinal_workflow_id, rollback_workflow_id)
+        ]
+        running: list[str] = await self.running_workflows(ids)
+        return running

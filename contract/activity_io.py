@@ -310,3 +310,60 @@ class OrdinalInput(Payload):
             end=self.end,
             count=1 + len(self.together),
         )
+
+
+# -- the clean finish: the source emptied for good, the destination's volumes its own --
+
+
+class CleanupVolume(Payload):
+    """One moved volume: its PV (same name in both clusters), the destination claim it
+    is bound to and what the destination's provisioner needs to own it again."""
+
+    volume: str
+    claim: str = Field(description="the destination claim it is bound to")
+    original_policy: str = Field(description="its reclaim policy before the migration")
+    provisioned_by: str = Field(
+        "", description="the source PV's pv.kubernetes.io/provisioned-by (the storage's driver)"
+    )
+    deletion_secret: dict[str, str] = Field(
+        default_factory=dict,
+        description="the source PV's provisioner-deletion-secret annotations (names only)",
+    )
+
+
+class CleanupInput(Payload):
+    """A finished migration's clean finish (workflows/cleanup.py)."""
+
+    request: MigrationRequest
+    migration_id: str
+    volumes: list[CleanupVolume] = Field(
+        default_factory=list, description="the plan's volumes (plan_cleanup's answer)"
+    )
+
+
+class CleanupPlan(Reply):
+    """What the clean finish changes, read before it changes anything."""
+
+    volumes: list[CleanupVolume] = Field(default_factory=list)
+    source_statefulset: bool = Field(True, description="the source StatefulSet still exists")
+    end: int = Field(0, description="one past the destination's highest ordinal")
+
+
+class ChildrenInput(Payload):
+    """The children of a migration that may exist: ordinal-k and rollback-k, k < end."""
+
+    migration_id: str
+    end: int = Field(ge=0)
+
+
+class CleanupStep(Reply):
+    """What one step of the clean finish did to one object."""
+
+    object: str
+    action: str = Field(description="e.g. fenced, removed, restored Delete, kept Retain")
+    detail: str = ""
+
+
+class CleanupResult(Reply):
+    migration_id: str
+    steps: list[CleanupStep] = Field(default_factory=list)

@@ -28,3 +28,4 @@ HEALTH_GATE_FAILED = "HealthGateFailed"  # on_failure "fail"
 REJECTED = "Rejected"  # an update's validator refused the operator's message
 RUNS_IN_BOTH = "RunsInBothClusters"  # the final placement has an ordinal in both clusters
 ORDINAL_STILL_RUNNING = "OrdinalStillRunning"  # a terminated run's child still moves it
+CLEANUP_REFUSED = "CleanupRefused"  # the source still runs something: nothing was changed

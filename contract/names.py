@@ -55,10 +55,22 @@ def rollback_workflow_id(migration_id: str, ordinal: int) -> str:
     return f"{migration_id}/rollback-{ordinal}"
 
 
-_CHILD_SUFFIX = re.compile(r"/(?:ordinal|rollback)-\d+$")
+def cleanup_workflow_id(migration_id: str) -> str:
+    """The clean finish of a migration (a child of its last run, or started by
+    ``stsmigrate cleanup``)."""
+    return f"{migration_id}/cleanup"
+
+
+# The empty source StatefulSet's fence: deleted, held by this finalizer, so nothing can
+# create it again (a GitOps sync only patches it) and its controller creates no pod.
+FINALIZER_FENCE = "stsmigrate.dev/fence"
+ANNOTATION_MOVED_TO = "stsmigrate.dev/moved-to"  # "<context>/<namespace>/<name>"
+
+_CHILD_SUFFIX = re.compile(r"/(?:(?:ordinal|rollback)-\d+|cleanup)$")
 
 
 def migration_of(workflow_id: str) -> str:
     """The migration id of a MigrateStatefulSet run or of one of its children (whose
-    ids are ``ordinal_workflow_id`` and ``rollback_workflow_id``)."""
+    ids are ``ordinal_workflow_id``, ``rollback_workflow_id`` and
+    ``cleanup_workflow_id``)."""
     return _CHILD_SUFFIX.sub("", workflow_id)

@@ -7,7 +7,7 @@ from typing import Literal, NamedTuple, get_args
 
 from pydantic import Field
 
-from contract.activity_io import HealthReport, StatefulSetState
+from contract.activity_io import CleanupResult, HealthReport, StatefulSetState
 from contract.base import Payload, Reply
 from contract.operator import Control
 from contract.plan import Dependency, Plan
@@ -98,6 +98,10 @@ class MigrationResult(Reply):
         description='where every ordinal runs at the end, read from both clusters: {"5": '
         '"destination", "4": "source"}',
     )
+    cleanup: CleanupResult | None = Field(None, description="the clean finish, when it ran")
+    cleanup_skipped: str = Field(
+        "", description="why the requested clean finish did not run (an abort, say)"
+    )
 
 
 Phase = Literal[
@@ -108,6 +112,7 @@ Phase = Literal[
     "paused",
     "awaiting_approval",
     "rolling_back",
+    "cleaning_up",
     "done",
     "aborted",
     "cancelled",

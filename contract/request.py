@@ -242,6 +242,24 @@ class MigrationRequest(Payload):
         "whose server suggests it) continues as new, so no history nears Temporal's limits",
     )
 
+    cleanup: bool = Field(
+        False,
+        description="once every ordinal runs in the destination, finish cleanly: the source "
+        "StatefulSet deleted and held by a finalizer (no sync can recreate it or its pods), "
+        "the source's Released PV objects removed (never their storage), each destination "
+        "PV given its original reclaim policy back (stsmigrate cleanup does it later)",
+    )
+
+    @model_validator(mode="after")
+    def _cleanup_needs_all(self) -> MigrationRequest:
+        if self.cleanup and self.stop_at_ordinal:
+            raise ValueError(
+                f"cleanup empties the source for good, but stop_at_ordinal {self.stop_at_ordinal} "
+                "keeps ordinals below it there: drop one of them (stsmigrate cleanup can run "
+                "once a later run has moved the rest)"
+            )
+        return self
+
     @property
     def target_namespace(self) -> str:
         return self.destination_namespace or self.namespace

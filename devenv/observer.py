@@ -171,8 +171,15 @@ class Observer:
         moved: list[int],
         source_slice: tuple[int, int],
         destination_slice: tuple[int, int],
+        cleaned_up: bool = False,
     ) -> list[str]:
-        """Every violation seen; an empty list means the run kept the invariants."""
+        """Every violation seen; an empty list means the run kept the invariants.
+
+        ``cleaned_up``: the run ended with the clean finish, so a source PV object may
+        be gone, but only while a destination PV with the same storage is Bound now
+        (the storage is still described, and used, there), and a source StatefulSet
+        being deleted owns nothing (its controller creates no pod): only its pods count.
+        """
         v: list[str] = []
         src_pods, dst_pods = self.watchers["source/pods"], self.watchers["destination/pods"]
         volume_location = {e.name: storage_of(e.obj)[1] for e in self.watchers["source/pvs"].events}
@@ -212,6 +219,11 @@ class Observer:
                                 f"pod {pod} started in the {side} while VolumeAttachment "
                                 f"{name} of its volume was attached in the {other}"
                             )
+        bound_there = {
+            storage_of(pv)
+            for pv in items(client.CoreV1Api(self.destination).list_persistent_volume())
+            if pv.status.phase == "Bound"
+        }
         for side in ("source", "destination"):
             for e in self.watchers[f"{side}/pvs"].events:
                 claim = e.obj.spec.claim_ref
@@ -221,6 +233,8 @@ class Observer:
                     and claim.name.endswith(tuple(f"-{self.name}-{k}" for k in ordinals))
                 )
                 if e.kind == "DELETED" and ours:
+                    if cleaned_up and side == "source" and storage_of(e.obj) in bound_there:
+                        continue
                     v.append(f"PersistentVolume {e.name} was deleted in the {side}")
         v += self._check_claims(moved)
         v += self._check_markers()
@@ -275,7 +289,8 @@ class Observer:
         start = sts.spec.ordinals.start if sts.spec.ordinals else 0
         actual = (start or 0, sts.spec.replicas)
         v = []
-        if actual[1] != expected[1] or (expected[1] and actual[0] != expected[0]):
+        held = sts.metadata.deletion_timestamp is not None and expected[1] == 0
+        if not held and (actual[1] != expected[1] or (expected[1] and actual[0] != expected[0])):
             v.append(f"{side} StatefulSet owns {actual}, expected {expected}")
         pods = items(client.CoreV1Api(api).list_namespaced_pod(ns))
         names = {p.metadata.name for p in pods if p.metadata.name.startswith(f"{self.name}-")}

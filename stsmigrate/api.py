@@ -50,6 +50,8 @@ from contract import (
     Ack,
     ApprovalPolicy,
     ApproveRequest,
+    CleanupInput,
+    CleanupResult,
     MigrationRequest,
     MigrationResult,
     PauseRequest,
@@ -57,9 +59,11 @@ from contract import (
     Progress,
     RollbackRequest,
     WaitTimeouts,
+    cleanup_workflow_id,
     default_migration_id,
 )
 from stsmigrate.codec import codec_from_env, data_converter
+from stsmigrate.describe import request_of
 
 __all__ = [
     "TASK_QUEUE",
@@ -67,6 +71,7 @@ __all__ = [
     "Ack",
     "ApprovalPolicy",
     "ApproveRequest",
+    "CleanupResult",
     "Migration",
     "MigrationRequest",
     "MigrationResult",
@@ -75,6 +80,7 @@ __all__ = [
     "Progress",
     "Rejected",
     "RollbackRequest",
+    "StillRunning",
     "WaitTimeouts",
     "connect",
     "default_migration_id",
@@ -85,11 +91,16 @@ __all__ = [
 ]
 
 WORKFLOW = "MigrateStatefulSet"
+CLEANUP_WORKFLOW = "CleanupMigration"
 
 
 class Rejected(Exception):
     """The workflow refused an operator message: its update validator said why (an
     ApplicationError of type ``contract.errors.REJECTED``)."""
+
+
+class StillRunning(Exception):
+    """The migration still runs: its clean finish waits until it has ended."""
 
 
 async def connect(env: Mapping[str, str] | None = None, **overrides: Any) -> Client:
@@ -197,6 +208,30 @@ async def start_migration(
         result_type=MigrationResult,
     )
     return Migration(chain, client)
+
+
+async def start_cleanup(
+    client: Client, migration_id: str, *, task_queue: str | None = None
+) -> WorkflowHandle[Any, CleanupResult]:
+    """Start the clean finish (CleanupMigration, ``<migration id>/cleanup``) of a
+    migration that has ended, with the request it was started with. The workflow
+    itself refuses, changing nothing, while anything still runs in the source."""
+    described = await client.get_workflow_handle(migration_id).describe()
+    if described.status == WorkflowExecutionStatus.RUNNING:
+        raise StillRunning(
+            f"migration {migration_id} is still running: its clean finish waits until it has "
+            "ended (a request with cleanup: true runs it as its last step)"
+        )
+    request = await request_of(client, migration_id)
+    return await client.start_workflow(
+        CLEANUP_WORKFLOW,
+        CleanupInput(request=request, migration_id=migration_id),
+        id=cleanup_workflow_id(migration_id),
+        task_queue=task_queue or os.environ.get("STSMIGRATE_TASK_QUEUE", TASK_QUEUE),
+        result_type=CleanupResult,
+        static_summary=f"clean finish of {migration_id}",
+        id_conflict_policy=WorkflowIDConflictPolicy.FAIL,
+    )
 
 
 def get_migration(client: Client, migration_id: str) -> Migration:

@@ -36,7 +36,12 @@ from temporalio.client import (
     WorkflowFailureError,
     WorkflowQueryFailedError,
 )
-from temporalio.exceptions import ApplicationError, CancelledError, WorkflowAlreadyStartedError
+from temporalio.exceptions import (
+    ApplicationError,
+    CancelledError,
+    FailureError,
+    WorkflowAlreadyStartedError,
+)
 from temporalio.service import RPCError
 
 from activities.permissions import render_rbac
@@ -55,10 +60,12 @@ from stsmigrate.api import (
     Progress,
     Rejected,
     RollbackRequest,
+    StillRunning,
     connect,
     default_migration_id,
     get_migration,
     run,
+    start_cleanup,
     start_migration,
 )
 from stsmigrate.codec import (
@@ -78,7 +85,7 @@ from stsmigrate.describe import (
     list_query,
     ui_link,
 )
-from stsmigrate.views import describe_view, list_view
+from stsmigrate.views import cleanup_table, describe_view, list_view
 
 T = TypeVar("T")
 # The name kubectl runs this command by: ``kubectl stsmigrate`` finds the executable
@@ -102,13 +109,17 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
     async def guarded(*args: Any, **kwargs: Any) -> int:
         try:
             return await fn(*args, **kwargs) or 0
-        except Rejected as e:
+        except (Rejected, StillRunning) as e:
             err.print(f"[red]error:[/] {e}")
             return 2
         except WorkflowAlreadyStartedError as e:
             err.print(
-                f"[red]error:[/] migration {e.workflow_id} is already running; "
-                f"see: stsmigrate status {e.workflow_id}"
+                f"[red]error:[/] {e.workflow_id} is already running; see: "
+                + (
+                    f"temporal workflow describe --workflow-id {e.workflow_id}"
+                    if e.workflow_id.endswith("/cleanup")
+                    else f"stsmigrate status {e.workflow_id}"
+                )
             )
             return 1
         except RPCError as e:
@@ -343,14 +354,19 @@ def result_view(result: MigrationResult) -> Group:
     table = Table("ordinal", "runs in")
     for k, side in result.placement.items():
         table.add_row(k, side)
-    return Group(
+    parts: list[Any] = [
         Text(
             f"{result.migration_id}: {state}{reason}, {len(result.moved)} ordinal(s) moved "
             f"in {result.seconds:.1f} s",
             style="bold",
         ),
         table,
-    )
+    ]
+    if result.cleanup is not None:
+        parts.append(cleanup_table(result.cleanup))
+    if result.cleanup_skipped:
+        parts.append(Text(f"no clean finish: {result.cleanup_skipped}", style="yellow"))
+    return Group(*parts)
 
 
 # -- commands --------------------------------------------------------------------------
@@ -541,6 +557,35 @@ async def describe(obj: dict[str, Any], migration_id: str, as_json: bool) -> int
         click.echo(described.model_dump_json(indent=2))
     else:
         out.print(describe_view(described))
+    return 0
+
+
+@main.command()
+@click.argument("migration_id")
+@click.option("--wait/--no-wait", default=True, show_default=True, help="wait for its result")
+@click.pass_obj
+@run_async
+async def cleanup(obj: dict[str, Any], migration_id: str, wait: bool) -> int:
+    """The clean finish of a migration that has ended with every ordinal in the
+    destination: the source StatefulSet deleted and held by a finalizer (no sync can
+    recreate it or its pods), the source's Released PV objects removed (never their
+    storage), each destination PV its original reclaim policy back. Refused, changing
+    nothing, while anything still runs in the source; running it again is safe."""
+    client = await connect()
+    handle = await start_cleanup(client, migration_id, task_queue=obj["task_queue"])
+    out.print(f"started {handle.id}")
+    out.print(f"UI: {ui_link(obj['ui'], client.namespace, handle.id)}")
+    if not wait:
+        return 0
+    try:
+        result = await handle.result()
+    except WorkflowFailureError as e:
+        cause = e.cause  # the activity that refused, and under it why
+        while isinstance(cause, FailureError) and cause.cause is not None:
+            cause = cause.cause
+        err.print(f"[red]{handle.id} failed:[/] {cause}")
+        return 1
+    out.print(cleanup_table(result))
     return 0
 
 

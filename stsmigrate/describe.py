@@ -156,6 +156,15 @@ async def runs_of(client: Client, migration_id: str) -> list[WorkflowHistory]:
         found.insert(0, await earlier.fetch_history())
 
 
+async def request_of(client: Client, migration_id: str) -> MigrationRequest:
+    """The request the migration was started with (its first run's input)."""
+    first = (await runs_of(client, migration_id))[0].events[0]
+    request: MigrationRequest = await _decode(
+        client, first.workflow_execution_started_event_attributes.input, MigrationRequest
+    )
+    return request
+
+
 def _child_kind(workflow_id: str) -> tuple[Literal["move", "rollback"], int] | None:
     name, _, k = workflow_id.rpartition("/")[2].partition("-")
     kind = CHILD_KINDS.get(name)

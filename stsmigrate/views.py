@@ -10,6 +10,7 @@ from rich.console import Group
 from rich.table import Table
 from rich.text import Text
 
+from contract import CleanupResult
 from stsmigrate.describe import Child, Description, Listed
 
 
@@ -157,7 +158,19 @@ def describe_view(d: Description) -> Group:
                 style="bold",
             )
         )
+        if res.cleanup is not None:
+            parts.append(cleanup_table(res.cleanup))
+        if res.cleanup_skipped:
+            parts.append(Text(f"No clean finish: {res.cleanup_skipped}", style="yellow"))
     return Group(*parts)
+
+
+def cleanup_table(result: CleanupResult) -> Table:
+    """What each step of a clean finish did."""
+    done = Table("object", "done", "detail", title="Clean finish", title_justify="left")
+    for step in result.steps:
+        done.add_row(step.object, step.action, step.detail)
+    return done
 
 
 def list_view(found: list[Listed]) -> Table | Text:

@@ -232,3 +232,25 @@ async def test_status_json_of_an_ended_migration_without_a_worker_comes_from_its
     assert progress.phase == "done"
     assert progress.placement == {"2": "destination", "1": "destination", "0": "destination"}
     assert [r.ordinal for r in progress.finished] == [2, 1, 0]
+
+
+async def test_cleanup_prints_each_step_and_refuses_a_running_or_unfinished_migration(
+    temporal_env: WorkflowEnvironment, fake: Fake
+) -> None:
+    migration, request = await start(temporal_env.client, fake.task_queue)
+    await migration.result()
+    code, out, err = await fake.run("cleanup", migration.id)
+    assert code == 0, err
+    assert f"started {migration.id}/cleanup" in out
+    assert all(action in out for action in ("fenced", "removed", "restored Delete")), out
+    # The workflow refuses (here: the fake source says it still runs): why, exit 1.
+    fake.clusters.cleanup_refused = True
+    code, out, err = await fake.run("cleanup", migration.id)
+    assert code == 1 and "the source still owns ordinals" in err, (out, err)
+    # Still running (no worker polls its queue): refused before anything starts.
+    running = await temporal_env.client.start_workflow(
+        "MigrateStatefulSet", request, id=f"{migration.id}-running", task_queue="nobody-polls"
+    )
+    code, out, err = await fake.run("cleanup", running.id)
+    assert code == 2 and "is still running" in err, (out, err)
+    await running.terminate("test over")

@@ -547,3 +547,13 @@ def test_a_managed_by_label_other_than_helm_is_left_to_the_ownership_labels() ->
         {},
     )
     assert meta["labels"] == {"app.kubernetes.io/managed-by": "kustomize", "a": "b"}
+
+
+def test_the_destination_statefulset_carries_no_copy_of_the_source_lock() -> None:
+    """The source is locked before the destination is made from it: a copy of the lock
+    would refuse an onward migration of the destination for good."""
+    source = source_sts()
+    source["metadata"]["annotations"]["stsmigrate.dev/locked-by"] = "mig/1"
+    out = manifests.destination_statefulset(source, REQUEST, "mig/1", start=6)
+    assert "stsmigrate.dev/locked-by" not in out["metadata"]["annotations"]
+    assert out["metadata"]["annotations"]["team"] == "db"

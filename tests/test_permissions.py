@@ -10,7 +10,6 @@ import yaml
 from click.testing import CliRunner
 
 from activities import permissions
-from activities.preflight import DESTINATION_PERMISSIONS, SOURCE_PERMISSIONS
 from stsmigrate.cli import main
 from tests.support.paths import REPO
 
@@ -22,20 +21,35 @@ def test_deploy_rbac_is_what_the_table_renders() -> None:
 
 
 def test_preflight_checks_every_verb_of_the_table() -> None:
-    for side, checked in (("source", SOURCE_PERMISSIONS), ("destination", DESTINATION_PERMISSIONS)):
+    """Every verb, those of the clean finish only for a request with cleanup."""
+    for side in ("source", "destination"):
         table = {
             (v, r.resource, r.group, r.namespaced)
             for r in permissions.RULES
             if r.side == side
             for v in r.verbs
         }
-        assert set(checked) == table and len(checked) == len(table)
+        cleanup = {
+            (v, r.resource, r.group, r.namespaced)
+            for r in permissions.RULES
+            if r.side == side and r.paths == ("cleanup",)
+            for v in r.verbs
+        }
+        assert bool(cleanup) == (side == "source"), side  # the destination only patches
+        with_cleanup = permissions.needed(side, cleanup=True)
+        assert set(with_cleanup) == table and len(with_cleanup) == len(table)
+        assert set(permissions.needed(side, cleanup=False)) == table - cleanup
+        assert set(permissions.for_cleanup(side)) == cleanup
 
 
 def test_every_rule_says_why_and_grants_no_deletion_of_storage() -> None:
+    """A PV may be deleted only by the clean finish, in the source (whose Released PVs
+    are Retain: the object goes, never the storage; deploy/admission.yaml holds it to
+    that)."""
     for rule in permissions.RULES:
         assert len(rule.why) > 30, rule
-        assert not (rule.resource == "persistentvolumes" and "delete" in rule.verbs)
+        if rule.resource == "persistentvolumes" and "delete" in rule.verbs:
+            assert (rule.side, rule.verbs, rule.paths) == ("source", ("delete",), ("cleanup",))
         assert rule.paths, rule
 
 

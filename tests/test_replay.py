@@ -15,7 +15,13 @@ from temporalio.client import WorkflowHistory
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Replayer
 
-from workflows import DescribeClusters, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import (
+    CleanupMigration,
+    DescribeClusters,
+    MigrateOrdinal,
+    MigrateStatefulSet,
+    RollbackOrdinal,
+)
 
 HISTORIES = {
     path.stem: path.read_text()
@@ -32,7 +38,13 @@ def test_histories_are_checked_in() -> None:
 @pytest.mark.parametrize("name", sorted(HISTORIES))
 async def test_replay(name: str) -> None:
     replayer = Replayer(
-        workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal, DescribeClusters],
+        workflows=[
+            MigrateStatefulSet,
+            MigrateOrdinal,
+            RollbackOrdinal,
+            DescribeClusters,
+            CleanupMigration,
+        ],
         data_converter=pydantic_data_converter,
     )
     recorded = json.loads(HISTORIES[name])

@@ -8,6 +8,7 @@
 - migrate_ordinal.py      MigrateOrdinal: source gives k, destination takes it
 - rollback_ordinal.py     RollbackOrdinal: destination gives k back to the source
 - options.py              activity options and patch ids
+- cleanup.py              CleanupMigration, the clean finish of a migration
 - describe.py             DescribeClusters, the wiring check
 
 docs/design.md has the procedure and the invariants I1..I6 the code cites. Every
@@ -17,6 +18,7 @@ module here is deterministic: it reads time and randomness only through
 workflow issues only behind ``workflow.patched`` (tests/histories/ replay).
 """
 
+from workflows.cleanup import CleanupMigration
 from workflows.describe import DescribeClusters
 from workflows.migrate_ordinal import MigrateOrdinal
 from workflows.migrate_statefulset import MigrateStatefulSet
@@ -26,6 +28,7 @@ from workflows.rollback_ordinal import RollbackOrdinal
 __all__ = [
     "PATCHES",
     "SLICE_GUARD",
+    "CleanupMigration",
     "DescribeClusters",
     "MigrateOrdinal",
     "MigrateStatefulSet",

@@ -21,6 +21,7 @@ from temporalio.exceptions import (
     ApplicationError,
     ChildWorkflowError,
     FailureError,
+    WorkflowAlreadyStartedError,
 )
 
 with workflow.unsafe.imports_passed_through():
@@ -35,6 +36,8 @@ with workflow.unsafe.imports_passed_through():
         AbortRequest,
         BudgetInput,
         Carried,
+        CleanupInput,
+        CleanupResult,
         Control,
         Dependency,
         EnsureDestinationInput,
@@ -48,6 +51,7 @@ with workflow.unsafe.imports_passed_through():
         Progress,
         SliceRef,
         StepReport,
+        cleanup_workflow_id,
         ordinal_workflow_id,
         rollback_workflow_id,
     )
@@ -55,9 +59,11 @@ with workflow.unsafe.imports_passed_through():
 
 
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
+from workflows.cleanup import CleanupMigration
 from workflows.handover import ORDINAL_BLOCKED, ORDINAL_STEP, outliving_cancel
 from workflows.options import (
     ABORTABLE_SHARE,
+    CLEAN_FINISH,
     CONTINUE_AS_NEW,
     KEEP_EARLY_APPROVAL,
     LEAN_HISTORY,
@@ -794,6 +800,9 @@ class MigrateStatefulSet(SafePoints):
                 type=RUNS_IN_BOTH,
                 non_retryable=True,
             )
+        cleanup, cleanup_skipped = None, ""
+        if request.cleanup:
+            cleanup, cleanup_skipped = await self._clean_finish(migration_id, where, aborted)
         self._update_progress(
             phase="aborted" if aborted else "done", current_ordinal=None, step=None, placement=where
         )
@@ -818,4 +827,43 @@ class MigrateStatefulSet(SafePoints):
             aborted=aborted,
             abort_reason=self._progress.abort_reason,
             placement=where,
+            cleanup=cleanup,
+            cleanup_skipped=cleanup_skipped,
         )
+
+    async def _clean_finish(
+        self, migration_id: str, where: dict[str, str], aborted: bool
+    ) -> tuple[CleanupResult | None, str]:
+        """The clean finish (workflows/cleanup.py), a child, once every ordinal runs in the
+        destination; the run holds the lock meanwhile. It is the run's last step, so a
+        refusal or a failure leaves the moved app as it is and is named in the result:
+        ``stsmigrate cleanup`` runs it again. Only a request with ``cleanup`` gets here,
+        so no history recorded before it existed meets these commands."""
+        left = sorted(int(k) for k, side in where.items() if side != "destination")
+        if aborted or self._cancel_requested or left or not where:
+            why = (
+                "the run was aborted or cancelled"
+                if aborted or self._cancel_requested
+                else f"ordinals {left} still run in the source"
+                if left
+                else "the destination owns no ordinal"
+            )
+            workflow.logger.warning("no clean finish for %s: %s", migration_id, why)
+            return None, f"{why}: run `stsmigrate cleanup {migration_id}` once every ordinal moved"
+        if not workflow.patched(CLEAN_FINISH):  # never: no older run asks for cleanup
+            return None, "recorded before the clean finish existed"
+        self._update_progress(phase="cleaning_up", current_ordinal=None, step=None)
+        try:
+            done = await workflow.execute_child_workflow(
+                CleanupMigration.run,
+                CleanupInput(request=self._request, migration_id=migration_id),
+                id=cleanup_workflow_id(migration_id),
+                # Like the ordinals' children: a terminated parent does not cut a step.
+                parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                static_summary=f"clean finish of {migration_id}",
+            )
+        except (ChildWorkflowError, WorkflowAlreadyStartedError) as err:
+            why = failure_text(err)
+            workflow.logger.warning("the clean finish of %s did not finish: %s", migration_id, why)
+            return None, f"the clean finish failed ({why}): `stsmigrate cleanup {migration_id}`"
+        return done, ""

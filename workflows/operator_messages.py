@@ -57,7 +57,8 @@ class OperatorMessages(ProgressKeeper):
     # -- the rules (None: accepted; else why not) -----------------------------------------
 
     def _finished(self) -> bool:
-        return self._progress.phase in ("done", "aborted", "cancelled", "failed")
+        # cleaning_up: every ordinal has moved; only the clean finish is left to run.
+        return self._progress.phase in ("cleaning_up", "done", "aborted", "cancelled", "failed")
 
     def _next_ordinal(self) -> int | None:
         """The ordinal an approval applies to: the one waiting, else the next not begun."""

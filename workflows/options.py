@@ -91,6 +91,9 @@ WAITS_QUEUE = "waits-queue"
 # Patch id of parallel moves: with max_unavailable d > 1, up to d ordinals, highest
 # first, are handed over together by one child (a block), within the app's budget.
 PARALLEL_MOVES = "parallel-moves"
+# Patch id of the clean finish: a request with cleanup runs CleanupMigration as the
+# run's last child (no request recorded before the field existed asks for it).
+CLEAN_FINISH = "clean-finish"
 
 PATCHES = (
     SLICE_GUARD,
@@ -108,6 +111,7 @@ PATCHES = (
     CONTINUE_AS_NEW,
     WAITS_QUEUE,
     PARALLEL_MOVES,
+    CLEAN_FINISH,
 )
 
 # A dead worker is noticed after this long without a heartbeat, and another worker
@@ -132,6 +136,12 @@ def quick(summary: str) -> workflow.ActivityConfig:
         "retry_policy": RETRY,
         "summary": summary,
     }
+
+
+def sweep(summary: str) -> workflow.ActivityConfig:
+    """A step over every moved volume (a few requests each): quick's, with time for a
+    thousand of them; it heartbeats, so a dead worker is still noticed in seconds."""
+    return {**quick(summary), "start_to_close_timeout": timedelta(minutes=10)}
 
 
 def _on_waits_queue(options: workflow.ActivityConfig) -> workflow.ActivityConfig:

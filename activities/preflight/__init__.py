@@ -11,20 +11,14 @@ one round; the workflow refuses to change anything while any remain.
 
 from __future__ import annotations
 
-from activities.preflight.access import (
-    DESTINATION_PERMISSIONS,
-    MIN_MINOR,
-    SOURCE_PERMISSIONS,
-    minor_version,
-)
+from activities.preflight.access import MIN_MINOR, lacking, minor_version
 from activities.preflight.dependencies import dependency_names
 from activities.preflight.plan import build_plan
 
 __all__ = [
-    "DESTINATION_PERMISSIONS",
     "MIN_MINOR",
-    "SOURCE_PERMISSIONS",
     "build_plan",
     "dependency_names",
+    "lacking",
     "minor_version",
 ]

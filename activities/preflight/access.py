@@ -13,11 +13,6 @@ from contract import MigrationRequest
 
 MIN_MINOR = 27  # .spec.ordinals: beta and on by default in 1.27, GA in 1.31
 
-# (verb, resource, API group, namespaced) the run needs, per side: every verb of the
-# table, those of a rollback too (an operator can ask for one at any time).
-SOURCE_PERMISSIONS = permissions.needed("source")
-DESTINATION_PERMISSIONS = permissions.needed("destination")
-
 
 def minor_version(git_version: str) -> tuple[int, int] | None:
     match = re.match(r"v?(\d+)\.(\d+)", git_version)
@@ -78,25 +73,16 @@ def check_permissions(
     source: Kube, destination: Kube, request: MigrationRequest, f: Findings
 ) -> None:
     # Permissions before anything else is read: without them the reads below would
-    # only fail one by one, while this names every missing permission at once.
-    for side, kube, perms, namespace in (
-        ("source", source, SOURCE_PERMISSIONS, request.namespace),
-        ("destination", destination, DESTINATION_PERMISSIONS, request.target_namespace),
-    ):
-        lacking = [
-            (verb, resource, group)
-            for verb, resource, group, namespaced in perms
-            if not kube.can(
-                verb,
-                resource,
-                group,
-                namespace if namespaced else None,
-                # Roles may be narrowed to the StatefulSet's name (stsmigrate rbac -s).
-                request.statefulset if permissions.by_name(resource, group, verb) else None,
-            )
-        ]
-        missing = [f"{v} {r}" for v, r, g in lacking if not permissions.optional(v, r, g)]
-        if spared := [f"{v} {r}.{g}" for v, r, g in lacking if permissions.optional(v, r, g)]:
+    # only fail one by one, while this names every missing permission at once. Every
+    # verb of the table, a rollback's too (an operator can ask for one at any time).
+    sides: tuple[tuple[permissions.Side, Kube, str], ...] = (
+        ("source", source, request.namespace),
+        ("destination", destination, request.target_namespace),
+    )
+    for side, kube, namespace in sides:
+        perms = permissions.needed(side, cleanup=request.cleanup)
+        missing, spared = lacking(kube, perms, namespace, request.statefulset)
+        if spared:
             f.warnings.append(
                 f"{side} cluster {kube.context}: the worker's credentials may not "
                 f"{', '.join(spared)}, so the run writes no Kubernetes Events there "
@@ -108,6 +94,28 @@ def check_permissions(
                 f"the worker's credentials may not: {', '.join(missing)}",
                 "grant them (deploy/rbac.yaml has the roles; `stsmigrate rbac` prints them)",
             )
+
+
+def lacking(
+    kube: Kube, perms: list[tuple[str, str, str, bool]], namespace: str, statefulset: str
+) -> tuple[list[str], list[str]]:
+    """(missing, spared): the verbs of ``perms`` the credentials lack ("verb resource"),
+    the optional ones apart ("verb resource.group")."""
+    out = [
+        (verb, resource, group)
+        for verb, resource, group, namespaced in perms
+        if not kube.can(
+            verb,
+            resource,
+            group,
+            namespace if namespaced else None,
+            # Roles may be narrowed to the StatefulSet's name (stsmigrate rbac -s).
+            statefulset if permissions.by_name(resource, group, verb) else None,
+        )
+    ]
+    missing = [f"{v} {r}" for v, r, g in out if not permissions.optional(v, r, g)]
+    spared = [f"{v} {r}.{g}" for v, r, g in out if permissions.optional(v, r, g)]
+    return missing, spared
 
 
 def check_destination_namespace(destination: Kube, request: MigrationRequest, f: Findings) -> bool:

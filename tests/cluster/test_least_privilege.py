@@ -40,7 +40,7 @@ from contract import ApprovalPolicy, DescribeClustersResult, HealthGates, Probe
 from devenv.clusters import AUDITED_USERS, LocalClusters
 from stsmigrate.api import start_migration
 from tests.support.apps import AppHealth, apply_statefulset, deploy_app, statefulset
-from tests.support.cluster_state import budgets, snapshot
+from tests.support.cluster_state import budgets, release_fence, snapshot
 from tests.support.namespaces import fresh_namespace, remove_namespace
 from tests.support.paths import REPO
 from tests.support.processes import WorkerProcess
@@ -276,6 +276,7 @@ async def test_a_whole_life_under_exactly_the_shipped_roles(
                 app_namespace,
                 health=gates,
                 approval=ApprovalPolicy(mode="ordinals", ordinals=[1]),
+                cleanup=True,
             )
             migration = await start_migration(
                 temporal_env.client,
@@ -306,7 +307,12 @@ async def test_a_whole_life_under_exactly_the_shipped_roles(
     log = (tmp_path / "worker.log").read_text(errors="replace")
     assert [o.ordinal for o in result.moved] == [2, 1, 0] and not result.aborted, log[-3000:]
     assert sorted(result.rolled_back) == [0, 2]
-    assert observer.verdict([2, 1, 0], (0, 0), (0, 3)) == []
+    # The clean finish too, under the same roles and admission policies.
+    assert result.cleanup is not None, result.cleanup_skipped
+    actions = {s.action for s in result.cleanup.steps}
+    release_fence(kube["source"], app_namespace, name)
+    assert actions == {"fenced", "removed", "restored Delete"}, result.cleanup.steps
+    assert observer.verdict([2, 1, 0], (0, 0), (0, 3), cleaned_up=True) == []
     assert budgets(kube, app_namespace, name) == {"source": 1, "destination": 1}  # restored
 
     unused = []
@@ -394,7 +400,8 @@ async def test_each_missing_permission_is_named_before_anything_changes(
     Events: a warning names it and the plan has no problem)."""
     name = "lean"
     deploy_app(kube["source"], app_namespace, name, 1, secret_value="x", ready_delay="100ms")
-    request = request_for(name, app_namespace)
+    # With cleanup: preflight then checks the clean finish's verbs too (every verb).
+    request = request_for(name, app_namespace, cleanup=True)
     suffix = uuid.uuid4().hex[:6]
     cases = [(s, r, v) for s in SIDES for r in permissions.rules(s) for v in r.verbs]
     objects: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
@@ -525,3 +532,63 @@ async def test_the_admission_policy_keeps_the_worker_to_its_own_volumes(
     assert "may not give it to another claim" in denials["another claim"][1]
     assert hostpath.value.status in (403, 422)
     assert "is a hostPath or local volume" in str(hostpath.value.body)
+
+
+async def test_the_admission_policy_lets_the_clean_finish_delete_only_what_is_safe(
+    clusters: LocalClusters,
+    kube: dict[str, client.ApiClient],
+    identity: dict[str, str],
+    app_namespace: str,
+) -> None:
+    """As the shipped identity, in the source (whose roles grant the clean finish's
+    deletes): a PV that is not Retain may not be deleted, nor a StatefulSet that owns
+    an ordinal; an unbound Retain PV of the app may (its storage stays)."""
+    side = "source"
+    worker = as_worker(clusters, side, identity)
+    worker_apps = client.AppsV1Api(api_of(worker_config(clusters, identity), side))
+    admin = client.CoreV1Api(kube[side])
+    tag = uuid.uuid4().hex[:6]
+    deleting, retained = f"deleting-{tag}", f"retained-{tag}"
+    doomed = hostpath_pv(deleting, app_namespace)
+    doomed["spec"]["persistentVolumeReclaimPolicy"] = "Delete"
+    admin.create_persistent_volume(doomed)
+    admin.create_persistent_volume(hostpath_pv(retained, app_namespace))
+    apply_statefulset(
+        kube[side], app_namespace, statefulset(f"owns-{tag}", 1, start=0, templates={})
+    )
+    try:
+        with pytest.raises(ApiException) as pv_denied:
+            worker.delete_persistent_volume(deleting)
+        with pytest.raises(ApiException) as sts_denied:
+            worker_apps.delete_namespaced_stateful_set(f"owns-{tag}", app_namespace)
+        worker.delete_persistent_volume(retained)  # allowed: Retain, not Bound
+    finally:
+        for pv in (deleting, retained):
+            with contextlib.suppress(ApiException):
+                admin.delete_persistent_volume(pv)
+        client.AppsV1Api(kube[side]).delete_namespaced_stateful_set(f"owns-{tag}", app_namespace)
+    assert pv_denied.value.status == 422, pv_denied.value.body
+    assert "deletes only PersistentVolumes that are Retain and not Bound" in str(
+        pv_denied.value.body
+    )
+    assert sts_denied.value.status == 422, sts_denied.value.body
+    # A fenced StatefulSet (as the clean finish leaves it): a sync that replaces it
+    # without the finalizer is refused, for anyone; the README's release lets it go.
+    fenced = statefulset(f"fenced-{tag}", 0, start=0, templates={})
+    fenced["metadata"]["finalizers"] = ["stsmigrate.dev/fence"]
+    apps = client.AppsV1Api(kube[side])
+    apps.create_namespaced_stateful_set(app_namespace, fenced)
+    apps.delete_namespaced_stateful_set(f"fenced-{tag}", app_namespace)
+    held: Any = apps.read_namespaced_stateful_set(f"fenced-{tag}", app_namespace)
+    replaced = {**fenced, "metadata": {"name": f"fenced-{tag}"}}
+    replaced["metadata"]["resourceVersion"] = held.metadata.resource_version
+    with pytest.raises(ApiException) as replace_denied:
+        apps.replace_namespaced_stateful_set(f"fenced-{tag}", app_namespace, replaced)
+    release_fence(kube[side], app_namespace, f"fenced-{tag}")
+    with pytest.raises(ApiException) as gone:
+        apps.read_namespaced_stateful_set(f"fenced-{tag}", app_namespace)
+    assert gone.value.status == 404
+    assert replace_denied.value.status == 422, replace_denied.value.body
+    assert "is held by the finalizer stsmigrate.dev/fence" in str(replace_denied.value.body)
+    assert "deletes a StatefulSet only once it owns no ordinal" in str(sts_denied.value.body)
+    assert retained not in {pv.metadata.name for pv in admin.list_persistent_volume().items}

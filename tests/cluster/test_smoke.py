@@ -258,7 +258,12 @@ def _alive(pid: int) -> bool:
 
 @pytest.mark.parametrize(
     ("how", "sigint_ignored"),
-    [(signal.SIGINT, False), (signal.SIGINT, True), (signal.SIGKILL, False)],
+    [
+        (signal.SIGINT, False),
+        # make faults (make test's 20-minute bound): Ctrl-C and SIGKILL stay in make test.
+        pytest.param(signal.SIGINT, True, marks=(pytest.mark.slow, pytest.mark.faults)),
+        (signal.SIGKILL, False),
+    ],
     ids=["interrupted", "interrupted-started-with-sigint-ignored", "killed"],
 )
 def test_launcher_leaves_nothing_running(

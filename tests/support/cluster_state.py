@@ -63,3 +63,18 @@ def budgets(kube: dict[str, client.ApiClient], namespace: str, name: str) -> dic
         saved = (pdb.metadata.annotations or {}).get("stsmigrate.dev/disruption-budget")
         out[side] = pdb.spec.max_unavailable if saved or pdb.spec.min_available is None else None
     return out
+
+
+def release_fence(api: client.ApiClient, namespace: str, name: str) -> None:
+    """What a human does once nothing points the app at the source: let it go (and the
+    test's namespace be deleted)."""
+    apps = client.AppsV1Api(api)
+    try:
+        sts: Any = apps.read_namespaced_stateful_set(name, namespace)
+    except client.exceptions.ApiException:
+        return
+    # As the README says (deploy/admission.yaml's stsmigrate-fence wants the first).
+    release = {"metadata": {"annotations": {"stsmigrate.dev/release-fence": "true"}}}
+    apps.patch_namespaced_stateful_set(name, namespace, release)
+    kept = [f for f in sts.metadata.finalizers or [] if f != "stsmigrate.dev/fence"]
+    apps.patch_namespaced_stateful_set(name, namespace, {"metadata": {"finalizers": kept}})

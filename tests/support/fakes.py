@@ -22,6 +22,11 @@ from activities.liveness import HEARTBEAT_EVERY, KeepAlive
 from contract import (
     BudgetInput,
     BudgetShare,
+    ChildrenInput,
+    CleanupInput,
+    CleanupPlan,
+    CleanupStep,
+    CleanupVolume,
     DependenciesResult,
     EnsureDestinationInput,
     HealthReport,
@@ -47,9 +52,9 @@ from contract import (
     TakeInput,
     waits_queue,
 )
-from contract.errors import UNAVAILABLE
+from contract.errors import CLEANUP_REFUSED, UNAVAILABLE
 from stsmigrate.api import Migration, start_migration
-from workflows import MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
+from workflows import CleanupMigration, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
 # The ordinals of every fake migration, in the order they move.
 ORDINALS = [2, 1, 0]
@@ -93,6 +98,45 @@ class FakeClusters:
         self.wait_seconds = 0.0
         self.running_waits: dict[str, int] = {}
         self.most_at_once: dict[str, int] = {}
+        self.cleanup_refused = False  # the next plan_cleanup refuses (the source runs)
+
+    def cleanup_activities(self) -> list[Any]:
+        """The clean finish's steps, each appended to ``changes`` ("cleanup: <step>")."""
+
+        @activity.defn(name="plan_cleanup")
+        async def plan_cleanup(task: CleanupInput) -> CleanupPlan:
+            self.changes.append("cleanup: plan")
+            if self.cleanup_refused or self.slices["source"][1]:
+                raise ApplicationError(
+                    "the source still owns ordinals", type=CLEANUP_REFUSED, non_retryable=True
+                )
+            return CleanupPlan(
+                volumes=[
+                    CleanupVolume(volume=f"pv-{k}", claim=f"data-{k}", original_policy="Delete")
+                    for k in range(self.end)
+                ],
+                end=self.end,
+            )
+
+        def step(name: str, action: str) -> Any:
+            async def run(task: CleanupInput) -> Any:
+                self.changes.append(f"cleanup: {name} {len(task.volumes)}")
+                done = CleanupStep(object=name, action=action)
+                return done if name == "fence_source_statefulset" else [done]
+
+            return activity.defn(name=name)(run)
+
+        @activity.defn(name="running_children")
+        async def running_children(task: ChildrenInput) -> list[str]:
+            return [i for i in sorted(self.running) if i.startswith(f"{task.migration_id}/")]
+
+        return [
+            plan_cleanup,
+            running_children,
+            step("fence_source_statefulset", "fenced"),
+            step("remove_source_volumes", "removed"),
+            step("restore_reclaim_policies", "restored Delete"),
+        ]
 
     def activities(self) -> list[Any]:
         @activity.defn(name="registered_search_attributes")
@@ -285,6 +329,7 @@ class FakeClusters:
             share_disruption_budget,
             restore_disruption_budget,
             *waits,
+            *self.cleanup_activities(),
         ]
 
 
@@ -326,7 +371,7 @@ async def fake_worker(
         Worker(
             client,
             task_queue=task_queue,
-            workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal],
+            workflows=[MigrateStatefulSet, MigrateOrdinal, RollbackOrdinal, CleanupMigration],
             activities=activities,
             **options,
         ) as main,
