@@ -321,3 +321,16 @@ def test_an_existing_destination_made_with_the_overrides_is_the_same() -> None:
     (warning,) = f.warnings
     assert "/spec/containers/0/image" in warning and "/metadata/annotations/team" in warning
     assert "applied only when the run creates it" in warning
+
+
+def test_a_field_no_pod_template_has_is_a_problem() -> None:
+    f = Findings()
+    r = request(
+        {"type": "merge", "patch": {"spec": {"nodeselector": {"pool": "b"}, "tolerations": "x"}}}
+    )
+    assert check_overrides(source_sts(), r, f) == (source_sts(), [])
+    (problem,) = f.problems
+    assert problem.message == (
+        "the overridden pod template is not one: spec.tolerations: Input should be a valid "
+        "list; spec.nodeselector: Extra inputs are not permitted"
+    )

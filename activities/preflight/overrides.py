@@ -7,6 +7,8 @@ template and any env value of a credential's name, before the run started."""
 from __future__ import annotations
 
 import jsonpointer
+import pydantic
+from kubernetes import client
 
 from activities import manifests
 from activities.kube import Obj
@@ -14,6 +16,11 @@ from activities.preflight.findings import Findings
 from contract import MigrationRequest
 
 _WHERE = "request destination_overrides"
+_FIX = (
+    "write each patch against the source's pod template (kubectl get statefulset -o "
+    "jsonpath='{.spec.template}'), changing only what the destination needs (env, image, "
+    "nodeSelector, tolerations, resources, annotations; kubectl explain pod.spec)"
+)
 
 
 def check_overrides(sts: Obj, request: MigrationRequest, f: Findings) -> tuple[Obj, list[str]]:
@@ -21,16 +28,30 @@ def check_overrides(sts: Obj, request: MigrationRequest, f: Findings) -> tuple[O
     template overridden) and the plan's list of changes; on a refusal (a problem) the
     source's own, so the other checks still run on something."""
     try:
-        return manifests.with_overrides(sts, request), manifests.override_changes(sts, request)
-    except manifests.OverrideRefused as e:
-        f.problem(
-            _WHERE,
-            str(e),
-            "write each patch against the source's pod template (kubectl get statefulset "
-            "-o jsonpath='{.spec.template}'), changing only what the destination needs "
-            "(env, image, nodeSelector, tolerations, resources, annotations)",
+        pods, changes = (
+            manifests.with_overrides(sts, request),
+            manifests.override_changes(sts, request),
         )
+    except manifests.OverrideRefused as e:
+        f.problem(_WHERE, str(e), _FIX)
         return sts, []
+    if request.destination_overrides and (wrong := _not_a_pod_template(pods)):
+        f.problem(_WHERE, f"the overridden pod template is not one: {wrong}", _FIX)
+        return sts, []
+    return pods, changes
+
+
+def _not_a_pod_template(sts: Obj) -> str:
+    """What the kubernetes client's model of a pod template refuses in it (its fields'
+    places and the reasons, never a value): the client checks every body it sends
+    against the same model, so the dry runs and the creation would fail on it."""
+    try:
+        client.V1PodTemplateSpec.model_validate(sts["spec"]["template"])
+    except pydantic.ValidationError as e:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors()[:5]
+        )
+    return ""
 
 
 def check_overrides_kept(sts: Obj, existing: Obj, request: MigrationRequest, f: Findings) -> None:
