@@ -169,13 +169,21 @@ def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
         if override.type == "merge":
             template = merge_patch(template, override.patch)
             continue
-        try:
-            template = jsonpatch.apply_patch(template, cast(list[Obj], override.patch))
-        except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
-            raise OverrideRefused(
-                f"destination_overrides[{i}] (json) does not apply to the source's pod "
-                f"template: {e}"
-            ) from None
+        # One operation at a time, so a refusal can name the one that failed.
+        for j, op in enumerate(cast(list[Obj], override.patch)):
+            try:
+                template = jsonpatch.apply_patch(template, [op])
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                # Never the library's message: it quotes the template (an env value in it).
+                why = (
+                    "its test found another value there"
+                    if isinstance(e, jsonpatch.JsonPatchTestFailed)
+                    else "a path it names is not there"
+                )
+                raise OverrideRefused(
+                    f"destination_overrides[{i}] (json) operation {j} ({op.get('op')} "
+                    f"{op.get('path')}) does not apply to the source's pod template: {why}"
+                ) from None
     if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
         raise OverrideRefused("destination_overrides leave the pod template without a spec")
     before = (source.get("metadata") or {}).get("labels") or {}

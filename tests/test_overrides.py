@@ -237,14 +237,16 @@ def test_a_credential_from_a_secret_ref_is_accepted() -> None:
                 "type": "json",
                 "patch": [{"op": "test", "path": "/spec/containers/0/name", "value": "web"}],
             },
-            "does not apply to the source's pod template",
+            "operation 0 .test /spec/containers/0/name. does not apply to the source's pod "
+            "template: its test found another value there",
         ),
         (
             {
                 "type": "json",
                 "patch": [{"op": "replace", "path": "/spec/containers/3/image", "value": "x"}],
             },
-            "does not apply",
+            "operation 0 .replace /spec/containers/3/image. does not apply to the source's "
+            "pod template: a path it names is not there",
         ),
         ({"type": "json", "patch": [{"op": "remove", "path": "/spec"}]}, "without a spec"),
     ],
@@ -334,3 +336,20 @@ def test_a_field_no_pod_template_has_is_a_problem() -> None:
         "the overridden pod template is not one: spec.tolerations: Input should be a valid "
         "list; spec.nodeselector: Extra inputs are not permitted"
     )
+
+
+def test_a_refusal_quotes_nothing_of_the_template() -> None:
+    """jsonpatch's own messages quote the document; a template's literal env value
+    must not reach a plan, the history or a log."""
+    src = source_sts()
+    src["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "s3cr3t-value"
+    for op in (
+        {"op": "test", "path": "/spec/containers/0", "value": {}},
+        {"op": "remove", "path": "/spec/containers/0/env/0/nope"},
+        {"op": "move", "from": "/spec/containers/0/nope", "path": "/spec/x"},
+    ):
+        f = Findings()
+        check_overrides(src, request({"type": "json", "patch": [op]}), f)
+        (problem,) = f.problems
+        assert "s3cr3t" not in problem.message and "MODE" not in problem.message
+        assert f"({op['op']} {op['path']})" in problem.message

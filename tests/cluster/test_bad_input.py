@@ -168,7 +168,10 @@ PREFLIGHT: list[tuple[str, dict[str, Any], list[str]]] = [
                 }
             ]
         },
-        ["destination_overrides[0] (json) does not apply to the source's pod template"],
+        [
+            "destination_overrides[0] (json) operation 0 (test /spec/containers/0/name) does "
+            "not apply to the source's pod template: its test found another value there"
+        ],
     ),
     (
         "override of a field a pod template lacks",
