@@ -23,6 +23,7 @@ _WHERE = "request destination_overrides"
 def check_dry_runs(
     dest: Kube,
     source_slice: SourceSlice,
+    pods: Obj | None,
     destination: DestinationSlice,
     ordinals: list[OrdinalPlan],
     source_volumes: Volumes,
@@ -32,13 +33,11 @@ def check_dry_runs(
     f: Findings,
 ) -> None:
     """Dry-run in the destination what the first move creates; each refusal a problem
-    (or a warning where the real request may still pass)."""
+    (or a warning where the real request may still pass). ``pods``: the StatefulSet the
+    pods are made from (``check_overrides``), ``None`` when the overrides were refused:
+    then neither the StatefulSet nor a pod is dry-run (the refusal is the problem)."""
     tns = request.target_namespace
-    try:
-        pods = manifests.with_overrides(source_slice.sts, request)
-    except manifests.OverrideRefused:
-        return  # check_overrides named it; nothing of it can be dry-run
-    if not destination.exists:
+    if pods is not None and not destination.exists:
         sts = manifests.destination_statefulset(
             source_slice.sts, request, migration_id, destination.start
         )
@@ -57,6 +56,8 @@ def check_dry_runs(
         _dry_run(dest, "PersistentVolume", None, pv, f)
         pvc = manifests.destination_pvc(source_pv, volume, request, migration_id, first.ordinal)
         _dry_run(dest, "PersistentVolumeClaim", tns, pvc, f)
+    if pods is None:
+        return
     copied = {d.name for d in dependencies if d.kind == "ServiceAccount" and d.action == "copy"}
     account = _account(pods)
     # The account is copied only when the move starts; "default" stands in for it

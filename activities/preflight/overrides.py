@@ -23,10 +23,12 @@ _FIX = (
 )
 
 
-def check_overrides(sts: Obj, request: MigrationRequest, f: Findings) -> tuple[Obj, list[str]]:
+def check_overrides(
+    sts: Obj, request: MigrationRequest, f: Findings
+) -> tuple[Obj | None, list[str]]:
     """The StatefulSet the destination's pods are made from (the source's, its pod
-    template overridden) and the plan's list of changes; on a refusal (a problem) the
-    source's own, so the other checks still run on something."""
+    template overridden) and the plan's list of changes; ``None`` on a refusal (a
+    problem): nothing made from it can be dry-run."""
     try:
         pods, changes = (
             manifests.with_overrides(sts, request),
@@ -34,10 +36,10 @@ def check_overrides(sts: Obj, request: MigrationRequest, f: Findings) -> tuple[O
         )
     except manifests.OverrideRefused as e:
         f.problem(_WHERE, str(e), _FIX)
-        return sts, []
+        return None, []
     if request.destination_overrides and (wrong := _not_a_pod_template(pods)):
         f.problem(_WHERE, f"the overridden pod template is not one: {wrong}", _FIX)
-        return sts, []
+        return None, []
     return pods, changes
 
 

@@ -70,7 +70,8 @@ def build_plan(
         return _plan(request, migration_id, found, versions)
     check_lock(source_slice, migration_id, found, source.context)
     # What the destination's pods are made from: dependencies, quota and dry runs use it.
-    pods, overrides = check_overrides(source_slice.sts, request, found)
+    overridden, overrides = check_overrides(source_slice.sts, request, found)
+    pods = overridden or source_slice.sts
     check_writers(source, destination, source_slice.sts, request, found)
     check_source_health(source, source_slice, found)
     fix_retention_policy = check_retention_policy(source_slice, request, found)
@@ -112,6 +113,7 @@ def build_plan(
         check_dry_runs(
             destination,
             source_slice,
+            overridden,
             destination_slice,
             ordinals,
             source_volumes,
