@@ -16,7 +16,7 @@ from activities.converging import ConvergingActivities, conflict
 from activities.kube import Obj
 from activities.preflight import dependency_names
 from contract import DependenciesResult, Dependency, PlanInput
-from contract.errors import CONFLICT, NOT_OURS
+from contract.errors import CONFLICT, INVALID, NOT_OURS
 
 # One logger for every migration activity, as before the split: its name is in each
 # JSON log line.
@@ -31,6 +31,12 @@ class DependencyActivities(ConvergingActivities):
         sts = source.statefulset(r.namespace, r.statefulset)
         if sts is None:
             raise conflict(f"source StatefulSet {r.namespace}/{r.statefulset} disappeared")
+        try:
+            # The destination's pods are made from the overridden template: what it
+            # names (a Secret of a secretKeyRef an override added) is needed there.
+            sts = manifests.with_overrides(sts, r)
+        except manifests.OverrideRefused as e:
+            raise ApplicationError(str(e), type=INVALID, non_retryable=True) from None
         # Every object already in the destination is judged before anything is copied,
         # so a refusal leaves the destination as it found it.
         found = [

@@ -10,8 +10,11 @@ from __future__ import annotations
 
 import copy
 import hashlib
+import json
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
+
+import jsonpatch
 
 from contract import (
     ANNOTATION_MIGRATION_ID,
@@ -130,12 +133,112 @@ def _map_template_classes(templates: list[Obj], request: MigrationRequest) -> li
     return out
 
 
+class OverrideRefused(ValueError):
+    """A destination override does not apply to the source's pod template, or changes
+    what the destination must keep (the labels its selector matches)."""
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    """RFC 7386 section 2, as its pseudo-code says: an object merges key by key, null
+    removes a key, anything else (a list too) replaces the target."""
+    if not isinstance(patch, dict):
+        return copy.deepcopy(patch)
+    out = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = merge_patch(out.get(key), value)
+    return out
+
+
+def _selector_keys(selector: Obj) -> list[str]:
+    keys = set((selector.get("matchLabels") or {}).keys())
+    keys |= {e["key"] for e in selector.get("matchExpressions") or [] if e.get("key")}
+    return sorted(keys)
+
+
+def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
+    """The source's pod template with the request's ``destination_overrides`` applied in
+    order (RFC 7386 merge patches here, RFC 6902 JSON patches by ``jsonpatch``): what the
+    destination StatefulSet is created with and what preflight dry-runs, the same object.
+
+    Raises OverrideRefused when a patch does not apply (a ``test`` that fails, a path
+    that is not there) or changes a label the selector matches: the selector cannot
+    change, and the destination's pods must be the same app's."""
+    source = (sts.get("spec") or {}).get("template") or {}
+    template: Any = copy.deepcopy(source)
+    for i, override in enumerate(request.destination_overrides):
+        if override.type == "merge":
+            template = merge_patch(template, override.patch)
+            continue
+        # One operation at a time, so a refusal can name the one that failed.
+        for j, op in enumerate(cast(list[Obj], override.patch)):
+            try:
+                template = jsonpatch.apply_patch(template, [op])
+            except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
+                # Never the library's message: it quotes the template (an env value in it).
+                why = (
+                    "its test found another value there"
+                    if isinstance(e, jsonpatch.JsonPatchTestFailed)
+                    else "a path it names is not there"
+                )
+                raise OverrideRefused(
+                    f"destination_overrides[{i}] (json) operation {j} ({op.get('op')} "
+                    f"{op.get('path')}) does not apply to the source's pod template: {why}"
+                ) from None
+    if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
+        raise OverrideRefused("destination_overrides leave the pod template without a spec")
+    before = (source.get("metadata") or {}).get("labels") or {}
+    after = (template.get("metadata") or {}).get("labels") or {}
+    for key in _selector_keys((sts.get("spec") or {}).get("selector") or {}):
+        if before.get(key) != after.get(key):
+            raise OverrideRefused(
+                f"destination_overrides change the pod template's label {key} "
+                f"({before.get(key)!r} -> {after.get(key)!r}), which the StatefulSet's "
+                "selector matches: the selector cannot change and the destination's pods "
+                "are the same app's; leave the selector's labels as they are"
+            )
+    return template
+
+
+def with_overrides(sts: Obj, request: MigrationRequest) -> Obj:
+    """``sts`` with its pod template overridden (itself when the request has none)."""
+    if not request.destination_overrides:
+        return sts
+    return {**sts, "spec": {**sts["spec"], "template": overridden_template(sts, request)}}
+
+
+def override_operations(sts: Obj, request: MigrationRequest) -> list[Obj]:
+    """What the overrides change in the pod template: the RFC 6902 operations that
+    ``jsonpatch`` makes from the difference, whatever kind of patch made it."""
+    if not request.destination_overrides:
+        return []
+    before = (sts.get("spec") or {}).get("template") or {}
+    return [dict(op) for op in jsonpatch.make_patch(before, overridden_template(sts, request))]
+
+
+def override_changes(sts: Obj, request: MigrationRequest) -> list[str]:
+    """``override_operations`` for the plan, one line each (values cut short)."""
+    out = []
+    for op in override_operations(sts, request):
+        shown = f"{op['op']} {op['path']}"
+        if "from" in op:
+            shown += f" from {op['from']}"
+        if "value" in op:
+            value = json.dumps(op["value"], sort_keys=True, separators=(",", ":"))
+            shown += " " + (value if len(value) <= 200 else value[:197] + "...")
+        out.append(shown)
+    return out
+
+
 def destination_statefulset(
     source: Obj, request: MigrationRequest, migration_id: str, start: int
 ) -> Obj:
-    """The destination StatefulSet: the source's spec owning the empty slice [start, start)."""
+    """The destination StatefulSet: the source's spec, with its pod template overridden
+    (``overridden_template``), owning the empty slice [start, start)."""
     labels, annotations = ownership(migration_id, source_ref(request))
-    spec = copy.deepcopy(source["spec"])
+    spec = copy.deepcopy(with_overrides(source, request)["spec"])
     spec["replicas"] = 0
     spec["ordinals"] = {"start": start}
     spec["volumeClaimTemplates"] = _map_template_classes(

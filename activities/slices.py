@@ -20,7 +20,7 @@ from contract import (
     StatefulSetState,
     TakeInput,
 )
-from contract.errors import CONFLICT, CONFLICTING_CHANGE
+from contract.errors import CONFLICT, CONFLICTING_CHANGE, INVALID
 
 # One logger for every migration activity, as before the split: its name is in each
 # JSON log line.
@@ -67,7 +67,11 @@ class SliceActivities(ConvergingActivities):
         sts = source.statefulset(r.namespace, r.statefulset)
         if sts is None:
             raise conflict(f"source StatefulSet {r.namespace}/{r.statefulset} disappeared")
-        body = manifests.destination_statefulset(sts, r, request.migration_id, request.start)
+        try:
+            body = manifests.destination_statefulset(sts, r, request.migration_id, request.start)
+        except manifests.OverrideRefused as e:
+            # Preflight applied them to the same template; the source's changed since.
+            raise ApplicationError(str(e), type=INVALID, non_retryable=True) from None
         created = dest.create("StatefulSet", r.target_namespace, body)
         if created is None:  # created meanwhile by a previous attempt of ours
             created = dest.statefulset(r.target_namespace, r.statefulset)

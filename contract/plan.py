@@ -53,6 +53,11 @@ class Plan(Reply):
     destination_replicas: int = 0
     claim_templates: list[str] = Field(default_factory=list)
     service_name: str = Field("", description="the StatefulSet's serviceName")
+    destination_overrides: list[str] = Field(
+        default_factory=list,
+        description="what the request's destination_overrides change in the destination's "
+        'pod template, as JSON patch operations (e.g. "replace /spec/containers/0/image ...")',
+    )
     ordinals: list[OrdinalPlan] = Field(default_factory=list, description="highest first")
     moved: list[OrdinalPlan] = Field(
         default_factory=list,

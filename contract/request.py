@@ -9,7 +9,7 @@ import re
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import AfterValidator, Field, model_validator
+from pydantic import AfterValidator, Field, JsonValue, model_validator
 
 from contract.base import Payload
 
@@ -197,6 +197,133 @@ class HealthGates(Payload):
     )
 
 
+# The fields of a StatefulSet's own spec: a patch naming one under "spec" was written
+# for the StatefulSet, which destination_overrides never patches (its selector,
+# serviceName and volumeClaimTemplates stay the source's: both slices are one app).
+STATEFULSET_SPEC_FIELDS = (
+    "selector",
+    "serviceName",
+    "volumeClaimTemplates",
+    "template",
+    "replicas",
+    "ordinals",
+    "podManagementPolicy",
+    "updateStrategy",
+    "persistentVolumeClaimRetentionPolicy",
+    "minReadySeconds",
+    "revisionHistoryLimit",
+)
+# Where in the pod template an override may write (RFC 6901 pointers).
+OVERRIDABLE = ("/metadata/labels", "/metadata/annotations", "/spec")
+JSON_PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
+_NOT_IN_HISTORY = (
+    "the request is kept in the workflow's history, so it can carry no secret: take the "
+    "value from a Secret with valueFrom.secretKeyRef"
+)
+
+
+def _pointer(path: object, i: int) -> list[str]:
+    """An RFC 6901 pointer's tokens, refused unless it is inside OVERRIDABLE."""
+    if not isinstance(path, str) or not path.startswith("/"):
+        raise ValueError(f"operation {i}: path {path!r} is not a JSON pointer (/spec/...)")
+    if not any(path == root or path.startswith(root + "/") for root in OVERRIDABLE):
+        raise ValueError(
+            f"operation {i}: {path} is outside what an override may change: the pod "
+            "template's spec and its metadata's labels and annotations (/spec/..., "
+            "/metadata/labels/..., /metadata/annotations/...)"
+        )
+    return [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
+
+
+def _not_statefulset_fields(spec_keys: list[str]) -> None:
+    if wrong := [k for k in spec_keys if k in STATEFULSET_SPEC_FIELDS]:
+        raise ValueError(
+            f"spec.{wrong[0]} is a field of the StatefulSet, not of its pod template: "
+            "destination_overrides patches only the pod template (spec.template of the "
+            "StatefulSet; write its paths from there, e.g. /spec/nodeSelector), and the "
+            "destination keeps the source's selector, serviceName and volumeClaimTemplates"
+        )
+
+
+def _no_credential_values(value: object) -> None:
+    """No env entry {name, value} whose name is a credential's (I5)."""
+    if isinstance(value, list):
+        for item in value:
+            _no_credential_values(item)
+    elif isinstance(value, dict):
+        name = value.get("name")
+        if (
+            "value" in value
+            and isinstance(name, str)
+            and re.fullmatch(CREDENTIAL_VARIABLES, name, re.I)
+        ):
+            raise ValueError(f"env {name} has a value: {_NOT_IN_HISTORY}")
+        for item in value.values():
+            _no_credential_values(item)
+
+
+class PodTemplatePatch(Payload):
+    """One patch of the destination StatefulSet's pod template (the source's
+    ``spec.template``: its ``metadata`` and ``spec``), applied when the destination
+    StatefulSet is created. ``merge``: an RFC 7386 JSON merge patch (an object; lists
+    are replaced whole, null removes a key): for maps such as nodeSelector or
+    annotations, and lists given whole such as tolerations. ``json``: an RFC 6902 JSON
+    patch (a list of operations): for one element of a list, such as a container's
+    image, env or resources (``/spec/containers/0/image``; a ``test`` of
+    ``/spec/containers/0/name`` makes sure it is the container meant)."""
+
+    type: Literal["merge", "json"]
+    patch: JsonValue
+
+    @model_validator(mode="after")
+    def _only_the_pod_template(self) -> PodTemplatePatch:
+        if self.type == "merge":
+            self._check_merge(self.patch)
+        else:
+            self._check_json(self.patch)
+        _no_credential_values(self.patch)
+        return self
+
+    @staticmethod
+    def _check_merge(patch: JsonValue) -> None:
+        if not isinstance(patch, dict):
+            raise ValueError('a merge patch is an object ({"spec": {...}})')
+        if wrong := sorted(set(patch) - {"metadata", "spec"}):
+            raise ValueError(
+                f"{wrong[0]!r}: a merge patch of the pod template has only metadata and spec"
+            )
+        meta = patch.get("metadata", {})
+        if not isinstance(meta, dict) or set(meta) - {"labels", "annotations"}:
+            raise ValueError(
+                "an override changes only the pod template's metadata.labels and "
+                "metadata.annotations (its name and namespace are the StatefulSet's)"
+            )
+        spec = patch.get("spec", {})
+        if not isinstance(spec, dict):
+            raise ValueError("the spec of a merge patch is an object: a pod template keeps one")
+        _not_statefulset_fields(list(spec))
+
+    @staticmethod
+    def _check_json(patch: JsonValue) -> None:
+        if not isinstance(patch, list) or not patch:
+            raise ValueError('a json patch is a non-empty list of operations ({"op": ...})')
+        for i, op in enumerate(patch):
+            if not isinstance(op, dict) or op.get("op") not in JSON_PATCH_OPS:
+                raise ValueError(f"operation {i}: op is one of {', '.join(JSON_PATCH_OPS)}")
+            pointers = [op.get("path")] + ([op.get("from")] if op["op"] in ("move", "copy") else [])
+            for path in pointers:
+                tokens = _pointer(path, i)
+                if tokens[0] == "spec":
+                    _not_statefulset_fields(tokens[1:2])
+                # The entry's name is not in the patch: it could not be checked.
+                if len(tokens) >= 3 and tokens[-3] == "env" and tokens[-1] == "value":
+                    raise ValueError(
+                        f"operation {i}: set an env variable as a whole entry "
+                        f'({{"name": ..., "value": ...}} at /{"/".join(tokens[:-1])}) '
+                        "so its name can be checked for a credential"
+                    )
+
+
 # The most ordinals one child hands over at once (max_unavailable's bound).
 MAX_BLOCK = 100
 
@@ -211,6 +338,13 @@ class MigrationRequest(Payload):
     destination_namespace: NamespaceName | None = None
     storage_class_mapping: dict[str, str] = Field(
         default_factory=dict, description="source storage class -> destination storage class"
+    )
+    destination_overrides: list[PodTemplatePatch] = Field(
+        default_factory=list,
+        description="patches of the destination StatefulSet's pod template, applied in order "
+        "when it is created (env, image, nodeSelector, tolerations, resources); shown in the "
+        "plan and dry-run by preflight. Never the selector's labels, serviceName or "
+        "volumeClaimTemplates; in the history, so never a secret",
     )
     stop_at_ordinal: int | None = Field(
         None, ge=0, description="lowest ordinal to move; lower ones stay in the source"

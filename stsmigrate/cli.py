@@ -289,6 +289,8 @@ def plan_view(plan: Plan) -> Group:
         if plan.destination_exists
         else f"create owning the empty slice [{plan.end}, {plan.end})",
     )
+    for change in plan.destination_overrides:
+        step("pod template override", change)
     copies = [f"{d.kind} {d.name}" for d in plan.dependencies if d.action == "copy"]
     step("dependencies", "copy " + ", ".join(copies) if copies else "all present")
     for o in plan.ordinals:

@@ -87,6 +87,10 @@ def describe_view(d: Description) -> Group:
                         if gates
                         else "pod readiness only",
                     ),
+                    (
+                        "Destination overrides",
+                        ", ".join(o.type for o in r.destination_overrides) or "none",
+                    ),
                     ("Dry run", "yes" if r.dry_run else "no"),
                 ]
             ),
@@ -108,6 +112,7 @@ def describe_view(d: Description) -> Group:
                 or "nothing",
             ),
         ]
+        rows += [("Pod template override", c) for c in p.destination_overrides]
         rows += [("Warning", w) for w in p.warnings]
         rows += [("Problem", f"{x.object}: {x.message} (fix: {x.fix})") for x in p.problems]
         parts += [Text("Plan:", style="bold"), _fields(rows)]

@@ -213,6 +213,13 @@ def test_plan_display_lists_steps_and_blocking_problems() -> None:
     assert "move redis-1" in text and "move redis-0" in text
     assert "1 blocking problem(s):" in text and "fix: create it" in text
 
+    overridden = plan.model_copy(
+        update={"destination_overrides": ['replace /spec/containers/0/image "reg.b/redis:7"']}
+    )
+    text = render(plan_view(overridden))
+    assert "pod template override" in text and '/spec/containers/0/image "reg.b/redis:7"' in text
+    assert "pod template override" not in render(plan_view(plan))
+
 
 def test_ui_links_escape_the_workflow_id() -> None:
     assert ui_link("http://ui:8233/", "default", "stsmigrate/a/shop/redis") == (

@@ -28,6 +28,7 @@ from activities.preflight.findings import (
     Versions,
 )
 from activities.preflight.listing import list_volumes
+from activities.preflight.overrides import check_overrides
 from activities.preflight.statefulsets import (
     check_destination,
     check_lock,
@@ -68,6 +69,9 @@ def build_plan(
     if source_slice is None:
         return _plan(request, migration_id, found, versions)
     check_lock(source_slice, migration_id, found, source.context)
+    # What the destination's pods are made from: dependencies, quota and dry runs use it.
+    overridden, overrides = check_overrides(source_slice.sts, request, found)
+    pods = overridden or source_slice.sts
     check_writers(source, destination, source_slice.sts, request, found)
     check_source_health(source, source_slice, found)
     fix_retention_policy = check_retention_policy(source_slice, request, found)
@@ -90,7 +94,7 @@ def build_plan(
     check_template_claims(source_slice, destination_volumes, request, found)
     check_storage_classes(destination, source_slice, ordinals, request, found)
     check_csi(destination, source_volumes, ordinals, found)
-    dependencies = check_dependencies(source, destination, source_slice.sts, request, found)
+    dependencies = check_dependencies(source, destination, pods, request, found)
     pdbs = [
         pdb
         for d in dependencies
@@ -102,13 +106,14 @@ def build_plan(
     check_pod_management(
         source_slice.sts, request.max_unavailable, found.warnings, request.approval.mode
     )
-    check_default_account_pull_secrets(source, destination, source_slice.sts, request, found)
+    check_default_account_pull_secrets(source, destination, pods, request, found)
     if namespace_exists:
-        pod_spec = source_slice.sts["spec"]["template"].get("spec") or {}
+        pod_spec = pods["spec"]["template"].get("spec") or {}
         check_quota(destination, request.target_namespace, pod_spec, ordinals, found)
         check_dry_runs(
             destination,
             source_slice,
+            overridden,
             destination_slice,
             ordinals,
             source_volumes,
@@ -131,6 +136,7 @@ def build_plan(
         moved=moved,
         dependencies=dependencies,
         fix_retention_policy=fix_retention_policy,
+        overrides=overrides,
     )
 
 
@@ -146,6 +152,7 @@ def _plan(
     moved: list[OrdinalPlan] | None = None,
     dependencies: list[Dependency] | None = None,
     fix_retention_policy: bool = False,
+    overrides: list[str] | None = None,
 ) -> Plan:
     """The plan from its parts; the parts of checks never reached are empty."""
     return Plan(
@@ -165,6 +172,7 @@ def _plan(
         destination_replicas=destination.replicas,
         claim_templates=list(source.templates),
         service_name=source.service_name,
+        destination_overrides=overrides or [],
         ordinals=ordinals or [],
         moved=moved or [],
         dependencies=dependencies or [],

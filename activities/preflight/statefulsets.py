@@ -8,6 +8,7 @@ from __future__ import annotations
 from activities.kube import Kube, Obj, is_ready, selector_string, slice_of
 from activities.preflight.findings import DestinationSlice, Findings, SourceSlice
 from activities.preflight.listing import Volumes
+from activities.preflight.overrides import check_overrides_kept
 from contract import ANNOTATION_LOCK, MigrationRequest
 
 
@@ -115,6 +116,7 @@ def check_destination(
         return DestinationSlice(exists=False, start=end, replicas=0, end=end)
     d_start, d_replicas = slice_of(dest_sts)
     check_compatible(source_slice.sts, dest_sts, request, f)
+    check_overrides_kept(source_slice.sts, dest_sts, request, f)
     if source_slice.replicas > 0 and d_replicas > 0 and d_start != end:
         f.problem(
             f"destination StatefulSet {tns}/{name}",

@@ -40,6 +40,34 @@ REQUESTS: list[tuple[str, dict[str, Any], str]] = [
     ("dry_run not a bool", {"dry_run": "maybe"}, "dry_run"),
     ("mapping not strings", {"storage_class_mapping": {"a": 5}}, "storage_class_mapping"),
     ("zero max_unavailable", {"max_unavailable": 0}, "greater than or equal to 1"),
+    (
+        "override of the serviceName",
+        {"destination_overrides": [{"type": "merge", "patch": {"spec": {"serviceName": "x"}}}]},
+        "spec.serviceName is a field of the StatefulSet, not of its pod template",
+    ),
+    (
+        "override outside the pod template",
+        {"destination_overrides": [{"type": "json", "patch": [{"op": "remove", "path": "/x"}]}]},
+        "/x is outside what an override may change",
+    ),
+    (
+        "override with a password",
+        {
+            "destination_overrides": [
+                {
+                    "type": "json",
+                    "patch": [
+                        {
+                            "op": "add",
+                            "path": "/spec/containers/0/env",
+                            "value": [{"name": "REDIS_PASSWORD", "value": "hunter2"}],
+                        }
+                    ],
+                }
+            ]
+        },
+        "env REDIS_PASSWORD has a value: the request is kept in the workflow's history",
+    ),
 ]
 
 
@@ -113,6 +141,49 @@ PREFLIGHT: list[tuple[str, dict[str, Any], list[str]]] = [
             f"PodDisruptionBudget {APP}: allows 1 voluntary disruption(s) of the 2 pods, but "
             "max_unavailable 2 would take 2 pods down at once",
             "fix: set max_unavailable to 1 or less, or loosen the PodDisruptionBudget",
+        ],
+    ),
+    (
+        "override of a selector label",
+        {
+            "destination_overrides": [
+                {"type": "merge", "patch": {"metadata": {"labels": {"app": "other"}}}}
+            ]
+        },
+        [
+            "request destination_overrides: destination_overrides change the pod template's "
+            f"label app ('{APP}' -> 'other'), which the StatefulSet's selector matches",
+        ],
+    ),
+    (
+        "override for another container",
+        {
+            "destination_overrides": [
+                {
+                    "type": "json",
+                    "patch": [
+                        {"op": "test", "path": "/spec/containers/0/name", "value": "web"},
+                        {"op": "replace", "path": "/spec/containers/0/image", "value": "x:1"},
+                    ],
+                }
+            ]
+        },
+        [
+            "destination_overrides[0] (json) operation 0 (test /spec/containers/0/name) does "
+            "not apply to the source's pod template: its test found another value there"
+        ],
+    ),
+    (
+        "override of a field a pod template lacks",
+        {
+            "destination_overrides": [
+                {"type": "merge", "patch": {"spec": {"nodeselector": {"pool": "b"}}}}
+            ]
+        },
+        [
+            "request destination_overrides: the overridden pod template is not one: "
+            "spec.nodeselector: Extra inputs are not permitted",
+            "kubectl explain pod.spec",
         ],
     ),
 ]

@@ -460,3 +460,95 @@ async def test_ten_ordinals_move_at_once_within_the_budget(
     assert len(found) == 3
     record("parallel_ten_parent", found[0])
     record("parallel_ten_block_11", found[1])
+
+
+async def test_destination_overrides_reach_the_destination_pods_only(
+    kube: dict[str, client.ApiClient],
+    temporal_env: WorkflowEnvironment,
+    worker: WorkerProcess,
+    namespace: str,
+) -> None:
+    """Another registry, env, a node of the destination's and a toleration: the
+    destination StatefulSet is made with them, and its pods run with them; the source's
+    template is untouched. A Secret only the override names is copied too."""
+    deploy_app(kube["source"], namespace, "ov", 2, secret_value="x", ready_delay="200ms")
+    core, apps = client.CoreV1Api(kube["source"]), client.AppsV1Api(kube["source"])
+    core.create_namespaced_secret(
+        namespace, {"metadata": {"name": "ov-extra"}, "stringData": {"token": "t"}}
+    )
+    source_template = apps.read_namespaced_stateful_set("ov", namespace).to_dict()["spec"][
+        "template"
+    ]
+    node = "destination-node-1"
+    toleration = {"key": "stsmigrate.dev/real", "operator": "Exists", "effect": "NoSchedule"}
+    overrides = [
+        {
+            "type": "json",
+            "patch": [
+                {"op": "test", "path": "/spec/containers/0/name", "value": "app"},
+                {"op": "replace", "path": "/spec/containers/0/image", "value": "reg.b/app:2"},
+                {
+                    "op": "add",
+                    "path": "/spec/containers/0/env/-",
+                    "value": {"name": "REDIS_NODES", "value": "ov-0,ov-1"},
+                },
+                {
+                    "op": "add",
+                    "path": "/spec/containers/0/env/-",
+                    "value": {
+                        "name": "EXTRA_TOKEN",
+                        "valueFrom": {"secretKeyRef": {"name": "ov-extra", "key": "token"}},
+                    },
+                },
+            ],
+        },
+        {
+            "type": "merge",
+            "patch": {
+                "spec": {
+                    "nodeSelector": {"kubernetes.io/hostname": node},
+                    "tolerations": [toleration],
+                }
+            },
+        },
+    ]
+    with observing(kube, namespace, namespace, "ov") as observer:
+        migration_id, result = await migrate(
+            temporal_env, worker, request_for("ov", namespace, destination_overrides=overrides)
+        )
+    assert observer.verdict([1, 0], (0, 0), (0, 2)) == []
+    plan = await temporal_env.client.get_workflow_handle(migration_id).query(
+        "plan", result_type=Plan
+    )
+    assert 'replace /spec/containers/0/image "reg.b/app:2"' in plan.destination_overrides
+    assert f'add /spec/nodeSelector {{"kubernetes.io/hostname":"{node}"}}' in (
+        plan.destination_overrides
+    )
+    assert any("ov-extra" in d.name for d in result.dependencies if d.action == "copied")
+
+    def wanted(spec: Any, where: str) -> None:
+        (container,) = spec.containers
+        env = {e.name: e for e in container.env}
+        assert container.image == "reg.b/app:2", where
+        assert env["REDIS_NODES"].value == "ov-0,ov-1", where
+        assert env["EXTRA_TOKEN"].value_from.secret_key_ref.name == "ov-extra", where
+        assert "REDIS_PASSWORD" in env, where  # the source's own env is kept
+        assert spec.node_selector == {"kubernetes.io/hostname": node}, where
+        assert [t.to_dict() for t in spec.tolerations or []][:1] == [
+            {**toleration, "value": None, "toleration_seconds": None}
+        ], where
+
+    dest_apps, dest_core = (
+        client.AppsV1Api(kube["destination"]),
+        client.CoreV1Api(kube["destination"]),
+    )
+    made = dest_apps.read_namespaced_stateful_set("ov", namespace)
+    wanted(made.spec.template.spec, "destination StatefulSet")
+    assert made.spec.selector.match_labels == {"app": "ov"}
+    for k in (0, 1):
+        pod = dest_core.read_namespaced_pod(f"ov-{k}", namespace)
+        wanted(pod.spec, f"destination pod ov-{k}")
+        assert pod.spec.node_name == node
+    after = apps.read_namespaced_stateful_set("ov", namespace).to_dict()["spec"]["template"]
+    assert after == source_template
+    assert after["spec"]["containers"][0]["image"] == "registry.invalid/app:1"

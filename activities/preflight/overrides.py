@@ -1,0 +1,88 @@
+"""Preflight of ``destination_overrides``: the patches apply to the source's pod template
+and leave the labels its selector matches as they are (``manifests.overridden_template``,
+the function the run creates the destination StatefulSet with); what they change goes
+into the plan. The request's own validator already refused any path outside the pod
+template and any env value of a credential's name, before the run started."""
+
+from __future__ import annotations
+
+import jsonpointer
+import pydantic
+from kubernetes import client
+
+from activities import manifests
+from activities.kube import Obj
+from activities.preflight.findings import Findings
+from contract import MigrationRequest
+
+_WHERE = "request destination_overrides"
+_FIX = (
+    "write each patch against the source's pod template (kubectl get statefulset -o "
+    "jsonpath='{.spec.template}'), changing only what the destination needs (env, image, "
+    "nodeSelector, tolerations, resources, annotations; kubectl explain pod.spec)"
+)
+
+
+def check_overrides(
+    sts: Obj, request: MigrationRequest, f: Findings
+) -> tuple[Obj | None, list[str]]:
+    """The StatefulSet the destination's pods are made from (the source's, its pod
+    template overridden) and the plan's list of changes; ``None`` on a refusal (a
+    problem): nothing made from it can be dry-run."""
+    try:
+        pods, changes = (
+            manifests.with_overrides(sts, request),
+            manifests.override_changes(sts, request),
+        )
+    except manifests.OverrideRefused as e:
+        f.problem(_WHERE, str(e), _FIX)
+        return None, []
+    if request.destination_overrides and (wrong := _not_a_pod_template(pods)):
+        f.problem(_WHERE, f"the overridden pod template is not one: {wrong}", _FIX)
+        return None, []
+    return pods, changes
+
+
+def _not_a_pod_template(sts: Obj) -> str:
+    """What the kubernetes client's model of a pod template refuses in it (its fields'
+    places and the reasons, never a value): the client checks every body it sends
+    against the same model, so the dry runs and the creation would fail on it."""
+    try:
+        client.V1PodTemplateSpec.model_validate(sts["spec"]["template"])
+    except pydantic.ValidationError as e:
+        return "; ".join(
+            f"{'.'.join(str(p) for p in x['loc'])}: {x['msg']}" for x in e.errors()[:5]
+        )
+    return ""
+
+
+def check_overrides_kept(sts: Obj, existing: Obj, request: MigrationRequest, f: Findings) -> None:
+    """An existing destination StatefulSet keeps its pod template: overrides are applied
+    only when the run creates it (a later run of the migration resumes with what the
+    first made, which is the overridden template, not a difference to refuse). Warn
+    where it does not hold what the overrides would set."""
+    if not request.destination_overrides:
+        return
+    try:
+        wanted = manifests.overridden_template(sts, request)
+    except manifests.OverrideRefused:
+        return  # check_overrides names it
+    there = (existing.get("spec") or {}).get("template") or {}
+    differ = []
+    for op in manifests.override_operations(sts, request):
+        path = op["path"]
+        if op["op"] == "remove":
+            if jsonpointer.resolve_pointer(there, path, None) is not None:
+                differ.append(path)
+        elif jsonpointer.resolve_pointer(there, path, None) != jsonpointer.resolve_pointer(
+            wanted, path, None
+        ):
+            differ.append(path)
+    if differ:
+        name = f"{request.target_namespace}/{request.statefulset}"
+        f.warnings.append(
+            f"destination StatefulSet {name} exists and its pod template differs from the "
+            f"overridden one at {', '.join(differ)}: destination_overrides are applied only "
+            "when the run creates it, so its pods keep what it has (patch it with kubectl, "
+            "or delete it while it owns no pods so the run makes it again)"
+        )

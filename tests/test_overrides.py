@@ -1,0 +1,354 @@
+"""destination_overrides: the request's refusals (outside the pod template, a credential's
+value), the patches applied to the pod template (RFC 7386 and RFC 6902), the selector's
+labels kept, what the plan shows, and an existing destination judged by what the
+overrides made (no cluster needed)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from pydantic import ValidationError
+
+from activities import manifests
+from activities.preflight.dry_runs import check_overrides_stored
+from activities.preflight.findings import Findings
+from activities.preflight.overrides import check_overrides, check_overrides_kept
+from activities.preflight.statefulsets import check_compatible
+from contract import MigrationRequest
+
+BASE = {
+    "statefulset": "redis",
+    "namespace": "shop",
+    "source_context": "a",
+    "destination_context": "b",
+}
+IMAGE = [
+    {"op": "test", "path": "/spec/containers/0/name", "value": "redis"},
+    {"op": "replace", "path": "/spec/containers/0/image", "value": "reg.b/redis:7.2"},
+    {
+        "op": "add",
+        "path": "/spec/containers/0/env/-",
+        "value": {"name": "REDIS_NODES", "value": "6"},
+    },
+    {"op": "add", "path": "/spec/containers/0/resources", "value": {"limits": {"cpu": "500m"}}},
+]
+PLACEMENT = {
+    "spec": {
+        "nodeSelector": {"pool": "b"},
+        "tolerations": [{"key": "real", "operator": "Exists", "effect": "NoSchedule"}],
+    },
+    "metadata": {"annotations": {"moved": "yes", "team": None}},
+}
+
+
+def request(*overrides: dict[str, Any]) -> MigrationRequest:
+    return MigrationRequest.model_validate({**BASE, "destination_overrides": list(overrides)})
+
+
+def source_sts() -> dict[str, Any]:
+    return {
+        "metadata": {"name": "redis", "namespace": "shop"},
+        "spec": {
+            "replicas": 2,
+            "serviceName": "redis",
+            "selector": {
+                "matchLabels": {"app": "redis"},
+                "matchExpressions": [{"key": "tier", "operator": "Exists"}],
+            },
+            "template": {
+                "metadata": {
+                    "labels": {"app": "redis", "tier": "db", "version": "1"},
+                    "annotations": {"team": "db"},
+                },
+                "spec": {
+                    "containers": [
+                        {
+                            "name": "redis",
+                            "image": "reg.a/redis:7.2",
+                            "env": [{"name": "MODE", "value": "cluster"}],
+                        }
+                    ],
+                    "nodeSelector": {"zone": "a"},
+                },
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "data"}, "spec": {}}],
+        },
+    }
+
+
+def test_both_kinds_of_patch_reach_the_destination_statefulset_only() -> None:
+    src = source_sts()
+    r = request({"type": "json", "patch": IMAGE}, {"type": "merge", "patch": PLACEMENT})
+    out = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    template = out["spec"]["template"]
+    (container,) = template["spec"]["containers"]
+    assert container["image"] == "reg.b/redis:7.2"
+    assert container["env"] == [
+        {"name": "MODE", "value": "cluster"},
+        {"name": "REDIS_NODES", "value": "6"},
+    ]
+    assert container["resources"] == {"limits": {"cpu": "500m"}}
+    # RFC 7386: maps merge, a list is replaced whole, null removes a key.
+    assert template["spec"]["nodeSelector"] == {"zone": "a", "pool": "b"}
+    assert template["spec"]["tolerations"] == PLACEMENT["spec"]["tolerations"]
+    assert template["metadata"]["annotations"] == {"moved": "yes"}
+    assert template["metadata"]["labels"] == {"app": "redis", "tier": "db", "version": "1"}
+    # The StatefulSet's own fields are the source's; the source is untouched.
+    assert out["spec"]["selector"] == src["spec"]["selector"]
+    assert out["spec"]["serviceName"] == "redis"
+    assert [t["metadata"]["name"] for t in out["spec"]["volumeClaimTemplates"]] == ["data"]
+    assert src == source_sts()
+    # Without overrides, the template is the source's.
+    plain = manifests.destination_statefulset(src, request(), "mig/1", start=2)
+    assert plain["spec"]["template"] == src["spec"]["template"]
+
+
+@pytest.mark.parametrize(
+    ("target", "patch", "expected"),
+    [  # RFC 7386 Appendix A, a selection
+        ({"a": "b"}, {"a": "c"}, {"a": "c"}),
+        ({"a": "b"}, {"b": "c"}, {"a": "b", "b": "c"}),
+        ({"a": "b"}, {"a": None}, {}),
+        ({"a": ["b"]}, {"a": "c"}, {"a": "c"}),
+        ({"a": [{"b": "c"}]}, {"a": [1]}, {"a": [1]}),
+        ({"a": {"b": "c"}}, {"a": {"b": "d", "c": None}}, {"a": {"b": "d"}}),
+        (["a", "b"], ["c", "d"], ["c", "d"]),
+        ({"e": None}, {"a": 1}, {"e": None, "a": 1}),
+        ({}, {"a": {"bb": {"ccc": None}}}, {"a": {"bb": {}}}),
+    ],
+)
+def test_merge_patch_is_rfc_7386(target: Any, patch: Any, expected: Any) -> None:
+    before = copy.deepcopy(target)
+    assert manifests.merge_patch(target, patch) == expected
+    assert target == before
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ({"type": "merge", "patch": {"spec": {"serviceName": "x"}}}, "spec.serviceName is a field"),
+        ({"type": "merge", "patch": {"spec": {"selector": {}}}}, "spec.selector is a field"),
+        (
+            {"type": "merge", "patch": {"spec": {"volumeClaimTemplates": []}}},
+            "spec.volumeClaimTemplates is a field",
+        ),
+        ({"type": "merge", "patch": {"spec": {"template": {}}}}, "spec.template is a field"),
+        ({"type": "merge", "patch": {"metadata": {"name": "x"}}}, "only the pod template's"),
+        ({"type": "merge", "patch": {"status": {}}}, "only metadata and spec"),
+        ({"type": "merge", "patch": {"spec": None}}, "spec of a merge patch is an object"),
+        ({"type": "merge", "patch": [1]}, "a merge patch is an object"),
+        ({"type": "json", "patch": {"op": "add"}}, "non-empty list of operations"),
+        (
+            {"type": "json", "patch": [{"op": "add", "path": "/spec/replicas", "value": 3}]},
+            "spec.replicas is a field",
+        ),
+        ({"type": "json", "patch": [{"op": "remove", "path": "/metadata/name"}]}, "outside"),
+        (
+            {"type": "json", "patch": [{"op": "replace", "path": "", "value": {}}]},
+            "not a JSON pointer",
+        ),
+        ({"type": "json", "patch": [{"op": "jump", "path": "/spec"}]}, "op is one of"),
+        (
+            {
+                "type": "json",
+                "patch": [{"op": "copy", "from": "/spec/selector", "path": "/spec/x"}],
+            },
+            "spec.selector is a field",
+        ),
+        (
+            {
+                "type": "json",
+                "patch": [
+                    {
+                        "op": "add",
+                        "path": "/spec/containers/0/env/-",
+                        "value": {"name": "DB_PASSWORD", "value": "hunter2"},
+                    }
+                ],
+            },
+            "env DB_PASSWORD has a value",
+        ),
+        (
+            {
+                "type": "merge",
+                "patch": {
+                    "spec": {
+                        "containers": [{"name": "r", "env": [{"name": "api_token", "value": "t"}]}]
+                    }
+                },
+            },
+            "env api_token has a value",
+        ),
+        (
+            {
+                "type": "json",
+                "patch": [
+                    {"op": "replace", "path": "/spec/containers/0/env/1/value", "value": "x"}
+                ],
+            },
+            "as a whole entry",
+        ),
+    ],
+)
+def test_the_request_refuses_what_an_override_must_not_touch(
+    override: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(ValidationError) as e:
+        request(override)
+    assert said in str(e.value)
+
+
+def test_a_credential_from_a_secret_ref_is_accepted() -> None:
+    ref = {"valueFrom": {"secretKeyRef": {"name": "redis-auth", "key": "password"}}}
+    r = request(
+        {
+            "type": "json",
+            "patch": [
+                {
+                    "op": "add",
+                    "path": "/spec/containers/0/env/-",
+                    "value": {"name": "REDIS_PASSWORD", **ref},
+                }
+            ],
+        }
+    )
+    sts = manifests.with_overrides(source_sts(), r)
+    assert (
+        sts["spec"]["template"]["spec"]["containers"][0]["env"][-1]["valueFrom"] == ref["valueFrom"]
+    )
+    # Its Secret is a dependency of the destination's pods.
+    needs = manifests.referenced_dependencies(sts["spec"]["template"]["spec"])
+    assert needs["Secret"] == {"redis-auth"}
+
+
+@pytest.mark.parametrize(
+    ("override", "said"),
+    [
+        ({"type": "merge", "patch": {"metadata": {"labels": {"app": "other"}}}}, "label app"),
+        ({"type": "merge", "patch": {"metadata": {"labels": {"tier": None}}}}, "label tier"),
+        (
+            {"type": "json", "patch": [{"op": "replace", "path": "/metadata/labels", "value": {}}]},
+            "label app",
+        ),
+        (
+            {
+                "type": "json",
+                "patch": [{"op": "test", "path": "/spec/containers/0/name", "value": "web"}],
+            },
+            "operation 0 .test /spec/containers/0/name. does not apply to the source's pod "
+            "template: its test found another value there",
+        ),
+        (
+            {
+                "type": "json",
+                "patch": [{"op": "replace", "path": "/spec/containers/3/image", "value": "x"}],
+            },
+            "operation 0 .replace /spec/containers/3/image. does not apply to the source's "
+            "pod template: a path it names is not there",
+        ),
+        ({"type": "json", "patch": [{"op": "remove", "path": "/spec"}]}, "without a spec"),
+    ],
+)
+def test_preflight_refuses_an_override_that_does_not_fit_the_source(
+    override: dict[str, Any], said: str
+) -> None:
+    r, f = request(override), Findings()
+    with pytest.raises(manifests.OverrideRefused, match=said):
+        manifests.destination_statefulset(source_sts(), r, "mig/1", start=2)
+    assert check_overrides(source_sts(), r, f) == (None, [])
+    assert [p.object for p in f.problems] == ["request destination_overrides"]
+    assert said.split(" ")[0] in f.problems[0].message
+
+
+def test_other_labels_may_change() -> None:
+    r = request(
+        {"type": "merge", "patch": {"metadata": {"labels": {"version": "2", "moved": "y"}}}}
+    )
+    labels = manifests.overridden_template(source_sts(), r)["metadata"]["labels"]
+    assert labels == {"app": "redis", "tier": "db", "version": "2", "moved": "y"}
+
+
+def test_the_plan_lists_what_the_overrides_change() -> None:
+    f = Findings()
+    r = request({"type": "json", "patch": IMAGE}, {"type": "merge", "patch": PLACEMENT})
+    pods, changes = check_overrides(source_sts(), r, f)
+    assert not f.problems and not f.warnings
+    assert pods["spec"]["template"]["spec"]["nodeSelector"] == {"zone": "a", "pool": "b"}
+    assert sorted(changes) == sorted(
+        [
+            'replace /spec/containers/0/image "reg.b/redis:7.2"',
+            'add /spec/containers/0/env/1 {"name":"REDIS_NODES","value":"6"}',
+            'add /spec/containers/0/resources {"limits":{"cpu":"500m"}}',
+            'add /spec/nodeSelector/pool "b"',
+            'add /spec/tolerations [{"effect":"NoSchedule","key":"real","operator":"Exists"}]',
+            "remove /metadata/annotations/team",
+            'add /metadata/annotations/moved "yes"',
+        ]
+    )
+    assert check_overrides(source_sts(), request(), f) == (source_sts(), [])
+
+
+def test_a_dropped_field_of_an_override_is_a_problem() -> None:
+    src = source_sts()
+    r = request({"type": "merge", "patch": {"spec": {"nodeselector": {"pool": "b"}}}})
+    sent = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    stored = copy.deepcopy(sent)
+    f = Findings()
+    check_overrides_stored(stored, src, sent, r, "b", f)
+    assert not f.problems
+    del stored["spec"]["template"]["spec"]["nodeselector"]
+    check_overrides_stored(stored, src, sent, r, "b", f)
+    assert len(f.problems) == 1
+    assert "b dropped /spec/nodeselector" in f.problems[0].message
+
+
+def test_an_existing_destination_made_with_the_overrides_is_the_same() -> None:
+    """A later run (a resume after a failure, a rollback's re-move) finds the destination
+    the first run made: overridden, and not a difference to refuse or warn about."""
+    src = source_sts()
+    r = request({"type": "json", "patch": IMAGE}, {"type": "merge", "patch": PLACEMENT})
+    made = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    f = Findings()
+    check_compatible(src, made, r, f)
+    check_overrides_kept(src, made, r, f)
+    assert not f.problems and not f.warnings
+    # One made without them (by hand, or by a run with other overrides) is warned about.
+    plain = manifests.destination_statefulset(src, request(), "mig/1", start=2)
+    check_compatible(src, plain, r, f)
+    check_overrides_kept(src, plain, r, f)
+    assert not f.problems
+    (warning,) = f.warnings
+    assert "/spec/containers/0/image" in warning and "/metadata/annotations/team" in warning
+    assert "applied only when the run creates it" in warning
+
+
+def test_a_field_no_pod_template_has_is_a_problem() -> None:
+    f = Findings()
+    r = request(
+        {"type": "merge", "patch": {"spec": {"nodeselector": {"pool": "b"}, "tolerations": "x"}}}
+    )
+    assert check_overrides(source_sts(), r, f) == (None, [])
+    (problem,) = f.problems
+    assert problem.message == (
+        "the overridden pod template is not one: spec.tolerations: Input should be a valid "
+        "list; spec.nodeselector: Extra inputs are not permitted"
+    )
+
+
+def test_a_refusal_quotes_nothing_of_the_template() -> None:
+    """jsonpatch's own messages quote the document; a template's literal env value
+    must not reach a plan, the history or a log."""
+    src = source_sts()
+    src["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "s3cr3t-value"
+    for op in (
+        {"op": "test", "path": "/spec/containers/0", "value": {}},
+        {"op": "remove", "path": "/spec/containers/0/env/0/nope"},
+        {"op": "move", "from": "/spec/containers/0/nope", "path": "/spec/x"},
+    ):
+        f = Findings()
+        check_overrides(src, request({"type": "json", "patch": [op]}), f)
+        (problem,) = f.problems
+        assert "s3cr3t" not in problem.message and "MODE" not in problem.message
+        assert f"({op['op']} {op['path']})" in problem.message
