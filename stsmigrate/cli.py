@@ -114,12 +114,11 @@ def run_async(fn: Callable[..., Coroutine[Any, Any, int | None]]) -> Callable[..
             return 2
         except WorkflowAlreadyStartedError as e:
             err.print(
-                f"[red]error:[/] {e.workflow_id} is already running; see: "
-                + (
-                    f"temporal workflow describe --workflow-id {e.workflow_id}"
-                    if e.workflow_id.endswith("/cleanup")
-                    else f"stsmigrate status {e.workflow_id}"
-                )
+                f"[red]error:[/] clean finish {e.workflow_id} is already running; see: "
+                f"temporal workflow describe --workflow-id {e.workflow_id}"
+                if e.workflow_id.endswith("/cleanup")
+                else f"[red]error:[/] migration {e.workflow_id} is already running; "
+                f"see: stsmigrate status {e.workflow_id}"
             )
             return 1
         except RPCError as e:

@@ -131,6 +131,12 @@ async def test_a_clean_finish_leaves_nothing_a_resync_could_start_and_loses_no_s
         again: CleanupResult = await handle.result()
         assert {s.action for s in again.steps} == {"fenced", "removed", "kept Delete"}
         assert app_state(kube, namespace) == unchanged
+        # The README's release lets it go: the StatefulSet is gone, its dependents kept.
+        release_fence(kube["source"], namespace, name)
+        with pytest.raises(client.exceptions.ApiException) as gone:
+            client.AppsV1Api(kube["source"]).read_namespaced_stateful_set(name, namespace)
+        assert gone.value.status == 404
+        assert pods_of(kube["source"], namespace, name) == []
     finally:
         release_fence(kube["source"], namespace, name)
 

@@ -73,8 +73,16 @@ def release_fence(api: client.ApiClient, namespace: str, name: str) -> None:
         sts: Any = apps.read_namespaced_stateful_set(name, namespace)
     except client.exceptions.ApiException:
         return
-    # As the README says (deploy/admission.yaml's stsmigrate-fence wants the first).
+    finalizers = list(sts.metadata.finalizers or [])
+    if "stsmigrate.dev/fence" not in finalizers:
+        return
+    # As the README says (deploy/admission.yaml's stsmigrate-fence wants the first). A
+    # JSON patch: finalizers merge in a strategic merge patch, so [] would remove none.
     release = {"metadata": {"annotations": {"stsmigrate.dev/release-fence": "true"}}}
     apps.patch_namespaced_stateful_set(name, namespace, release)
-    kept = [f for f in sts.metadata.finalizers or [] if f != "stsmigrate.dev/fence"]
-    apps.patch_namespaced_stateful_set(name, namespace, {"metadata": {"finalizers": kept}})
+    at = f"/metadata/finalizers/{finalizers.index('stsmigrate.dev/fence')}"
+    apps.patch_namespaced_stateful_set(
+        name,
+        namespace,
+        [{"op": "test", "path": at, "value": "stsmigrate.dev/fence"}, {"op": "remove", "path": at}],
+    )
