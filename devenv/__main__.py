@@ -2,6 +2,7 @@
 
 python -m devenv build           build or reuse the Kubernetes binaries
 python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
+                 [--real-nodes]  ... each with a real kubelet node beside the kwok ones
 python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
 python -m devenv measure         warm start time and RSS of both clusters
 python -m devenv exit-check      how often a short Temporal client script dies at exit
@@ -21,7 +22,11 @@ from pathlib import Path
 from devenv import stop_on_interrupt, wait_for_interrupt
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
+from devenv.images import PAUSE_IMAGE, REDIS_IMAGE
+from devenv.realnodes import REAL_NODE_LABEL, REAL_NODE_NAME, RealNodeError
 from stsmigrate.api import exit_now
+
+IMAGES = (PAUSE_IMAGE, REDIS_IMAGE)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,13 +42,20 @@ def _workdir(arg: str | None, prefix: str) -> Path:
 def cmd_up(args: argparse.Namespace) -> int:
     workdir = _workdir(args.workdir, "stsmigrate-clusters-")
     started = time.monotonic()
-    with LocalClusters(workdir, nodes=args.nodes) as lc:
+    with LocalClusters(workdir, nodes=args.nodes, real_nodes=args.real_nodes) as lc:
         pids = [p.popen.pid for c in lc.clusters.values() for p in c.processes]
+        pids += [p.pid for node in lc.real_node_list() for _, p, _ in node.processes]
         (workdir / "pids.json").write_text(json.dumps(pids))
         _say(f"clusters ready in {time.monotonic() - started:.1f} s")
         _say(f"  kubeconfig: {lc.kubeconfig}   contexts: {', '.join(lc.clusters)}")
         _say(f"  volumes:    {lc.volume_root}")
         _say(f"  try:        kubectl --kubeconfig {lc.kubeconfig} --context source get nodes")
+        for node in lc.real_node_list():
+            _say(
+                f"  real node:  {node.cluster}/{REAL_NODE_NAME}, pods {node.subnet} on "
+                f"{node.bridge} (select {REAL_NODE_LABEL}=true and tolerate its taint; "
+                f"images {', '.join(IMAGES)}, imagePullPolicy Never)"
+            )
         if not args.exit:
             _say("Ctrl-C stops both clusters.")
             wait_for_interrupt()
@@ -180,6 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", help="folder for cluster state (default: a new temp folder)")
     up.add_argument("--nodes", type=int, default=3, help="fake nodes per cluster (default 3)")
     up.add_argument("--exit", action="store_true", help="stop as soon as the clusters are ready")
+    up.add_argument(
+        "--real-nodes",
+        action="store_true",
+        help="add a real kubelet node (containerd, runc, CNI bridge) to each cluster",
+    )
     demo = sub.add_parser("demo", help="dev server, clusters, worker and a real migration")
     demo.add_argument("--workdir", help="folder for all state (default: a new temp folder)")
     demo.add_argument("--exit", action="store_true", help="stop once the migration is done")
@@ -203,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "exit-check":
             return cmd_exit_check(args)
         return cmd_demo(args)
-    except (BuildError, ClusterError) as exc:
+    except (BuildError, ClusterError, RealNodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # outside wait_for_interrupt; context managers stopped it all
