@@ -23,7 +23,14 @@ from devenv import stop_on_interrupt, wait_for_interrupt
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
 from devenv.images import PAUSE_IMAGE, REDIS_IMAGE
-from devenv.realnodes import REAL_NODE_LABEL, REAL_NODE_NAME, RealNodeError
+from devenv.realnodes import (
+    REAL_NODE_LABEL,
+    REAL_NODE_NAME,
+    RealNode,
+    RealNodeError,
+    node_shims,
+    redis_pod,
+)
 from stsmigrate.api import exit_now
 
 IMAGES = (PAUSE_IMAGE, REDIS_IMAGE)
@@ -75,13 +82,24 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _real_node_rss(node: RealNode) -> list[tuple[str, int]]:
+    """RSS of the real node's kubelet and containerd, and of its runc shims together."""
+    found = [(name, _rss_kib(popen.pid)) for name, popen, _ in node.processes]
+    shims = 0
+    for pid in node_shims(node):
+        shims += _rss_kib(pid)
+    found.append((f"containerd-shims ({len(node_shims(node))})", shims))
+    return found
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     """Print start time and RSS per component, idle and with a StatefulSet running."""
     workdir = _workdir(args.workdir, "stsmigrate-measure-")
     ensure_binaries()
     started = time.monotonic()
-    with LocalClusters(workdir) as lc:
-        _say(f"warm start of both clusters: {time.monotonic() - started:.1f} s")
+    with LocalClusters(workdir, real_nodes=args.real_nodes) as lc:
+        real = " with real nodes" if args.real_nodes else ""
+        _say(f"start of both clusters{real}: {time.monotonic() - started:.1f} s")
         sts = {
             "apiVersion": "apps/v1",
             "kind": "StatefulSet",
@@ -108,14 +126,27 @@ def cmd_measure(args: argparse.Namespace) -> int:
         }
         lc.kubectl("source", "apply", "-f", "-", input=json.dumps(sts))
         lc.kubectl("source", "rollout", "status", "statefulset/load", "--timeout=120s")
+        if args.real_nodes:
+            # One real redis-server pod on each real node, so containers and shims count.
+            for context in lc.clusters:
+                lc.kubectl(context, "apply", "-f", "-", input=json.dumps(redis_pod("redis", None)))
+            for context in lc.clusters:
+                lc.kubectl(context, "wait", "pod/redis", "--for=condition=Ready", "--timeout=120s")
         time.sleep(args.settle)
         total = 0
-        _say(f"RSS after {args.settle} s with a {args.replicas}-replica StatefulSet in source:")
+        _say(
+            f"RSS after {args.settle} s with a {args.replicas}-replica StatefulSet in source"
+            + (" and a real redis-server pod on each real node:" if args.real_nodes else ":")
+        )
         for name, cluster in lc.clusters.items():
             for proc in cluster.processes:
                 rss = _rss_kib(proc.popen.pid)
                 total += rss
                 _say(f"  {name:12} {proc.name:24} {rss / 1024:7.1f} MiB")
+            if cluster.real_node is not None:
+                for pname, rss in _real_node_rss(cluster.real_node):
+                    total += rss
+                    _say(f"  {name:12} {pname:24} {rss / 1024:7.1f} MiB")
         _say(f"  {'both clusters':37} {total / 1024:7.1f} MiB")
     return 0
 
@@ -204,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--workdir", help="folder for cluster state (default: a temp folder)")
     measure.add_argument("--replicas", type=int, default=6, help="StatefulSet size (default 6)")
     measure.add_argument("--settle", type=int, default=20, help="seconds before reading RSS")
+    measure.add_argument(
+        "--real-nodes", action="store_true", help="with a real kubelet node in each cluster"
+    )
     check = sub.add_parser("exit-check", help="how often a client script dies at exit")
     check.add_argument("--workdir", help="folder for the scripts and the dev server")
     check.add_argument("--runs", type=int, default=50, help="runs of each ending (default 50)")

@@ -53,6 +53,11 @@ def _cache_root() -> Path:
     )
 
 
+def image_cache_dir() -> Path:
+    """Where the real nodes' OCI image tars are kept (devenv/images.py)."""
+    return _cache_root() / "images"
+
+
 def cache_dir() -> Path:
     key = f"k8s-{KUBERNETES_VERSION}_etcd-{ETCD_VERSION}_kwok-{KWOK_VERSION}"
     return _cache_root() / "bins" / key

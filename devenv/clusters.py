@@ -35,7 +35,7 @@ import yaml
 
 from devenv import images, realnodes
 from devenv import pki as pkimod
-from devenv.build import ensure_binaries, ensure_kubelet, ensure_pause
+from devenv.build import ensure_binaries, ensure_kubelet, ensure_pause, image_cache_dir
 
 STAGES = Path(__file__).with_name("stages.yaml")
 HOSTPATH_CLASS = "local-hostpath"
@@ -476,10 +476,9 @@ class LocalClusters:
             realnodes.ensure_packages()
             kubelet = ensure_kubelet()
             pause = ensure_pause()
-            image_dir = workdir / "images"
             tars = [
-                images.pause_image(image_dir / "pause.tar", pause),
-                images.redis_image(image_dir / "redis.tar"),
+                images.pause_image(image_cache_dir(), pause),
+                images.redis_image(image_cache_dir()),
             ]
             for n, c in self.clusters.items():
                 c.real_node = realnodes.RealNode(

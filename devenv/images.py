@@ -19,6 +19,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import re
 import shutil
 import subprocess
@@ -75,9 +76,17 @@ def _blob(blobs: dict[str, bytes], data: bytes, media_type: str) -> dict[str, An
 
 
 def oci_layout_tar(
-    out: Path, name: str, files: dict[str, Path], config: dict[str, Any], dirs: tuple[str, ...]
+    folder: Path, name: str, files: dict[str, Path], config: dict[str, Any], dirs: tuple[str, ...]
 ) -> Path:
-    """Write an OCI layout tar of one layer, named ``name`` for ``ctr images import``."""
+    """An OCI layout tar of one layer, named ``name`` for ``ctr images import``, in
+    ``folder`` under a key of its inputs: built once, then reused (compressing the
+    layer is most of the work)."""
+    key = hashlib.sha256(json.dumps([name, config, dirs, sorted(files)]).encode())
+    for image_path in sorted(files):
+        key.update(files[image_path].resolve().read_bytes())
+    out = folder / f"{name.replace('/', '_').replace(':', '_')}-{key.hexdigest()[:16]}.tar"
+    if out.exists():
+        return out
     blobs: dict[str, bytes] = {}
     layer = _layer(files, dirs)
     diff_id = "sha256:" + hashlib.sha256(gzip.decompress(layer)).hexdigest()
@@ -105,8 +114,9 @@ def oci_layout_tar(
         "index.json": json.dumps(index, sort_keys=True).encode(),
         **{f"blobs/sha256/{d.split(':', 1)[1]}": data for d, data in sorted(blobs.items())},
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    with tarfile.open(out, "w") as tar:
+    folder.mkdir(parents=True, exist_ok=True)
+    partial = out.with_suffix(".partial")
+    with tarfile.open(partial, "w") as tar:
         for path in ("blobs", "blobs/sha256"):
             info = tarfile.TarInfo(path)
             info.type = tarfile.DIRTYPE
@@ -117,12 +127,13 @@ def oci_layout_tar(
             info.size = len(data)
             info.mode = 0o644
             tar.addfile(info, io.BytesIO(data))
+    os.replace(partial, out)
     return out
 
 
-def pause_image(out: Path, pause_binary: Path) -> Path:
+def pause_image(folder: Path, pause_binary: Path) -> Path:
     return oci_layout_tar(
-        out,
+        folder,
         PAUSE_IMAGE,
         {"pause": pause_binary},
         {"Entrypoint": ["/pause"], "User": "65535:65535"},
@@ -130,7 +141,7 @@ def pause_image(out: Path, pause_binary: Path) -> Path:
     )
 
 
-def redis_image(out: Path) -> Path:
+def redis_image(folder: Path) -> Path:
     """Debian's redis-server and redis-cli (and dash as /bin/sh) with their libraries."""
     files: dict[str, Path] = {}
     for image_path, command in (
@@ -145,7 +156,7 @@ def redis_image(out: Path) -> Path:
         for lib in _libraries(Path(host)):
             files[str(lib).lstrip("/")] = lib
     return oci_layout_tar(
-        out,
+        folder,
         REDIS_IMAGE,
         files,
         {

@@ -47,7 +47,7 @@ from typing import IO, Any
 
 import yaml
 
-from devenv.images import PAUSE_IMAGE
+from devenv.images import PAUSE_IMAGE, REDIS_IMAGE
 
 REAL_NODE_LABEL = "stsmigrate.dev/real-node"
 REAL_NODE_NAME = "localhost"
@@ -418,6 +418,38 @@ disabled_plugins = [
             self.guard = None
 
 
+def redis_pod(name: str, claim: str | None, tolerate: bool = True) -> dict[str, Any]:
+    """A redis-server pod of the local image for the real node (it selects the node and
+    tolerates its taint unless ``tolerate`` is false), its /data on ``claim`` or an
+    emptyDir."""
+    spec: dict[str, Any] = {
+        "nodeSelector": REAL_NODE_SELECTOR,
+        "terminationGracePeriodSeconds": 5,
+        "containers": [
+            {
+                "name": "redis",
+                "image": REDIS_IMAGE,
+                "imagePullPolicy": "Never",
+                # 0.0.0.0 of the pod's own network namespace (the launcher made it).
+                "args": ["--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],  # noqa: S104
+                "readinessProbe": {
+                    "exec": {"command": ["redis-cli", "ping"]},
+                    "periodSeconds": 1,
+                },
+                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
+            }
+        ],
+        "volumes": [
+            {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
+            if claim
+            else {"name": "data", "emptyDir": {}}
+        ],
+    }
+    if tolerate:
+        spec["tolerations"] = REAL_NODE_TOLERATIONS
+    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+
+
 # -- cleanup (the guard, and RealNode.stop) -----------------------------------------
 
 
@@ -449,6 +481,19 @@ def _processes() -> dict[int, tuple[int, list[str]]]:
         ppid = int(stat.rsplit(") ", 1)[1].split()[1])
         found[int(entry.name)] = (ppid, [a.decode(errors="replace") for a in argv if a])
     return found
+
+
+def node_shims(node: RealNode) -> list[int]:
+    """The pids of the runc shims of a real node's containerd."""
+    return _shims(_processes(), str(node.socket))
+
+
+def _shims(procs: dict[int, tuple[int, list[str]]], socket: str) -> list[int]:
+    return sorted(
+        pid
+        for pid, (_, argv) in procs.items()
+        if argv and "containerd-shim" in argv[0] and socket in argv
+    )
 
 
 def _mountpoints_under(root: Path) -> list[str]:
@@ -490,11 +535,7 @@ def cleanup(state: dict[str, Any]) -> list[str]:
             removed.append(f"container {cid[:12]}")
     # The shims of this containerd (named by its socket), and anything under them.
     procs = _processes()
-    shims = {
-        pid
-        for pid, (_, argv) in procs.items()
-        if argv and "containerd-shim" in argv[0] and state["socket"] in argv
-    }
+    shims = set(_shims(procs, state["socket"]))
     doomed = set(shims)
     grew = True
     while grew:

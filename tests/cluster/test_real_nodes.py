@@ -21,12 +21,10 @@ import pytest
 
 from devenv.build import cache_dir
 from devenv.clusters import HOSTPATH_CLASS, LocalClusters
-from devenv.images import REDIS_IMAGE
 from devenv.realnodes import (
     REAL_NODE_LABEL,
     REAL_NODE_NAME,
-    REAL_NODE_SELECTOR,
-    REAL_NODE_TOLERATIONS,
+    redis_pod,
 )
 from tests.support.waits import wait_for
 
@@ -58,36 +56,6 @@ def _apply(lc: LocalClusters, context: str, *objects: dict[str, Any]) -> None:
 
 def _get(lc: LocalClusters, context: str, *args: str) -> Any:
     return json.loads(lc.kubectl(context, "get", *args, "-o", "json"))
-
-
-def redis_pod(name: str, claim: str | None, tolerate: bool = True) -> dict[str, Any]:
-    """A redis-server pod of the local image on the real node, its /data on ``claim``."""
-    spec: dict[str, Any] = {
-        "nodeSelector": REAL_NODE_SELECTOR,
-        "terminationGracePeriodSeconds": 5,
-        "containers": [
-            {
-                "name": "redis",
-                "image": REDIS_IMAGE,
-                "imagePullPolicy": "Never",
-                # 0.0.0.0 of the pod's own network namespace (the launcher made it).
-                "args": ["--bind", "0.0.0.0", "--protected-mode", "no", "--dir", "/data"],  # noqa: S104
-                "readinessProbe": {
-                    "exec": {"command": ["redis-cli", "ping"]},
-                    "periodSeconds": 1,
-                },
-                "volumeMounts": [{"name": "data", "mountPath": "/data"}],
-            }
-        ],
-        "volumes": [
-            {"name": "data", "persistentVolumeClaim": {"claimName": claim}}
-            if claim
-            else {"name": "data", "emptyDir": {}}
-        ],
-    }
-    if tolerate:
-        spec["tolerations"] = REAL_NODE_TOLERATIONS
-    return {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
 
 
 def _ready_pod(lc: LocalClusters, context: str, ns: str, name: str) -> dict[str, Any]:
