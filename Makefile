@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test faults field bench bench-binding bench-scale lint binaries test-packages clusters clean image image-lock image-test image-packages
+.PHONY: demo test faults field real bench bench-binding bench-scale lint binaries test-packages clusters clean image image-lock image-test image-packages
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -89,6 +89,13 @@ bench-binding: binaries
 # and of other writers (about 7 minutes; left out of make test to keep it under 20).
 field: binaries test-packages
 	$(BIN)/pytest -m field -p no:cacheprovider $(ARGS)
+
+# Real kubelet nodes beside the kwok ones (devenv/realnodes.py): real redis-server pods from
+# local images, one hostPath volume read in both clusters, pod IPs routed between them, and
+# nothing left when the launcher is killed. Installs Debian's containerd, runc and CNI
+# plugins when missing and builds the kubelet once; needs root (not part of make test).
+real: binaries test-packages
+	$(BIN)/pytest -m real -p no:cacheprovider $(ARGS)
 
 # The worker image without Docker (deploy/image/build.sh): mmdebstrap, the locked wheels,
 # umoci; an OCI layout in build/image/oci and its digest in build/image/image.digest,

@@ -2,6 +2,7 @@
 
 python -m devenv build           build or reuse the Kubernetes binaries
 python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
+                 [--real-nodes]  ... each with a real kubelet node beside the kwok ones
 python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
 python -m devenv measure         warm start time and RSS of both clusters
 python -m devenv exit-check      how often a short Temporal client script dies at exit
@@ -21,7 +22,18 @@ from pathlib import Path
 from devenv import stop_on_interrupt, wait_for_interrupt
 from devenv.build import BuildError, ensure_binaries
 from devenv.clusters import ClusterError, LocalClusters
+from devenv.images import PAUSE_IMAGE, REDIS_IMAGE
+from devenv.realnodes import (
+    REAL_NODE_LABEL,
+    REAL_NODE_NAME,
+    RealNode,
+    RealNodeError,
+    node_shims,
+    redis_pod,
+)
 from stsmigrate.api import exit_now
+
+IMAGES = (PAUSE_IMAGE, REDIS_IMAGE)
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -37,13 +49,20 @@ def _workdir(arg: str | None, prefix: str) -> Path:
 def cmd_up(args: argparse.Namespace) -> int:
     workdir = _workdir(args.workdir, "stsmigrate-clusters-")
     started = time.monotonic()
-    with LocalClusters(workdir, nodes=args.nodes) as lc:
+    with LocalClusters(workdir, nodes=args.nodes, real_nodes=args.real_nodes) as lc:
         pids = [p.popen.pid for c in lc.clusters.values() for p in c.processes]
+        pids += [p.pid for node in lc.real_node_list() for _, p, _ in node.processes]
         (workdir / "pids.json").write_text(json.dumps(pids))
         _say(f"clusters ready in {time.monotonic() - started:.1f} s")
         _say(f"  kubeconfig: {lc.kubeconfig}   contexts: {', '.join(lc.clusters)}")
         _say(f"  volumes:    {lc.volume_root}")
         _say(f"  try:        kubectl --kubeconfig {lc.kubeconfig} --context source get nodes")
+        for node in lc.real_node_list():
+            _say(
+                f"  real node:  {node.cluster}/{REAL_NODE_NAME}, pods {node.subnet} on "
+                f"{node.bridge} (select {REAL_NODE_LABEL}=true and tolerate its taint; "
+                f"images {', '.join(IMAGES)}, imagePullPolicy Never)"
+            )
         if not args.exit:
             _say("Ctrl-C stops both clusters.")
             wait_for_interrupt()
@@ -63,13 +82,24 @@ def _rss_kib(pid: int) -> int:
     return 0
 
 
+def _real_node_rss(node: RealNode) -> list[tuple[str, int]]:
+    """RSS of the real node's kubelet and containerd, and of its runc shims together."""
+    found = [(name, _rss_kib(popen.pid)) for name, popen, _ in node.processes]
+    shims = 0
+    for pid in node_shims(node):
+        shims += _rss_kib(pid)
+    found.append((f"containerd-shims ({len(node_shims(node))})", shims))
+    return found
+
+
 def cmd_measure(args: argparse.Namespace) -> int:
     """Print start time and RSS per component, idle and with a StatefulSet running."""
     workdir = _workdir(args.workdir, "stsmigrate-measure-")
     ensure_binaries()
     started = time.monotonic()
-    with LocalClusters(workdir) as lc:
-        _say(f"warm start of both clusters: {time.monotonic() - started:.1f} s")
+    with LocalClusters(workdir, real_nodes=args.real_nodes) as lc:
+        real = " with real nodes" if args.real_nodes else ""
+        _say(f"start of both clusters{real}: {time.monotonic() - started:.1f} s")
         sts = {
             "apiVersion": "apps/v1",
             "kind": "StatefulSet",
@@ -96,14 +126,27 @@ def cmd_measure(args: argparse.Namespace) -> int:
         }
         lc.kubectl("source", "apply", "-f", "-", input=json.dumps(sts))
         lc.kubectl("source", "rollout", "status", "statefulset/load", "--timeout=120s")
+        if args.real_nodes:
+            # One real redis-server pod on each real node, so containers and shims count.
+            for context in lc.clusters:
+                lc.kubectl(context, "apply", "-f", "-", input=json.dumps(redis_pod("redis", None)))
+            for context in lc.clusters:
+                lc.kubectl(context, "wait", "pod/redis", "--for=condition=Ready", "--timeout=120s")
         time.sleep(args.settle)
         total = 0
-        _say(f"RSS after {args.settle} s with a {args.replicas}-replica StatefulSet in source:")
+        _say(
+            f"RSS after {args.settle} s with a {args.replicas}-replica StatefulSet in source"
+            + (" and a real redis-server pod on each real node:" if args.real_nodes else ":")
+        )
         for name, cluster in lc.clusters.items():
             for proc in cluster.processes:
                 rss = _rss_kib(proc.popen.pid)
                 total += rss
                 _say(f"  {name:12} {proc.name:24} {rss / 1024:7.1f} MiB")
+            if cluster.real_node is not None:
+                for pname, rss in _real_node_rss(cluster.real_node):
+                    total += rss
+                    _say(f"  {name:12} {pname:24} {rss / 1024:7.1f} MiB")
         _say(f"  {'both clusters':37} {total / 1024:7.1f} MiB")
     return 0
 
@@ -180,6 +223,11 @@ def main(argv: list[str] | None = None) -> int:
     up.add_argument("--workdir", help="folder for cluster state (default: a new temp folder)")
     up.add_argument("--nodes", type=int, default=3, help="fake nodes per cluster (default 3)")
     up.add_argument("--exit", action="store_true", help="stop as soon as the clusters are ready")
+    up.add_argument(
+        "--real-nodes",
+        action="store_true",
+        help="add a real kubelet node (containerd, runc, CNI bridge) to each cluster",
+    )
     demo = sub.add_parser("demo", help="dev server, clusters, worker and a real migration")
     demo.add_argument("--workdir", help="folder for all state (default: a new temp folder)")
     demo.add_argument("--exit", action="store_true", help="stop once the migration is done")
@@ -187,6 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     measure.add_argument("--workdir", help="folder for cluster state (default: a temp folder)")
     measure.add_argument("--replicas", type=int, default=6, help="StatefulSet size (default 6)")
     measure.add_argument("--settle", type=int, default=20, help="seconds before reading RSS")
+    measure.add_argument(
+        "--real-nodes", action="store_true", help="with a real kubelet node in each cluster"
+    )
     check = sub.add_parser("exit-check", help="how often a client script dies at exit")
     check.add_argument("--workdir", help="folder for the scripts and the dev server")
     check.add_argument("--runs", type=int, default=50, help="runs of each ending (default 50)")
@@ -203,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "exit-check":
             return cmd_exit_check(args)
         return cmd_demo(args)
-    except (BuildError, ClusterError) as exc:
+    except (BuildError, ClusterError, RealNodeError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:  # outside wait_for_interrupt; context managers stopped it all

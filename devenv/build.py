@@ -10,6 +10,7 @@ keeps what was compiled).
 
 from __future__ import annotations
 
+import hashlib
 import os
 import re
 import shutil
@@ -50,6 +51,11 @@ def _cache_root() -> Path:
             "statefulset-migrator",
         )
     )
+
+
+def image_cache_dir() -> Path:
+    """Where the real nodes' OCI image tars are kept (devenv/images.py)."""
+    return _cache_root() / "images"
 
 
 def cache_dir() -> Path:
@@ -134,6 +140,77 @@ def _check_version(binary: Path, expected: str) -> None:
         raise BuildError(f"{binary.name} --version printed {text.strip()!r}, expected {expected}")
 
 
+def _build_kube(
+    go: str, names: tuple[str, ...], partial: Path, env: dict[str, str], progress: Progress
+) -> None:
+    """Build k8s.io/kubernetes commands of the wrapper module into ``partial``."""
+    _run_go(
+        [
+            go,
+            "build",
+            "-v",
+            "-trimpath",
+            "-tags=selinux,notest",
+            f"-ldflags={_kube_ldflags()}",
+            "-o",
+            f"{partial}/",
+            *(f"k8s.io/kubernetes/cmd/{name}" for name in names),
+        ],
+        GO_DIR / "kubernetes",
+        env,
+        f"{', '.join(names)} {KUBERNETES_VERSION}",
+        progress,
+    )
+    for name in names:
+        _check_version(partial / name, KUBERNETES_VERSION)
+
+
+def _go_env() -> dict[str, str]:
+    return {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+
+
+def ensure_kubelet(progress: Progress = _stderr) -> Path:
+    """Return the kubelet of the real nodes (devenv/realnodes.py), built once from the
+    same wrapper module as the control plane (about 4 minutes warm on 2 cores). Kept
+    apart from ``ensure_binaries`` so the kwok-only clusters never wait for it."""
+    bins = cache_dir()
+    kubelet = bins / "kubelet"
+    if kubelet.exists():
+        return kubelet
+    go = check_go()
+    partial = bins / ".partial-kubelet"
+    partial.mkdir(parents=True, exist_ok=True)
+    progress(f"Building kubelet into {bins} (once; later runs reuse it)")
+    _build_kube(go, ("kubelet",), partial, _go_env(), progress)
+    os.replace(partial / "kubelet", kubelet)
+    shutil.rmtree(partial, ignore_errors=True)
+    return kubelet
+
+
+def ensure_pause(progress: Progress = _stderr) -> Path:
+    """Return the static pause binary (devenv/go/pause: waits for SIGTERM, reaps
+    children), cached under a key of its source so an edit rebuilds it."""
+    source = (GO_DIR / "pause" / "main.go").read_bytes()
+    key = hashlib.sha256(source + (GO_DIR / "pause" / "go.mod").read_bytes()).hexdigest()[:12]
+    folder = _cache_root() / "bins" / f"pause-{key}"
+    pause = folder / "pause"
+    if pause.exists():
+        return pause
+    go = check_go()
+    partial = folder / ".partial"
+    partial.mkdir(parents=True, exist_ok=True)
+    _run_go(
+        [go, "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", f"{partial}/pause", "."],
+        GO_DIR / "pause",
+        _go_env(),
+        "pause",
+        progress,
+    )
+    os.replace(partial / "pause", pause)
+    shutil.rmtree(partial, ignore_errors=True)
+    return pause
+
+
 def ensure_binaries(progress: Progress = _stderr) -> Path:
     """Return the folder holding every binary, building the missing ones first."""
     bins = cache_dir()
@@ -143,32 +220,14 @@ def ensure_binaries(progress: Progress = _stderr) -> Path:
     go = check_go()
     partial = bins / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
-    env = {**os.environ, "CGO_ENABLED": "0", "GOTOOLCHAIN": "local", "GOFLAGS": "-mod=readonly"}
+    env = _go_env()
     progress(
         f"Building {', '.join(missing)} into {bins} "
         "(about 8 minutes cold on 2 cores; later runs reuse it)"
     )
     if any(name in missing for name in KUBE_BINARIES):
-        targets = [f"k8s.io/kubernetes/cmd/{name}" for name in KUBE_BINARIES]
-        _run_go(
-            [
-                go,
-                "build",
-                "-v",
-                "-trimpath",
-                "-tags=selinux,notest",
-                f"-ldflags={_kube_ldflags()}",
-                "-o",
-                f"{partial}/",
-                *targets,
-            ],
-            GO_DIR / "kubernetes",
-            env,
-            f"kubernetes {KUBERNETES_VERSION}",
-            progress,
-        )
+        _build_kube(go, KUBE_BINARIES, partial, env, progress)
         for name in KUBE_BINARIES:
-            _check_version(partial / name, KUBERNETES_VERSION)
             os.replace(partial / name, bins / name)
     if "etcd" in missing:
         _run_go(

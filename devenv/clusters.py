@@ -33,8 +33,9 @@ from typing import IO, Any
 
 import yaml
 
+from devenv import images, realnodes
 from devenv import pki as pkimod
-from devenv.build import ensure_binaries
+from devenv.build import ensure_binaries, ensure_kubelet, ensure_pause, image_cache_dir
 
 STAGES = Path(__file__).with_name("stages.yaml")
 HOSTPATH_CLASS = "local-hostpath"
@@ -123,6 +124,8 @@ class Cluster:
     kwok_port: int = field(default_factory=free_port)
     processes: list[_Process] = field(default_factory=list)
     pki: pkimod.ClusterPKI = field(init=False)
+    # The real kubelet node beside the kwok ones (LocalClusters(real_nodes=True)).
+    real_node: realnodes.RealNode | None = None
 
     @property
     def server(self) -> str:
@@ -153,6 +156,8 @@ class Cluster:
         self.processes.append(_Process(name, popen, log, log_file))
 
     def _check_alive(self) -> None:
+        if self.real_node is not None:
+            self.real_node.check_alive()
         for proc in self.processes:
             if proc.popen.poll() is not None:
                 tail = proc.log.read_text(errors="replace").splitlines()[-15:]
@@ -162,7 +167,11 @@ class Cluster:
                 )
 
     def stop(self) -> None:
-        # Reverse start order: kwok and controllers first, etcd last.
+        # The real node first (its kubelet, containers, mounts, bridge), then the
+        # control plane in reverse start order: kwok and controllers first, etcd last.
+        if self.real_node is not None:
+            with contextlib.suppress(Exception):
+                self.real_node.stop()
         for proc in reversed(self.processes):
             if proc.popen.poll() is None:
                 proc.popen.send_signal(signal.SIGTERM)
@@ -241,8 +250,21 @@ class Cluster:
                 f"--audit-policy-file={self.workdir / 'audit-policy.yaml'}",
                 f"--audit-log-path={self.audit_log}",
                 "--audit-log-format=json",
+                *self._real_node_apiserver_flags(),
             ],
         )
+
+    def _real_node_apiserver_flags(self) -> list[str]:
+        if self.real_node is None:
+            return []
+        p = self.pki
+        return [
+            # The real kubelet reports Hostname "localhost" (on loopback): always use it.
+            "--kubelet-preferred-address-types=Hostname",
+            # exec, logs and port-forward authenticate to the kubelet with this cert.
+            f"--kubelet-client-certificate={p.admin_cert}",
+            f"--kubelet-client-key={p.admin_key}",
+        ]
 
     def _tls_context(self) -> ssl.SSLContext:
         ctx = ssl.create_default_context(cafile=str(self.pki.ca_cert))
@@ -376,7 +398,8 @@ class Cluster:
         return out.stdout
 
     def workload_ready(self) -> bool:
-        """Nodes Ready and the default ServiceAccount present (KCM and kwok are working)."""
+        """Nodes Ready and the default ServiceAccount present (KCM and kwok are working,
+        and the real node's kubelet when there is one)."""
         try:
             nodes = json.loads(self.kubectl("get", "nodes", "-o", "json"))["items"]
             self.kubectl("get", "serviceaccount", "default", "-n", "default")
@@ -390,7 +413,7 @@ class Cluster:
                 for c in n.get("status", {}).get("conditions", [])
             )
         ]
-        return len(ready) == self.nodes
+        return len(ready) == self.nodes + (self.real_node is not None)
 
 
 def kubeconfig_dict(clusters: dict[str, Cluster]) -> dict[str, Any]:
@@ -439,14 +462,50 @@ class LocalClusters:
         names: tuple[str, ...] = ("source", "destination"),
         nodes: int = 3,
         bins: Path | None = None,
+        real_nodes: bool = False,
     ) -> None:
         self.workdir = workdir
         self.bins = bins or ensure_binaries()
         self.volume_root = workdir / "volumes"
         self.kubeconfig = workdir / "kubeconfig"
+        self.real_nodes = real_nodes
         self.clusters = {
             n: Cluster(n, workdir / n, self.bins, self.volume_root, nodes) for n in names
         }
+        if real_nodes:
+            realnodes.ensure_packages()
+            kubelet = ensure_kubelet()
+            pause = ensure_pause()
+            tars = [
+                images.pause_image(image_cache_dir(), pause),
+                images.redis_image(image_cache_dir()),
+            ]
+            for n, c in self.clusters.items():
+                c.real_node = realnodes.RealNode(
+                    n,
+                    c.workdir / "realnode",
+                    kubelet,
+                    c.admin_kubeconfig,
+                    tars,
+                    kubelet_port=free_port(),
+                    healthz_port=free_port(),
+                )
+
+    def real_node_list(self) -> list[realnodes.RealNode]:
+        """The real nodes, one per cluster (none unless real_nodes=True)."""
+        return [c.real_node for c in self.clusters.values() if c.real_node is not None]
+
+    def _wait_real(self, what: str, check: str) -> None:
+        deadline = time.monotonic() + START_TIMEOUT
+        pending = self.real_node_list()
+        while pending:
+            for node in list(pending):
+                node.check_alive()
+                if getattr(node, check)():
+                    pending.remove(node)
+            if pending and time.monotonic() > deadline:
+                raise ClusterError(f"{what} not ready after {START_TIMEOUT:.0f} s")
+            time.sleep(0.2)
 
     def __enter__(self) -> LocalClusters:
         self.start()
@@ -479,12 +538,22 @@ class LocalClusters:
                 c.prepare()
             for c in self.clusters.values():
                 c.start_etcd()
+            # containerd and the image imports overlap the control plane's start.
+            for node in self.real_node_list():
+                node.start_guard()
+                node.start_containerd()
             self._wait("etcd", "etcd_ready")
             for c in self.clusters.values():
                 c.start_apiserver()
+            self._wait_real("containerd", "containerd_ready")
+            for node in self.real_node_list():
+                node.import_images()
             self._wait("kube-apiserver", "api_ready")
             for c in self.clusters.values():
                 c.start_components()
+            for c in self.clusters.values():
+                if c.real_node is not None:
+                    c.real_node.start_kubelet(c.pki.ca_cert)
             self._wait("nodes and default ServiceAccount", "workload_ready")
         except BaseException:
             self.stop()

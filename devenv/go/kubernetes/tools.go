@@ -1,6 +1,6 @@
 //go:build tools
 
-// Package tools keeps the control-plane main packages in this module's graph
+// Package tools keeps the control-plane and kubelet main packages in this module's graph
 // so `go mod tidy` records every dependency they need in go.sum.
 package tools
 
@@ -9,4 +9,5 @@ import (
 	_ "k8s.io/kubernetes/cmd/kube-controller-manager"
 	_ "k8s.io/kubernetes/cmd/kube-scheduler"
 	_ "k8s.io/kubernetes/cmd/kubectl"
+	_ "k8s.io/kubernetes/cmd/kubelet"
 )

@@ -1,0 +1,317 @@
+"""Real kubelet nodes beside the kwok ones (``LocalClusters(real_nodes=True)``): real
+pods from local images, one hostPath volume read in both clusters, pod IPs routed
+between the clusters, and nothing left behind when the launcher is killed.
+
+Marker ``real`` (``make real``): left out of ``make test``, which stays on kwok only.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from devenv.build import cache_dir
+from devenv.clusters import HOSTPATH_CLASS, LocalClusters
+from devenv.realnodes import (
+    REAL_NODE_LABEL,
+    REAL_NODE_NAME,
+    redis_pod,
+)
+from tests.support.waits import wait_for
+
+pytestmark = [pytest.mark.cluster, pytest.mark.real]
+
+KEY = "migrated-key"
+VALUE = "written-in-source"
+
+
+@pytest.fixture(scope="module")
+def real_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
+    lc = LocalClusters(tmp_path_factory.mktemp("real-clusters"), nodes=1, real_nodes=True)
+    lc.start()
+    try:
+        yield lc
+    finally:
+        lc.stop()
+
+
+def _apply(lc: LocalClusters, context: str, *objects: dict[str, Any]) -> None:
+    lc.kubectl(
+        context,
+        "apply",
+        "-f",
+        "-",
+        input=json.dumps({"kind": "List", "apiVersion": "v1", "items": list(objects)}),
+    )
+
+
+def _get(lc: LocalClusters, context: str, *args: str) -> Any:
+    return json.loads(lc.kubectl(context, "get", *args, "-o", "json"))
+
+
+def _ready_pod(lc: LocalClusters, context: str, ns: str, name: str) -> dict[str, Any]:
+    def ready() -> dict[str, Any] | None:
+        pod = _get(lc, context, "pod", name, "-n", ns)
+        conditions = pod.get("status", {}).get("conditions", [])
+        if any(c["type"] == "Ready" and c["status"] == "True" for c in conditions):
+            return pod
+        return None
+
+    pod: dict[str, Any] = wait_for(ready, 120, f"{context}/{ns}/{name} Ready", interval=0.5)
+    return pod
+
+
+def _redis_cli(lc: LocalClusters, context: str, ns: str, pod: str, *args: str) -> str:
+    return lc.kubectl(context, "exec", "-n", ns, pod, "--", "redis-cli", *args).strip()
+
+
+def test_real_nodes_join_beside_the_kwok_nodes(real_clusters: LocalClusters) -> None:
+    for context, cluster in real_clusters.clusters.items():
+        nodes = _get(real_clusters, context, "nodes")["items"]
+        names = sorted(n["metadata"]["name"] for n in nodes)
+        assert names == sorted([f"{context}-node-0", REAL_NODE_NAME])
+        real = next(n for n in nodes if n["metadata"]["name"] == REAL_NODE_NAME)
+        assert real["metadata"]["labels"][REAL_NODE_LABEL] == "true"
+        assert {"key": REAL_NODE_LABEL, "value": "true", "effect": "NoSchedule"} in real["spec"][
+            "taints"
+        ]
+        assert real["status"]["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
+        assert real["status"]["nodeInfo"]["kubeletVersion"] == "v1.34.4"
+        node = cluster.real_node
+        assert node is not None and node.subnet is not None
+    subnets = [n.subnet for n in real_clusters.real_node_list()]
+    assert subnets[0] != subnets[1]
+
+
+def test_a_pod_without_the_toleration_stays_off_the_real_node(
+    real_clusters: LocalClusters,
+) -> None:
+    ns = "untolerated"
+    real_clusters.kubectl("source", "create", "namespace", ns)
+    try:
+        wait_for(
+            lambda: real_clusters.kubectl("source", "get", "sa", "default", "-n", ns),
+            30,
+            "default ServiceAccount",
+        )
+        _apply(
+            real_clusters,
+            "source",
+            {**redis_pod("r", None, tolerate=False), "metadata": {"name": "r", "namespace": ns}},
+        )
+
+        def unschedulable() -> bool:
+            pod = _get(real_clusters, "source", "pod", "r", "-n", ns)
+            return any(
+                c["type"] == "PodScheduled" and c.get("reason") == "Unschedulable"
+                for c in pod.get("status", {}).get("conditions", [])
+            )
+
+        wait_for(unschedulable, 60, "the untolerated pod reported Unschedulable")
+        pod = _get(real_clusters, "source", "pod", "r", "-n", ns)
+        assert "nodeName" not in pod["spec"]
+    finally:
+        real_clusters.kubectl("source", "delete", "namespace", ns, "--wait=false")
+
+
+def test_a_key_written_in_source_is_read_in_destination_from_the_same_volume(
+    real_clusters: LocalClusters,
+) -> None:
+    lc = real_clusters
+    ns = "realpods"
+    for context in lc.clusters:
+        lc.kubectl(context, "create", "namespace", ns)
+        wait_for(
+            lambda context=context: lc.kubectl(context, "get", "sa", "default", "-n", ns),
+            30,
+            "default ServiceAccount",
+        )
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-redis-0", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": HOSTPATH_CLASS,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    _apply(lc, "source", claim)
+    pv_name = wait_for(
+        lambda: _get(lc, "source", "pvc", "data-redis-0", "-n", ns)["spec"].get("volumeName"),
+        60,
+        "the source claim bound",
+    )
+    source_pv = _get(lc, "source", "pv", pv_name)
+    folder = Path(source_pv["spec"]["hostPath"]["path"])
+    assert folder.parent == lc.volume_root
+
+    # The source pod writes the key and saves it to its volume, then goes.
+    _apply(
+        lc,
+        "source",
+        {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}},
+    )
+    pod = _ready_pod(lc, "source", ns, "redis-0")
+    assert pod["spec"]["nodeName"] == REAL_NODE_NAME
+    assert _redis_cli(lc, "source", ns, "redis-0", "SET", KEY, VALUE) == "OK"
+    assert _redis_cli(lc, "source", ns, "redis-0", "SAVE") == "OK"
+    assert (folder / "dump.rdb").is_file()  # the real container wrote the shared folder
+    lc.kubectl("source", "delete", "pod", "redis-0", "-n", ns, "--wait=true", "--timeout=60s")
+
+    # The destination gets the same folder as a PV pre-bound to its claim, as a
+    # migration imports it, and its pod reads the key from it.
+    dest_pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "1Gi"},
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": HOSTPATH_CLASS,
+            "hostPath": {"path": str(folder), "type": "Directory"},
+            "claimRef": {"namespace": ns, "name": "data-redis-0"},
+        },
+    }
+    dest_claim = {**claim, "spec": {**claim["spec"], "volumeName": pv_name}}
+    _apply(lc, "destination", dest_pv, dest_claim)
+    _apply(
+        lc,
+        "destination",
+        {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}},
+    )
+    dest = _ready_pod(lc, "destination", ns, "redis-0")
+    assert dest["spec"]["nodeName"] == REAL_NODE_NAME
+    assert _redis_cli(lc, "destination", ns, "redis-0", "GET", KEY) == VALUE
+
+    # Pod IPs: a source pod reaches the destination pod, and back.
+    _apply(
+        lc, "source", {**redis_pod("client", None), "metadata": {"name": "client", "namespace": ns}}
+    )
+    client = _ready_pod(lc, "source", ns, "client")
+    source_ip, dest_ip = client["status"]["podIP"], dest["status"]["podIP"]
+    nodes = {n.cluster: n for n in lc.real_node_list()}
+    assert ipaddress.ip_address(source_ip) in nodes["source"].subnet  # type: ignore[operator]
+    assert ipaddress.ip_address(dest_ip) in nodes["destination"].subnet  # type: ignore[operator]
+    assert _redis_cli(lc, "source", ns, "client", "-h", dest_ip, "GET", KEY) == VALUE
+    assert _redis_cli(lc, "destination", ns, "redis-0", "-h", source_ip, "PING") == "PONG"
+
+
+def _ours(workdir: Path, run_dirs: list[str]) -> dict[str, list[str]]:
+    """Processes naming the launcher's work folder or its real nodes' socket folders
+    (the shims), and mounts under the work folder, still there."""
+    processes = []
+    for proc in Path("/proc").iterdir():
+        if proc.name.isdigit():
+            try:
+                text = (proc / "cmdline").read_bytes() + (proc / "environ").read_bytes()
+            except OSError:
+                continue
+            if any(name.encode() in text for name in [str(workdir), *run_dirs]):
+                processes.append(proc.name)
+    mounts = [
+        line.split()[4]
+        for line in Path("/proc/self/mountinfo").read_text().splitlines()
+        if line.split()[4].startswith((str(workdir), *run_dirs))
+    ]
+    return {"processes": processes, "mounts": mounts}
+
+
+def test_a_killed_launcher_leaves_no_process_mount_or_bridge(tmp_path: Path) -> None:
+    launcher = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "devenv",
+            "up",
+            "--real-nodes",
+            "--nodes",
+            "1",
+            "--workdir",
+            str(tmp_path),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+    )
+    try:
+        assert launcher.stdout is not None
+        first = launcher.stdout.readline()
+        assert first.startswith("clusters ready"), first + launcher.stdout.read()
+        state = {
+            name: json.loads((tmp_path / name / "realnode" / "guard.json").read_text())
+            for name in ("source", "destination")
+        }
+        bridges = [s["bridge"] for s in state.values()]
+        sockets = [s["run_dir"] for s in state.values()]
+        assert all(Path("/sys/class/net", b).exists() for b in bridges)
+        # A running real pod: containers, its shim, netns and volume mounts to leave.
+        kubeconfig = str(tmp_path / "kubeconfig")
+        lc_kubectl = [
+            str(cache_dir() / "kubectl"),
+            f"--kubeconfig={kubeconfig}",
+            "--context=source",
+        ]
+        pod = {**redis_pod("r", None), "metadata": {"name": "r", "namespace": "default"}}
+        subprocess.run(
+            [*lc_kubectl, "apply", "-f", "-"],
+            input=json.dumps(pod),
+            check=True,
+            text=True,
+            capture_output=True,
+        )
+        subprocess.run(
+            [*lc_kubectl, "wait", "pod/r", "--for=condition=Ready", "--timeout=120s"],
+            check=True,
+            capture_output=True,
+        )
+        runc = subprocess.run(
+            ["runc", "--root", f"{state['source']['runc_root']}/k8s.io", "list", "-q"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        containers = runc.stdout.split()
+        assert len(containers) == 2  # the sandbox and redis
+        root = f"{state['source']['runc_root']}/k8s.io"
+        pids = [
+            json.loads(
+                subprocess.run(
+                    ["runc", "--root", root, "state", c], capture_output=True, text=True, check=True
+                ).stdout
+            )["pid"]
+            for c in containers
+        ]
+        before = _ours(tmp_path, sockets)
+        assert before["mounts"] and before["processes"]
+        launcher.send_signal(signal.SIGKILL)
+        launcher.wait(60)
+
+        def left_over() -> dict[str, list[str]]:
+            left = _ours(tmp_path, sockets)
+            left["containers"] = [str(p) for p in pids if Path(f"/proc/{p}").exists()]
+            left["cgroups"] = [
+                str(f) for c in containers for f in Path("/sys/fs/cgroup").glob(f"*/*/{c}")
+            ]
+            left["folders"] = [s for s in sockets if Path(s).exists()]
+            left["bridges"] = [b for b in bridges if Path("/sys/class/net", b).exists()]
+            return {k: v for k, v in left.items() if v}
+
+        try:
+            wait_for(lambda: not left_over(), 60, "the real nodes' leftovers gone", interval=0.5)
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}: {left_over()}") from None
+    finally:
+        launcher.kill()
+        launcher.wait()
