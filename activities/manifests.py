@@ -165,15 +165,35 @@ def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
 
     Raises OverrideRefused when a patch does not apply (a ``test`` that fails, a path
     that is not there) or changes a label the selector matches: the selector cannot
-    change, and the destination's pods must be the same app's."""
+    change, and the destination's pods must be the same app's. Anything else a patch
+    makes go wrong is an OverrideRefused too (naming the patch, never a value): a
+    refusal is final, where another error would be retried by preflight for ever."""
+    where = ["destination_overrides"]
+    try:
+        return _overridden_template(sts, request, where)
+    except OverrideRefused:
+        raise
+    except Exception as e:
+        # The class alone: a message may quote the template (an env value in it).
+        raise OverrideRefused(
+            f"{where[0]} does not apply to the source's pod template ({type(e).__name__})"
+        ) from None
+
+
+def _overridden_template(sts: Obj, request: MigrationRequest, where: list[str]) -> Obj:
+    """``overridden_template``; ``where[0]`` names the patch (or operation) being applied."""
     source = (sts.get("spec") or {}).get("template") or {}
     template: Any = copy.deepcopy(source)
     for i, override in enumerate(request.destination_overrides):
+        where[0] = f"destination_overrides[{i}] ({override.type})"
         if override.type == "merge":
             template = merge_patch(template, override.patch)
             continue
         # One operation at a time, so a refusal can name the one that failed.
         for j, op in enumerate(cast(list[Obj], override.patch)):
+            where[0] = (
+                f"destination_overrides[{i}] (json) operation {j} ({op.get('op')} {op.get('path')})"
+            )
             try:
                 template = jsonpatch.apply_patch(template, [op])
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
@@ -184,13 +204,20 @@ def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
                     else "a path it names is not there"
                 )
                 raise OverrideRefused(
-                    f"destination_overrides[{i}] (json) operation {j} ({op.get('op')} "
-                    f"{op.get('path')}) does not apply to the source's pod template: {why}"
+                    f"{where[0]} does not apply to the source's pod template: {why}"
                 ) from None
+    where[0] = "destination_overrides"
     if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
         raise OverrideRefused("destination_overrides leave the pod template without a spec")
+    meta = template.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if not isinstance(meta, dict) or not isinstance(meta.get(key) or {}, dict):
+            raise OverrideRefused(
+                f"destination_overrides leave the pod template's metadata.{key} no map "
+                "of names to strings"
+            )
     before = (source.get("metadata") or {}).get("labels") or {}
-    after = (template.get("metadata") or {}).get("labels") or {}
+    after = meta.get("labels") or {}
     for key in _selector_keys((sts.get("spec") or {}).get("selector") or {}):
         if before.get(key) != after.get(key):
             raise OverrideRefused(

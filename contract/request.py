@@ -216,6 +216,9 @@ STATEFULSET_SPEC_FIELDS = (
 # Where in the pod template an override may write (RFC 6901 pointers).
 OVERRIDABLE = ("/metadata/labels", "/metadata/annotations", "/spec")
 JSON_PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
+_NOT_A_MAP = '{} is a map of names to strings ({{"name": "value"}}), not a string or a list'
+# Pointers whose value must be such a map.
+_MAPS = ("/metadata/labels", "/metadata/annotations")
 _NOT_IN_HISTORY = (
     "the request is kept in the workflow's history, so it can carry no secret: take the "
     "value from a Secret with valueFrom.secretKeyRef"
@@ -298,6 +301,9 @@ class PodTemplatePatch(Payload):
                 "an override changes only the pod template's metadata.labels and "
                 "metadata.annotations (its name and namespace are the StatefulSet's)"
             )
+        for key, value in meta.items():
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(_NOT_A_MAP.format(f"metadata.{key}"))
         spec = patch.get("spec", {})
         if not isinstance(spec, dict):
             raise ValueError("the spec of a merge patch is an object: a pod template keeps one")
@@ -311,6 +317,11 @@ class PodTemplatePatch(Payload):
             if not isinstance(op, dict) or op.get("op") not in JSON_PATCH_OPS:
                 raise ValueError(f"operation {i}: op is one of {', '.join(JSON_PATCH_OPS)}")
             pointers = [op.get("path")] + ([op.get("from")] if op["op"] in ("move", "copy") else [])
+            if op.get("path") in _MAPS and (
+                op["op"] in ("move", "copy")
+                or (op["op"] in ("add", "replace") and not isinstance(op.get("value"), dict))
+            ):
+                raise ValueError(f"operation {i}: " + _NOT_A_MAP.format(op["path"]))
             for path in pointers:
                 tokens = _pointer(path, i)
                 if tokens[0] == "spec":

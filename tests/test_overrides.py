@@ -17,6 +17,7 @@ from activities.preflight.findings import Findings
 from activities.preflight.overrides import check_overrides, check_overrides_kept
 from activities.preflight.statefulsets import check_compatible
 from contract import MigrationRequest
+from contract.request import PodTemplatePatch
 
 BASE = {
     "statefulset": "redis",
@@ -352,3 +353,45 @@ def test_a_refusal_quotes_nothing_of_the_template() -> None:
         (problem,) = f.problems
         assert "s3cr3t" not in problem.message and "MODE" not in problem.message
         assert f"({op['op']} {op['path']})" in problem.message
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"type": "merge", "patch": {"metadata": {"labels": "app=r"}}},
+        {"type": "merge", "patch": {"metadata": {"annotations": ["a"]}}},
+        {"type": "json", "patch": [{"op": "add", "path": "/metadata/labels", "value": "x"}]},
+        {"type": "json", "patch": [{"op": "move", "from": "/spec/x", "path": "/metadata/labels"}]},
+    ],
+)
+def test_labels_and_annotations_are_maps(override: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="is a map of names to strings"):
+        request(override)
+
+
+@pytest.mark.parametrize(
+    ("patch", "said"),
+    [
+        (
+            {"type": "merge", "patch": {"metadata": {"labels": "app=r"}}},
+            "metadata.labels no map",
+        ),
+        ({"type": "json", "patch": ["s3cr3t"]}, r"destination_overrides\[0\] \(json\) .*"),
+        (
+            {"type": "json", "patch": [{"op": "add", "path": "/metadata/labels", "value": [1]}]},
+            "metadata.labels no map",
+        ),
+    ],
+)
+def test_whatever_a_patch_breaks_is_a_refusal(patch: dict[str, Any], said: str) -> None:
+    """Past the request's checks (a request made without them): never an AttributeError,
+    which preflight would retry for ever; and no value quoted."""
+    r = MigrationRequest.model_construct(
+        **BASE, destination_overrides=[PodTemplatePatch.model_construct(**patch)]
+    )
+    with pytest.raises(manifests.OverrideRefused, match=said) as e:
+        manifests.overridden_template(source_sts(), r)
+    assert "s3cr3t" not in str(e.value)
+    f = Findings()
+    assert check_overrides(source_sts(), r, f) == (None, [])
+    assert len(f.problems) == 1
