@@ -216,6 +216,7 @@ def _overridden_template(sts: Obj, request: MigrationRequest, where: list[str]) 
                 f"destination_overrides leave the pod template's metadata.{key} no map "
                 "of names to strings"
             )
+    _volumes_kept(sts, template)
     before = (source.get("metadata") or {}).get("labels") or {}
     after = meta.get("labels") or {}
     for key in _selector_keys((sts.get("spec") or {}).get("selector") or {}):
@@ -227,6 +228,44 @@ def _overridden_template(sts: Obj, request: MigrationRequest, where: list[str]) 
                 "are the same app's; leave the selector's labels as they are"
             )
     return template
+
+
+def _volumes_kept(sts: Obj, template: Obj) -> None:
+    """Every volume of the source's pods is still there, and every mount of a claim
+    template's volume is as it was (I2: the destination's pods use the data they move)."""
+    spec, source = (
+        template["spec"],
+        ((sts.get("spec") or {}).get("template") or {}).get("spec") or {},
+    )
+    names = {v.get("name") for v in spec.get("volumes") or []}
+    for volume in source.get("volumes") or []:
+        if volume.get("name") not in names:
+            raise OverrideRefused(
+                f"destination_overrides remove the pod template's volume {volume.get('name')}: "
+                "the destination's pods keep every volume of the source's"
+            )
+    claims = {
+        (t.get("metadata") or {}).get("name")
+        for t in (sts.get("spec") or {}).get("volumeClaimTemplates") or []
+    }
+
+    def mounts(pod: Obj) -> dict[tuple[str, str], list[Obj]]:
+        return {
+            (kind, str(c.get("name"))): [
+                m for m in c.get("volumeMounts") or [] if m.get("name") in claims
+            ]
+            for kind in ("containers", "initContainers")
+            for c in pod.get(kind) or []
+        }
+
+    after = mounts(spec)
+    for (kind, name), kept in mounts(source).items():
+        if kept and after.get((kind, name)) != kept:
+            raise OverrideRefused(
+                f"destination_overrides drop or change a mount of a claim template's volume "
+                f"in {kind} {name}: the destination's pods mount the moved volumes as the "
+                "source's do (change other fields of the container with a json patch)"
+            )
 
 
 def with_overrides(sts: Obj, request: MigrationRequest) -> Obj:

@@ -213,6 +213,8 @@ STATEFULSET_SPEC_FIELDS = (
     "minReadySeconds",
     "revisionHistoryLimit",
 )
+# Lists of a pod spec a merge patch would replace whole, dropping what it leaves out.
+WHOLE_LISTS = ("containers", "initContainers", "volumes")
 # Where in the pod template an override may write (RFC 6901 pointers).
 OVERRIDABLE = ("/metadata/labels", "/metadata/annotations", "/spec")
 JSON_PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
@@ -308,6 +310,13 @@ class PodTemplatePatch(Payload):
         if not isinstance(spec, dict):
             raise ValueError("the spec of a merge patch is an object: a pod template keeps one")
         _not_statefulset_fields(list(spec))
+        if whole := [k for k in WHOLE_LISTS if k in spec]:
+            raise ValueError(
+                f"a merge patch replaces spec.{whole[0]} whole (RFC 7386), dropping what it "
+                "leaves out (env, volumeMounts, probes): change one element with a json "
+                f"patch (/spec/{whole[0]}/0/image; a test of /spec/{whole[0]}/0/name makes "
+                "sure it is the one meant)"
+            )
 
     @staticmethod
     def _check_json(patch: JsonValue) -> None:

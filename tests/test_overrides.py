@@ -173,12 +173,14 @@ def test_merge_patch_is_rfc_7386(target: Any, patch: Any, expected: Any) -> None
         ),
         (
             {
-                "type": "merge",
-                "patch": {
-                    "spec": {
-                        "containers": [{"name": "r", "env": [{"name": "api_token", "value": "t"}]}]
+                "type": "json",
+                "patch": [
+                    {
+                        "op": "add",
+                        "path": "/spec/containers/-",
+                        "value": {"name": "r", "env": [{"name": "api_token", "value": "t"}]},
                     }
-                },
+                ],
             },
             "env api_token has a value",
         ),
@@ -395,3 +397,60 @@ def test_whatever_a_patch_breaks_is_a_refusal(patch: dict[str, Any], said: str) 
     f = Findings()
     assert check_overrides(source_sts(), r, f) == (None, [])
     assert len(f.problems) == 1
+
+
+@pytest.mark.parametrize("field", ["containers", "initContainers", "volumes"])
+def test_a_merge_patch_never_replaces_a_list_of_the_pod_whole(field: str) -> None:
+    with pytest.raises(ValidationError, match=f"replaces spec.{field} whole .*json patch"):
+        request({"type": "merge", "patch": {"spec": {field: [{"name": "redis"}]}}})
+
+
+def with_volumes() -> dict[str, Any]:
+    sts = source_sts()
+    pod = sts["spec"]["template"]["spec"]
+    pod["containers"][0]["volumeMounts"] = [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "conf", "mountPath": "/conf"},
+    ]
+    pod["volumes"] = [{"name": "conf", "configMap": {"name": "redis"}}]
+    return sts
+
+
+@pytest.mark.parametrize(
+    ("ops", "said"),
+    [
+        ([{"op": "remove", "path": "/spec/volumes/0"}], "remove the pod template's volume conf"),
+        (
+            [{"op": "remove", "path": "/spec/containers/0/volumeMounts/0"}],
+            "drop or change a mount of a claim template's volume in containers redis",
+        ),
+        (
+            [
+                {
+                    "op": "replace",
+                    "path": "/spec/containers/0/volumeMounts/0/mountPath",
+                    "value": "/x",
+                }
+            ],
+            "drop or change a mount",
+        ),
+        (
+            [{"op": "replace", "path": "/spec/containers/0/name", "value": "other"}],
+            "drop or change a mount",
+        ),
+    ],
+)
+def test_an_override_keeps_the_volumes_and_the_claims_mounts(
+    ops: list[dict[str, Any]], said: str
+) -> None:
+    f = Findings()
+    assert check_overrides(with_volumes(), request({"type": "json", "patch": ops}), f) == (None, [])
+    (problem,) = f.problems
+    assert said in problem.message
+    # Other mounts, and the rest of the container, may change.
+    other = [
+        {"op": "replace", "path": "/spec/containers/0/volumeMounts/1/mountPath", "value": "/c"},
+        {"op": "replace", "path": "/spec/containers/0/image", "value": "reg.b/redis:7.2"},
+    ]
+    pods, _ = check_overrides(with_volumes(), request({"type": "json", "patch": other}), f)
+    assert pods is not None and len(f.problems) == 1
