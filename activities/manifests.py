@@ -284,14 +284,38 @@ def override_operations(sts: Obj, request: MigrationRequest) -> list[Obj]:
     return [dict(op) for op in jsonpatch.make_patch(before, overridden_template(sts, request))]
 
 
+# Fields whose values a plan line withholds: they may carry a credential (env, a
+# command's arguments) or text copied from the source (annotations).
+WITHHELD_FIELDS = frozenset({"env", "args", "command", "annotations"})
+
+
+def _withheld(path: str, value: Any) -> bool:
+    """Whether the operation's path, or any key of its value, is in WITHHELD_FIELDS."""
+    if WITHHELD_FIELDS & set(path.split("/")):
+        return True
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if WITHHELD_FIELDS & set(item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def override_changes(sts: Obj, request: MigrationRequest) -> list[str]:
-    """``override_operations`` for the plan, one line each (values cut short)."""
+    """``override_operations`` for the plan, one line each (values cut short; withheld
+    under WITHHELD_FIELDS)."""
     out = []
     for op in override_operations(sts, request):
         shown = f"{op['op']} {op['path']}"
         if "from" in op:
             shown += f" from {op['from']}"
-        if "value" in op:
+        if "value" in op and _withheld(op["path"], op["value"]):
+            shown += " (value withheld)"
+        elif "value" in op:
             value = json.dumps(op["value"], sort_keys=True, separators=(",", ":"))
             shown += " " + (value if len(value) <= 200 else value[:197] + "...")
         out.append(shown)

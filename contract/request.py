@@ -94,6 +94,10 @@ CREDENTIAL_VARIABLES = (
     r"STSMIGRATE_.*|TEMPORAL_.*|KUBECONFIG|.*_TOKEN|.*_KEY|.*PASSWORD.*|.*SECRET.*"
 )
 
+# Names of env variables an override may not give a literal value: a guard against a
+# credential in the request (it is kept in the workflow's history), not a guarantee.
+CREDENTIAL_NAMES = f"{CREDENTIAL_VARIABLES}|.*PASS.*|.*AUTH.*|.*CREDENTIAL.*"
+
 
 # A Secret's name (DNS-1123 subdomain) and a key of its data.
 DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
@@ -240,6 +244,13 @@ def _pointer(path: object, i: int) -> list[str]:
     return [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
 
 
+def _root(path: object) -> str | None:
+    """The OVERRIDABLE root a pointer is in (None: none)."""
+    if not isinstance(path, str):
+        return None
+    return next((r for r in OVERRIDABLE if path == r or path.startswith(r + "/")), None)
+
+
 def _not_statefulset_fields(spec_keys: list[str]) -> None:
     if wrong := [k for k in spec_keys if k in STATEFULSET_SPEC_FIELDS]:
         raise ValueError(
@@ -260,7 +271,7 @@ def _no_credential_values(value: object) -> None:
         if (
             "value" in value
             and isinstance(name, str)
-            and re.fullmatch(CREDENTIAL_VARIABLES, name, re.I)
+            and re.fullmatch(CREDENTIAL_NAMES, name, re.I)
         ):
             raise ValueError(f"env {name} has a value: {_NOT_IN_HISTORY}")
         for item in value.values():
@@ -325,9 +336,21 @@ class PodTemplatePatch(Payload):
         for i, op in enumerate(patch):
             if not isinstance(op, dict) or op.get("op") not in JSON_PATCH_OPS:
                 raise ValueError(f"operation {i}: op is one of {', '.join(JSON_PATCH_OPS)}")
-            pointers = [op.get("path")] + ([op.get("from")] if op["op"] in ("move", "copy") else [])
+            if op["op"] == "copy":
+                raise ValueError(
+                    f"operation {i}: copy is refused (the plan would show the value it "
+                    "copies): add the value itself, or a valueFrom reference"
+                )
+            pointers = [op.get("path")] + ([op.get("from")] if op["op"] == "move" else [])
+            if op["op"] == "move" and _root(op.get("from")) != _root(op.get("path")):
+                raise ValueError(
+                    f"operation {i}: a move from {op.get('from')} to {op.get('path')} is "
+                    "refused: a move stays in /spec, /metadata/labels or "
+                    "/metadata/annotations (the plan would show the value it moves out of "
+                    "one; an env value as a label): add the value itself"
+                )
             if op.get("path") in _MAPS and (
-                op["op"] in ("move", "copy")
+                op["op"] == "move"
                 or (op["op"] in ("add", "replace") and not isinstance(op.get("value"), dict))
             ):
                 raise ValueError(f"operation {i}: " + _NOT_A_MAP.format(op["path"]))

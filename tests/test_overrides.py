@@ -154,7 +154,7 @@ def test_merge_patch_is_rfc_7386(target: Any, patch: Any, expected: Any) -> None
         (
             {
                 "type": "json",
-                "patch": [{"op": "copy", "from": "/spec/selector", "path": "/spec/x"}],
+                "patch": [{"op": "move", "from": "/spec/selector", "path": "/spec/x"}],
             },
             "spec.selector is a field",
         ),
@@ -282,12 +282,12 @@ def test_the_plan_lists_what_the_overrides_change() -> None:
     assert sorted(changes) == sorted(
         [
             'replace /spec/containers/0/image "reg.b/redis:7.2"',
-            'add /spec/containers/0/env/1 {"name":"REDIS_NODES","value":"6"}',
+            "add /spec/containers/0/env/1 (value withheld)",
             'add /spec/containers/0/resources {"limits":{"cpu":"500m"}}',
             'add /spec/nodeSelector/pool "b"',
             'add /spec/tolerations [{"effect":"NoSchedule","key":"real","operator":"Exists"}]',
             "remove /metadata/annotations/team",
-            'add /metadata/annotations/moved "yes"',
+            "add /metadata/annotations/moved (value withheld)",
         ]
     )
     assert check_overrides(source_sts(), request(), f) == (source_sts(), [])
@@ -363,7 +363,10 @@ def test_a_refusal_quotes_nothing_of_the_template() -> None:
         {"type": "merge", "patch": {"metadata": {"labels": "app=r"}}},
         {"type": "merge", "patch": {"metadata": {"annotations": ["a"]}}},
         {"type": "json", "patch": [{"op": "add", "path": "/metadata/labels", "value": "x"}]},
-        {"type": "json", "patch": [{"op": "move", "from": "/spec/x", "path": "/metadata/labels"}]},
+        {
+            "type": "json",
+            "patch": [{"op": "move", "from": "/metadata/labels/app", "path": "/metadata/labels"}],
+        },
     ],
 )
 def test_labels_and_annotations_are_maps(override: dict[str, Any]) -> None:
@@ -454,3 +457,64 @@ def test_an_override_keeps_the_volumes_and_the_claims_mounts(
     ]
     pods, _ = check_overrides(with_volumes(), request({"type": "json", "patch": other}), f)
     assert pods is not None and len(f.problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("op", "said"),
+    [
+        ({"op": "copy", "from": "/spec/containers/0/env/0", "path": "/spec/x"}, "copy is refused"),
+        (
+            {"op": "move", "from": "/metadata/annotations/team", "path": "/spec/x"},
+            "a move from /metadata/annotations/team to /spec/x is refused",
+        ),
+        (
+            {"op": "move", "from": "/spec/containers/0/env/0/value", "path": "/metadata/labels/x"},
+            "a move stays in /spec",
+        ),
+    ],
+)
+def test_no_operation_carries_a_value_of_the_source_into_the_plan(
+    op: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(ValidationError, match=said):
+        request({"type": "json", "patch": [op]})
+
+
+@pytest.mark.parametrize("name", ["REDISCLI_AUTH", "DB_PASS", "aws_credentials", "DB_PASSWORD"])
+def test_more_credential_names_are_refused_a_value(name: str) -> None:
+    entry = {"name": name, "value": "hunter2"}
+    with pytest.raises(ValidationError, match=f"env {name} has a value") as e:
+        request(
+            {
+                "type": "json",
+                "patch": [{"op": "add", "path": "/spec/containers/0/env/-", "value": entry}],
+            }
+        )
+    assert "hunter2" not in " ".join(x["msg"] for x in e.value.errors())
+
+
+def test_the_plan_withholds_env_args_command_and_annotations() -> None:
+    r = request(
+        {
+            "type": "json",
+            "patch": [
+                {"op": "add", "path": "/spec/containers/0/args", "value": ["--pass", "s3cr3t"]},
+                {"op": "add", "path": "/spec/containers/0/command", "value": ["s3cr3t"]},
+                {
+                    "op": "replace",
+                    "path": "/spec/containers/0/env/0",
+                    "value": {"name": "MODE", "value": "s3cr3t"},
+                },
+                {
+                    "op": "add",
+                    "path": "/spec/containers/-",
+                    "value": {"name": "side", "args": ["s3cr3t"]},
+                },
+                {"op": "add", "path": "/metadata/annotations/note", "value": "s3cr3t"},
+            ],
+        }
+    )
+    changes = manifests.override_changes(source_sts(), r)
+    assert changes and not [c for c in changes if "s3cr3t" in c]
+    assert "add /spec/containers/0/args (value withheld)" in changes
+    assert "add /metadata/annotations/note (value withheld)" in changes
