@@ -518,3 +518,26 @@ def test_the_plan_withholds_env_args_command_and_annotations() -> None:
     assert changes and not [c for c in changes if "s3cr3t" in c]
     assert "add /spec/containers/0/args (value withheld)" in changes
     assert "add /metadata/annotations/note (value withheld)" in changes
+
+
+@pytest.mark.parametrize("zero", [False, "", 0, [], {}])
+def test_a_zero_value_the_server_omits_is_not_dropped(zero: Any) -> None:
+    """The API server leaves out a zero value it stores (omitempty): that is no field it
+    does not know."""
+    src = source_sts()
+    r = request(
+        {
+            "type": "merge",
+            "patch": {"spec": {"hostNetwork": zero, "nodeselector": {"pool": "b"}}},
+        }
+    )
+    sent = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    stored = copy.deepcopy(sent)
+    del stored["spec"]["template"]["spec"]["hostNetwork"]
+    f = Findings()
+    check_overrides_stored(stored, src, sent, r, "b", f)
+    assert not f.problems
+    # A field it drops is still named.
+    del stored["spec"]["template"]["spec"]["nodeselector"]
+    check_overrides_stored(stored, src, sent, r, "b", f)
+    assert [p.message.split(" of ")[0] for p in f.problems] == ["b dropped /spec/nodeselector"]

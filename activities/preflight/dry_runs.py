@@ -104,6 +104,10 @@ def check_ordinals_kept(stored: Obj, start: int, context: str, ns: str, f: Findi
         )
 
 
+def _zero(value: object) -> bool:
+    return value in (False, "", 0, [], {})
+
+
 def check_overrides_stored(
     stored: Obj, source: Obj, sent: Obj, request: MigrationRequest, context: str, f: Findings
 ) -> None:
@@ -114,7 +118,10 @@ def check_overrides_stored(
     kept = (stored.get("spec") or {}).get("template") or {}
     for op in manifests.override_operations(source, request):
         path = op["path"]
-        if op["op"] == "remove" or jsonpointer.resolve_pointer(template, path, None) is None:
+        sent_value = jsonpointer.resolve_pointer(template, path, None)
+        # A zero value (false, "", 0, [], {}) is one the server omits (omitempty) when
+        # it stores the object: there, not dropped.
+        if op["op"] == "remove" or sent_value is None or _zero(sent_value):
             continue
         if jsonpointer.resolve_pointer(kept, path, None) is None:
             f.problem(
