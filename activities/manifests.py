@@ -26,6 +26,7 @@ from contract import (
     MigrationRequest,
     VolumePlan,
 )
+from contract.request import WITHHELD_FIELDS
 
 Obj = dict[str, Any]
 
@@ -282,11 +283,6 @@ def override_operations(sts: Obj, request: MigrationRequest) -> list[Obj]:
         return []
     before = (sts.get("spec") or {}).get("template") or {}
     return [dict(op) for op in jsonpatch.make_patch(before, overridden_template(sts, request))]
-
-
-# Fields whose values a plan line withholds: they may carry a credential (env, a
-# command's arguments) or text copied from the source (annotations).
-WITHHELD_FIELDS = frozenset({"env", "args", "command", "annotations"})
 
 
 def _withheld(path: str, value: Any) -> bool:

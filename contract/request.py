@@ -223,6 +223,10 @@ WHOLE_LISTS = ("containers", "initContainers", "volumes")
 OVERRIDABLE = ("/metadata/labels", "/metadata/annotations", "/spec")
 JSON_PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
 _NOT_A_MAP = '{} is a map of names to strings ({{"name": "value"}}), not a string or a list'
+# Fields whose values a plan line withholds (activities/manifests.py override_changes):
+# they may carry a credential (env, a command's arguments) or text copied from the
+# source (annotations). A move takes no value out of them.
+WITHHELD_FIELDS = frozenset({"env", "args", "command", "annotations"})
 # Pointers whose value must be such a map.
 _MAPS = ("/metadata/labels", "/metadata/annotations")
 _NOT_IN_HISTORY = (
@@ -249,6 +253,11 @@ def _root(path: object) -> str | None:
     if not isinstance(path, str):
         return None
     return next((r for r in OVERRIDABLE if path == r or path.startswith(r + "/")), None)
+
+
+def _withheld(path: object) -> bool:
+    """Whether a pointer names a place in one of WITHHELD_FIELDS."""
+    return isinstance(path, str) and bool(WITHHELD_FIELDS & set(path.split("/")))
 
 
 def _not_statefulset_fields(spec_keys: list[str]) -> None:
@@ -348,6 +357,11 @@ class PodTemplatePatch(Payload):
                     "refused: a move stays in /spec, /metadata/labels or "
                     "/metadata/annotations (the plan would show the value it moves out of "
                     "one; an env value as a label): add the value itself"
+                )
+            if op["op"] == "move" and _withheld(op.get("from")) and not _withheld(op.get("path")):
+                raise ValueError(
+                    f"operation {i}: a move out of env, args, command or annotations is "
+                    "refused (the plan would show the value it moves): add the value itself"
                 )
             if op.get("path") in _MAPS and (
                 op["op"] == "move"

@@ -471,6 +471,14 @@ def test_an_override_keeps_the_volumes_and_the_claims_mounts(
             {"op": "move", "from": "/spec/containers/0/env/0/value", "path": "/metadata/labels/x"},
             "a move stays in /spec",
         ),
+        (
+            {"op": "move", "from": "/spec/containers/0/env/0/value", "path": "/spec/hostname"},
+            "a move out of env, args, command or annotations is refused",
+        ),
+        (
+            {"op": "move", "from": "/spec/containers/0/args/0", "path": "/spec/subdomain"},
+            "a move out of env",
+        ),
     ],
 )
 def test_no_operation_carries_a_value_of_the_source_into_the_plan(
