@@ -269,6 +269,12 @@ def _volumes_kept(sts: Obj, template: Obj) -> None:
             )
 
 
+def omitted_zero(value: object) -> bool:
+    """A zero value (false, "", 0, [], {}): the API server leaves it out of an object it
+    stores (omitempty), so its absence there is no difference."""
+    return value in (False, "", 0, [], {})
+
+
 def with_overrides(sts: Obj, request: MigrationRequest) -> Obj:
     """``sts`` with its pod template overridden (itself when the request has none)."""
     if not request.destination_overrides:

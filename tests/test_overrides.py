@@ -549,3 +549,16 @@ def test_a_zero_value_the_server_omits_is_not_dropped(zero: Any) -> None:
     del stored["spec"]["template"]["spec"]["nodeselector"]
     check_overrides_stored(stored, src, sent, r, "b", f)
     assert [p.message.split(" of ")[0] for p in f.problems] == ["b dropped /spec/nodeselector"]
+
+
+def test_an_existing_destination_without_a_zero_value_is_the_same() -> None:
+    src = source_sts()
+    r = request({"type": "merge", "patch": {"spec": {"hostNetwork": False}}})
+    made = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    del made["spec"]["template"]["spec"]["hostNetwork"]  # as the server stores it
+    f = Findings()
+    check_overrides_kept(src, made, r, f)
+    assert not f.warnings
+    made["spec"]["template"]["spec"]["hostNetwork"] = True
+    check_overrides_kept(src, made, r, f)
+    assert len(f.warnings) == 1 and "/spec/hostNetwork" in f.warnings[0]

@@ -104,10 +104,6 @@ def check_ordinals_kept(stored: Obj, start: int, context: str, ns: str, f: Findi
         )
 
 
-def _zero(value: object) -> bool:
-    return value in (False, "", 0, [], {})
-
-
 def check_overrides_stored(
     stored: Obj, source: Obj, sent: Obj, request: MigrationRequest, context: str, f: Findings
 ) -> None:
@@ -122,7 +118,7 @@ def check_overrides_stored(
         sent_value = jsonpointer.resolve_pointer(template, path, None)
         # A zero value (false, "", 0, [], {}) is one the server omits (omitempty) when
         # it stores the object: there, not dropped.
-        if op["op"] == "remove" or sent_value is None or _zero(sent_value):
+        if op["op"] == "remove" or sent_value is None or manifests.omitted_zero(sent_value):
             continue
         if jsonpointer.resolve_pointer(kept, path, None) is None:
             f.problem(
