@@ -13,6 +13,7 @@ import re
 from datetime import timedelta
 from typing import Any
 
+import pydantic
 import urllib3.exceptions
 from kubernetes.client.exceptions import ApiException
 from temporalio.exceptions import ApplicationError
@@ -119,3 +120,23 @@ def classify(exc: BaseException, action: str, withhold: bool = False) -> Applica
         # Class name only: urllib3 messages can embed the full request URL.
         return ApplicationError(f"{action}: {type(exc).__name__}", type=UNAVAILABLE)
     raise TypeError(f"not an API failure: {type(exc).__name__}") from exc
+
+
+# pydantic error types whose ``msg`` is a validator's own text, which may quote the value.
+_OWN_TEXT = ("value_error", "assertion_error")
+
+
+def invalid_body(exc: pydantic.ValidationError, action: str) -> ApplicationError:
+    """The kubernetes client's models refused a request body before it was sent (they
+    forbid unknown fields and check types): final, as a 422 would be. Each error's place
+    and reason only, never its ``input``, which is the body's value (a Secret's data)."""
+    said = [
+        f"{'.'.join(str(p) for p in e['loc'])}: "
+        + (e["type"] if e["type"] in _OWN_TEXT else f"{e['msg']} ({e['type']})")
+        for e in exc.errors(include_url=False, include_input=False, include_context=False)
+    ]
+    text = f"{action}: the kubernetes client refused the body: {'; '.join(said[:5])}"
+    if len(said) > 5:
+        text += f" (and {len(said) - 5} more)"
+    text = text if len(text) <= MAX_MESSAGE * 2 else text[: MAX_MESSAGE * 2 - 3] + "..."
+    return ApplicationError(text, type=INVALID, non_retryable=True)

@@ -19,6 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import pydantic
 from kubernetes import client, watch
 from kubernetes.client.exceptions import ApiException
 from temporalio import activity
@@ -129,6 +130,8 @@ class Kube:
             raise errors.classify(exc, f"{action} in {self.context}", withhold) from None
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, f"{action} in {self.context}") from None
+        except pydantic.ValidationError as exc:
+            raise errors.invalid_body(exc, f"{action} in {self.context}") from None
         return dict(json.loads(resp.data)) if resp.data else {}
 
     def _call(self, action: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Obj:
@@ -323,6 +326,8 @@ class Kube:
             raise errors.classify(exc, f"{action} in {self.context}", withhold) from None
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, f"{action} in {self.context}") from None
+        except pydantic.ValidationError as exc:
+            raise errors.invalid_body(exc, f"{action} in {self.context}") from None
         return dict(json.loads(resp.data)) if resp.data else {}
 
     # -- writes -----------------------------------------------------------------------

@@ -26,6 +26,7 @@ from contract import (
     MigrationRequest,
     VolumePlan,
 )
+from contract.request import WITHHELD_FIELDS
 
 Obj = dict[str, Any]
 
@@ -165,15 +166,35 @@ def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
 
     Raises OverrideRefused when a patch does not apply (a ``test`` that fails, a path
     that is not there) or changes a label the selector matches: the selector cannot
-    change, and the destination's pods must be the same app's."""
+    change, and the destination's pods must be the same app's. Anything else a patch
+    makes go wrong is an OverrideRefused too (naming the patch, never a value): a
+    refusal is final, where another error would be retried by preflight for ever."""
+    where = ["destination_overrides"]
+    try:
+        return _overridden_template(sts, request, where)
+    except OverrideRefused:
+        raise
+    except Exception as e:
+        # The class alone: a message may quote the template (an env value in it).
+        raise OverrideRefused(
+            f"{where[0]} does not apply to the source's pod template ({type(e).__name__})"
+        ) from None
+
+
+def _overridden_template(sts: Obj, request: MigrationRequest, where: list[str]) -> Obj:
+    """``overridden_template``; ``where[0]`` names the patch (or operation) being applied."""
     source = (sts.get("spec") or {}).get("template") or {}
     template: Any = copy.deepcopy(source)
     for i, override in enumerate(request.destination_overrides):
+        where[0] = f"destination_overrides[{i}] ({override.type})"
         if override.type == "merge":
             template = merge_patch(template, override.patch)
             continue
         # One operation at a time, so a refusal can name the one that failed.
         for j, op in enumerate(cast(list[Obj], override.patch)):
+            where[0] = (
+                f"destination_overrides[{i}] (json) operation {j} ({op.get('op')} {op.get('path')})"
+            )
             try:
                 template = jsonpatch.apply_patch(template, [op])
             except (jsonpatch.JsonPatchException, jsonpatch.JsonPointerException) as e:
@@ -184,13 +205,21 @@ def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
                     else "a path it names is not there"
                 )
                 raise OverrideRefused(
-                    f"destination_overrides[{i}] (json) operation {j} ({op.get('op')} "
-                    f"{op.get('path')}) does not apply to the source's pod template: {why}"
+                    f"{where[0]} does not apply to the source's pod template: {why}"
                 ) from None
+    where[0] = "destination_overrides"
     if not isinstance(template, dict) or not isinstance(template.get("spec"), dict):
         raise OverrideRefused("destination_overrides leave the pod template without a spec")
+    meta = template.get("metadata") or {}
+    for key in ("labels", "annotations"):
+        if not isinstance(meta, dict) or not isinstance(meta.get(key) or {}, dict):
+            raise OverrideRefused(
+                f"destination_overrides leave the pod template's metadata.{key} no map "
+                "of names to strings"
+            )
+    _volumes_kept(sts, template)
     before = (source.get("metadata") or {}).get("labels") or {}
-    after = (template.get("metadata") or {}).get("labels") or {}
+    after = meta.get("labels") or {}
     for key in _selector_keys((sts.get("spec") or {}).get("selector") or {}):
         if before.get(key) != after.get(key):
             raise OverrideRefused(
@@ -200,6 +229,50 @@ def overridden_template(sts: Obj, request: MigrationRequest) -> Obj:
                 "are the same app's; leave the selector's labels as they are"
             )
     return template
+
+
+def _volumes_kept(sts: Obj, template: Obj) -> None:
+    """Every volume of the source's pods is still there, and every mount of a claim
+    template's volume is as it was (I2: the destination's pods use the data they move)."""
+    spec, source = (
+        template["spec"],
+        ((sts.get("spec") or {}).get("template") or {}).get("spec") or {},
+    )
+    names = {v.get("name") for v in spec.get("volumes") or []}
+    for volume in source.get("volumes") or []:
+        if volume.get("name") not in names:
+            raise OverrideRefused(
+                f"destination_overrides remove the pod template's volume {volume.get('name')}: "
+                "the destination's pods keep every volume of the source's"
+            )
+    claims = {
+        (t.get("metadata") or {}).get("name")
+        for t in (sts.get("spec") or {}).get("volumeClaimTemplates") or []
+    }
+
+    def mounts(pod: Obj) -> dict[tuple[str, str], list[Obj]]:
+        return {
+            (kind, str(c.get("name"))): [
+                m for m in c.get("volumeMounts") or [] if m.get("name") in claims
+            ]
+            for kind in ("containers", "initContainers")
+            for c in pod.get(kind) or []
+        }
+
+    after = mounts(spec)
+    for (kind, name), kept in mounts(source).items():
+        if kept and after.get((kind, name)) != kept:
+            raise OverrideRefused(
+                f"destination_overrides drop or change a mount of a claim template's volume "
+                f"in {kind} {name}: the destination's pods mount the moved volumes as the "
+                "source's do (change other fields of the container with a json patch)"
+            )
+
+
+def omitted_zero(value: object) -> bool:
+    """A zero value (false, "", 0, [], {}): the API server leaves it out of an object it
+    stores (omitempty), so its absence there is no difference."""
+    return value in (False, "", 0, [], {})
 
 
 def with_overrides(sts: Obj, request: MigrationRequest) -> Obj:
@@ -218,14 +291,33 @@ def override_operations(sts: Obj, request: MigrationRequest) -> list[Obj]:
     return [dict(op) for op in jsonpatch.make_patch(before, overridden_template(sts, request))]
 
 
+def _withheld(path: str, value: Any) -> bool:
+    """Whether the operation's path, or any key of its value, is in WITHHELD_FIELDS."""
+    if WITHHELD_FIELDS & set(path.split("/")):
+        return True
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        if isinstance(item, dict):
+            if WITHHELD_FIELDS & set(item):
+                return True
+            stack.extend(item.values())
+        elif isinstance(item, list):
+            stack.extend(item)
+    return False
+
+
 def override_changes(sts: Obj, request: MigrationRequest) -> list[str]:
-    """``override_operations`` for the plan, one line each (values cut short)."""
+    """``override_operations`` for the plan, one line each (values cut short; withheld
+    under WITHHELD_FIELDS)."""
     out = []
     for op in override_operations(sts, request):
         shown = f"{op['op']} {op['path']}"
         if "from" in op:
             shown += f" from {op['from']}"
-        if "value" in op:
+        if "value" in op and _withheld(op["path"], op["value"]):
+            shown += " (value withheld)"
+        elif "value" in op:
             value = json.dumps(op["value"], sort_keys=True, separators=(",", ":"))
             shown += " " + (value if len(value) <= 200 else value[:197] + "...")
         out.append(shown)

@@ -94,6 +94,10 @@ CREDENTIAL_VARIABLES = (
     r"STSMIGRATE_.*|TEMPORAL_.*|KUBECONFIG|.*_TOKEN|.*_KEY|.*PASSWORD.*|.*SECRET.*"
 )
 
+# Names of env variables an override may not give a literal value: a guard against a
+# credential in the request (it is kept in the workflow's history), not a guarantee.
+CREDENTIAL_NAMES = f"{CREDENTIAL_VARIABLES}|.*PASS.*|.*AUTH.*|.*CREDENTIAL.*"
+
 
 # A Secret's name (DNS-1123 subdomain) and a key of its data.
 DNS_SUBDOMAIN = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
@@ -213,9 +217,18 @@ STATEFULSET_SPEC_FIELDS = (
     "minReadySeconds",
     "revisionHistoryLimit",
 )
+# Lists of a pod spec a merge patch would replace whole, dropping what it leaves out.
+WHOLE_LISTS = ("containers", "initContainers", "volumes")
 # Where in the pod template an override may write (RFC 6901 pointers).
 OVERRIDABLE = ("/metadata/labels", "/metadata/annotations", "/spec")
 JSON_PATCH_OPS = ("add", "remove", "replace", "move", "copy", "test")
+_NOT_A_MAP = '{} is a map of names to strings ({{"name": "value"}}), not a string or a list'
+# Fields whose values a plan line withholds (activities/manifests.py override_changes):
+# they may carry a credential (env, a command's arguments) or text copied from the
+# source (annotations). A move takes no value out of them.
+WITHHELD_FIELDS = frozenset({"env", "args", "command", "annotations"})
+# Pointers whose value must be such a map.
+_MAPS = ("/metadata/labels", "/metadata/annotations")
 _NOT_IN_HISTORY = (
     "the request is kept in the workflow's history, so it can carry no secret: take the "
     "value from a Secret with valueFrom.secretKeyRef"
@@ -233,6 +246,18 @@ def _pointer(path: object, i: int) -> list[str]:
             "/metadata/labels/..., /metadata/annotations/...)"
         )
     return [t.replace("~1", "/").replace("~0", "~") for t in path.split("/")[1:]]
+
+
+def _root(path: object) -> str | None:
+    """The OVERRIDABLE root a pointer is in (None: none)."""
+    if not isinstance(path, str):
+        return None
+    return next((r for r in OVERRIDABLE if path == r or path.startswith(r + "/")), None)
+
+
+def _withheld(path: object) -> bool:
+    """Whether a pointer names a place in one of WITHHELD_FIELDS."""
+    return isinstance(path, str) and bool(WITHHELD_FIELDS & set(path.split("/")))
 
 
 def _not_statefulset_fields(spec_keys: list[str]) -> None:
@@ -255,7 +280,7 @@ def _no_credential_values(value: object) -> None:
         if (
             "value" in value
             and isinstance(name, str)
-            and re.fullmatch(CREDENTIAL_VARIABLES, name, re.I)
+            and re.fullmatch(CREDENTIAL_NAMES, name, re.I)
         ):
             raise ValueError(f"env {name} has a value: {_NOT_IN_HISTORY}")
         for item in value.values():
@@ -298,10 +323,20 @@ class PodTemplatePatch(Payload):
                 "an override changes only the pod template's metadata.labels and "
                 "metadata.annotations (its name and namespace are the StatefulSet's)"
             )
+        for key, value in meta.items():
+            if value is not None and not isinstance(value, dict):
+                raise ValueError(_NOT_A_MAP.format(f"metadata.{key}"))
         spec = patch.get("spec", {})
         if not isinstance(spec, dict):
             raise ValueError("the spec of a merge patch is an object: a pod template keeps one")
         _not_statefulset_fields(list(spec))
+        if whole := [k for k in WHOLE_LISTS if k in spec]:
+            raise ValueError(
+                f"a merge patch replaces spec.{whole[0]} whole (RFC 7386), dropping what it "
+                "leaves out (env, volumeMounts, probes): change one element with a json "
+                f"patch (/spec/{whole[0]}/0/image; a test of /spec/{whole[0]}/0/name makes "
+                "sure it is the one meant)"
+            )
 
     @staticmethod
     def _check_json(patch: JsonValue) -> None:
@@ -310,7 +345,29 @@ class PodTemplatePatch(Payload):
         for i, op in enumerate(patch):
             if not isinstance(op, dict) or op.get("op") not in JSON_PATCH_OPS:
                 raise ValueError(f"operation {i}: op is one of {', '.join(JSON_PATCH_OPS)}")
-            pointers = [op.get("path")] + ([op.get("from")] if op["op"] in ("move", "copy") else [])
+            if op["op"] == "copy":
+                raise ValueError(
+                    f"operation {i}: copy is refused (the plan would show the value it "
+                    "copies): add the value itself, or a valueFrom reference"
+                )
+            pointers = [op.get("path")] + ([op.get("from")] if op["op"] == "move" else [])
+            if op["op"] == "move" and _root(op.get("from")) != _root(op.get("path")):
+                raise ValueError(
+                    f"operation {i}: a move from {op.get('from')} to {op.get('path')} is "
+                    "refused: a move stays in /spec, /metadata/labels or "
+                    "/metadata/annotations (the plan would show the value it moves out of "
+                    "one; an env value as a label): add the value itself"
+                )
+            if op["op"] == "move" and _withheld(op.get("from")) and not _withheld(op.get("path")):
+                raise ValueError(
+                    f"operation {i}: a move out of env, args, command or annotations is "
+                    "refused (the plan would show the value it moves): add the value itself"
+                )
+            if op.get("path") in _MAPS and (
+                op["op"] == "move"
+                or (op["op"] in ("add", "replace") and not isinstance(op.get("value"), dict))
+            ):
+                raise ValueError(f"operation {i}: " + _NOT_A_MAP.format(op["path"]))
             for path in pointers:
                 tokens = _pointer(path, i)
                 if tokens[0] == "spec":

@@ -7,9 +7,12 @@ from datetime import timedelta
 
 import pytest
 import urllib3
+from kubernetes import client
 from kubernetes.client.exceptions import ApiException
+from temporalio.exceptions import ApplicationError
 
 from activities import errors
+from activities.kube import Kube
 from contract import errors as types
 
 
@@ -113,3 +116,29 @@ def test_a_refusal_of_a_secret_names_who_refused_and_which_fields_never_the_mess
         "data[password] (the server's message is withheld: the object holds Secret data)"
     )
     assert "hunter2" not in errors.status_message(api_exception(403, body="not json"), True)
+
+
+@pytest.mark.parametrize("how", ["dry_run", "create"])
+def test_a_body_the_client_refuses_is_final_and_quotes_no_value(how: str) -> None:
+    """kubernetes client 37 checks every body against its models before it sends it: the
+    refusal is final (never retried for ever) and names places, not the values there."""
+    # Nothing listens there: an error that is not the client's own check would be a
+    # retryable UNAVAILABLE, not INVALID.
+    api = client.ApiClient(client.Configuration(host="http://127.0.0.1:9"))
+    kube = Kube(api, "b")
+    pod = {
+        "metadata": {"name": "redis-2", "labels": "app=s3cr3t-label"},
+        "spec": {
+            "containers": [
+                {"name": "r", "env": [{"name": "MODE", "value": "s3cr3t-value", "bogus": "s3cr3t"}]}
+            ]
+        },
+    }
+    with pytest.raises(ApplicationError) as e:
+        getattr(kube, how)("Pod", "shop", pod)
+    assert e.value.type == types.INVALID and e.value.non_retryable
+    message = str(e.value)
+    assert "s3cr3t" not in message
+    assert f"{'dry-run create' if how == 'dry_run' else 'create'} Pod redis-2 in b" in message
+    assert "metadata.labels: Input should be a valid dictionary (dict_type)" in message
+    assert "spec.containers.0.env.0.bogus: Extra inputs are not permitted" in message

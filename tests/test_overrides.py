@@ -17,6 +17,7 @@ from activities.preflight.findings import Findings
 from activities.preflight.overrides import check_overrides, check_overrides_kept
 from activities.preflight.statefulsets import check_compatible
 from contract import MigrationRequest
+from contract.request import PodTemplatePatch
 
 BASE = {
     "statefulset": "redis",
@@ -153,7 +154,7 @@ def test_merge_patch_is_rfc_7386(target: Any, patch: Any, expected: Any) -> None
         (
             {
                 "type": "json",
-                "patch": [{"op": "copy", "from": "/spec/selector", "path": "/spec/x"}],
+                "patch": [{"op": "move", "from": "/spec/selector", "path": "/spec/x"}],
             },
             "spec.selector is a field",
         ),
@@ -172,12 +173,14 @@ def test_merge_patch_is_rfc_7386(target: Any, patch: Any, expected: Any) -> None
         ),
         (
             {
-                "type": "merge",
-                "patch": {
-                    "spec": {
-                        "containers": [{"name": "r", "env": [{"name": "api_token", "value": "t"}]}]
+                "type": "json",
+                "patch": [
+                    {
+                        "op": "add",
+                        "path": "/spec/containers/-",
+                        "value": {"name": "r", "env": [{"name": "api_token", "value": "t"}]},
                     }
-                },
+                ],
             },
             "env api_token has a value",
         ),
@@ -279,12 +282,12 @@ def test_the_plan_lists_what_the_overrides_change() -> None:
     assert sorted(changes) == sorted(
         [
             'replace /spec/containers/0/image "reg.b/redis:7.2"',
-            'add /spec/containers/0/env/1 {"name":"REDIS_NODES","value":"6"}',
+            "add /spec/containers/0/env/1 (value withheld)",
             'add /spec/containers/0/resources {"limits":{"cpu":"500m"}}',
             'add /spec/nodeSelector/pool "b"',
             'add /spec/tolerations [{"effect":"NoSchedule","key":"real","operator":"Exists"}]',
             "remove /metadata/annotations/team",
-            'add /metadata/annotations/moved "yes"',
+            "add /metadata/annotations/moved (value withheld)",
         ]
     )
     assert check_overrides(source_sts(), request(), f) == (source_sts(), [])
@@ -352,3 +355,210 @@ def test_a_refusal_quotes_nothing_of_the_template() -> None:
         (problem,) = f.problems
         assert "s3cr3t" not in problem.message and "MODE" not in problem.message
         assert f"({op['op']} {op['path']})" in problem.message
+
+
+@pytest.mark.parametrize(
+    "override",
+    [
+        {"type": "merge", "patch": {"metadata": {"labels": "app=r"}}},
+        {"type": "merge", "patch": {"metadata": {"annotations": ["a"]}}},
+        {"type": "json", "patch": [{"op": "add", "path": "/metadata/labels", "value": "x"}]},
+        {
+            "type": "json",
+            "patch": [{"op": "move", "from": "/metadata/labels/app", "path": "/metadata/labels"}],
+        },
+    ],
+)
+def test_labels_and_annotations_are_maps(override: dict[str, Any]) -> None:
+    with pytest.raises(ValidationError, match="is a map of names to strings"):
+        request(override)
+
+
+@pytest.mark.parametrize(
+    ("patch", "said"),
+    [
+        (
+            {"type": "merge", "patch": {"metadata": {"labels": "app=r"}}},
+            "metadata.labels no map",
+        ),
+        ({"type": "json", "patch": ["s3cr3t"]}, r"destination_overrides\[0\] \(json\) .*"),
+        (
+            {"type": "json", "patch": [{"op": "add", "path": "/metadata/labels", "value": [1]}]},
+            "metadata.labels no map",
+        ),
+    ],
+)
+def test_whatever_a_patch_breaks_is_a_refusal(patch: dict[str, Any], said: str) -> None:
+    """Past the request's checks (a request made without them): never an AttributeError,
+    which preflight would retry for ever; and no value quoted."""
+    r = MigrationRequest.model_construct(
+        **BASE, destination_overrides=[PodTemplatePatch.model_construct(**patch)]
+    )
+    with pytest.raises(manifests.OverrideRefused, match=said) as e:
+        manifests.overridden_template(source_sts(), r)
+    assert "s3cr3t" not in str(e.value)
+    f = Findings()
+    assert check_overrides(source_sts(), r, f) == (None, [])
+    assert len(f.problems) == 1
+
+
+@pytest.mark.parametrize("field", ["containers", "initContainers", "volumes"])
+def test_a_merge_patch_never_replaces_a_list_of_the_pod_whole(field: str) -> None:
+    with pytest.raises(ValidationError, match=f"replaces spec.{field} whole .*json patch"):
+        request({"type": "merge", "patch": {"spec": {field: [{"name": "redis"}]}}})
+
+
+def with_volumes() -> dict[str, Any]:
+    sts = source_sts()
+    pod = sts["spec"]["template"]["spec"]
+    pod["containers"][0]["volumeMounts"] = [
+        {"name": "data", "mountPath": "/data"},
+        {"name": "conf", "mountPath": "/conf"},
+    ]
+    pod["volumes"] = [{"name": "conf", "configMap": {"name": "redis"}}]
+    return sts
+
+
+@pytest.mark.parametrize(
+    ("ops", "said"),
+    [
+        ([{"op": "remove", "path": "/spec/volumes/0"}], "remove the pod template's volume conf"),
+        (
+            [{"op": "remove", "path": "/spec/containers/0/volumeMounts/0"}],
+            "drop or change a mount of a claim template's volume in containers redis",
+        ),
+        (
+            [
+                {
+                    "op": "replace",
+                    "path": "/spec/containers/0/volumeMounts/0/mountPath",
+                    "value": "/x",
+                }
+            ],
+            "drop or change a mount",
+        ),
+        (
+            [{"op": "replace", "path": "/spec/containers/0/name", "value": "other"}],
+            "drop or change a mount",
+        ),
+    ],
+)
+def test_an_override_keeps_the_volumes_and_the_claims_mounts(
+    ops: list[dict[str, Any]], said: str
+) -> None:
+    f = Findings()
+    assert check_overrides(with_volumes(), request({"type": "json", "patch": ops}), f) == (None, [])
+    (problem,) = f.problems
+    assert said in problem.message
+    # Other mounts, and the rest of the container, may change.
+    other = [
+        {"op": "replace", "path": "/spec/containers/0/volumeMounts/1/mountPath", "value": "/c"},
+        {"op": "replace", "path": "/spec/containers/0/image", "value": "reg.b/redis:7.2"},
+    ]
+    pods, _ = check_overrides(with_volumes(), request({"type": "json", "patch": other}), f)
+    assert pods is not None and len(f.problems) == 1
+
+
+@pytest.mark.parametrize(
+    ("op", "said"),
+    [
+        ({"op": "copy", "from": "/spec/containers/0/env/0", "path": "/spec/x"}, "copy is refused"),
+        (
+            {"op": "move", "from": "/metadata/annotations/team", "path": "/spec/x"},
+            "a move from /metadata/annotations/team to /spec/x is refused",
+        ),
+        (
+            {"op": "move", "from": "/spec/containers/0/env/0/value", "path": "/metadata/labels/x"},
+            "a move stays in /spec",
+        ),
+        (
+            {"op": "move", "from": "/spec/containers/0/env/0/value", "path": "/spec/hostname"},
+            "a move out of env, args, command or annotations is refused",
+        ),
+        (
+            {"op": "move", "from": "/spec/containers/0/args/0", "path": "/spec/subdomain"},
+            "a move out of env",
+        ),
+    ],
+)
+def test_no_operation_carries_a_value_of_the_source_into_the_plan(
+    op: dict[str, Any], said: str
+) -> None:
+    with pytest.raises(ValidationError, match=said):
+        request({"type": "json", "patch": [op]})
+
+
+@pytest.mark.parametrize("name", ["REDISCLI_AUTH", "DB_PASS", "aws_credentials", "DB_PASSWORD"])
+def test_more_credential_names_are_refused_a_value(name: str) -> None:
+    entry = {"name": name, "value": "hunter2"}
+    with pytest.raises(ValidationError, match=f"env {name} has a value") as e:
+        request(
+            {
+                "type": "json",
+                "patch": [{"op": "add", "path": "/spec/containers/0/env/-", "value": entry}],
+            }
+        )
+    assert "hunter2" not in " ".join(x["msg"] for x in e.value.errors())
+
+
+def test_the_plan_withholds_env_args_command_and_annotations() -> None:
+    r = request(
+        {
+            "type": "json",
+            "patch": [
+                {"op": "add", "path": "/spec/containers/0/args", "value": ["--pass", "s3cr3t"]},
+                {"op": "add", "path": "/spec/containers/0/command", "value": ["s3cr3t"]},
+                {
+                    "op": "replace",
+                    "path": "/spec/containers/0/env/0",
+                    "value": {"name": "MODE", "value": "s3cr3t"},
+                },
+                {
+                    "op": "add",
+                    "path": "/spec/containers/-",
+                    "value": {"name": "side", "args": ["s3cr3t"]},
+                },
+                {"op": "add", "path": "/metadata/annotations/note", "value": "s3cr3t"},
+            ],
+        }
+    )
+    changes = manifests.override_changes(source_sts(), r)
+    assert changes and not [c for c in changes if "s3cr3t" in c]
+    assert "add /spec/containers/0/args (value withheld)" in changes
+    assert "add /metadata/annotations/note (value withheld)" in changes
+
+
+@pytest.mark.parametrize("zero", [False, "", 0, [], {}])
+def test_a_zero_value_the_server_omits_is_not_dropped(zero: Any) -> None:
+    """The API server leaves out a zero value it stores (omitempty): that is no field it
+    does not know."""
+    src = source_sts()
+    r = request(
+        {
+            "type": "merge",
+            "patch": {"spec": {"hostNetwork": zero, "nodeselector": {"pool": "b"}}},
+        }
+    )
+    sent = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    stored = copy.deepcopy(sent)
+    del stored["spec"]["template"]["spec"]["hostNetwork"]
+    f = Findings()
+    check_overrides_stored(stored, src, sent, r, "b", f)
+    assert not f.problems
+    # A field it drops is still named.
+    del stored["spec"]["template"]["spec"]["nodeselector"]
+    check_overrides_stored(stored, src, sent, r, "b", f)
+    assert [p.message.split(" of ")[0] for p in f.problems] == ["b dropped /spec/nodeselector"]
+
+
+def test_an_existing_destination_without_a_zero_value_is_the_same() -> None:
+    src = source_sts()
+    r = request({"type": "merge", "patch": {"spec": {"hostNetwork": False}}})
+    made = manifests.destination_statefulset(src, r, "mig/1", start=2)
+    del made["spec"]["template"]["spec"]["hostNetwork"]  # as the server stores it
+    f = Findings()
+    check_overrides_kept(src, made, r, f)
+    assert not f.warnings
+    made["spec"]["template"]["spec"]["hostNetwork"] = True
+    check_overrides_kept(src, made, r, f)
+    assert len(f.warnings) == 1 and "/spec/hostNetwork" in f.warnings[0]

@@ -108,13 +108,17 @@ def check_overrides_stored(
     stored: Obj, source: Obj, sent: Obj, request: MigrationRequest, context: str, f: Findings
 ) -> None:
     """Each field an override sets is in the StatefulSet as the destination would store
-    it: an API server drops a field it does not know (a misspelt ``nodeselector``) with
-    no more than a warning, and the pods would run without it."""
+    it: an API server drops a field it does not know (one of a newer version than its
+    own; a misspelt one the client's pod model already refused, ``check_overrides``)
+    with no more than a warning, and the pods would run without it."""
     template = (sent.get("spec") or {}).get("template") or {}
     kept = (stored.get("spec") or {}).get("template") or {}
     for op in manifests.override_operations(source, request):
         path = op["path"]
-        if op["op"] == "remove" or jsonpointer.resolve_pointer(template, path, None) is None:
+        sent_value = jsonpointer.resolve_pointer(template, path, None)
+        # A zero value (false, "", 0, [], {}) is one the server omits (omitempty) when
+        # it stores the object: there, not dropped.
+        if op["op"] == "remove" or sent_value is None or manifests.omitted_zero(sent_value):
             continue
         if jsonpointer.resolve_pointer(kept, path, None) is None:
             f.problem(

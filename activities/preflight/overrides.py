@@ -74,10 +74,11 @@ def check_overrides_kept(sts: Obj, existing: Obj, request: MigrationRequest, f: 
         if op["op"] == "remove":
             if jsonpointer.resolve_pointer(there, path, None) is not None:
                 differ.append(path)
-        elif jsonpointer.resolve_pointer(there, path, None) != jsonpointer.resolve_pointer(
-            wanted, path, None
-        ):
-            differ.append(path)
+        else:
+            have = jsonpointer.resolve_pointer(there, path, None)
+            want = jsonpointer.resolve_pointer(wanted, path, None)
+            if have != want and not (have is None and manifests.omitted_zero(want)):
+                differ.append(path)
     if differ:
         name = f"{request.target_namespace}/{request.statefulset}"
         f.warnings.append(
