@@ -36,6 +36,7 @@ import yaml
 from devenv import images, realnodes
 from devenv import pki as pkimod
 from devenv.build import ensure_binaries, ensure_kubelet, ensure_pause, image_cache_dir
+from devenv.spawn import spawn_logged
 
 STAGES = Path(__file__).with_name("stages.yaml")
 HOSTPATH_CLASS = "local-hostpath"
@@ -144,15 +145,7 @@ class Cluster:
     # -- processes -------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> None:
         log = self.workdir / "logs" / f"{name}.log"
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log_file = log.open("ab")
-        popen = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "SIGTERM", "--", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
+        popen, log_file = spawn_logged(log, args, self.workdir)
         self.processes.append(_Process(name, popen, log, log_file))
 
     def _check_alive(self) -> None:

@@ -48,6 +48,7 @@ from typing import IO, Any
 import yaml
 
 from devenv.images import PAUSE_IMAGE, REDIS_IMAGE
+from devenv.spawn import spawn_logged
 
 REAL_NODE_LABEL = "stsmigrate.dev/real-node"
 REAL_NODE_NAME = "localhost"
@@ -172,16 +173,7 @@ class RealNode:
 
     # -- start --------------------------------------------------------------------
     def _spawn(self, name: str, args: list[str]) -> subprocess.Popen[bytes]:
-        log = self.log(name)
-        log.parent.mkdir(parents=True, exist_ok=True)
-        log_file = log.open("ab")
-        popen = subprocess.Popen(
-            ["setpriv", "--pdeathsig", "SIGTERM", "--", *args],
-            stdin=subprocess.DEVNULL,
-            stdout=log_file,
-            stderr=subprocess.STDOUT,
-            cwd=self.workdir,
-        )
+        popen, log_file = spawn_logged(self.log(name), args, self.workdir)
         self.processes.append((name, popen, log_file))
         return popen
 
