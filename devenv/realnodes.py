@@ -76,6 +76,22 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxbytes",
 )
 START_TIMEOUT = 120.0
+# Host paths the kubelet, containerd, its shims or CNI use whatever they are told (none
+# of them is under kubelet's --root-dir or containerd's root and state): each node's
+# mount namespace has a folder of its own bind-mounted on each (RealNode.private_dirs).
+#   /var/lib/kubelet     the device manager's socket device-plugins/kubelet.sock and its
+#                        checkpoint (pluginapi.KubeletSocket, a constant; on start each
+#                        kubelet deletes every file there, the other's socket included)
+#   /var/log/containers  the kubelet's symlinks to container logs (a constant)
+#   /var/lib/cni         libcni's cache of ADD results (go-cni sets no other)
+#   /run/containerd      the shims' sockets (s/) and fifos (containerd 1.6 constants)
+PRIVATE_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/lib/cni", "/run/containerd")
+# Mount a folder of the node on each of its private paths, then run the command: in the
+# mount namespace ``unshare`` makes (mounts made in it never reach the host's).
+_BIND_THEN_EXEC = (
+    'while [ "$1" != -- ]; do mkdir -p "$1" "$2"; mount --bind "$1" "$2"; shift 2; done; '
+    'shift; exec "$@"'
+)
 
 
 class RealNodeError(RuntimeError):
@@ -159,6 +175,16 @@ class RealNode:
     @property
     def socket(self) -> Path:
         return self.run_dir / "containerd.sock"
+
+    @property
+    def private_dirs(self) -> dict[str, Path]:
+        """Host path -> the node's own folder mounted on it in the node's namespace."""
+        return {p: self.run_dir / "private" / p.strip("/").replace("/", "-") for p in PRIVATE_PATHS}
+
+    @property
+    def device_plugin_socket(self) -> Path:
+        """Where this node's kubelet.sock of the device manager really is."""
+        return self.private_dirs["/var/lib/kubelet"] / "device-plugins" / "kubelet.sock"
 
     @property
     def runc_root(self) -> Path:
@@ -292,11 +318,36 @@ disabled_plugins = [
   path = "{c / "opt"}"
 """
         (self.workdir / "containerd.toml").write_text(config)
+        binds = [str(a) for path, own in self.private_dirs.items() for a in (own, path)]
         self._spawn(
             "containerd",
-            ["/usr/bin/containerd", f"--config={self.workdir / 'containerd.toml'}"],
+            [
+                # containerd makes the node's mount namespace; its shims, their
+                # containers and (nsenter) the kubelet live in it.
+                "unshare",
+                "--mount",
+                "--propagation",
+                "slave",
+                "--",
+                "sh",
+                "-euc",
+                _BIND_THEN_EXEC,
+                "sh",
+                *binds,
+                "--",
+                "/usr/bin/containerd",
+                f"--config={self.workdir / 'containerd.toml'}",
+            ],
         )
         self._write_state()
+
+    def mount_namespace(self) -> Path:
+        """The node's mount namespace (containerd's, once it has started)."""
+        containerd = next(p for name, p, _ in self.processes if name == "containerd")
+        ns = Path(f"/proc/{containerd.pid}/ns/mnt")
+        if os.readlink(ns) == os.readlink("/proc/self/ns/mnt"):
+            raise RealNodeError(f"{self.cluster}/containerd is not in a mount namespace of its own")
+        return ns
 
     def containerd_ready(self) -> bool:
         if not self.socket.exists():
@@ -363,11 +414,15 @@ disabled_plugins = [
             "syncFrequency": "10s",
             "fileCheckFrequency": "10s",
             "volumePluginDir": str(self.workdir / "volume-plugins"),
+            "podLogsDir": str(self.workdir / "pod-logs"),
         }
         (self.workdir / "kubelet.yaml").write_text(yaml.safe_dump(config))
         self._spawn(
             "kubelet",
             [
+                "nsenter",
+                f"--mount={self.mount_namespace()}",
+                "--",
                 str(self.kubelet_bin),
                 f"--config={self.workdir / 'kubelet.yaml'}",
                 f"--kubeconfig={self.kubeconfig}",
