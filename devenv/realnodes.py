@@ -17,15 +17,32 @@ redis-server and redis-cli, imported into each containerd; pods use
 folders of the volume root both clusters see, so a real pod in each cluster
 reads what the other wrote.
 
+Mount namespace: kubelet, containerd's shims and libcni use some host paths whatever
+they are told (``PRIVATE_PATHS``), first of all kubelet's device manager, which
+listens on the constant ``/var/lib/kubelet/device-plugins/kubelet.sock`` (kubelet
+1.34 has no flag, config field or feature gate to move it or to turn the manager
+off) and deletes every file in that folder on start: two kubelets on one host take
+each other's socket ("bind: address already in use"). So containerd starts under
+``unshare --mount --propagation slave`` with a folder of the node's ``run_dir``
+bind-mounted on each of those paths, and the kubelet joins that namespace
+(``nsenter --mount=/proc/<containerd>/ns/mnt``): the kubelet's volume mounts (the
+ServiceAccount token's tmpfs, ...) are where containerd, its shims and runc see
+them, host mounts still reach the namespace, and nothing mounted in it reaches the
+host. Pod logs go to ``podLogsDir`` under the node's folder.
+
 Lifetime: kubelet and containerd run under ``setpriv --pdeathsig SIGTERM`` like
-the control plane, but the runc shims and containers they start outlive them,
-and mounts, network namespaces and the bridge outlive every process. So each
-node has a guard (``python -m devenv.realnodes guard STATE``, itself under
-pdeathsig, reading a pipe from the launcher): when the launcher stops it, dies
-(even by SIGKILL: the pipe closes and the guard gets SIGTERM) or the guard is
-told to stop, it kills the containers (``runc --root``), the shims of this
-containerd, unmounts everything under the node's folder, and deletes the bridge.
-``cleanup`` is idempotent; ``RealNode.stop`` runs it too and then ends the guard.
+the control plane, but the runc shims and containers they start outlive them, and
+so do the node's mount namespace (while any of them lives), network namespaces
+and the bridge. So each node has a guard (``python -m devenv.realnodes guard
+STATE``, itself under pdeathsig, reading a pipe from the launcher): when the
+launcher stops it, dies (even by SIGKILL: the pipe closes and the guard gets
+SIGTERM) or the guard is told to stop, it kills the kubelet and containerd, the
+containers (``runc --root``, the node's own), the shims of this containerd (named by
+its socket) and what runs under them; with its last process the mount namespace
+and its mounts go. Then it unmounts anything left under the node's folders on the
+host, removes ``run_dir`` (sockets, private folders) and deletes the node's bridge.
+It touches nothing of another node or run. ``cleanup`` is idempotent;
+``RealNode.stop`` runs it too and then ends the guard.
 """
 
 from __future__ import annotations
