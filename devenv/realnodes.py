@@ -52,6 +52,7 @@ import ipaddress
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -643,17 +644,20 @@ def cleanup(state: dict[str, Any]) -> list[str]:
 
 
 def guard(state_file: Path) -> int:
-    """Wait until the launcher closes our stdin or we get SIGTERM, then clean up."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.stdin.buffer.read()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Wait until the launcher closes our stdin or we get SIGTERM or SIGINT, then clean
+    up. A launcher killed by SIGKILL does both at once (its pipe closes, pdeathsig sends
+    SIGTERM): the handlers only wake the wait, so no second signal can cut the cleanup
+    short."""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: None)
+    stdin = sys.stdin.buffer.fileno()
+    while True:
+        ready, _, _ = select.select([stdin, wake_read], [], [])
+        if wake_read in ready or not os.read(stdin, 4096):
+            break
     state = json.loads(state_file.read_text())
     for line in cleanup(state):
         print(f"guard removed {line}", flush=True)
