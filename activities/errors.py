@@ -109,13 +109,16 @@ def handshake_status(exc: ApiException) -> ApiException:
     if not found:
         return ApiException(status=0, reason="the websocket connection did not open")
     out = ApiException(status=int(found.group(1)), reason="websocket handshake refused")
-    # websocket-client's text: "Handshake status N REASON -+-+- {headers} -+-+- b'body'".
+    # websocket-client's text: "Handshake status N REASON -+-+- {headers} -+-+- body",
+    # the body decoded (1.8) or as a bytes literal b'...' (earlier releases).
     body = text.split("-+-+-")[-1].strip() if text.count("-+-+-") >= 2 else ""
-    try:
-        raw = ast.literal_eval(body) if body.startswith(("b'", 'b"')) else None
-    except (ValueError, SyntaxError):
-        raw = None
-    out.body = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else None
+    if body.startswith(("b'", 'b"')):
+        try:
+            raw = ast.literal_eval(body)
+        except (ValueError, SyntaxError):
+            raw = b""
+        body = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else ""
+    out.body = body if body.startswith("{") else None
     return out
 
 

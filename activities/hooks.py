@@ -98,6 +98,15 @@ class HookActivities:
         )
         pod = kube.pod(task.namespace, pod_name)
         if pod is None or not is_ready(pod) or (pod.get("metadata") or {}).get("deletionTimestamp"):
+            if task.skip_unless_ready:
+                activity.logger.warning("%s: skipped, the pod is not Ready", where)
+                return HookResult(
+                    hook=task.hook.name,
+                    pod=pod_name,
+                    exit_code=-1,
+                    seconds=0.0,
+                    skipped="the pod is not Running and Ready",
+                )
             # Retried: pod k may be about to be Ready (or a human is to make it so).
             raise ApplicationError(f"{where}: the pod is not Running and Ready", type=HOOK_FAILED)
         containers = [c.get("name", "") for c in (pod.get("spec") or {}).get("containers") or []]
@@ -127,7 +136,9 @@ class HookActivities:
             activity.logger.info("%s: exit 0 in %.1f s", where, seconds)
             return HookResult(hook=task.hook.name, pod=pod_name, exit_code=0, seconds=seconds)
         said = quoted_tail(outcome.output, self._secret_values(kube, task.namespace, pod))
-        if outcome.exit_code is None:
+        if outcome.exit_code is None and outcome.failure:
+            ended = outcome.failure
+        elif outcome.exit_code is None:
             ended = (
                 f"no exit within {task.hook.timeout} s (the connection was closed; the "
                 "command may still run in the pod)"

@@ -20,11 +20,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
+import websocket
 from kubernetes import client, stream, watch
 from kubernetes.client.exceptions import ApiException
 from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import errors
 from contract.errors import UNKNOWN_CONTEXT, WAIT_TIMEOUT
@@ -37,8 +38,13 @@ MERGE_PATCH = "application/merge-patch+json"
 # flexVolume options, CSI volumeAttributes): an admission webhook or a policy may echo
 # the object in its refusal, so its message is withheld (docs/design.md, invariant I5).
 WITHHELD_KINDS = frozenset({"Secret", "PersistentVolume"})
-# Bytes of a command's output an exec keeps: the end of it, where the reason usually is.
+# Bytes of each output stream an exec keeps: the end of it, where the reason usually is.
 EXEC_TAIL = 4096
+# Seconds between two pings of an exec's websocket, and a stalled read's bound (set as
+# websocket-client's default timeout: only the exec uses websocket-client).
+EXEC_PING = 20
+EXEC_SOCKET_TIMEOUT = 30
+websocket.setdefaulttimeout(EXEC_SOCKET_TIMEOUT)
 # Items per page of a list that can be long (every PV of a cluster).
 LIST_PAGE = 500
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
@@ -56,11 +62,23 @@ class ExecOutcome:
     output: bytes
 
 
+def _tail(buf: bytes, cut: bool) -> bytes:
+    """The kept end of one output stream; when its start was cut off, from its first
+    whole line on (a Secret's value cut in half would not be recognised to mask)."""
+    if cut:
+        newline = buf.find(b"\n")
+        return buf[newline + 1 :] if newline >= 0 else b""
+    return buf
+
+
 def _exit_status(error_channel: str) -> tuple[int | None, str]:
     """The exit code in the exec API's status (its error channel) and, when the command
-    did not run at all, the runtime's reason."""
+    did not run at all, the runtime's reason. No status: the connection closed before
+    the command ended (exit code None)."""
+    if not error_channel.strip():
+        return None, "the connection closed without the command's exit status"
     try:
-        status = json.loads(error_channel or "{}")
+        status = json.loads(error_channel)
     except ValueError:
         return -1, "the exec API sent no status"
     if status.get("status") == "Success":
@@ -190,10 +208,13 @@ class Kube:
         self, ns: str, pod: str, container: str, argv: list[str], timeout: float
     ) -> ExecOutcome:
         """Run ``argv`` in a container of a pod through the exec API (a websocket, as
-        ``kubectl exec`` without a tty): its exit code (None: none within ``timeout``,
-        the connection is then closed) and the last ``EXEC_TAIL`` bytes of its output,
-        stdout and stderr together. The stream is read on an ApiClient of its own: the
-        kubernetes client's ``stream`` swaps its client's transport while it runs."""
+        ``kubectl exec`` without a tty): its exit code (None: none within ``timeout``, or
+        the connection lost, ``failure`` says which; the connection is then closed) and
+        the end of its output, stdout then stderr, each cut at a line start (``_tail``).
+        The stream is read on an ApiClient of its own: the kubernetes client's ``stream``
+        swaps its client's transport while it runs. The websocket is pinged every
+        ``EXEC_PING`` seconds (a load balancer cuts a silent one) and a read that stalls
+        fails after websocket-client's default timeout (``EXEC_SOCKET_TIMEOUT``)."""
         self._alive()
         api = client.ApiClient(configuration=self._api.configuration)
         api.default_headers.update(self._api.default_headers)
@@ -213,23 +234,45 @@ class Kube:
                 _request_timeout=REQUEST_TIMEOUT,
             )
         except ApiException as exc:  # the websocket handshake's refusal
+            api.close()
             raise errors.classify(errors.handshake_status(exc), where) from None
-        tail = bytearray()
-        deadline = time.monotonic() + timeout
+        out = {STDOUT_CHANNEL: bytearray(), STDERR_CHANNEL: bytearray()}
+        cut = {STDOUT_CHANNEL: False, STDERR_CHANNEL: False}
+
+        def drain() -> None:
+            for channel, buf in out.items():
+                if resp.peek_channel(channel):
+                    buf += resp.read_channel(channel).encode(errors="replace")
+                if len(buf) > EXEC_TAIL:
+                    del buf[:-EXEC_TAIL]
+                    cut[channel] = True
+
+        def output() -> bytes:
+            return b"\n".join(_tail(bytes(out[c]), cut[c]) for c in out if out[c])
+
+        begun = time.monotonic()
+        deadline, pinged = begun + timeout, begun
         try:
             while resp.is_open() and time.monotonic() < deadline:
+                if activity.in_activity() and activity.is_cancelled():
+                    raise CancelledError("the hook's activity was cancelled")
                 resp.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
-                for channel in (STDOUT_CHANNEL, STDERR_CHANNEL):
-                    if resp.peek_channel(channel):
-                        tail += resp.read_channel(channel).encode(errors="replace")
-                del tail[:-EXEC_TAIL]
+                drain()
+                if time.monotonic() - pinged >= EXEC_PING and resp.is_open():
+                    resp.sock.ping()
+                    pinged = time.monotonic()
                 self._alive()
             if resp.is_open():
-                return ExecOutcome(exit_code=None, output=bytes(tail), failure="")
-            for channel in (STDOUT_CHANNEL, STDERR_CHANNEL):
-                tail += resp.read_channel(channel).encode(errors="replace")
-            del tail[:-EXEC_TAIL]
-            return ExecOutcome(*_exit_status(resp.read_channel(ERROR_CHANNEL)), bytes(tail))
+                return ExecOutcome(exit_code=None, failure="", output=output())
+            drain()
+            code, failure = _exit_status(resp.read_channel(ERROR_CHANNEL))
+            return ExecOutcome(code, failure, output())
+        except websocket.WebSocketException as exc:
+            lost = (
+                f"the connection was lost after {time.monotonic() - begun:.0f} s "
+                f"({type(exc).__name__}); the command may still run in the pod"
+            )
+            return ExecOutcome(exit_code=None, failure=lost, output=output())
         except errors.API_FAILURES as exc:
             raise errors.classify(exc, where) from None
         finally:

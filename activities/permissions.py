@@ -19,9 +19,10 @@ source to the destination), ``rollback`` (an ordinal given back: the destination
 gives, the source takes; also the undo of a blocked move and a health gate's
 rollback), ``re-move`` (a rolled-back ordinal moved again), ``cleanup`` (the clean
 finish, activities/cleanup.py) and ``hooks`` (the request's commands in pod k,
-activities/hooks.py). Rules only the clean finish uses are checked by preflight only
-for a request with ``cleanup`` (and by ``plan_cleanup`` itself); those only hooks use,
-only for a request with hooks.
+activities/hooks.py: pods/exec, and the pod and the Secrets it refers to, read to mask
+their values in what a failed hook said). Rules only the clean finish uses are
+checked by preflight only for a request with ``cleanup`` (and by ``plan_cleanup``
+itself); those only hooks use, only for a request with hooks.
 """
 
 from __future__ import annotations
@@ -103,8 +104,9 @@ def _exec(side: Side) -> Rule:
         True,
         ("hooks",),
         "Only for a request with hooks: run them in pod k through the exec API (a "
-        "websocket GET, authorized as get, and since Kubernetes 1.31 as create too). It "
-        "runs commands in the app's pods: leave it out where no request has hooks.",
+        "websocket GET, authorized as get, and as create too where the "
+        "AuthorizePodWebsocketUpgradeCreatePermission gate is on, KEP-4006). It runs "
+        "commands in the app's pods: leave it out where no request has hooks.",
     )
 
 
@@ -139,7 +141,7 @@ RULES: tuple[Rule, ...] = (
         "pods",
         ("get", "list", "watch"),
         True,
-        ("preflight", "move", "rollback", "cleanup"),
+        ("preflight", "move", "rollback", "cleanup", "hooks"),
         "Check the slice is healthy and wait for pod k to terminate (by UID; never "
         "deleted by us); after a rollback, wait for pod k Ready here again.",
     ),
@@ -162,7 +164,7 @@ RULES: tuple[Rule, ...] = (
         "secrets",
         ("get",),
         True,
-        ("preflight", "move"),
+        ("preflight", "move", "hooks"),
         "Read what the pods need, to copy it to the destination (values stay in the "
         "worker; only names reach the plan).",
     ),
@@ -267,7 +269,7 @@ RULES: tuple[Rule, ...] = (
         "pods",
         ("get", "list", "watch", "create"),
         True,
-        ("preflight", "move", "rollback"),
+        ("preflight", "move", "rollback", "hooks"),
         "Wait for both slices healthy and for pod k Ready; on a rollback, for pod k gone. "
         "create: only preflight's dry run (dryRun=All) of the ordinal's Pod, so PodSecurity, "
         "LimitRange, quotas and webhooks judge it before anything changes (no more power "
@@ -292,7 +294,7 @@ RULES: tuple[Rule, ...] = (
         "secrets",
         ("get", "create"),
         True,
-        ("preflight", "move"),
+        ("preflight", "move", "hooks"),
         "Copy the Secrets the pods need (only when absent; never overwritten); read a "
         "redis_cluster probe's password_secret at probe time (the value stays in the worker).",
     ),

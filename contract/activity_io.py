@@ -58,6 +58,9 @@ class HookInput(Payload):
     service: str
     ordinal: int
     migration_id: str = ""
+    skip_unless_ready: bool = Field(
+        False, description="a pod k that is not Ready is skipped, not waited for (a rollback)"
+    )
 
 
 class HookResult(Reply):
@@ -65,6 +68,7 @@ class HookResult(Reply):
     pod: str
     exit_code: int
     seconds: float
+    skipped: str = Field("", description="why the hook did not run (skip_unless_ready)")
 
 
 class HealthReport(Reply):

@@ -96,7 +96,7 @@ def _check_placeholders(texts: list[str]) -> None:
     for text in texts:
         try:
             text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
-        except (KeyError, IndexError, ValueError) as e:
+        except (KeyError, IndexError, ValueError, AttributeError, TypeError) as e:
             raise ValueError(
                 f"{text!r}: unknown placeholder {e}; use {', '.join(PROBE_PLACEHOLDERS)} "
                 "in braces ({pod}); double a literal brace ({{)"
@@ -217,7 +217,7 @@ class Hook(Payload):
     the request keeps in the workflow's history. Exit 0 is success; any other exit, or
     no exit within ``timeout``, is a failed attempt, tried again ``retries`` times. An
     attempt may run again after a worker crash or a timeout (whose command may still
-    be running in the pod): a hook must be safe to run twice."""
+    be running in the pod): a hook must be safe to run twice, even at once."""
 
     name: str = Field(
         min_length=1,
@@ -228,7 +228,8 @@ class Hook(Payload):
     command: list[str] = Field(
         min_length=1,
         description="argv run in the container (templated like a probe: {ordinal}, {pod}, "
-        "{namespace}, {service}, {statefulset}, {pod_ip}); a shell needs ['sh', '-c', '...']",
+        "{namespace}, {service}, {statefulset}, {pod_ip}; a literal brace is doubled, {{ and "
+        "}}, as in a shell's ${{VAR}}); a shell needs ['sh', '-c', '...']",
     )
     container: str = Field(
         "", max_length=63, description="the container to run in (default: the pod's first)"

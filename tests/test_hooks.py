@@ -18,7 +18,7 @@ from temporalio.testing import WorkflowEnvironment
 
 from activities import errors
 from activities.hooks import quoted_tail, redact, secret_names
-from activities.kube import _exit_status
+from activities.kube import _exit_status, _tail
 from contract import SEARCH_ATTRIBUTES, HealthGates, Hook, Hooks, MigrationRequest, Probe
 from contract.errors import FORBIDDEN
 from tests.support.fakes import ORDINALS, FakeClusters, FakeProbes, fake_worker, start
@@ -58,6 +58,11 @@ def test_a_hook_with_an_unknown_placeholder_is_refused_before_anything_starts() 
 def test_bad_hooks_are_refused(fields: dict[str, object], said: str) -> None:
     with pytest.raises(ValidationError, match=said):
         Hook.model_validate(fields)
+
+
+def test_a_placeholder_with_an_attribute_is_refused_clearly() -> None:
+    with pytest.raises(ValidationError, match="unknown placeholder"):
+        Hook(name="x", command=["echo", "{pod.name}"])
 
 
 def test_two_hooks_of_one_phase_may_not_share_a_name() -> None:
@@ -119,19 +124,29 @@ def test_the_exec_apis_status_gives_the_exit_code() -> None:
     assert _exit_status(failure) == (3, "")
     not_run = '{"status": "Failure", "message": "exec: \\"sh\\": executable file not found"}'
     assert _exit_status(not_run) == (-1, 'exec: "sh": executable file not found')
-    assert _exit_status("") == (-1, "the exec API reported a failure")
+    # No status at all: the connection closed before the command ended.
+    assert _exit_status("") == (None, "the connection closed without the command's exit status")
+
+
+def test_a_cut_output_starts_at_a_whole_line() -> None:
+    # A Secret's value cut in half at the window's start would not be recognised.
+    assert _tail(b"ret-value\nnext line\nlast", cut=True) == b"next line\nlast"
+    assert _tail(b"no newline at all", cut=True) == b""
+    assert _tail(b"whole\nbuffer", cut=False) == b"whole\nbuffer"
 
 
 def test_a_refused_exec_handshake_is_a_403_not_an_unreachable_cluster() -> None:
     body = '{"kind":"Status","status":"Failure","message":"pods \\"redis-0\\" is forbidden: User \\"x\\" cannot get resource \\"pods/exec\\"","reason":"Forbidden","code":403}'  # noqa: E501
-    raised = ApiException(
-        status=0,
-        # websocket-client's text: the body is a bytes object, formatted with %s.
-        reason=f"Handshake status 403 Forbidden -+-+- {{'audit-id': 'a'}} -+-+- {body.encode()!s}",
-    )
-    typed = errors.classify(errors.handshake_status(raised), "exec in Pod shop/redis-0")
-    assert typed.type == FORBIDDEN and typed.non_retryable
-    assert 'cannot get resource "pods/exec"' in typed.message and "audit-id" not in typed.message
+    # websocket-client 1.8's text (the body decoded), and earlier releases' (a bytes repr).
+    for shown in (body, str(body.encode())):
+        raised = ApiException(
+            status=0,
+            reason=f"Handshake status 403 Forbidden -+-+- {{'audit-id': 'a'}} -+-+- {shown}",
+        )
+        typed = errors.classify(errors.handshake_status(raised), "exec in Pod shop/redis-0")
+        assert typed.type == FORBIDDEN and typed.non_retryable
+        assert 'cannot get resource "pods/exec"' in typed.message, typed.message
+        assert "audit-id" not in typed.message
     refused = errors.handshake_status(ApiException(status=0, reason="[Errno 111] refused 10.0.0.1"))
     assert refused.status == 0 and "10.0.0.1" not in str(refused.reason)
 
@@ -197,6 +212,46 @@ async def test_a_failing_before_give_up_hook_pauses_with_k_in_the_source_and_res
         "hook failover source 1",
     ]
     record("hooks_blocked_before_parent", (await histories(temporal_env, migration.id))[0])
+
+
+async def test_a_resumed_before_give_up_runs_every_hook_again_from_the_first(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    clusters, task_queue = fake
+    clusters.hook_failures[("synced", "source", 2)] = 1
+    migration, _ = await start(
+        temporal_env.client, task_queue, hooks=Hooks(before_give_up=[FAILOVER, SYNCED])
+    )
+    await migration.wait_until(lambda p: bool(p.blocked) and p.phase == "paused", within=30)
+    await migration.resume()
+    result = await migration.result()
+    assert [r.ordinal for r in result.moved] == ORDINALS
+    assert [c for c in clusters.changes if c.endswith(" 2") or c.endswith("2 failed")][:4] == [
+        "hook failover source 2",
+        "hook synced source 2 failed",
+        "hook failover source 2",  # the failover again: it may have worn off meanwhile
+        "hook synced source 2",
+    ]
+
+
+async def test_an_abort_while_a_before_give_up_hook_runs_cancels_it_and_moves_nothing(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    clusters, task_queue = fake
+    clusters.hook_holds["failover"] = asyncio.Event()  # a failover that takes long
+    migration, _ = await start(
+        temporal_env.client, task_queue, hooks=Hooks(before_give_up=[FAILOVER])
+    )
+    await migration.wait_until(
+        lambda p: "hook failover source 2 begun" in clusters.changes, within=30
+    )
+    await migration.abort("not today")
+    result = await asyncio.wait_for(migration.result(), 30)  # not held by the hook
+    assert result.aborted and result.moved == []
+    assert clusters.slices == {"source": (0, 3), "destination": (3, 0)}
+    clusters.hook_holds["failover"].set()
+    record("hooks_aborted_parent", (await histories(temporal_env, migration.id))[0])
+    record("hooks_aborted_ordinal", (await histories(temporal_env, migration.id))[1])
 
 
 async def test_an_abort_of_a_failed_before_give_up_hook_leaves_k_in_the_source(

@@ -413,42 +413,63 @@ class OrdinalHandover:
             raise UndoAsked()
 
     async def _run_hooks(
-        self, task: OrdinalInput, phase: Literal["before_give_up", "after_take"], side: Side
-    ) -> None:
+        self,
+        task: OrdinalInput,
+        phase: Literal["before_give_up", "after_take"],
+        side: Side,
+        skip_unless_ready: bool = False,
+    ) -> bool:
         """The request's hooks of ``phase``, in order, each in pod k (every pod of the
         block at once) of ``side``: before_give_up on the giver, after_take on the taker.
         A hook whose last attempt fails pauses the run (blocked step ``phase``): resume
-        runs that hook again; an undo raises UndoAsked."""
+        runs the phase's hooks again from the first (what an earlier one did may have
+        worn off meanwhile); an undo raises UndoAsked. before_give_up hooks end at an
+        abort (the hook's activity is cancelled; nothing was given): False then.
+        ``skip_unless_ready``: a pod k that is not Ready is skipped (a rollback of a
+        broken pod: nothing in it to hand over gracefully)."""
         hooks = getattr(task.request.hooks, phase)
         if not hooks or not workflow.patched(HOOKS):
-            return
+            return True
         ref = side.ref
-        for hook in hooks:
 
-            def run(hook: Hook = hook) -> Awaitable[list[Any]]:
-                return every(
-                    [
-                        workflow.execute_activity_method(
-                            HookActivities.run_hook,
-                            HookInput(
-                                hook=hook,
-                                phase=phase,
-                                context=ref.context,
-                                namespace=ref.namespace,
-                                statefulset=ref.statefulset,
-                                service=task.service,
-                                ordinal=o.ordinal,
-                                migration_id=task.migration_id,
-                            ),
-                            **hook_options(
-                                hook, f"{ref.context}: {phase} hook {hook.name} in {o.pod}"
-                            ),
-                        )
-                        for o in task.block
-                    ]
-                )
+        def run(hook: Hook) -> Awaitable[list[Any]]:
+            return every(
+                [
+                    workflow.execute_activity_method(
+                        HookActivities.run_hook,
+                        HookInput(
+                            hook=hook,
+                            phase=phase,
+                            context=ref.context,
+                            namespace=ref.namespace,
+                            statefulset=ref.statefulset,
+                            service=task.service,
+                            ordinal=o.ordinal,
+                            migration_id=task.migration_id,
+                            skip_unless_ready=skip_unless_ready,
+                        ),
+                        **hook_options(hook, f"{ref.context}: {phase} hook {hook.name} in {o.pod}"),
+                    )
+                    for o in task.block
+                ]
+            )
 
-            await self._pausing_step(phase, run)
+        async def all_hooks() -> bool:
+            while True:
+                try:
+                    for hook in hooks:
+                        await self._timed_step(phase, run(hook))
+                    return True
+                except ActivityError as err:
+                    if phase == "before_give_up" and self._aborting():
+                        return False  # cancelled by the abort (or failed as it came)
+                    if workflow.info().parent is None:
+                        raise
+                    await self._blocked(phase, block_reason(err))
+
+        if phase == "after_take":
+            return await all_hooks()
+        return await self._unless_aborted(all_hooks()) is not None
 
     async def _set_slice(self, side: Side, to: tuple[int, int], from_: tuple[int, int]) -> None:
         """Converge ``side`` from the slice ``from_`` to ``to`` (any third state is a

@@ -113,7 +113,8 @@ class MigrateOrdinal(OrdinalHandover):
         if not task.request.hooks.before_give_up:
             return True
         while True:
-            await self._run_hooks(task, "before_give_up", source_side(task))
+            if not await self._run_hooks(task, "before_give_up", source_side(task)):
+                return False
             if self._aborting():
                 return False
             if not self._control.paused:

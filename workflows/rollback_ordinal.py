@@ -54,9 +54,17 @@ class RollbackOrdinal(OrdinalHandover):
                 return await self._finish(
                     OrdinalResult(ordinal=k, moved=False, undone=True, volumes=volumes)
                 )
-            # The hooks with the sides swapped: before_give_up in the destination's pod k,
-            # after_take in the source's (a failure pauses; undone: k stays or goes back).
-            await self._run_hooks(task, "before_give_up", destination)
+            # The hooks with the sides swapped: before_give_up in the destination's pod k
+            # (skipped when it is not Ready: the rollback of a broken pod must not wait
+            # for it), after_take in the source's (a failure pauses; undone: k stays or
+            # goes back). An abort while before_give_up runs keeps k in the destination.
+            hooked = await self._run_hooks(
+                task, "before_give_up", destination, skip_unless_ready=True
+            )
+            if not hooked or self._aborting():
+                return await self._finish(
+                    OrdinalResult(ordinal=k, moved=False, undone=True, volumes=volumes)
+                )
             await self.hand_over(task, destination, source, adoption)
             await self._run_hooks(task, "after_take", source)
         except UndoAsked:

@@ -104,6 +104,8 @@ class FakeClusters:
         # Hooks: the attempts still to fail, by (hook name, context, ordinal); each
         # attempt is a change "hook <name> <context> <ordinal>" (+ " failed").
         self.hook_failures: dict[tuple[str, str, int], int] = {}
+        # Hooks by name that wait for their event before they end (a long hook).
+        self.hook_holds: dict[str, asyncio.Event] = {}
 
     def cleanup_activities(self) -> list[Any]:
         """The clean finish's steps, each appended to ``changes`` ("cleanup: <step>")."""
@@ -343,6 +345,9 @@ class FakeClusters:
         async def run_hook(task: HookInput) -> HookResult:
             key = (task.hook.name, task.context, task.ordinal)
             change = f"hook {task.hook.name} {task.context} {task.ordinal}"
+            if task.hook.name in self.hook_holds:
+                self.changes.append(change + " begun")
+                await self.hook_holds[task.hook.name].wait()
             if self.hook_failures.get(key, 0) > 0:
                 self.hook_failures[key] -= 1
                 self.changes.append(change + " failed")
