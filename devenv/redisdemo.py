@@ -122,7 +122,7 @@ class LoadClient(threading.Thread):
         self.figures = Figures()
         self.written: dict[str, str] = {}
         self._keys: list[str] = []
-        self._stop = threading.Event()
+        self._stopping = threading.Event()
         self._last_ok = 0.0
 
     def _ok(self) -> None:
@@ -137,7 +137,7 @@ class LoadClient(threading.Thread):
     def run(self) -> None:
         self._last_ok = time.monotonic()
         n = 0
-        while not self._stop.is_set():
+        while not self._stopping.is_set():
             n += 1
             key, value = f"demo:{n}", secrets.token_hex(8)
             try:
@@ -161,7 +161,7 @@ class LoadClient(threading.Thread):
             time.sleep(self.pace)
 
     def stop(self) -> Figures:
-        self._stop.set()
+        self._stopping.set()
         self.join(30)
         # The time since the last success counts too: a client stuck at the end paused.
         self._ok()
@@ -176,6 +176,9 @@ class DemoResult:
     lost: dict[str, str | None]  # key -> what the final read returned (not its value)
     node_ids_before: dict[int, str]
     node_ids_after: dict[int, str]
+    roles_before: dict[int, str]
+    roles_after: dict[int, str]
+    writes_during: int  # successful writes between the migration's start and end
     cluster_states: dict[int, str]  # destination ordinal -> cluster_state
     cluster_nodes: str
     violations: list[str]
@@ -209,6 +212,17 @@ def cluster_info(lc: LocalClusters, context: str, k: int) -> dict[str, str]:
 
 def node_ids(lc: LocalClusters, context: str) -> dict[int, str]:
     return {k: redis_cli(lc, context, k, "cluster", "myid") for k in range(REPLICAS)}
+
+
+def roles(lc: LocalClusters, context: str) -> dict[int, str]:
+    """master or slave, as each pod's node says of itself."""
+    found = {}
+    for k in range(REPLICAS):
+        text = redis_cli(lc, context, k, "info", "replication")
+        found[k] = next(
+            line.strip().split(":", 1)[1] for line in text.splitlines() if line.startswith("role:")
+        )
+    return found
 
 
 def deploy(lc: LocalClusters) -> str:
@@ -372,7 +386,7 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
             form_cluster(lc, password)
             took = time.monotonic() - started
             say(f"  Redis Cluster of 3 masters and 3 replicas ok in {took:.1f} s")
-            before = node_ids(lc, "source")
+            before, roles_before = node_ids(lc, "source"), roles(lc, "source")
             say("CLUSTER NODES from source redis-0:")
             say(redis_cli(lc, "source", 0, "cluster", "nodes"))
             request = migration_request(hooks)
@@ -381,7 +395,9 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
             say("client: writing and reading keys from this machine ...")
             time.sleep(3)
             try:
+                at_start = load.figures.writes
                 violations, seconds = asyncio.run(migrate(server, lc, request))
+                writes_during = load.figures.writes - at_start
                 time.sleep(3)
             finally:
                 figures = load.stop()
@@ -392,7 +408,7 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
                 f"read back: {len(load.written) - len(lost)} of {len(load.written)} keys "
                 "written have their value"
             )
-            after = node_ids(lc, "destination")
+            after, roles_after = node_ids(lc, "destination"), roles(lc, "destination")
             states = {
                 k: cluster_info(lc, "destination", k).get("cluster_state", "?")
                 for k in range(REPLICAS)
@@ -402,6 +418,8 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
             say(nodes)
             same = [k for k in range(REPLICAS) if before[k] == after[k]]
             say(f"same node id before and after for ordinals {same} of {list(range(REPLICAS))}")
+            say(f"roles before: {roles_before}")
+            say(f"roles after:  {roles_after}")
             say(f"cluster_state per destination pod: {states}")
             if violations:
                 say("observer: INVARIANT VIOLATIONS:")
@@ -418,6 +436,9 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
                 lost=lost,
                 node_ids_before=before,
                 node_ids_after=after,
+                roles_before=roles_before,
+                roles_after=roles_after,
+                writes_during=writes_during,
                 cluster_states=states,
                 cluster_nodes=nodes,
                 violations=violations,
