@@ -39,6 +39,7 @@ from typing import Any
 import redis
 from kubernetes import config
 from redis.cluster import ClusterNode, RedisCluster
+from redis.exceptions import RedisClusterException
 from temporalio.client import Client
 from temporalio.contrib.pydantic import pydantic_data_converter
 
@@ -146,7 +147,7 @@ class LoadClient(threading.Thread):
                 self.written[key] = value
                 self._keys.append(key)
                 self._ok()
-            except redis.RedisError as e:
+            except (redis.RedisError, RedisClusterException) as e:
                 self._failed(e)
             key = random.choice(self._keys) if self._keys else ""  # noqa: S311 - not crypto
             if key:
@@ -156,7 +157,7 @@ class LoadClient(threading.Thread):
                     if got != self.written[key]:
                         self.figures.wrong_reads += 1
                     self._ok()
-                except redis.RedisError as e:
+                except (redis.RedisError, RedisClusterException) as e:
                     self._failed(e)
             time.sleep(self.pace)
 
@@ -252,7 +253,8 @@ def deploy(lc: LocalClusters) -> str:
 
 def form_cluster(lc: LocalClusters, password: str) -> None:
     """``redis-cli --cluster create`` of the six pods (3 masters, 3 replicas), then wait
-    until each reports cluster_state:ok with six known nodes."""
+    until each reports cluster_state:ok with six known nodes and each replica is in sync
+    with its master."""
     ips = pod_ips(lc, "source")
     done = subprocess.run(
         [
@@ -275,7 +277,10 @@ def form_cluster(lc: LocalClusters, password: str) -> None:
     for k in range(REPLICAS):
         while True:
             info = cluster_info(lc, "source", k)
-            if info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == "6":
+            replication = redis_cli(lc, "source", k, "info", "replication")
+            synced = "role:master" in replication or "master_link_status:up" in replication
+            whole = info.get("cluster_state") == "ok" and info.get("cluster_known_nodes") == "6"
+            if synced and whole:
                 break
             if time.monotonic() > deadline:
                 raise ClusterError(f"{STATEFULSET}-{k}: cluster info {info}")
