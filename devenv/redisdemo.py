@@ -366,7 +366,23 @@ async def migrate(
         )
         say(f"migration {migration_id} started; watch it in the Temporal UI:")
         say(f"  {ui_link(server.ui_url, 'default', migration_id)}")
-        await asyncio.wait_for(follow(client, migration_id, ORDER), MIGRATION_TIMEOUT)
+        following = asyncio.create_task(follow(client, migration_id, ORDER))
+        deadline = time.monotonic() + MIGRATION_TIMEOUT
+        while not following.done():
+            # A failed hook or gate pauses the run: say why instead of waiting for ever.
+            progress = await migration.progress()
+            if progress.phase in ("paused", "failed", "aborted") or progress.blocked:
+                following.cancel()
+                why = progress.pause_reason or progress.blocked or progress.error
+                raise ClusterError(
+                    f"the migration is {progress.phase} at ordinal {progress.current_ordinal}: "
+                    f"{why}"
+                )
+            if time.monotonic() > deadline:
+                following.cancel()
+                raise ClusterError(f"the migration did not end within {MIGRATION_TIMEOUT:.0f} s")
+            await asyncio.wait([following], timeout=2)
+        await following
         await asyncio.wait_for(migration.result(), 60)
     finally:
         observer.stop()
