@@ -78,6 +78,7 @@ from temporalio.worker import Worker
 import stsmigrate.api
 from activities.clusters import ClusterActivities
 from activities.health import COMMANDS_ALLOWED, HealthActivities
+from activities.hooks import HookActivities
 from activities.liveness import HEARTBEAT_EVERY, KeepAlive
 from activities.migration import MigrationActivities
 from activities.telemetry import STEP_BUCKETS, STEP_DURATION, ActivityTelemetry
@@ -271,6 +272,7 @@ def activities_of(
     cluster = ClusterActivities(clients)
     migration = MigrationActivities(clients, settings.allow_command_probes)
     health = HealthActivities(clients, settings.allow_command_probes)
+    hooks = HookActivities(clients)
     server = TemporalActivities(temporal)
     return [
         cluster.read_cluster_info,
@@ -297,6 +299,7 @@ def activities_of(
         migration.wait_for_claims_bound,
         migration.wait_for_pod_ready,
         health.probe_ordinal,
+        hooks.run_hook,
         # the clean finish (workflows/cleanup.py)
         migration.plan_cleanup,
         migration.fence_source_statefulset,

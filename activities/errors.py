@@ -8,6 +8,7 @@ body and so can carry Secret data or tokens.
 
 from __future__ import annotations
 
+import ast
 import json
 import re
 from datetime import timedelta
@@ -93,6 +94,29 @@ def _retry_after(exc: ApiException) -> timedelta | None:
     except ValueError:
         return None
     return timedelta(seconds=max(1, seconds)) if seconds is not None else None
+
+
+_HANDSHAKE = re.compile(r"Handshake status (\d{3})")
+
+
+def handshake_status(exc: ApiException) -> ApiException:
+    """The kubernetes client's websocket calls (exec) raise ApiException(status=0) with
+    the handshake's whole text as its reason (headers, body): the HTTP status and the
+    Status body back in their places, so ``classify`` treats a 403 as a 403; any other
+    failure is a connection that did not open (its text is dropped)."""
+    text = str(exc.reason or "")
+    found = _HANDSHAKE.search(text)
+    if not found:
+        return ApiException(status=0, reason="the websocket connection did not open")
+    out = ApiException(status=int(found.group(1)), reason="websocket handshake refused")
+    # websocket-client's text: "Handshake status N REASON -+-+- {headers} -+-+- b'body'".
+    body = text.split("-+-+-")[-1].strip() if text.count("-+-+-") >= 2 else ""
+    try:
+        raw = ast.literal_eval(body) if body.startswith(("b'", 'b"')) else None
+    except (ValueError, SyntaxError):
+        raw = None
+    out.body = raw if isinstance(raw, bytes) else None
+    return out
 
 
 def classify(exc: BaseException, action: str, withhold: bool = False) -> ApplicationError:

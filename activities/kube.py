@@ -20,8 +20,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pydantic
-from kubernetes import client, watch
+from kubernetes import client, stream, watch
 from kubernetes.client.exceptions import ApiException
+from kubernetes.stream.ws_client import ERROR_CHANNEL, STDERR_CHANNEL, STDOUT_CHANNEL
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
@@ -36,12 +37,41 @@ MERGE_PATCH = "application/merge-patch+json"
 # flexVolume options, CSI volumeAttributes): an admission webhook or a policy may echo
 # the object in its refusal, so its message is withheld (docs/design.md, invariant I5).
 WITHHELD_KINDS = frozenset({"Secret", "PersistentVolume"})
+# Bytes of a command's output an exec keeps: the end of it, where the reason usually is.
+EXEC_TAIL = 4096
 # Items per page of a list that can be long (every PV of a cluster).
 LIST_PAGE = 500
 # A watch window: how long a wait goes without re-listing (and at most without heartbeat).
 WATCH_WINDOW = 5
 # ``done`` of a wait: the watched objects by name -> finished (or raises to stop the wait).
 Done = Callable[[dict[str, Obj]], bool]
+
+
+@dataclass(frozen=True)
+class ExecOutcome:
+    """How a command run through the exec API ended."""
+
+    exit_code: int | None  # None: it did not end within the timeout
+    failure: str  # the runtime's reason when it did not run (no such executable)
+    output: bytes
+
+
+def _exit_status(error_channel: str) -> tuple[int | None, str]:
+    """The exit code in the exec API's status (its error channel) and, when the command
+    did not run at all, the runtime's reason."""
+    try:
+        status = json.loads(error_channel or "{}")
+    except ValueError:
+        return -1, "the exec API sent no status"
+    if status.get("status") == "Success":
+        return 0, ""
+    for cause in (status.get("details") or {}).get("causes") or []:
+        if cause.get("reason") == "ExitCode":
+            try:
+                return int(cause.get("message", "")), ""
+            except ValueError:
+                break
+    return -1, str(status.get("message") or "the exec API reported a failure")[:300]
 
 
 @dataclass(frozen=True)
@@ -155,6 +185,55 @@ class Kube:
 
     def pod(self, ns: str, name: str) -> Obj | None:
         return self._maybe(f"read Pod {ns}/{name}", self._core.read_namespaced_pod, name, ns)
+
+    def exec_in_pod(
+        self, ns: str, pod: str, container: str, argv: list[str], timeout: float
+    ) -> ExecOutcome:
+        """Run ``argv`` in a container of a pod through the exec API (a websocket, as
+        ``kubectl exec`` without a tty): its exit code (None: none within ``timeout``,
+        the connection is then closed) and the last ``EXEC_TAIL`` bytes of its output,
+        stdout and stderr together. The stream is read on an ApiClient of its own: the
+        kubernetes client's ``stream`` swaps its client's transport while it runs."""
+        self._alive()
+        api = client.ApiClient(configuration=self._api.configuration)
+        where = f"exec in Pod {ns}/{pod} container {container} in {self.context}"
+        try:
+            resp = stream.stream(
+                client.CoreV1Api(api).connect_get_namespaced_pod_exec,
+                pod,
+                ns,
+                container=container,
+                command=argv,
+                stdin=False,
+                stdout=True,
+                stderr=True,
+                tty=False,
+                _preload_content=False,
+                _request_timeout=REQUEST_TIMEOUT,
+            )
+        except ApiException as exc:  # the websocket handshake's refusal
+            raise errors.classify(errors.handshake_status(exc), where) from None
+        tail = bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            while resp.is_open() and time.monotonic() < deadline:
+                resp.update(timeout=min(1.0, max(0.0, deadline - time.monotonic())))
+                for channel in (STDOUT_CHANNEL, STDERR_CHANNEL):
+                    if resp.peek_channel(channel):
+                        tail += resp.read_channel(channel).encode(errors="replace")
+                del tail[:-EXEC_TAIL]
+                self._alive()
+            if resp.is_open():
+                return ExecOutcome(exit_code=None, output=bytes(tail), failure="")
+            for channel in (STDOUT_CHANNEL, STDERR_CHANNEL):
+                tail += resp.read_channel(channel).encode(errors="replace")
+            del tail[:-EXEC_TAIL]
+            return ExecOutcome(*_exit_status(resp.read_channel(ERROR_CHANNEL)), bytes(tail))
+        except errors.API_FAILURES as exc:
+            raise errors.classify(exc, where) from None
+        finally:
+            resp.close()
+            api.close()
 
     def pods(self, ns: str, selector: str | None = None) -> list[Obj]:
         """The namespace's pods, or those matching the label ``selector``."""
@@ -276,7 +355,9 @@ class Kube:
         namespace: str | None = None,
         name: str | None = None,
     ) -> bool:
-        """A SelfSubjectAccessReview; ``name`` for a role narrowed by resourceNames."""
+        """A SelfSubjectAccessReview; ``name`` for a role narrowed by resourceNames;
+        a subresource after a slash (``pods/exec``)."""
+        resource, _, subresource = resource.partition("/")
         review = {
             "apiVersion": "authorization.k8s.io/v1",
             "kind": "SelfSubjectAccessReview",
@@ -284,6 +365,7 @@ class Kube:
                 "resourceAttributes": {
                     "verb": verb,
                     "resource": resource,
+                    **({"subresource": subresource} if subresource else {}),
                     "group": group,
                     **({"namespace": namespace} if namespace else {}),
                     **({"name": name} if name else {}),

@@ -17,9 +17,11 @@ The paths: ``wiring`` (the DescribeClusters check of the README), ``preflight`` 
 read-only plan), ``move`` (one ordinal from the
 source to the destination), ``rollback`` (an ordinal given back: the destination
 gives, the source takes; also the undo of a blocked move and a health gate's
-rollback), ``re-move`` (a rolled-back ordinal moved again) and ``cleanup`` (the clean
-finish, activities/cleanup.py). Rules only the clean finish uses are checked by
-preflight only for a request with ``cleanup`` (and by ``plan_cleanup`` itself).
+rollback), ``re-move`` (a rolled-back ordinal moved again), ``cleanup`` (the clean
+finish, activities/cleanup.py) and ``hooks`` (the request's commands in pod k,
+activities/hooks.py). Rules only the clean finish uses are checked by preflight only
+for a request with ``cleanup`` (and by ``plan_cleanup`` itself); those only hooks use,
+only for a request with hooks.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Side = Literal["source", "destination"]
-Path = Literal["wiring", "preflight", "move", "rollback", "re-move", "cleanup"]
+Path = Literal["wiring", "preflight", "move", "rollback", "re-move", "cleanup", "hooks"]
 
 # The identity the shipped roles are bound to, in each cluster.
 SERVICE_ACCOUNT = "stsmigrate"
@@ -88,6 +90,21 @@ def _autoscalers(side: Side) -> tuple[Rule, ...]:
             "the list answers 404).",
         )
         for group, resource, what in reads
+    )
+
+
+def _exec(side: Side) -> Rule:
+    """The request's hooks in pod k (activities/hooks.py)."""
+    return Rule(
+        side,
+        "",
+        "pods/exec",
+        ("get", "create"),
+        True,
+        ("hooks",),
+        "Only for a request with hooks: run them in pod k through the exec API (a "
+        "websocket GET, authorized as get, and since Kubernetes 1.31 as create too). It "
+        "runs commands in the app's pods: leave it out where no request has hooks.",
     )
 
 
@@ -391,6 +408,9 @@ RULES: tuple[Rule, ...] = (
 )
 
 
+RULES = (*RULES, _exec("source"), _exec("destination"))
+
+
 def rules(side: Side) -> list[Rule]:
     return [r for r in RULES if r.side == side]
 
@@ -399,14 +419,20 @@ def cleanup_only(rule: Rule) -> bool:
     return rule.paths == ("cleanup",)
 
 
-def needed(side: Side, cleanup: bool = True) -> list[tuple[str, str, str, bool]]:
+def hooks_only(rule: Rule) -> bool:
+    return rule.paths == ("hooks",)
+
+
+def needed(
+    side: Side, cleanup: bool = True, hooks: bool = True
+) -> list[tuple[str, str, str, bool]]:
     """(verb, resource, group, namespaced) preflight checks for ``side``: all of them,
-    those only the clean finish uses when ``cleanup`` (``optional`` tells the ones whose
-    absence is only a warning)."""
+    those only the clean finish uses when ``cleanup``, those only hooks use when
+    ``hooks`` (``optional`` tells the ones whose absence is only a warning)."""
     return [
         (v, r.resource, r.group, r.namespaced)
         for r in rules(side)
-        if cleanup or not cleanup_only(r)
+        if (cleanup or not cleanup_only(r)) and (hooks or not hooks_only(r))
         for v in r.verbs
     ]
 
@@ -447,8 +473,16 @@ def grants(side: Side, verb: str, resource: str, group: str) -> bool:
 # -- deploy/rbac.yaml ---------------------------------------------------------------
 
 
-def role_name(side: Side, namespaced: bool) -> str:
+def role_name(side: Side, namespaced: bool, hooks: bool = False) -> str:
+    if hooks:
+        return f"stsmigrate-{side}-hooks"
     return f"stsmigrate-{side}-{'namespaced' if namespaced else 'cluster'}"
+
+
+# The label of the objects that grant what only hooks use (pods/exec): apply them only
+# where a request has hooks (kubectl apply -l ...,stsmigrate.dev/hooks!=true leaves
+# them out; the chart renders them with rbac.hooks).
+HOOKS_LABEL = "stsmigrate.dev/hooks"
 
 
 def _comment(text: str, indent: str) -> list[str]:
@@ -467,19 +501,26 @@ def _list(items: tuple[str, ...] | list[str]) -> str:
     return "[" + ", ".join(f'"{i}"' for i in items) + "]"
 
 
-def _role(side: Side, namespaced: bool, statefulset: str | None) -> list[str]:
+def _labels(side: Side, hooks: bool) -> str:
+    return f"{{{SIDE_LABEL}: {side}" + (f', {HOOKS_LABEL}: "true"' if hooks else "") + "}"
+
+
+def _role(side: Side, namespaced: bool, statefulset: str | None, hooks: bool = False) -> list[str]:
     where = "in the application's namespace (bound with a RoleBinding)"
+    what = where if namespaced else "cluster-scoped objects"
+    if hooks:
+        what = f"hooks only, {where}"
     out = [
         "---",
-        f"# {side.capitalize()} cluster, {where if namespaced else 'cluster-scoped objects'}.",
+        f"# {side.capitalize()} cluster, {what}.",
         "apiVersion: rbac.authorization.k8s.io/v1",
         "kind: ClusterRole",
         "metadata:",
-        f"  name: {role_name(side, namespaced)}",
-        f"  labels: {{{SIDE_LABEL}: {side}}}",
+        f"  name: {role_name(side, namespaced, hooks)}",
+        f"  labels: {_labels(side, hooks)}",
         "rules:",
     ]
-    for rule in (r for r in rules(side) if r.namespaced == namespaced):
+    for rule in (r for r in rules(side) if r.namespaced == namespaced and hooks_only(r) == hooks):
         out += _comment(rule.why, "  ")
         names = [statefulset] if statefulset is not None and rule.by_name else []
         verbs = [v for v in rule.verbs if not names or v in NAMED_VERBS]
@@ -506,8 +547,8 @@ def _bindings(side: Side, namespace: str) -> list[str]:
         f"    namespace: {SERVICE_ACCOUNT_NAMESPACE}",
     ]
     out: list[str] = []
-    for namespaced in (False, True):
-        name = role_name(side, namespaced)
+    for namespaced, hooks in ((False, False), (True, False), (True, True)):
+        name = role_name(side, namespaced, hooks)
         out += [
             "---",
             "apiVersion: rbac.authorization.k8s.io/v1",
@@ -515,7 +556,7 @@ def _bindings(side: Side, namespace: str) -> list[str]:
             "metadata:",
             f"  name: {name}",
             *([f"  namespace: {namespace}"] if namespaced else []),
-            f"  labels: {{{SIDE_LABEL}: {side}}}",
+            f"  labels: {_labels(side, hooks)}",
             "roleRef:",
             "  apiGroup: rbac.authorization.k8s.io",
             "  kind: ClusterRole",
@@ -541,6 +582,9 @@ HEADER = f"""\
 # The worker then uses the ServiceAccount {SERVICE_ACCOUNT_NAMESPACE}/{SERVICE_ACCOUNT} of
 # each cluster (README, "Credentials for the worker", makes a kubeconfig from them).
 # `stsmigrate rbac --statefulset NAME` narrows the StatefulSet rules to that one name.
+# The objects labelled {HOOKS_LABEL}=true let the worker exec into the app's pods,
+# which only a request with hooks needs: leave them out where none has any (kubectl
+# apply -l {SIDE_LABEL}=source,{HOOKS_LABEL}!=true; the chart's rbac.hooks).
 # Preflight checks every permission below with a SelfSubjectAccessReview before it
 # changes anything. SelfSubjectAccessReviews and /version are allowed to every
 # authenticated user by the default roles system:basic-user and
@@ -579,5 +623,6 @@ def render_rbac(
             f"  labels: {{{SIDE_LABEL}: {side}}}",
         ]
         out += _role(side, False, statefulset) + _role(side, True, statefulset)
+        out += _role(side, True, statefulset, hooks=True)
         out += _bindings(side, namespaces[side])
     return "\n".join(out) + "\n"

@@ -7,7 +7,7 @@ from pydantic import Field
 from contract.base import Payload, Reply
 from contract.operator import Control
 from contract.plan import Dependency, OrdinalPlan
-from contract.request import MigrationRequest, Probe
+from contract.request import Hook, MigrationRequest, Probe
 
 # -- wiring check: "can the worker reach every cluster it was given?" -----------------
 
@@ -45,6 +45,26 @@ class ProbeResult(Reply):
     ok: bool
     attempts: int
     detail: str = ""
+
+
+class HookInput(Payload):
+    """One hook run in pod k of one cluster (activities/hooks.py)."""
+
+    hook: Hook
+    phase: str = Field(description="before_give_up or after_take")
+    context: str
+    namespace: str
+    statefulset: str
+    service: str
+    ordinal: int
+    migration_id: str = ""
+
+
+class HookResult(Reply):
+    hook: str
+    pod: str
+    exit_code: int
+    seconds: float
 
 
 class HealthReport(Reply):

@@ -20,6 +20,7 @@ UNKNOWN_CONTEXT = "UnknownContext"  # the worker holds no such kubeconfig contex
 CONFLICTING_CHANGE = "ConflictingChange"  # somebody else changed the StatefulSet's slice
 NOT_OURS = "NotOurs"  # a claim, volume or dependency of that name is somebody else's
 WAIT_TIMEOUT = "WaitTimeout"  # a bounded wait ended without its condition
+HOOK_FAILED = "HookFailed"  # a hook's command failed in pod k (its last attempt pauses)
 BLOCKING = frozenset({CONFLICTING_CHANGE, WAIT_TIMEOUT, NOT_OURS})
 
 # How a migration ends when it cannot go on.

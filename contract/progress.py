@@ -15,12 +15,14 @@ from contract.request import ApprovalPolicy
 
 # The steps of one ordinal, in the order they run: the one list the workflow, the
 # activity reports, the CLI, the UI table and the tests name. A move runs MOVE_STEPS
-# (health_gates only when probes are configured); a rollback runs ROLLBACK_STEPS:
+# (health_gates only when probes are configured, before_give_up and after_take only
+# with hooks); a rollback runs ROLLBACK_STEPS:
 # the same hand-over with the two sides swapped (docs/design.md, "The hand-over").
 # Payload fields hold them as plain strings, so a client older than the worker
 # still reads a progress with a step added since.
 Step = Literal[
     "slices_healthy",
+    "before_give_up",
     "volumes_retained",
     "source_scaled_down",
     "source_pod_gone",
@@ -29,6 +31,7 @@ Step = Literal[
     "claims_bound",
     "destination_scaled_up",
     "destination_pod_ready",
+    "after_take",
     "health_gates",
     "destination_scaled_down",
     "destination_pod_gone",
@@ -38,8 +41,9 @@ Step = Literal[
     "source_pod_ready",
 ]
 STEPS: tuple[Step, ...] = get_args(Step)
-MOVE_STEPS: tuple[Step, ...] = STEPS[:10]
+MOVE_STEPS: tuple[Step, ...] = STEPS[:12]
 ROLLBACK_STEPS: tuple[Step, ...] = (
+    "before_give_up",
     "destination_scaled_down",
     "destination_pod_gone",
     "destination_claims_released",
@@ -47,6 +51,7 @@ ROLLBACK_STEPS: tuple[Step, ...] = (
     "claims_bound",
     "source_scaled_up",
     "source_pod_ready",
+    "after_take",
 )
 # Reported in place of a step while the child waits out a pause at its safe point.
 PAUSED_AT_SAFE_POINT = "paused"

@@ -85,8 +85,24 @@ class ApprovalPolicy(Payload):
         return ordinal in self.ordinals
 
 
-# Placeholders a probe's strings may use; e.g. "http://{pod}.{service}.{namespace}:8080/ok".
-PROBE_PLACEHOLDERS = ("ordinal", "pod", "namespace", "service", "statefulset")
+# Placeholders a probe's or a hook's strings may use; e.g.
+# "http://{pod}.{service}.{namespace}:8080/ok". ``pod_ip`` is the pod's IP in the cluster
+# probed (status.podIP, read when the probe or hook runs): for a worker that cannot
+# resolve that cluster's DNS names.
+PROBE_PLACEHOLDERS = ("ordinal", "pod", "namespace", "service", "statefulset", "pod_ip")
+
+
+def _check_placeholders(texts: list[str]) -> None:
+    for text in texts:
+        try:
+            text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
+        except (KeyError, IndexError, ValueError) as e:
+            raise ValueError(
+                f"{text!r}: unknown placeholder {e}; use {', '.join(PROBE_PLACEHOLDERS)} "
+                "in braces ({pod}); double a literal brace ({{)"
+            ) from None
+
+
 ENV_NAME = r"[A-Za-z_][A-Za-z0-9_]*"
 # The worker's credentials live in variables of these names (activities/health.py drops
 # them from a probe's environment again).
@@ -173,14 +189,7 @@ class Probe(Payload):
                     "([A-Za-z_][A-Za-z0-9_]*) that names none of the worker's credentials "
                     "(STSMIGRATE_*, TEMPORAL_*, KUBECONFIG, *_TOKEN, *_KEY, *PASSWORD*, *SECRET*)"
                 )
-        for text in [self.url, self.host, *self.command, *self.env.values()]:
-            try:
-                text.format_map({k: "x" for k in PROBE_PLACEHOLDERS})
-            except (KeyError, IndexError, ValueError) as e:
-                raise ValueError(
-                    f"{text!r}: unknown placeholder {e}; use {', '.join(PROBE_PLACEHOLDERS)} "
-                    "in braces ({pod}); double a literal brace ({{)"
-                ) from None
+        _check_placeholders([self.url, self.host, *self.command, *self.env.values()])
         return self
 
     @property
@@ -199,6 +208,72 @@ class HealthGates(Payload):
         "back every ordinal this run moved and end; fail: end the run with the ordinal left "
         "wholly in the destination",
     )
+
+
+class Hook(Payload):
+    """A command run inside pod k through the Kubernetes exec API (``kubectl exec``),
+    as the container's own user, with the container's own environment: a password is
+    taken from there (a variable from a Secret), never written in the command, which
+    the request keeps in the workflow's history. Exit 0 is success; any other exit, or
+    no exit within ``timeout``, is a failed attempt, tried again ``retries`` times. An
+    attempt may run again after a worker crash or a timeout (whose command may still
+    be running in the pod): a hook must be safe to run twice."""
+
+    name: str = Field(
+        min_length=1,
+        max_length=63,
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$",
+        description="shown in progress, the pause reason and Events",
+    )
+    command: list[str] = Field(
+        min_length=1,
+        description="argv run in the container (templated like a probe: {ordinal}, {pod}, "
+        "{namespace}, {service}, {statefulset}, {pod_ip}); a shell needs ['sh', '-c', '...']",
+    )
+    container: str = Field(
+        "", max_length=63, description="the container to run in (default: the pod's first)"
+    )
+    timeout: int = Field(60, ge=1, le=3600, description="seconds per attempt")
+    retries: int = Field(2, ge=0, le=100, description="attempts after the first")
+    interval: int = Field(5, ge=1, le=600, description="seconds between attempts")
+
+    @model_validator(mode="after")
+    def _templated(self) -> Hook:
+        _check_placeholders(self.command)
+        return self
+
+
+class Hooks(Payload):
+    """Commands run inside the application's pods around each hand-over. The giver is
+    the side giving ordinal k up (the source in a move, the destination when k is rolled
+    back), the taker the side taking it. A failure before the giver gives k up pauses
+    the run with k still running on the giver (resume runs the hook again, abort leaves
+    k there); a failure after the take pauses it with k running on the taker (resume
+    runs it again; rollback or abort puts k back). Needs ``pods/exec`` (get, create) in
+    both clusters."""
+
+    before_give_up: list[Hook] = Field(
+        default_factory=list,
+        description="in the giver's pod k, Running and Ready, before it gives k up (e.g. a "
+        "Redis Cluster failover when k is a master), in order",
+    )
+    after_take: list[Hook] = Field(
+        default_factory=list,
+        description="in the taker's pod k once it is Ready, before the health gates (e.g. "
+        "wait until k's replica has caught up), in order",
+    )
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Hooks:
+        for phase in (self.before_give_up, self.after_take):
+            names = [h.name for h in phase]
+            if dup := sorted({n for n in names if names.count(n) > 1}):
+                raise ValueError(f"hook name {dup[0]!r} is used twice in one phase")
+        return self
+
+    @property
+    def configured(self) -> bool:
+        return bool(self.before_give_up or self.after_take)
 
 
 # The fields of a StatefulSet's own spec: a patch naming one under "spec" was written
@@ -418,6 +493,11 @@ class MigrationRequest(Payload):
     timeouts: WaitTimeouts = WaitTimeouts()
     approval: ApprovalPolicy = ApprovalPolicy()
     health: HealthGates = HealthGates()
+    hooks: Hooks = Field(
+        default_factory=Hooks,
+        description="commands run inside pod k through the exec API: before_give_up (before "
+        "the giver gives k up) and after_take (once the taker's pod k is Ready)",
+    )
     max_unavailable: int = Field(
         1,
         ge=1,

@@ -140,8 +140,14 @@ def comparable(doc: dict[str, Any]) -> dict[str, Any]:
 
 
 def table_objects(
-    sides: set[str], source_ns: str, destination_ns: str, statefulset: str | None
+    sides: set[str],
+    source_ns: str,
+    destination_ns: str,
+    statefulset: str | None,
+    hooks: bool = False,
 ) -> list[dict[str, Any]]:
+    """The table's objects for a release: those of its sides, the hooks' only with
+    rbac.hooks."""
     docs = yaml.safe_load_all(permissions.render_rbac(source_ns, destination_ns, statefulset))
     out = [
         d
@@ -149,6 +155,7 @@ def table_objects(
         if d
         and d["kind"] != "Namespace"
         and d["metadata"]["labels"][permissions.SIDE_LABEL] in sides
+        and (hooks or permissions.HOOKS_LABEL not in d["metadata"]["labels"])
     ]
     # A cluster that is both sides has one identity.
     accounts = [d for d in out if d["kind"] == "ServiceAccount"]
@@ -160,22 +167,34 @@ def key(doc: dict[str, Any]) -> tuple[str, str, str]:
 
 
 @pytest.mark.parametrize(
-    ("side", "statefulset"),
-    [("source", None), ("destination", "db"), ("both", "db"), ("both", None)],
+    ("side", "statefulset", "hooks"),
+    [
+        ("source", None, False),
+        ("destination", "db", True),
+        ("both", "db", False),
+        ("both", None, True),
+    ],
 )
-def test_the_charts_roles_are_the_permission_tables(side: str, statefulset: str | None) -> None:
+def test_the_charts_roles_are_the_permission_tables(
+    side: str, statefulset: str | None, hooks: bool
+) -> None:
     values = ["worker.enabled=false", f"rbac.side={side}", "rbac.namespaces={shop}"]
     if side == "both":
         values.append("rbac.destinationNamespaces={shop-new}")
     if statefulset:
         values.append(f"rbac.statefulset={statefulset}")
+    if hooks:
+        values.append("rbac.hooks=true")
     chart = render(permissions.SERVICE_ACCOUNT_NAMESPACE, *values)
     sides = {"source", "destination"} if side == "both" else {side}
     destination_ns = "shop-new" if side == "both" else "shop"
-    table = table_objects(sides, "shop", destination_ns, statefulset)
+    table = table_objects(sides, "shop", destination_ns, statefulset, hooks)
     assert {d["kind"] for d in chart} == RBAC_KINDS
     assert sorted(map(key, chart)) == sorted(map(key, table))
-    expected = {key(d): d for d in table}
+    # pods/exec only with rbac.hooks.
+    execs = [r for d in chart for r in d.get("rules", []) if "pods/exec" in r["resources"]]
+    assert len(execs) == (len(sides) if hooks else 0)
+    expected = {key(d): comparable(d) for d in table}
     for doc in chart:
         assert comparable(doc) == expected[key(doc)], key(doc)
 

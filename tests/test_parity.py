@@ -82,12 +82,19 @@ def test_the_worker_registers_every_activity_its_classes_define() -> None:
     class (or one of MigrationActivities' mixins) and not listed would never be served."""
     from activities.clusters import ClusterActivities
     from activities.health import HealthActivities
+    from activities.hooks import HookActivities
     from activities.migration import MigrationActivities
     from activities.temporal import TemporalActivities
 
     defined = {
         definition.name
-        for cls in (ClusterActivities, MigrationActivities, HealthActivities, TemporalActivities)
+        for cls in (
+            ClusterActivities,
+            MigrationActivities,
+            HealthActivities,
+            HookActivities,
+            TemporalActivities,
+        )
         for attribute in dir(cls)
         if (definition := activity._Definition.from_callable(getattr(cls, attribute)))
     }

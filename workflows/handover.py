@@ -5,6 +5,8 @@ back (RollbackOrdinal) is the destination giving it to the source. Both run
 ``OrdinalHandover.hand_over``, so a change to the sequence reaches both at once
 (docs/design.md, "The hand-over"):
 
+    before_give_up                    the request's hooks in the giver's pod k (a
+                                      rollback; a move runs them before its retain)
     read the giver's pod k            (its UID: a replacement pod is somebody else's)
     <giver>_scaled_down               the giver owns its slice without k
     <giver>_pod_gone                  pod k gone by UID, its volumes detached
@@ -14,6 +16,7 @@ back (RollbackOrdinal) is the destination giving it to the source. Both run
     <taker>_scaled_up                 the taker owns its slice with k, only while the
                                       giver still owns what it was left with
     <taker>_pod_ready                 pod k Running and Ready on the taker
+    after_take                        the request's hooks in the taker's pod k
 
 Once the giver has scaled down (the point of no return), every step that fails,
 for any reason (a foreign change, a wait that ends, a 403, a 422, an admission
@@ -31,12 +34,13 @@ import functools
 import itertools
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 from temporalio import workflow
 from temporalio.exceptions import ActivityError, ApplicationError, FailureError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.hooks import HookActivities
     from activities.migration import MigrationActivities
     from contract import (
         ORDINAL_BLOCKED,
@@ -45,6 +49,8 @@ with workflow.unsafe.imports_passed_through():
         BudgetInput,
         ClaimsBoundInput,
         Control,
+        Hook,
+        HookInput,
         ImportInput,
         OrdinalInput,
         OrdinalPlan,
@@ -65,6 +71,7 @@ with workflow.unsafe.imports_passed_through():
     from contract.errors import (
         CONFLICTING_CHANGE,
         FORBIDDEN,
+        HOOK_FAILED,
         INVALID,
         NOT_OURS,
         WAIT_TIMEOUT,
@@ -73,8 +80,10 @@ with workflow.unsafe.imports_passed_through():
 # Our own workflow code is imported inside the sandbox, so its checks apply to it.
 from workflows.options import (
     GUARDED_TAKE,
+    HOOKS,
     LOSSLESS_REPORTS,
     SLICE_GUARD,
+    hook_options,
     quick,
     wait_options,
 )
@@ -103,6 +112,8 @@ FIXES = {
     "undo its change",
     NOT_OURS: "the object belongs to somebody else: move or remove it",
     WAIT_TIMEOUT: "find out why with kubectl describe and fix it",
+    HOOK_FAILED: "see what the hook said (kubectl exec the same command), fix the app or "
+    "the hook, then resume: the hook runs again",
 }
 
 
@@ -400,6 +411,44 @@ class OrdinalHandover:
         await workflow.wait_condition(decided)
         if self._undo_asked():
             raise UndoAsked()
+
+    async def _run_hooks(
+        self, task: OrdinalInput, phase: Literal["before_give_up", "after_take"], side: Side
+    ) -> None:
+        """The request's hooks of ``phase``, in order, each in pod k (every pod of the
+        block at once) of ``side``: before_give_up on the giver, after_take on the taker.
+        A hook whose last attempt fails pauses the run (blocked step ``phase``): resume
+        runs that hook again; an undo raises UndoAsked."""
+        hooks = getattr(task.request.hooks, phase)
+        if not hooks or not workflow.patched(HOOKS):
+            return
+        ref = side.ref
+        for hook in hooks:
+
+            def run(hook: Hook = hook) -> Awaitable[list[Any]]:
+                return every(
+                    [
+                        workflow.execute_activity_method(
+                            HookActivities.run_hook,
+                            HookInput(
+                                hook=hook,
+                                phase=phase,
+                                context=ref.context,
+                                namespace=ref.namespace,
+                                statefulset=ref.statefulset,
+                                service=task.service,
+                                ordinal=o.ordinal,
+                                migration_id=task.migration_id,
+                            ),
+                            **hook_options(
+                                hook, f"{ref.context}: {phase} hook {hook.name} in {o.pod}"
+                            ),
+                        )
+                        for o in task.block
+                    ]
+                )
+
+            await self._pausing_step(phase, run)
 
     async def _set_slice(self, side: Side, to: tuple[int, int], from_: tuple[int, int]) -> None:
         """Converge ``side`` from the slice ``from_`` to ``to`` (any third state is a

@@ -2,8 +2,9 @@
 
 The child ``<migration id>/ordinal-<k>`` of MigrateStatefulSet. Before the hand-over
 (workflows/handover.py, source gives, destination takes) it waits for both slices
-to be healthy and makes every volume of k Retain (invariant I2); after it, it runs
-the operator's health gates on the moved pod.
+to be healthy, runs the request's before_give_up hooks in the source's pod k and
+makes every volume of k Retain (invariant I2); after it, the after_take hooks in the
+destination's pod k and the operator's health gates on the moved pod.
 """
 
 from __future__ import annotations
@@ -103,6 +104,23 @@ class MigrateOrdinal(OrdinalHandover):
             assert isinstance(err, ActivityError)
             await self._blocked("slices_healthy", block_reason(err))  # UndoAsked: not moved
 
+    async def _before_give_up(self, task: OrdinalInput) -> bool:
+        """The before_give_up hooks in the source's pod k, then the safe point again: a
+        pause asked while they ran is waited out, and they run again after it (what they
+        did may be undone meanwhile, a Redis failback say). False if the operator aborts:
+        nothing has changed but what the hooks did in the app; UndoAsked when a failed
+        hook's pause ends in an abort or rollback."""
+        if not task.request.hooks.before_give_up:
+            return True
+        while True:
+            await self._run_hooks(task, "before_give_up", source_side(task))
+            if self._aborting():
+                return False
+            if not self._control.paused:
+                return True
+            if not await self._may_start():
+                return False
+
     @workflow.run
     async def run(self, task: OrdinalInput) -> OrdinalResult:
         return await outliving_cancel(self._run(task), self._cancelled)
@@ -130,8 +148,17 @@ class MigrateOrdinal(OrdinalHandover):
         if not healthy or not await self._may_start():
             workflow.logger.info("ordinal %d not moved: aborted", k)
             return await self._finish(not_moved)
+        try:
+            hooked = await self._before_give_up(task)
+        except UndoAsked:
+            workflow.logger.info("ordinal %d not moved: undone at its before_give_up hook", k)
+            return await self._finish(not_moved.model_copy(update={"undone": True}))
+        if not hooked:
+            workflow.logger.info("ordinal %d not moved: aborted after its hooks", k)
+            return await self._finish(not_moved)
 
-        # 2. No volume may be deleted by anything that follows.
+        # 2. No volume may be deleted by anything that follows (after the hooks: an abort
+        #    they end in changes nothing).
         retained = await self._timed_step(
             "volumes_retained",
             workflow.execute_activity_method(
@@ -150,6 +177,8 @@ class MigrateOrdinal(OrdinalHandover):
         )
         try:
             await self.hand_over(task, source, destination, adoption)
+            # 8b. The after_take hooks in the destination's pod k (a failure pauses).
+            await self._run_hooks(task, "after_take", destination)
         except UndoAsked:
             if self._stage == NOTHING_GIVEN:  # blocked before the source changed anything
                 return await self._finish(not_moved.model_copy(update={"undone": True}))

@@ -15,7 +15,7 @@ from temporalio import workflow
 from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
-    from contract import Probe, waits_queue
+    from contract import Hook, Probe, waits_queue
 
 RETRY = RetryPolicy(initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30))
 
@@ -95,6 +95,10 @@ PARALLEL_MOVES = "parallel-moves"
 # run's last child (no request recorded before the field existed asks for it).
 CLEAN_FINISH = "clean-finish"
 
+# Patch id of the request's hooks (before_give_up, after_take): reached only by a request
+# with hooks, which no history recorded before the field existed can hold.
+HOOKS = "hooks"
+
 PATCHES = (
     SLICE_GUARD,
     KEEP_EARLY_APPROVAL,
@@ -112,6 +116,7 @@ PATCHES = (
     WAITS_QUEUE,
     PARALLEL_MOVES,
     CLEAN_FINISH,
+    HOOKS,
 )
 
 # A dead worker is noticed after this long without a heartbeat, and another worker
@@ -201,6 +206,24 @@ def probe_options(probes: list[Probe], summary: str) -> workflow.ActivityConfig:
             "start_to_close_timeout": timedelta(seconds=budget + 60),
             "heartbeat_timeout": timedelta(seconds=max(30, 2 * slowest)),
             "retry_policy": RETRY,
+            "summary": summary,
+        }
+    )
+
+
+def hook_options(hook: Hook, summary: str) -> workflow.ActivityConfig:
+    """One hook: each attempt within the hook's timeout (and a minute for the exec's
+    set-up), ``retries`` more attempts ``interval`` apart; the last failure pauses the
+    run (workflows/handover.py). The heartbeat notices a dead worker in seconds."""
+    return _on_waits_queue(
+        {
+            "start_to_close_timeout": timedelta(seconds=hook.timeout + 60),
+            "heartbeat_timeout": HEARTBEAT,
+            "retry_policy": RetryPolicy(
+                initial_interval=timedelta(seconds=hook.interval),
+                backoff_coefficient=1.0,
+                maximum_attempts=hook.retries + 1,
+            ),
             "summary": summary,
         }
     )

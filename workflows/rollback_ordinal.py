@@ -54,7 +54,11 @@ class RollbackOrdinal(OrdinalHandover):
                 return await self._finish(
                     OrdinalResult(ordinal=k, moved=False, undone=True, volumes=volumes)
                 )
+            # The hooks with the sides swapped: before_give_up in the destination's pod k,
+            # after_take in the source's (a failure pauses; undone: k stays or goes back).
+            await self._run_hooks(task, "before_give_up", destination)
             await self.hand_over(task, destination, source, adoption)
+            await self._run_hooks(task, "after_take", source)
         except UndoAsked:
             # The operator would rather keep k where it was: in the destination.
             reimport = Adoption(

@@ -80,7 +80,7 @@ def check_permissions(
         ("destination", destination, request.target_namespace),
     )
     for side, kube, namespace in sides:
-        perms = permissions.needed(side, cleanup=request.cleanup)
+        perms = permissions.needed(side, cleanup=request.cleanup, hooks=request.hooks.configured)
         missing, spared = lacking(kube, perms, namespace, request.statefulset)
         if spared:
             f.warnings.append(

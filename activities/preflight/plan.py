@@ -27,6 +27,7 @@ from activities.preflight.findings import (
     SourceSlice,
     Versions,
 )
+from activities.preflight.hooks import check_hooks
 from activities.preflight.listing import list_volumes
 from activities.preflight.overrides import check_overrides
 from activities.preflight.statefulsets import (
@@ -72,6 +73,7 @@ def build_plan(
     # What the destination's pods are made from: dependencies, quota and dry runs use it.
     overridden, overrides = check_overrides(source_slice.sts, request, found)
     pods = overridden or source_slice.sts
+    check_hooks(source_slice.sts, pods, request, found)
     check_writers(source, destination, source_slice.sts, request, found)
     check_source_health(source, source_slice, found)
     fix_retention_policy = check_retention_policy(source_slice, request, found)

@@ -30,6 +30,8 @@ from contract import (
     DependenciesResult,
     EnsureDestinationInput,
     HealthReport,
+    HookInput,
+    HookResult,
     ImportInput,
     LockInput,
     MigrationRequest,
@@ -52,7 +54,7 @@ from contract import (
     TakeInput,
     waits_queue,
 )
-from contract.errors import CLEANUP_REFUSED, UNAVAILABLE
+from contract.errors import CLEANUP_REFUSED, HOOK_FAILED, UNAVAILABLE
 from stsmigrate.api import Migration, start_migration
 from workflows import CleanupMigration, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
@@ -99,6 +101,9 @@ class FakeClusters:
         self.running_waits: dict[str, int] = {}
         self.most_at_once: dict[str, int] = {}
         self.cleanup_refused = False  # the next plan_cleanup refuses (the source runs)
+        # Hooks: the attempts still to fail, by (hook name, context, ordinal); each
+        # attempt is a change "hook <name> <context> <ordinal>" (+ " failed").
+        self.hook_failures: dict[tuple[str, str, int], int] = {}
 
     def cleanup_activities(self) -> list[Any]:
         """The clean finish's steps, each appended to ``changes`` ("cleanup: <step>")."""
@@ -330,7 +335,23 @@ class FakeClusters:
             restore_disruption_budget,
             *waits,
             *self.cleanup_activities(),
+            self.hook_activity(),
         ]
+
+    def hook_activity(self) -> Any:
+        @activity.defn(name="run_hook")
+        async def run_hook(task: HookInput) -> HookResult:
+            key = (task.hook.name, task.context, task.ordinal)
+            change = f"hook {task.hook.name} {task.context} {task.ordinal}"
+            if self.hook_failures.get(key, 0) > 0:
+                self.hook_failures[key] -= 1
+                self.changes.append(change + " failed")
+                raise ApplicationError(f"hook {task.hook.name}: exit 1", type=HOOK_FAILED)
+            self.changes.append(change)
+            pod = f"{task.statefulset}-{task.ordinal}"
+            return HookResult(hook=task.hook.name, pod=pod, exit_code=0, seconds=0.0)
+
+        return run_hook
 
 
 class FakeProbes:
