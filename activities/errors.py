@@ -115,7 +115,7 @@ def handshake_status(exc: ApiException) -> ApiException:
         raw = ast.literal_eval(body) if body.startswith(("b'", 'b"')) else None
     except (ValueError, SyntaxError):
         raw = None
-    out.body = raw if isinstance(raw, bytes) else None
+    out.body = raw.decode("utf-8", errors="replace") if isinstance(raw, bytes) else None
     return out
 
 

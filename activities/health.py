@@ -41,6 +41,7 @@ from temporalio.exceptions import ApplicationError
 from activities import events
 from activities.kube import Kube, is_ready, kube_for
 from contract import HealthReport, Probe, ProbeInput, ProbeResult, SecretKeyRef
+from contract.errors import UNAVAILABLE
 from contract.request import CREDENTIAL_VARIABLES
 
 COMMANDS_ALLOWED = "STSMIGRATE_ALLOW_COMMAND_PROBES"
@@ -67,6 +68,12 @@ def probe_environment(
     return env
 
 
+def _uses_pod_ip(probes: list[Probe]) -> bool:
+    return any(
+        "{pod_ip}" in text for p in probes for text in [p.url, p.host, *p.command, *p.env.values()]
+    )
+
+
 class Unhealthy(Exception):
     """One failed attempt, with what was seen."""
 
@@ -86,6 +93,7 @@ class HealthActivities:
             "namespace": task.namespace,
             "service": task.service,
             "statefulset": task.statefulset,
+            "pod_ip": self._pod_ip(task) if _uses_pod_ip(task.probes) else "",
         }
         results = []
         for probe in task.probes:
@@ -140,6 +148,19 @@ class HealthActivities:
         if code != 0:
             raise Unhealthy(f"{argv[0]} exited {code}")
         return f"{argv[0]} exited 0"
+
+    def _pod_ip(self, task: ProbeInput) -> str:
+        """Pod k's IP in the probed cluster (status.podIP); a retryable error while it
+        has none, as a probe of it could not run."""
+        pod = self._kube(task.context).pod(task.namespace, f"{task.statefulset}-{task.ordinal}")
+        ip = str(((pod or {}).get("status") or {}).get("podIP") or "")
+        if not ip:
+            raise ApplicationError(
+                f"pod {task.statefulset}-{task.ordinal} has no IP in {task.context} yet, and "
+                "a probe names {pod_ip}",
+                type=UNAVAILABLE,
+            )
+        return ip
 
     def _kube(self, context: str) -> Kube:
         return kube_for(self._clients, context)

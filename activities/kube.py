@@ -196,6 +196,7 @@ class Kube:
         kubernetes client's ``stream`` swaps its client's transport while it runs."""
         self._alive()
         api = client.ApiClient(configuration=self._api.configuration)
+        api.default_headers.update(self._api.default_headers)
         where = f"exec in Pod {ns}/{pod} container {container} in {self.context}"
         try:
             resp = stream.stream(

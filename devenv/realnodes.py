@@ -17,15 +17,32 @@ redis-server and redis-cli, imported into each containerd; pods use
 folders of the volume root both clusters see, so a real pod in each cluster
 reads what the other wrote.
 
+Mount namespace: kubelet, containerd's shims and libcni use some host paths whatever
+they are told (``PRIVATE_PATHS``), first of all kubelet's device manager, which
+listens on the constant ``/var/lib/kubelet/device-plugins/kubelet.sock`` (kubelet
+1.34 has no flag, config field or feature gate to move it or to turn the manager
+off) and deletes every file in that folder on start: two kubelets on one host take
+each other's socket ("bind: address already in use"). So containerd starts under
+``unshare --mount --propagation slave`` with a folder of the node's ``run_dir``
+bind-mounted on each of those paths, and the kubelet joins that namespace
+(``nsenter --mount=/proc/<containerd>/ns/mnt``): the kubelet's volume mounts (the
+ServiceAccount token's tmpfs, ...) are where containerd, its shims and runc see
+them, host mounts still reach the namespace, and nothing mounted in it reaches the
+host. Pod logs go to ``podLogsDir`` under the node's folder.
+
 Lifetime: kubelet and containerd run under ``setpriv --pdeathsig SIGTERM`` like
-the control plane, but the runc shims and containers they start outlive them,
-and mounts, network namespaces and the bridge outlive every process. So each
-node has a guard (``python -m devenv.realnodes guard STATE``, itself under
-pdeathsig, reading a pipe from the launcher): when the launcher stops it, dies
-(even by SIGKILL: the pipe closes and the guard gets SIGTERM) or the guard is
-told to stop, it kills the containers (``runc --root``), the shims of this
-containerd, unmounts everything under the node's folder, and deletes the bridge.
-``cleanup`` is idempotent; ``RealNode.stop`` runs it too and then ends the guard.
+the control plane, but the runc shims and containers they start outlive them, and
+so do the node's mount namespace (while any of them lives), network namespaces
+and the bridge. So each node has a guard (``python -m devenv.realnodes guard
+STATE``, itself under pdeathsig, reading a pipe from the launcher): when the
+launcher stops it, dies (even by SIGKILL: the pipe closes and the guard gets
+SIGTERM) or the guard is told to stop, it kills the kubelet and containerd, the
+containers (``runc --root``, the node's own), the shims of this containerd (named by
+its socket) and what runs under them; with its last process the mount namespace
+and its mounts go. Then it unmounts anything left under the node's folders on the
+host, removes ``run_dir`` (sockets, private folders) and deletes the node's bridge.
+It touches nothing of another node or run. ``cleanup`` is idempotent;
+``RealNode.stop`` runs it too and then ends the guard.
 """
 
 from __future__ import annotations
@@ -35,6 +52,7 @@ import ipaddress
 import json
 import os
 import random
+import select
 import shutil
 import signal
 import subprocess
@@ -76,6 +94,22 @@ KERNEL_TUNABLES = (
     "kernel/keys/root_maxbytes",
 )
 START_TIMEOUT = 120.0
+# Host paths the kubelet, containerd, its shims or CNI use whatever they are told (none
+# of them is under kubelet's --root-dir or containerd's root and state): each node's
+# mount namespace has a folder of its own bind-mounted on each (RealNode.private_dirs).
+#   /var/lib/kubelet     the device manager's socket device-plugins/kubelet.sock and its
+#                        checkpoint (pluginapi.KubeletSocket, a constant; on start each
+#                        kubelet deletes every file there, the other's socket included)
+#   /var/log/containers  the kubelet's symlinks to container logs (a constant)
+#   /var/lib/cni         libcni's cache of ADD results (go-cni sets no other)
+#   /run/containerd      the shims' sockets (s/) and fifos (containerd 1.6 constants)
+PRIVATE_PATHS = ("/var/lib/kubelet", "/var/log/containers", "/var/lib/cni", "/run/containerd")
+# Mount a folder of the node on each of its private paths, then run the command: in the
+# mount namespace ``unshare`` makes (mounts made in it never reach the host's).
+_BIND_THEN_EXEC = (
+    'while [ "$1" != -- ]; do mkdir -p "$1" "$2"; mount --bind "$1" "$2"; shift 2; done; '
+    'shift; exec "$@"'
+)
 
 
 class RealNodeError(RuntimeError):
@@ -159,6 +193,16 @@ class RealNode:
     @property
     def socket(self) -> Path:
         return self.run_dir / "containerd.sock"
+
+    @property
+    def private_dirs(self) -> dict[str, Path]:
+        """Host path -> the node's own folder mounted on it in the node's namespace."""
+        return {p: self.run_dir / "private" / p.strip("/").replace("/", "-") for p in PRIVATE_PATHS}
+
+    @property
+    def device_plugin_socket(self) -> Path:
+        """Where this node's kubelet.sock of the device manager really is."""
+        return self.private_dirs["/var/lib/kubelet"] / "device-plugins" / "kubelet.sock"
 
     @property
     def runc_root(self) -> Path:
@@ -292,11 +336,36 @@ disabled_plugins = [
   path = "{c / "opt"}"
 """
         (self.workdir / "containerd.toml").write_text(config)
+        binds = [str(a) for path, own in self.private_dirs.items() for a in (own, path)]
         self._spawn(
             "containerd",
-            ["/usr/bin/containerd", f"--config={self.workdir / 'containerd.toml'}"],
+            [
+                # containerd makes the node's mount namespace; its shims, their
+                # containers and (nsenter) the kubelet live in it.
+                "unshare",
+                "--mount",
+                "--propagation",
+                "slave",
+                "--",
+                "sh",
+                "-euc",
+                _BIND_THEN_EXEC,
+                "sh",
+                *binds,
+                "--",
+                "/usr/bin/containerd",
+                f"--config={self.workdir / 'containerd.toml'}",
+            ],
         )
         self._write_state()
+
+    def mount_namespace(self) -> Path:
+        """The node's mount namespace (containerd's, once it has started)."""
+        containerd = next(p for name, p, _ in self.processes if name == "containerd")
+        ns = Path(f"/proc/{containerd.pid}/ns/mnt")
+        if os.readlink(ns) == os.readlink("/proc/self/ns/mnt"):
+            raise RealNodeError(f"{self.cluster}/containerd is not in a mount namespace of its own")
+        return ns
 
     def containerd_ready(self) -> bool:
         if not self.socket.exists():
@@ -363,11 +432,15 @@ disabled_plugins = [
             "syncFrequency": "10s",
             "fileCheckFrequency": "10s",
             "volumePluginDir": str(self.workdir / "volume-plugins"),
+            "podLogsDir": str(self.workdir / "pod-logs"),
         }
         (self.workdir / "kubelet.yaml").write_text(yaml.safe_dump(config))
         self._spawn(
             "kubelet",
             [
+                "nsenter",
+                f"--mount={self.mount_namespace()}",
+                "--",
                 str(self.kubelet_bin),
                 f"--config={self.workdir / 'kubelet.yaml'}",
                 f"--kubeconfig={self.kubeconfig}",
@@ -571,17 +644,20 @@ def cleanup(state: dict[str, Any]) -> list[str]:
 
 
 def guard(state_file: Path) -> int:
-    """Wait until the launcher closes our stdin or we get SIGTERM, then clean up."""
-
-    def on_term(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.stdin.buffer.read()
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    """Wait until the launcher closes our stdin or we get SIGTERM or SIGINT, then clean
+    up. A launcher killed by SIGKILL does both at once (its pipe closes, pdeathsig sends
+    SIGTERM): the handlers only wake the wait, so no second signal can cut the cleanup
+    short."""
+    wake_read, wake_write = os.pipe()
+    os.set_blocking(wake_write, False)
+    signal.set_wakeup_fd(wake_write)
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda signum, frame: None)
+    stdin = sys.stdin.buffer.fileno()
+    while True:
+        ready, _, _ = select.select([stdin, wake_read], [], [])
+        if wake_read in ready or not os.read(stdin, 4096):
+            break
     state = json.loads(state_file.read_text())
     for line in cleanup(state):
         print(f"guard removed {line}", flush=True)

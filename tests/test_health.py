@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from temporalio.client import WorkflowHistory
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import ActivityEnvironment, WorkflowEnvironment
 
 from activities.health import HealthActivities, Password, probe_environment
@@ -429,3 +430,48 @@ async def test_no_history_of_a_migration_holds_the_redis_password(
             assert PASSWORD not in text, history.workflow_id
             assert "redis-auth" in text or history.workflow_id != migration.id
     assert searched > 50
+
+
+class PodsOnly:
+    """The pod read a probe naming {pod_ip} makes, from a dict of pod IPs."""
+
+    context = "nowhere"
+
+    def __init__(self, ips: dict[str, str]) -> None:
+        self.ips = ips
+
+    def pod(self, ns: str, name: str) -> dict[str, Any] | None:
+        return {"status": {"podIP": self.ips[name]}} if name in self.ips else None
+
+
+class ProbesOfPods(HealthActivities):
+    def __init__(self, kube: PodsOnly) -> None:
+        super().__init__({})
+        self.fake = kube
+
+    def _kube(self, context: str) -> Any:
+        return self.fake
+
+
+def test_a_probe_may_name_the_pods_ip_read_when_it_runs() -> None:
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    port = listener.getsockname()[1]
+    task = ProbeInput(
+        probes=[Probe(kind="tcp", host="{pod_ip}", port=port, retries=0)],
+        context="nowhere",
+        namespace="shop",
+        statefulset="redis",
+        service="redis-headless",
+        ordinal=3,
+    )
+    try:
+        found = ActivityEnvironment().run(
+            ProbesOfPods(PodsOnly({"redis-3": "127.0.0.1"})).probe_ordinal, task
+        )
+        assert found.ok and f"127.0.0.1:{port}" in found.results[0].detail, found
+        with pytest.raises(ApplicationError, match="has no IP in nowhere yet"):
+            ActivityEnvironment().run(ProbesOfPods(PodsOnly({})).probe_ordinal, task)
+    finally:
+        listener.close()

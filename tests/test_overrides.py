@@ -14,7 +14,11 @@ from pydantic import ValidationError
 from activities import manifests
 from activities.preflight.dry_runs import check_overrides_stored
 from activities.preflight.findings import Findings
-from activities.preflight.overrides import check_overrides, check_overrides_kept
+from activities.preflight.overrides import (
+    check_overrides,
+    check_overrides_keep_selectors,
+    check_overrides_kept,
+)
 from activities.preflight.statefulsets import check_compatible
 from contract import MigrationRequest
 from contract.request import PodTemplatePatch
@@ -277,7 +281,7 @@ def test_the_plan_lists_what_the_overrides_change() -> None:
     f = Findings()
     r = request({"type": "json", "patch": IMAGE}, {"type": "merge", "patch": PLACEMENT})
     pods, changes = check_overrides(source_sts(), r, f)
-    assert not f.problems and not f.warnings
+    assert not f.problems and len(f.warnings) == 1 and "image of container redis" in f.warnings[0]
     assert pods["spec"]["template"]["spec"]["nodeSelector"] == {"zone": "a", "pool": "b"}
     assert sorted(changes) == sorted(
         [
@@ -562,3 +566,54 @@ def test_an_existing_destination_without_a_zero_value_is_the_same() -> None:
     made["spec"]["template"]["spec"]["hostNetwork"] = True
     check_overrides_kept(src, made, r, f)
     assert len(f.warnings) == 1 and "/spec/hostNetwork" in f.warnings[0]
+
+
+class SelectorsOnly:
+    """The reads check_overrides_keep_selectors makes: the PDBs and the Service."""
+
+    def __init__(self, pdbs: list[dict[str, Any]], service_selector: dict[str, str]) -> None:
+        self._pdbs = pdbs
+        self._service = {"spec": {"selector": service_selector}}
+
+    def pdbs(self, ns: str) -> list[dict[str, Any]]:
+        return self._pdbs
+
+    def dependency(self, kind: str, ns: str, name: str) -> dict[str, Any] | None:
+        return self._service if (kind, name) == ("Service", "redis") else None
+
+
+def test_an_override_may_not_take_the_pods_out_of_their_service_or_budget() -> None:
+    sts = source_sts()
+    sts["spec"]["template"]["metadata"]["labels"].update(role="cache", team="a")
+    pdb = {"metadata": {"name": "redis-pdb"}, "spec": {"selector": {"matchLabels": {"team": "a"}}}}
+    kube: Any = SelectorsOnly([pdb], {"app": "redis", "role": "cache"})
+    relabel = {"type": "merge", "patch": {"metadata": {"labels": {"role": "db", "team": None}}}}
+    r = request(relabel)
+    f = Findings()
+    overridden, _ = check_overrides(sts, r, f)
+    assert f.problems == [] and overridden is not None
+    check_overrides_keep_selectors(kube, sts, overridden, r, f)
+    said = sorted(p.message for p in f.problems)
+    assert said == [
+        "the overridden labels take the destination's pods out of PodDisruptionBudget "
+        "shop/redis-pdb, which selects the source's (the app's disruption budget)",
+        "the overridden labels take the destination's pods out of Service shop/redis, "
+        "which selects the source's (the app's DNS names)",
+    ]
+    # A label neither selects may change.
+    fine = Findings()
+    other = request({"type": "merge", "patch": {"metadata": {"labels": {"moved": "yes"}}}})
+    overridden, _ = check_overrides(sts, other, fine)
+    check_overrides_keep_selectors(kube, sts, overridden, other, fine)
+    assert fine.problems == []
+
+
+def test_an_image_change_is_warned_about_for_rollbacks() -> None:
+    f = Findings()
+    check_overrides(source_sts(), request({"type": "json", "patch": IMAGE}), f)
+    assert f.problems == []
+    assert f.warnings == [
+        "destination_overrides change the image of container redis (reg.a/redis:7.2 -> "
+        "reg.b/redis:7.2): a rollback gives an ordinal's volume back to the source's pods, "
+        "on reg.a/redis:7.2; make sure it reads what reg.b/redis:7.2 writes"
+    ]

@@ -11,7 +11,7 @@ import pydantic
 from kubernetes import client
 
 from activities import manifests
-from activities.kube import Obj
+from activities.kube import Kube, Obj
 from activities.preflight.findings import Findings
 from contract import MigrationRequest
 
@@ -40,7 +40,29 @@ def check_overrides(
     if request.destination_overrides and (wrong := _not_a_pod_template(pods)):
         f.problem(_WHERE, f"the overridden pod template is not one: {wrong}", _FIX)
         return None, []
+    f.warnings.extend(_image_changes(sts, pods))
     return pods, changes
+
+
+def _images(sts: Obj) -> dict[str, str]:
+    spec = sts["spec"]["template"].get("spec") or {}
+    return {
+        str(c.get("name")): str(c.get("image"))
+        for c in [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
+    }
+
+
+def _image_changes(sts: Obj, pods: Obj) -> list[str]:
+    """A warning per container whose image an override changes: a rollback gives the
+    ordinal's volume back to the source's pods, which run the source's image."""
+    before, after = _images(sts), _images(pods)
+    return [
+        f"destination_overrides change the image of container {name} ({before[name]} -> "
+        f"{image}): a rollback gives an ordinal's volume back to the source's pods, on "
+        f"{before[name]}; make sure it reads what {image} writes"
+        for name, image in after.items()
+        if name in before and before[name] != image
+    ]
 
 
 def _not_a_pod_template(sts: Obj) -> str:
@@ -87,3 +109,37 @@ def check_overrides_kept(sts: Obj, existing: Obj, request: MigrationRequest, f: 
             "when the run creates it, so its pods keep what it has (patch it with kubectl, "
             "or delete it while it owns no pods so the run makes it again)"
         )
+
+
+def check_overrides_keep_selectors(
+    source: Kube, sts: Obj, overridden: Obj | None, request: MigrationRequest, f: Findings
+) -> None:
+    """No override takes the destination's pods out of the app's headless Service (their
+    DNS names) or a PodDisruptionBudget of the source's pods (the budget the run shares):
+    each of those whose selector matches the source's pods must match the overridden."""
+    if overridden is None or not request.destination_overrides:
+        return
+    before = ((sts["spec"]["template"].get("metadata") or {}).get("labels")) or {}
+    after = ((overridden["spec"]["template"].get("metadata") or {}).get("labels")) or {}
+    if before == after:
+        return
+    selectors: list[tuple[str, str, Obj]] = [
+        ("PodDisruptionBudget", p["metadata"]["name"], (p.get("spec") or {}).get("selector") or {})
+        for p in source.pdbs(request.namespace)
+    ]
+    if name := sts["spec"].get("serviceName"):
+        service = source.dependency("Service", request.namespace, name)
+        if service is not None:
+            selected = (service.get("spec") or {}).get("selector") or {}
+            selectors.append(("Service", name, {"matchLabels": selected}))
+    for kind, name, selector in selectors:
+        if manifests.selector_matches(selector, before) and not manifests.selector_matches(
+            selector, after
+        ):
+            what = "DNS names" if kind == "Service" else "disruption budget"
+            f.problem(
+                _WHERE,
+                f"the overridden labels take the destination's pods out of {kind} "
+                f"{request.namespace}/{name}, which selects the source's (the app's {what})",
+                f"leave the labels {kind} {name} selects as they are",
+            )

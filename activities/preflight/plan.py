@@ -29,7 +29,7 @@ from activities.preflight.findings import (
 )
 from activities.preflight.hooks import check_hooks
 from activities.preflight.listing import list_volumes
-from activities.preflight.overrides import check_overrides
+from activities.preflight.overrides import check_overrides, check_overrides_keep_selectors
 from activities.preflight.statefulsets import (
     check_destination,
     check_lock,
@@ -97,6 +97,7 @@ def build_plan(
     check_storage_classes(destination, source_slice, ordinals, request, found)
     check_csi(destination, source_volumes, ordinals, found)
     dependencies = check_dependencies(source, destination, pods, request, found)
+    check_overrides_keep_selectors(source, source_slice.sts, overridden, request, found)
     pdbs = [
         pdb
         for d in dependencies

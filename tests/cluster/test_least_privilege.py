@@ -84,7 +84,8 @@ def identity(
     )
     tokens = {}
     for side in SIDES:
-        label = f"{permissions.SIDE_LABEL}={side}"
+        # As the README: without the hooks' role (no request here has hooks).
+        label = f"{permissions.SIDE_LABEL}={side},{permissions.HOOKS_LABEL}!=true"
         clusters.kubectl(side, "apply", "-l", label, "-f", "-", input=rbac)
         both = f"{permissions.SIDE_LABEL} in ({side},both)"
         clusters.kubectl(side, "apply", "-l", both, "-f", "-", input=admission)

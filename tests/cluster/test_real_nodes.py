@@ -7,6 +7,7 @@ Marker ``real`` (``make real``): left out of ``make test``, which stays on kwok 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import os
@@ -92,6 +93,17 @@ def test_real_nodes_join_beside_the_kwok_nodes(real_clusters: LocalClusters) -> 
     assert subnets[0] != subnets[1]
 
 
+def test_each_kubelet_has_its_own_device_plugin_socket(real_clusters: LocalClusters) -> None:
+    """kubelet's device manager listens on a fixed path; each real node's mount namespace
+    has its own folder there, so the two kubelets never take each other's socket."""
+    nodes = real_clusters.real_node_list()
+    for node in nodes:
+        assert node.device_plugin_socket.is_socket(), node.device_plugin_socket
+        assert os.readlink(node.mount_namespace()) != os.readlink("/proc/self/ns/mnt")
+    assert nodes[0].device_plugin_socket != nodes[1].device_plugin_socket
+    assert os.readlink(nodes[0].mount_namespace()) != os.readlink(nodes[1].mount_namespace())
+
+
 def test_a_pod_without_the_toleration_stays_off_the_real_node(
     real_clusters: LocalClusters,
 ) -> None:
@@ -163,6 +175,9 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_volume(
     )
     pod = _ready_pod(lc, "source", ns, "redis-0")
     assert pod["spec"]["nodeName"] == REAL_NODE_NAME
+    # The kubelet mounted the ServiceAccount token (a projected volume, a tmpfs it makes in
+    # the node's mount namespace) where containerd's runc sees it: else no Ready.
+    assert any("projected" in v for v in pod["spec"]["volumes"])
     assert _redis_cli(lc, "source", ns, "redis-0", "SET", KEY, VALUE) == "OK"
     assert _redis_cli(lc, "source", ns, "redis-0", "SAVE") == "OK"
     assert (folder / "dump.rdb").is_file()  # the real container wrote the shared folder
@@ -209,7 +224,8 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_volume(
 
 def _ours(workdir: Path, run_dirs: list[str]) -> dict[str, list[str]]:
     """Processes naming the launcher's work folder or its real nodes' socket folders
-    (the shims), and mounts under the work folder, still there."""
+    (the shims), and mounts under those folders that the host or one of those processes
+    (the nodes' own mount namespaces) still sees."""
     processes = []
     for proc in Path("/proc").iterdir():
         if proc.name.isdigit():
@@ -219,12 +235,13 @@ def _ours(workdir: Path, run_dirs: list[str]) -> dict[str, list[str]]:
                 continue
             if any(name.encode() in text for name in [str(workdir), *run_dirs]):
                 processes.append(proc.name)
-    mounts = [
-        line.split()[4]
-        for line in Path("/proc/self/mountinfo").read_text().splitlines()
-        if line.split()[4].startswith((str(workdir), *run_dirs))
-    ]
-    return {"processes": processes, "mounts": mounts}
+    mounts = set()
+    for pid in ["self", *processes]:
+        with contextlib.suppress(OSError):
+            for line in Path(f"/proc/{pid}/mountinfo").read_text().splitlines():
+                if line.split()[4].startswith((str(workdir), *run_dirs)):
+                    mounts.add(line.split()[4])
+    return {"processes": processes, "mounts": sorted(mounts)}
 
 
 def test_a_killed_launcher_leaves_no_process_mount_or_bridge(tmp_path: Path) -> None:
