@@ -184,6 +184,9 @@ class DemoResult:
     cluster_states: dict[int, str]  # destination ordinal -> cluster_state
     cluster_nodes: str
     violations: list[str]
+    leaks: list[str]  # where the password was found: the history, the worker's log, specs
+    # The hook's script path found in the histories' text: the search sees payloads.
+    history_shows_request: bool
     hooks: bool
     migration_seconds: float
 
@@ -321,6 +324,19 @@ def migration_request(hooks: bool) -> MigrationRequest:
     return MigrationRequest.model_validate(body)
 
 
+def password_leaks(lc: LocalClusters, password: str, worker_log: Path, history: str) -> list[str]:
+    """Where the password shows: Temporal's histories (hooks' and probes' inputs and
+    results), the worker's log, the StatefulSets and pods of both clusters (I5)."""
+    places = {"workflow histories": history, "worker log": worker_log.read_text()}
+    for context in lc.clusters:
+        for kind in ("statefulsets", "pods"):
+            places[f"{context} {kind}"] = lc.kubectl(
+                context, "-n", NAMESPACE, "get", kind, "-o", "json"
+            )
+    # A history's payloads are JSON in bytes: the text form escapes no URL-safe character.
+    return [name for name, text in places.items() if password in text]
+
+
 def read_back(lc: LocalClusters, password: str, written: dict[str, str]) -> dict[str, str | None]:
     """Every key the client wrote, read from the destination's pods: the ones whose
     value is not the one written."""
@@ -347,9 +363,20 @@ def read_back(lc: LocalClusters, password: str, written: dict[str, str]) -> dict
     return lost
 
 
+async def histories(client: Client) -> str:
+    """Every workflow run's history on the dev server (the migration, its ordinals' child
+    workflows, every run it continued as new), as protobuf text: payloads in it as
+    written (this demo has no codec)."""
+    found: list[str] = []
+    async for execution in client.list_workflows():
+        handle = client.get_workflow_handle(execution.id, run_id=execution.run_id)
+        found.extend(str(event) for event in (await handle.fetch_history()).events)
+    return "\n".join(found)
+
+
 async def migrate(
     server: DevServer, lc: LocalClusters, request: MigrationRequest
-) -> tuple[list[str], float]:
+) -> tuple[list[str], float, str]:
     client = await Client.connect(server.address, data_converter=pydantic_data_converter)
     apis = {
         name: config.new_client_from_config(
@@ -388,7 +415,7 @@ async def migrate(
     finally:
         observer.stop()
     seconds = time.monotonic() - started
-    return observer.verdict(ORDER, (0, 0), (0, REPLICAS)), seconds
+    return observer.verdict(ORDER, (0, 0), (0, REPLICAS)), seconds, await histories(client)
 
 
 def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResult:
@@ -418,7 +445,7 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
             time.sleep(3)
             try:
                 at_start = load.figures.writes
-                violations, seconds = asyncio.run(migrate(server, lc, request))
+                violations, seconds, history = asyncio.run(migrate(server, lc, request))
                 writes_during = load.figures.writes - at_start
                 time.sleep(3)
             finally:
@@ -452,6 +479,8 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
                     "observer: no violation (one pod per identity at all times, every volume "
                     "kept, same storage behind every moved claim, markers intact)"
                 )
+            leaks = password_leaks(lc, password, workdir / "worker.log", history)
+            say(f"the password in: {', '.join(leaks) or 'no history, worker log or spec'}")
             result = DemoResult(
                 figures=figures,
                 keys_written=len(load.written),
@@ -464,6 +493,8 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
                 cluster_states=states,
                 cluster_nodes=nodes,
                 violations=violations,
+                leaks=leaks,
+                history_shows_request="/config/before-give-up.sh" in history,
                 hooks=hooks,
                 migration_seconds=seconds,
             )
