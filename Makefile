@@ -15,7 +15,7 @@ STAMP  := $(VENV)/.installed
 
 SUDO   := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo test faults field real bench bench-binding bench-scale lint binaries test-packages clusters clean image image-lock image-test image-packages
+.PHONY: demo demo-redis test faults field real bench bench-binding bench-scale lint binaries test-packages clusters clean image image-lock image-test image-packages
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "Python >= 3.11 is required")'
@@ -38,6 +38,12 @@ test-packages:
 
 demo: binaries
 	$(BIN)/python -m devenv demo $(ARGS)
+
+# The seed's Redis Cluster for real (devenv/redisdemo.py): six real redis-server pods on
+# the real kubelet nodes, moved with the failover hooks while a client on this machine
+# reads and writes; ARGS='--no-hooks' to compare, '--exit' to stop at the end. Needs root.
+demo-redis: binaries test-packages
+	$(BIN)/python -m devenv demo --redis $(ARGS)
 
 clusters: binaries
 	$(BIN)/python -m devenv up $(ARGS)

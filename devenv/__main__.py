@@ -4,6 +4,8 @@ python -m devenv build           build or reuse the Kubernetes binaries
 python -m devenv up [--workdir]  run "source" and "destination" until Ctrl-C
                  [--real-nodes]  ... each with a real kubelet node beside the kwok ones
 python -m devenv demo [--exit]   Temporal dev server + clusters + worker + a workflow
+                 [--redis]       ... the seed's Redis Cluster of real pods, moved under load
+                 [--no-hooks]    ... without the failover hooks (to compare)
 python -m devenv measure         warm start time and RSS of both clusters
 python -m devenv exit-check      how often a short Temporal client script dies at exit
 """
@@ -70,7 +72,16 @@ def cmd_up(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from devenv import demo  # imports the product's payload models; only the demo needs them
+    # These import the product's payload models; only the demos need them.
+    if args.redis:
+        from devenv import redisdemo
+
+        return redisdemo.run(
+            _workdir(args.workdir, "stsmigrate-redis-demo-"),
+            hooks=not args.no_hooks,
+            wait=not args.exit,
+        )
+    from devenv import demo
 
     return demo.run(_workdir(args.workdir, "stsmigrate-demo-"), wait=not args.exit)
 
@@ -231,6 +242,17 @@ def main(argv: list[str] | None = None) -> int:
     demo = sub.add_parser("demo", help="dev server, clusters, worker and a real migration")
     demo.add_argument("--workdir", help="folder for all state (default: a new temp folder)")
     demo.add_argument("--exit", action="store_true", help="stop once the migration is done")
+    demo.add_argument(
+        "--redis",
+        action="store_true",
+        help="the seed's 6-node Redis Cluster on real kubelet nodes, moved while a client "
+        "reads and writes (devenv/redisdemo.py; needs root)",
+    )
+    demo.add_argument(
+        "--no-hooks",
+        action="store_true",
+        help="with --redis: migrate without the failover hooks, to compare the client's figures",
+    )
     measure = sub.add_parser("measure", help="warm start time and RSS of both clusters")
     measure.add_argument("--workdir", help="folder for cluster state (default: a temp folder)")
     measure.add_argument("--replicas", type=int, default=6, help="StatefulSet size (default 6)")

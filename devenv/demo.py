@@ -48,20 +48,25 @@ def say(message: str = "") -> None:
     print(message, flush=True)
 
 
-def deploy_app(lc: LocalClusters) -> None:
+def create_namespace(lc: LocalClusters, namespace: str) -> None:
+    """``namespace`` in both clusters, with its default ServiceAccount."""
     for context in lc.clusters:
-        lc.kubectl(context, "create", "namespace", NAMESPACE)
+        lc.kubectl(context, "create", "namespace", namespace)
     for context in lc.clusters:
         # Pods are refused until the namespace's default ServiceAccount exists.
         deadline = time.monotonic() + 60
         while True:
             try:
-                lc.kubectl(context, "-n", NAMESPACE, "get", "serviceaccount", "default")
+                lc.kubectl(context, "-n", namespace, "get", "serviceaccount", "default")
                 break
             except ClusterError:
                 if time.monotonic() > deadline:
                     raise
                 time.sleep(0.2)
+
+
+def deploy_app(lc: LocalClusters) -> None:
+    create_namespace(lc, NAMESPACE)
     # A random password: the demo shows it never reaches Temporal or a log.
     lc.kubectl(
         "source",
@@ -156,6 +161,30 @@ async def run_migration(server: DevServer, lc: LocalClusters) -> list[str]:
     return observer.verdict([5, 4, 3, 2, 1, 0], (0, 0), (0, 6))
 
 
+def start_worker(server: DevServer, lc: LocalClusters, log_path: Path) -> subprocess.Popen[bytes]:
+    """The real worker process (worker.py) against the dev server and both clusters."""
+    say(f"starting the worker (JSON logs in {log_path}) ...")
+    env = {
+        **os.environ,
+        "TEMPORAL_ADDRESS": server.address,
+        "TEMPORAL_NAMESPACE": "default",
+        "STSMIGRATE_KUBECONFIG": str(lc.kubeconfig),
+    }
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            ["setpriv", "--pdeathsig", "SIGTERM", "--", sys.executable, str(REPO / "worker.py")],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+
+
+def stop_worker(worker: subprocess.Popen[bytes] | None) -> None:
+    if worker and worker.poll() is None:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(40)
+
+
 def run(workdir: Path, wait: bool) -> int:
     server = DevServer(workdir / "temporal", db_filename=workdir / "temporal" / "temporal.db")
     worker: subprocess.Popen[bytes] | None = None
@@ -164,28 +193,7 @@ def run(workdir: Path, wait: bool) -> int:
         server.start(search_attributes=SEARCH_ATTRIBUTES)
         say("starting the source and destination clusters ...")
         with LocalClusters(workdir / "clusters") as lc:
-            worker_log = workdir / "worker.log"
-            say(f"starting the worker (JSON logs in {worker_log}) ...")
-            env = {
-                **os.environ,
-                "TEMPORAL_ADDRESS": server.address,
-                "TEMPORAL_NAMESPACE": "default",
-                "STSMIGRATE_KUBECONFIG": str(lc.kubeconfig),
-            }
-            with worker_log.open("ab") as log:
-                worker = subprocess.Popen(
-                    [
-                        "setpriv",
-                        "--pdeathsig",
-                        "SIGTERM",
-                        "--",
-                        sys.executable,
-                        str(REPO / "worker.py"),
-                    ],
-                    env=env,
-                    stdout=log,
-                    stderr=subprocess.STDOUT,
-                )
+            worker = start_worker(server, lc, workdir / "worker.log")
             say(f"deploying a 6-replica Redis-like StatefulSet into source/{NAMESPACE} ...")
             started = time.monotonic()
             deploy_app(lc)
@@ -213,7 +221,5 @@ def run(workdir: Path, wait: bool) -> int:
                 wait_for_interrupt()
             return 1 if violations else 0
     finally:
-        if worker and worker.poll() is None:
-            worker.send_signal(signal.SIGTERM)
-            worker.wait(40)
+        stop_worker(worker)
         server.stop()

@@ -7,7 +7,8 @@ takes as is; pods use them with ``imagePullPolicy: Never``:
 
 - ``PAUSE_IMAGE``: the static Go program of devenv/go/pause, the sandbox image;
 - ``REDIS_IMAGE``: Debian's ``redis-server`` and ``redis-cli`` with the libraries
-  ``ldd`` names, and ``dash`` as ``/bin/sh``.
+  ``ldd`` names, ``dash`` as ``/bin/sh`` and coreutils' ``sleep`` (dash has no
+  sleep builtin; the Redis demo's hook scripts wait with it).
 
 Layers are made reproducibly (sorted entries, zero times and owners), so one set
 of host files always gives the same digests.
@@ -142,12 +143,14 @@ def pause_image(folder: Path, pause_binary: Path) -> Path:
 
 
 def redis_image(folder: Path) -> Path:
-    """Debian's redis-server and redis-cli (and dash as /bin/sh) with their libraries."""
+    """Debian's redis-server and redis-cli (and dash as /bin/sh, coreutils' sleep) with
+    their libraries."""
     files: dict[str, Path] = {}
     for image_path, command in (
         ("usr/bin/redis-server", "redis-server"),
         ("usr/bin/redis-cli", "redis-cli"),
         ("bin/sh", "dash"),
+        ("bin/sleep", "sleep"),
     ):
         host = shutil.which(command)
         if host is None:
