@@ -40,8 +40,9 @@ def _state(sts: Obj | None) -> StatefulSetState:
 def _check_template_pinned(body: Obj, request: EnsureDestinationInput) -> None:
     """The destination StatefulSet is created only with the pod template preflight
     checked (``Plan.destination_template_digest``): the source is read again here, maybe
-    long after preflight (an approval wait), and a template changed since would make
-    pods the dry runs, the quota and the scheduling checks never saw. Refused before
+    long after preflight (a pause asked meanwhile, a worker down), and a template
+    changed since would make pods the dry runs, the quota and the scheduling checks
+    never saw. Refused before
     anything is created: nothing has moved yet, so the run ends and a new one plans
     again (I6)."""
     if not request.template_digest:
