@@ -282,6 +282,14 @@ def with_overrides(sts: Obj, request: MigrationRequest) -> Obj:
     return {**sts, "spec": {**sts["spec"], "template": overridden_template(sts, request)}}
 
 
+def template_digest(template: Obj) -> str:
+    """The sha256 of a pod template's canonical JSON (keys sorted, no spaces): what the
+    plan pins (``Plan.destination_template_digest``) and the creation of the destination
+    StatefulSet compares, so what is created is what preflight checked."""
+    text = json.dumps(template, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def override_operations(sts: Obj, request: MigrationRequest) -> list[Obj]:
     """What the overrides change in the pod template: the RFC 6902 operations that
     ``jsonpatch`` makes from the difference, whatever kind of patch made it."""

@@ -20,7 +20,7 @@ from contract import (
     StatefulSetState,
     TakeInput,
 )
-from contract.errors import CONFLICT, CONFLICTING_CHANGE, INVALID
+from contract.errors import CONFLICT, CONFLICTING_CHANGE, INVALID, TEMPLATE_CHANGED
 
 # One logger for every migration activity, as before the split: its name is in each
 # JSON log line.
@@ -35,6 +35,32 @@ def _state(sts: Obj | None) -> StatefulSetState:
     start, replicas = slice_of(sts)
     ready = int((sts.get("status") or {}).get("readyReplicas") or 0)
     return StatefulSetState(exists=True, start=start, replicas=replicas, ready_replicas=ready)
+
+
+def _check_template_pinned(body: Obj, request: EnsureDestinationInput) -> None:
+    """The destination StatefulSet is created only with the pod template preflight
+    checked (``Plan.destination_template_digest``): the source is read again here, maybe
+    long after preflight (a pause asked meanwhile, a worker down), and a template
+    changed since would make pods the dry runs, the quota and the scheduling checks
+    never saw. Refused before
+    anything is created: nothing has moved yet, so the run ends and a new one plans
+    again (I6)."""
+    if not request.template_digest:
+        return  # a plan made before the digest existed
+    now = manifests.template_digest((body.get("spec") or {}).get("template") or {})
+    if now == request.template_digest:
+        return
+    r = request.request
+    raise ApplicationError(
+        f"the pod template of source StatefulSet {r.namespace}/{r.statefulset} in "
+        f"{r.source_context} changed since preflight (sha256 {now[:12]}, preflight checked "
+        f"{request.template_digest[:12]}): the destination StatefulSet would be made from "
+        "another template than the plan showed and the dry runs checked, so it was not "
+        "created and no ordinal moved; start the migration again so preflight checks the "
+        "template as it is now",
+        type=TEMPLATE_CHANGED,
+        non_retryable=True,
+    )
 
 
 class SliceActivities(ConvergingActivities):
@@ -72,6 +98,7 @@ class SliceActivities(ConvergingActivities):
         except manifests.OverrideRefused as e:
             # Preflight applied them to the same template; the source's changed since.
             raise ApplicationError(str(e), type=INVALID, non_retryable=True) from None
+        _check_template_pinned(body, request)
         created = dest.create("StatefulSet", r.target_namespace, body)
         if created is None:  # created meanwhile by a previous attempt of ours
             created = dest.statefulset(r.target_namespace, r.statefulset)

@@ -287,6 +287,11 @@ class EnsureDestinationInput(Payload):
     request: MigrationRequest
     migration_id: str
     start: int
+    template_digest: str = Field(
+        "",
+        description="the plan's destination_template_digest: a destination StatefulSet "
+        "created with another pod template is refused (empty: not compared)",
+    )
 
 
 class StatefulSetState(Reply):

@@ -25,6 +25,8 @@ BLOCKING = frozenset({CONFLICTING_CHANGE, WAIT_TIMEOUT, NOT_OURS})
 
 # How a migration ends when it cannot go on.
 PREFLIGHT_FAILED = "PreflightFailed"  # the plan has problems; nothing was changed
+# The source's pod template changed between preflight and the destination's creation.
+TEMPLATE_CHANGED = "TemplateChangedSincePreflight"
 HEALTH_GATE_FAILED = "HealthGateFailed"  # on_failure "fail"
 REJECTED = "Rejected"  # an update's validator refused the operator's message
 RUNS_IN_BOTH = "RunsInBothClusters"  # the final placement has an ordinal in both clusters

@@ -58,6 +58,13 @@ class Plan(Reply):
         description="what the request's destination_overrides change in the destination's "
         'pod template, as JSON patch operations (e.g. "replace /spec/containers/0/image ...")',
     )
+    destination_template_digest: str = Field(
+        "",
+        description="sha256 of the canonical JSON (keys sorted) of the pod template "
+        "preflight checked for the destination's pods: the source's overridden, or an "
+        "existing destination StatefulSet's; the destination StatefulSet is created only "
+        "with a template of this digest (empty: preflight checked none)",
+    )
     ordinals: list[OrdinalPlan] = Field(default_factory=list, description="highest first")
     moved: list[OrdinalPlan] = Field(
         default_factory=list,

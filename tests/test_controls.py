@@ -17,7 +17,13 @@ import pytest
 import pytest_asyncio
 from google.protobuf.duration_pb2 import Duration
 from temporalio.api.workflowservice.v1 import RegisterNamespaceRequest
-from temporalio.client import Client, WorkflowExecutionStatus, WorkflowUpdateFailedError
+from temporalio.client import (
+    Client,
+    WorkflowExecutionStatus,
+    WorkflowFailureError,
+    WorkflowUpdateFailedError,
+)
+from temporalio.exceptions import ApplicationError
 from temporalio.testing import WorkflowEnvironment
 
 from activities.temporal import TemporalActivities
@@ -344,3 +350,27 @@ async def test_a_foreign_scale_up_of_the_source_keeps_the_destination_from_takin
     found = await histories(temporal_env, migration.id)
     record("controls_source_guard_parent", found[0])
     record("controls_source_guard_ordinal_1", found[2])
+
+
+async def test_a_template_changed_since_preflight_ends_the_run_before_any_move(
+    temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
+) -> None:
+    """The creation of the destination StatefulSet gets the plan's digest; its refusal
+    (the source's template changed after preflight) fails the run with nothing moved,
+    the lock released."""
+    clusters, task_queue = fake
+    clusters.template_changed = True
+    migration, _ = await start(temporal_env.client, task_queue)
+    with pytest.raises(WorkflowFailureError) as failed:
+        await migration.result()
+    cause: BaseException | None = failed.value.cause
+    while cause is not None and not isinstance(cause, ApplicationError):
+        cause = cause.__cause__
+    assert isinstance(cause, ApplicationError) and cause.type == "TemplateChangedSincePreflight"
+    assert clusters.created_with == [clusters.template_digest]
+    progress = await migration.progress()
+    assert progress.phase == "failed" and "changed since preflight" in progress.error
+    assert progress.finished == [] and progress.remaining == ORDINALS
+    assert clusters.slices == {"source": (0, 3), "destination": (3, 0)}
+    assert "destination statefulset" not in clusters.changes
+    assert clusters.locks == {}

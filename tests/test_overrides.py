@@ -6,20 +6,25 @@ overrides made (no cluster needed)."""
 from __future__ import annotations
 
 import copy
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from pydantic import ValidationError
 
 from activities import manifests
+from activities.kube import Kube
 from activities.preflight.dry_runs import check_overrides_stored
-from activities.preflight.findings import Findings
+from activities.preflight.findings import Findings, SourceSlice
 from activities.preflight.overrides import (
     check_overrides,
     check_overrides_keep_selectors,
     check_overrides_kept,
 )
-from activities.preflight.statefulsets import check_compatible
+from activities.preflight.statefulsets import (
+    check_compatible,
+    check_destination,
+    destination_pods,
+)
 from contract import MigrationRequest
 from contract.request import PodTemplatePatch
 
@@ -617,3 +622,53 @@ def test_an_image_change_is_warned_about_for_rollbacks() -> None:
         "reg.b/redis:7.2): a rollback gives an ordinal's volume back to the source's pods, "
         "on reg.a/redis:7.2; make sure it reads what reg.b/redis:7.2 writes"
     ]
+
+
+def test_the_plan_pins_the_template_it_checked_by_digest() -> None:
+    """The digest is of the canonical JSON (key order is no change; a value is)."""
+    src = source_sts()
+    r = request({"type": "json", "patch": IMAGE})
+    made = manifests.destination_statefulset(src, r, "mig/1", start=2)["spec"]["template"]
+    checked = manifests.with_overrides(src, r)["spec"]["template"]
+    assert manifests.template_digest(made) == manifests.template_digest(checked)
+    reordered = dict(reversed(list(checked.items())))
+    assert manifests.template_digest(reordered) == manifests.template_digest(checked)
+    changed = copy.deepcopy(src)
+    changed["spec"]["template"]["spec"]["containers"][0]["env"][0]["value"] = "standalone"
+    again = manifests.destination_statefulset(changed, r, "mig/1", start=2)["spec"]["template"]
+    assert manifests.template_digest(again) != manifests.template_digest(checked)
+    assert len(manifests.template_digest(checked)) == 64
+
+
+class OneStatefulSet:
+    """A destination cluster holding one StatefulSet (``check_destination`` reads no more)."""
+
+    def __init__(self, sts: dict[str, Any] | None) -> None:
+        self.sts = sts
+
+    def statefulset(self, ns: str, name: str) -> dict[str, Any] | None:
+        return self.sts
+
+
+def test_an_existing_destination_s_template_is_what_its_pods_are_checked_with() -> None:
+    """A later run's checks of what the pods need (hooks, dependencies, quota, dry run,
+    scheduling) see the destination's template as it is, not the overrides applied to the
+    source's again."""
+    src = source_sts()
+    r = request({"type": "json", "patch": IMAGE})
+    overridden, _ = check_overrides(src, r, Findings())
+    assert overridden is not None
+    source_slice = SourceSlice(sts=src, start=0, replicas=2, templates={"data": None})
+    absent = check_destination(cast(Kube, OneStatefulSet(None)), source_slice, r, Findings())
+    assert destination_pods(src, overridden, absent) is overridden
+    assert destination_pods(src, None, absent) is None
+    existing = manifests.destination_statefulset(src, request(), "mig/1", start=2)
+    existing["spec"]["template"]["spec"]["containers"][0]["image"] = "reg.b/redis:7.0"
+    there = check_destination(cast(Kube, OneStatefulSet(existing)), source_slice, r, Findings())
+    pods = destination_pods(src, overridden, there)
+    assert pods is not None
+    assert pods["spec"]["template"] == existing["spec"]["template"]
+    assert pods["spec"]["template"]["spec"]["containers"][0]["image"] == "reg.b/redis:7.0"
+    assert pods["metadata"] == src["metadata"]  # the source's namespace: its dependencies
+    assert pods["spec"]["volumeClaimTemplates"] == src["spec"]["volumeClaimTemplates"]
+    assert destination_pods(src, None, there) is not None  # refused overrides: it is still there

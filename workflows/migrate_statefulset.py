@@ -392,7 +392,12 @@ class MigrateStatefulSet(SafePoints):
             start = plan.destination_start if plan.destination_exists else plan.end
             await workflow.execute_activity_method(
                 MigrationActivities.ensure_destination_statefulset,
-                EnsureDestinationInput(request=request, migration_id=migration_id, start=start),
+                EnsureDestinationInput(
+                    request=request,
+                    migration_id=migration_id,
+                    start=start,
+                    template_digest=plan.destination_template_digest,
+                ),
                 **quick(f"{dst.context}: StatefulSet {dst.statefulset} owning [{start}, {start})"),
             )
         deps = await workflow.execute_activity_method(

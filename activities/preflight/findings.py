@@ -46,6 +46,7 @@ class DestinationSlice:
     start: int = 0
     replicas: int = 0
     end: int = 0  # one past the highest ordinal of the whole StatefulSet
+    template: Obj | None = None  # an existing destination StatefulSet's pod template
 
 
 # What a plan holds of the checks it never reached (Plan's own defaults).

@@ -3,6 +3,7 @@ parts. The order is that of the problems and warnings in the plan, and of the re
 
 from __future__ import annotations
 
+from activities import manifests
 from activities.budget import check_budget, check_pod_management
 from activities.kube import Kube
 from activities.preflight.access import (
@@ -30,6 +31,7 @@ from activities.preflight.findings import (
 from activities.preflight.hooks import check_hooks
 from activities.preflight.listing import list_volumes
 from activities.preflight.overrides import check_overrides, check_overrides_keep_selectors
+from activities.preflight.scheduling import check_scheduling
 from activities.preflight.statefulsets import (
     check_destination,
     check_lock,
@@ -38,6 +40,7 @@ from activities.preflight.statefulsets import (
     check_source_health,
     check_stop_at_ordinal,
     check_template_claims,
+    destination_pods,
 )
 from activities.preflight.volumes import (
     check_quota,
@@ -70,19 +73,23 @@ def build_plan(
     if source_slice is None:
         return _plan(request, migration_id, found, versions)
     check_lock(source_slice, migration_id, found, source.context)
-    # What the destination's pods are made from: dependencies, quota and dry runs use it.
     overridden, overrides = check_overrides(source_slice.sts, request, found)
-    pods = overridden or source_slice.sts
-    check_hooks(source_slice.sts, pods, request, found)
     check_writers(source, destination, source_slice.sts, request, found)
     check_source_health(source, source_slice, found)
     fix_retention_policy = check_retention_policy(source_slice, request, found)
     destination_slice = check_destination(destination, source_slice, request, found)
+    # What the destination's pods are made from (an existing destination's template, or
+    # the source's overridden): hooks, dependencies, quota, scheduling and dry runs use it.
+    checked = destination_pods(source_slice.sts, overridden, destination_slice)
+    pods = checked or source_slice.sts
+    check_hooks(source_slice.sts, pods, request, found)
     moving = check_stop_at_ordinal(source_slice, request, found)
     # Listed once per cluster: preflight's cost must not grow with the ordinals.
     source_volumes = list_volumes(source, request.namespace)
     destination_volumes = list_volumes(destination, request.target_namespace)
     destination_nodes = destination.nodes()
+    if checked is not None and moving:
+        check_scheduling(checked, destination_nodes, destination.context, found)
     ordinals = check_volumes(
         source_volumes,
         destination_volumes,
@@ -116,7 +123,7 @@ def build_plan(
         check_dry_runs(
             destination,
             source_slice,
-            overridden,
+            checked,
             destination_slice,
             ordinals,
             source_volumes,
@@ -140,6 +147,7 @@ def build_plan(
         dependencies=dependencies,
         fix_retention_policy=fix_retention_policy,
         overrides=overrides,
+        digest=manifests.template_digest(checked["spec"]["template"]) if checked else "",
     )
 
 
@@ -156,6 +164,7 @@ def _plan(
     dependencies: list[Dependency] | None = None,
     fix_retention_policy: bool = False,
     overrides: list[str] | None = None,
+    digest: str = "",
 ) -> Plan:
     """The plan from its parts; the parts of checks never reached are empty."""
     return Plan(
@@ -176,6 +185,7 @@ def _plan(
         claim_templates=list(source.templates),
         service_name=source.service_name,
         destination_overrides=overrides or [],
+        destination_template_digest=digest,
         ordinals=ordinals or [],
         moved=moved or [],
         dependencies=dependencies or [],

@@ -136,7 +136,20 @@ def check_destination(
         )
     if d_replicas > 0:
         end = d_start + d_replicas
-    return DestinationSlice(exists=True, start=d_start, replicas=d_replicas, end=end)
+    template = (dest_sts.get("spec") or {}).get("template") or {}
+    return DestinationSlice(
+        exists=True, start=d_start, replicas=d_replicas, end=end, template=template
+    )
+
+
+def destination_pods(sts: Obj, overridden: Obj | None, destination: DestinationSlice) -> Obj | None:
+    """The StatefulSet the destination's pods are made from, as the checks of what they
+    need see it: the source's with the pod template of an existing destination
+    StatefulSet (a later run: it is taken as it is, the overrides applied only when it
+    is created), else the source's overridden (``None``: the overrides were refused)."""
+    if destination.template is not None:
+        return {**sts, "spec": {**sts["spec"], "template": destination.template}}
+    return overridden
 
 
 def check_compatible(sts: Obj, dest: Obj, request: MigrationRequest, f: Findings) -> None:

@@ -16,10 +16,12 @@ from activities.migration import MigrationActivities
 from activities.volumes import RELEASED_UID
 from contract import (
     ClaimsBoundInput,
+    EnsureDestinationInput,
     ImportInput,
     LockInput,
     MigrationRequest,
     OrdinalPlan,
+    PlanInput,
     ReleaseClaimsInput,
     RetainInput,
     SetSliceInput,
@@ -910,3 +912,96 @@ def test_one_migration_at_a_time_holds_the_lock(
     with pytest.raises(ApplicationError) as missing:
         env.run(acts.lock_statefulset, LockInput(ref=gone, migration_id="mig-2"))
     assert missing.value.type == "ConflictingChange"
+
+
+# -- the destination StatefulSet: made with the template preflight checked -----------
+
+
+def test_the_destination_is_made_only_with_the_template_preflight_checked(
+    kube: dict[str, client.ApiClient], acts: MigrationActivities, namespace: str
+) -> None:
+    """The source changed between preflight and the creation (an approval wait): the
+    creation is refused and nothing is made; a later run's preflight checks the pods
+    against the destination StatefulSet as it is, not the overrides applied again."""
+    env = ActivityEnvironment()
+    src_apps = client.AppsV1Api(kube["source"])
+    dest_apps = client.AppsV1Api(kube["destination"])
+    apply_statefulset(kube["source"], namespace, statefulset("t", 1, ready_delay="100ms"))
+    wait_for(lambda: ready_replicas(kube["source"], namespace, "t") == 1, 60, "t Ready")
+    request = MigrationRequest(
+        statefulset="t",
+        namespace=namespace,
+        source_context="source",
+        destination_context="destination",
+    )
+
+    def plan() -> Any:
+        return env.run(acts.plan_migration, PlanInput(request=request, migration_id="mig-t"))
+
+    before = plan()
+    assert before.ok, before.problems
+    assert len(before.destination_template_digest) == 64
+
+    def create(digest: str) -> Any:
+        return env.run(
+            acts.ensure_destination_statefulset,
+            EnsureDestinationInput(
+                request=request, migration_id="mig-t", start=1, template_digest=digest
+            ),
+        )
+
+    src_apps.patch_namespaced_stateful_set(
+        "t", namespace, {"spec": {"template": {"metadata": {"annotations": {"changed": "yes"}}}}}
+    )
+    with pytest.raises(ApplicationError) as refused:
+        create(before.destination_template_digest)
+    assert refused.value.type == "TemplateChangedSincePreflight" and refused.value.non_retryable
+    assert (
+        f"the pod template of source StatefulSet {namespace}/t in source changed since preflight"
+        in refused.value.message
+    )
+    assert "start the migration again" in refused.value.message
+    assert not dest_apps.list_namespaced_stateful_set(namespace).items
+
+    def rolled_out() -> bool:
+        sts: Any = src_apps.read_namespaced_stateful_set("t", namespace)
+        status = sts.status
+        return bool(
+            status.observed_generation == sts.metadata.generation
+            and status.current_revision == status.update_revision
+            and status.ready_replicas == 1
+        )
+
+    wait_for(rolled_out, 60, "t rolled out with the changed template")
+    again = plan()
+    assert again.destination_template_digest != before.destination_template_digest
+    assert create(again.destination_template_digest).exists
+    # An existing destination is not made again: no template is compared.
+    assert create(before.destination_template_digest).exists
+
+    # The later run: the destination's own template is what its pods need.
+    dest_apps.patch_namespaced_stateful_set(
+        "t",
+        namespace,
+        {
+            "spec": {
+                "template": {
+                    "spec": {
+                        "nodeSelector": {"pool": "nowhere"},
+                        "volumes": [{"name": "extra", "configMap": {"name": "only-here"}}],
+                    }
+                }
+            }
+        },
+    )
+    later = plan()
+    problems = {p.object: p.message for p in later.problems}
+    assert "the pod template needs it but it exists in neither cluster" in problems.get(
+        f"ConfigMap {namespace}/only-here", ""
+    ), later.problems
+    assert "(it asks for nodeSelector pool=nowhere)" in problems.get(
+        "destination pod template", ""
+    ), later.problems
+    made: Any = dest_apps.read_namespaced_stateful_set("t", namespace)
+    assert later.destination_template_digest != again.destination_template_digest
+    assert made.spec.template.spec.node_selector == {"pool": "nowhere"}

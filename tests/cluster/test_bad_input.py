@@ -186,6 +186,30 @@ PREFLIGHT: list[tuple[str, dict[str, Any], list[str]]] = [
             "kubectl explain pod.spec",
         ],
     ),
+    (
+        "override to nodes the destination lacks",
+        {
+            "destination_overrides": [
+                {
+                    "type": "merge",
+                    "patch": {
+                        "spec": {
+                            "nodeSelector": {"pool": "redis"},
+                            "tolerations": [
+                                {"key": "dedicated", "operator": "Exists", "effect": "NoSchedule"}
+                            ],
+                        }
+                    },
+                }
+            ]
+        },
+        [
+            "destination pod template: no Ready node of destination can run the destination's "
+            "pods (it asks for nodeSelector pool=redis): of its ",
+            "not matched by the nodeSelector or required node affinity",
+            "fix: fix the nodeSelector, node affinity or tolerations (destination_overrides)",
+        ],
+    ),
 ]
 
 

@@ -54,7 +54,7 @@ from contract import (
     TakeInput,
     waits_queue,
 )
-from contract.errors import CLEANUP_REFUSED, HOOK_FAILED, UNAVAILABLE
+from contract.errors import CLEANUP_REFUSED, HOOK_FAILED, TEMPLATE_CHANGED, UNAVAILABLE
 from stsmigrate.api import Migration, start_migration
 from workflows import CleanupMigration, MigrateOrdinal, MigrateStatefulSet, RollbackOrdinal
 
@@ -95,6 +95,11 @@ class FakeClusters:
         self.plan_problems: list[Problem] = []  # what the next preflights find
         self.plan_warnings: list[str] = []  # and warn of
         self.plan_fails = False  # the next preflights fail (non-retryable)
+        # The digest the fake preflight pins, the ones the creation was asked for, and
+        # whether the source's template "changed" since (the creation refuses).
+        self.template_digest = "d" * 64
+        self.created_with: list[str] = []
+        self.template_changed = False
         self.in_flight: list[int] = []  # each share's ordinals in flight
         # Seconds each pod/claim wait takes; the most of each that ran at once.
         self.wait_seconds = 0.0
@@ -184,6 +189,7 @@ class FakeClusters:
                 destination_start=dst_start,
                 destination_replicas=dst_replicas,
                 end=self.end,
+                destination_template_digest=self.template_digest,
                 ordinals=[
                     OrdinalPlan(ordinal=k, pod=f"{r.statefulset}-{k}")
                     for k in reversed(range(start, start + replicas))
@@ -196,6 +202,14 @@ class FakeClusters:
 
         @activity.defn(name="ensure_destination_statefulset")
         async def ensure_destination_statefulset(task: EnsureDestinationInput) -> None:
+            self.created_with.append(task.template_digest)
+            if self.template_changed:
+                raise ApplicationError(
+                    "the pod template of source StatefulSet changed since preflight; start "
+                    "the migration again",
+                    type=TEMPLATE_CHANGED,
+                    non_retryable=True,
+                )
             self.changes.append("destination statefulset")
 
         @activity.defn(name="ensure_dependencies")
