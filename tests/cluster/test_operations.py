@@ -200,6 +200,10 @@ async def test_the_readme_python_example_runs_as_written(
     assert "moved [1, 0] placement {'1': 'destination', '0': 'destination'}" in out
 
 
+# About 29 s on a real migration: in make faults (make test keeps the fakes' version,
+# tests/test_controls.py), so make test stays under 20 minutes.
+@pytest.mark.slow
+@pytest.mark.faults
 async def test_pause_during_and_between_ordinals_changes_nothing_until_resumed(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
@@ -515,6 +519,10 @@ async def test_health_gates_on_a_real_migration_pause_when_redis_fails(
     assert result.aborted and result.placement == {"1": "destination", "0": "destination"}
 
 
+# About 29 s on a real migration: in make faults (make test keeps the fakes' version,
+# tests/test_controls.py), so make test stays under 20 minutes.
+@pytest.mark.slow
+@pytest.mark.faults
 async def test_rollback_gives_an_ordinal_back_on_its_own_volumes_then_it_moves_again(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
