@@ -165,6 +165,8 @@ class LoadClient(threading.Thread):
     def stop(self) -> Figures:
         self._stopping.set()
         self.join(30)
+        if self.is_alive():  # it would go on writing while the keys are read back
+            raise ClusterError("the Redis client did not stop within 30 s")
         # The time since the last success counts too: a client stuck at the end paused.
         self._ok()
         self.cluster.close()
@@ -241,7 +243,9 @@ def deploy(lc: LocalClusters) -> str:
         "metadata": {"name": SECRET, "namespace": NAMESPACE},
         "data": {SECRET_KEY: base64.b64encode(password.encode()).decode()},
     }
-    lc.kubectl("source", "apply", "-f", "-", input=json.dumps(secret))
+    # create, not apply: apply would keep the whole object, the password too, in the
+    # Secret's last-applied-configuration annotation.
+    lc.kubectl("source", "create", "-f", "-", input=json.dumps(secret))
     lc.kubectl("source", "-n", NAMESPACE, "apply", "-f", str(APP))
     lc.kubectl(
         "source",
@@ -327,12 +331,18 @@ def password_leaks(lc: LocalClusters, password: str, worker_log: Path, history: 
     results), the worker's log, the StatefulSets and pods of both clusters (I5)."""
     places = {"workflow histories": history, "worker log": worker_log.read_text()}
     for context in lc.clusters:
-        for kind in ("statefulsets", "pods"):
+        for kind in ("statefulsets", "pods", "events", "configmaps"):
             places[f"{context} {kind}"] = lc.kubectl(
                 context, "-n", NAMESPACE, "get", kind, "-o", "json"
             )
-    # A history's payloads are JSON in bytes: the text form escapes no URL-safe character.
-    return [name for name, text in places.items() if password in text]
+        # A Secret's metadata (annotations such as last-applied-configuration).
+        places[f"{context} secret metadata"] = lc.kubectl(
+            context, "-n", NAMESPACE, "get", "secrets", "-o", "jsonpath={.items[*].metadata}"
+        )
+    # A history's payloads are JSON in bytes: the text form escapes no URL-safe
+    # character. The base64 form too (a payload or a Secret's data copied somewhere).
+    forms = (password, base64.b64encode(password.encode()).decode())
+    return [name for name, text in places.items() if any(f in text for f in forms)]
 
 
 def read_back(lc: LocalClusters, password: str, written: dict[str, str]) -> dict[str, str | None]:

@@ -374,3 +374,4 @@ async def test_a_template_changed_since_preflight_ends_the_run_before_any_move(
     assert clusters.slices == {"source": (0, 3), "destination": (3, 0)}
     assert "destination statefulset" not in clusters.changes
     assert clusters.locks == {}
+    record("controls_template_changed_parent", (await histories(temporal_env, migration.id))[0])

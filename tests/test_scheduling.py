@@ -165,3 +165,19 @@ def test_a_destination_without_nodes_fits_no_pod() -> None:
     f = Findings()
     check_scheduling(sts({}), [], "b", f)
     assert "can run the destination's pods: it has no node;" in f.problems[0].message
+
+
+def test_pods_of_another_scheduler_are_not_judged() -> None:
+    pods = {
+        "spec": {
+            "template": {
+                "spec": {"schedulerName": "fargate-scheduler", "nodeSelector": {"pool": "x"}}
+            }
+        }
+    }
+    f = Findings()
+    check_scheduling(pods, [], "destination", f)
+    assert f.problems == []
+    pods["spec"]["template"]["spec"]["schedulerName"] = "default-scheduler"
+    check_scheduling(pods, [], "destination", f)
+    assert len(f.problems) == 1 and "it has no node" in f.problems[0].message

@@ -10,7 +10,9 @@ what causes it is nearly always bad input (a misspelt or stale ``nodeSelector`` 
 toleration in ``destination_overrides``, a pool the destination lacks). A destination
 whose matching nodes an autoscaler makes only for a Pending pod (a node group scaled
 to zero) gets the fix of starting one such node first; a node that fits and is only
-full is no problem here (the quota and the scheduler judge resources)."""
+full is no problem here (the quota and the scheduler judge resources). Pods of another
+``schedulerName`` (EKS Fargate's, a batch scheduler) are not judged: that scheduler's
+rules are not the default one's."""
 
 from __future__ import annotations
 
@@ -101,6 +103,8 @@ def check_scheduling(pods: Obj, nodes: list[Obj], context: str, f: Findings) -> 
     """A problem when no Ready node of the destination fits the pod template of
     ``pods`` (the StatefulSet the destination's pods are made from)."""
     pod_spec = ((pods.get("spec") or {}).get("template") or {}).get("spec") or {}
+    if pod_spec.get("schedulerName", "default-scheduler") != "default-scheduler":
+        return  # another scheduler (EKS Fargate's, a batch one) places them: not judged
     if fitting_nodes(pod_spec, nodes):
         return
     wanted = []
