@@ -484,7 +484,17 @@ def source_volumes(api: client.ApiClient, namespace: str, name: str, k: int) -> 
     return out
 
 
-@pytest.mark.parametrize("policy", ["pause", "rollback_ordinal", "rollback_all", "fail"])
+# rollback_all and fail (about 15 s each) run in make faults; make test keeps pause and
+# rollback_ordinal on the real clusters, and every policy on fakes (test_health_gates.py).
+@pytest.mark.parametrize(
+    "policy",
+    [
+        "pause",
+        "rollback_ordinal",
+        pytest.param("rollback_all", marks=pytest.mark.slow),
+        pytest.param("fail", marks=pytest.mark.slow),
+    ],
+)
 async def test_a_failed_health_gate_follows_on_failure(
     kube: dict[str, client.ApiClient],
     temporal_env: WorkflowEnvironment,
