@@ -33,26 +33,24 @@ each other's socket ("bind: address already in use"). So containerd starts under
 ``unshare --mount --propagation slave`` with a folder of the node's ``run_dir``
 bind-mounted on each of those paths, and the kubelet joins that namespace
 (``nsenter --mount=/proc/<containerd>/ns/mnt``), and so does the CSI plugin: the
-kubelet's and the plugin's volume mounts (the
-ServiceAccount token's tmpfs, ...) are where containerd, its shims and runc see
-them, host mounts still reach the namespace, and nothing mounted in it reaches the
-host. Pod logs go to ``podLogsDir`` under the node's folder.
+kubelet's and the plugin's volume mounts (the ServiceAccount token's tmpfs, the CSI
+volumes' bind mounts, ...) are where containerd, its shims and runc see them, host
+mounts still reach the namespace, and nothing mounted in it reaches the host. Pod
+logs go to ``podLogsDir`` under the node's folder.
 
 Lifetime: kubelet, containerd and the CSI plugin run under ``setpriv --pdeathsig
-SIGTERM`` like
-the control plane, but the runc shims and containers they start outlive them, and
-so do the node's mount namespace (while any of them lives), network namespaces
-and the bridge. So each node has a guard (``python -m devenv.realnodes guard
-STATE``, itself under pdeathsig, reading a pipe from the launcher): when the
-launcher stops it, dies (even by SIGKILL: the pipe closes and the guard gets
-SIGTERM) or the guard is told to stop, it kills the CSI plugin, the kubelet and
-containerd, the
-containers (``runc --root``, the node's own), the shims of this containerd (named by
-its socket) and what runs under them; with its last process the mount namespace
-and its mounts go. Then it unmounts anything left under the node's folders on the
-host, removes ``run_dir`` (sockets, private folders) and deletes the node's bridge.
-It touches nothing of another node or run. ``cleanup`` is idempotent;
-``RealNode.stop`` runs it too and then ends the guard.
+SIGTERM`` like the control plane, but the runc shims and containers they start
+outlive them, and so do the node's mount namespace (while any of them lives),
+network namespaces and the bridge. So each node has a guard (``python -m
+devenv.realnodes guard STATE``, itself under pdeathsig, reading a pipe from the
+launcher): when the launcher stops it, dies (even by SIGKILL: the pipe closes and
+the guard gets SIGTERM) or the guard is told to stop, it kills the CSI plugin, the
+kubelet and containerd, the containers (``runc --root``, the node's own), the shims
+of this containerd (named by its socket) and what runs under them; with its last
+process the mount namespace and its mounts go. Then it unmounts anything left under
+the node's folders on the host, removes ``run_dir`` (sockets, private folders) and
+deletes the node's bridge. It touches nothing of another node or run. ``cleanup`` is
+idempotent; ``RealNode.stop`` runs it too and then ends the guard.
 """
 
 from __future__ import annotations
