@@ -187,28 +187,44 @@ def ensure_kubelet(progress: Progress = _stderr) -> Path:
     return kubelet
 
 
-def ensure_pause(progress: Progress = _stderr) -> Path:
-    """Return the static pause binary (devenv/go/pause: waits for SIGTERM, reaps
-    children), cached under a key of its source so an edit rebuilds it."""
-    source = (GO_DIR / "pause" / "main.go").read_bytes()
-    key = hashlib.sha256(source + (GO_DIR / "pause" / "go.mod").read_bytes()).hexdigest()[:12]
-    folder = _cache_root() / "bins" / f"pause-{key}"
-    pause = folder / "pause"
-    if pause.exists():
-        return pause
+def _ensure_small(name: str, progress: Progress) -> Path:
+    """Return the static binary of the small module devenv/go/<name>, cached under a
+    key of its source files (go.mod, go.sum, *.go) so an edit rebuilds it."""
+    module = GO_DIR / name
+    digest = hashlib.sha256()
+    for file in sorted(module.iterdir()):
+        if file.name in ("go.mod", "go.sum") or file.suffix == ".go":
+            digest.update(file.name.encode() + b"\0" + file.read_bytes())
+    folder = _cache_root() / "bins" / f"{name}-{digest.hexdigest()[:12]}"
+    binary = folder / name
+    if binary.exists():
+        return binary
     go = check_go()
     partial = folder / ".partial"
     partial.mkdir(parents=True, exist_ok=True)
     _run_go(
-        [go, "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", f"{partial}/pause", "."],
-        GO_DIR / "pause",
+        [go, "build", "-v", "-trimpath", "-ldflags=-s -w", "-o", f"{partial}/{name}", "."],
+        module,
         _go_env(),
-        "pause",
+        name,
         progress,
     )
-    os.replace(partial / "pause", pause)
+    os.replace(partial / name, binary)
     shutil.rmtree(partial, ignore_errors=True)
-    return pause
+    return binary
+
+
+def ensure_pause(progress: Progress = _stderr) -> Path:
+    """Return the static pause binary (devenv/go/pause: waits for SIGTERM, reaps
+    children)."""
+    return _ensure_small("pause", progress)
+
+
+def ensure_csi_plugin(progress: Progress = _stderr) -> Path:
+    """Return the real nodes' CSI node plugin of the local-csi class (devenv/go/csi:
+    bind-mounts a volume's folder for the kubelet; a few seconds to build once the
+    modules are downloaded)."""
+    return _ensure_small("csi", progress)
 
 
 def ensure_binaries(progress: Progress = _stderr) -> Path:

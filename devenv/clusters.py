@@ -35,13 +35,19 @@ import yaml
 
 from devenv import images, realnodes
 from devenv import pki as pkimod
-from devenv.build import ensure_binaries, ensure_kubelet, ensure_pause, image_cache_dir
+from devenv.build import (
+    ensure_binaries,
+    ensure_csi_plugin,
+    ensure_kubelet,
+    ensure_pause,
+    image_cache_dir,
+)
 from devenv.spawn import spawn_logged
 
 STAGES = Path(__file__).with_name("stages.yaml")
 HOSTPATH_CLASS = "local-hostpath"
 CSI_CLASS = "local-csi"
-CSI_DRIVER = "hostpath.csi.stsmigrate.dev"
+CSI_DRIVER = realnodes.CSI_DRIVER
 HOSTPATH_PROVISIONER = "stsmigrate.dev/hostpath"
 START_TIMEOUT = 120.0
 
@@ -469,6 +475,7 @@ class LocalClusters:
             realnodes.ensure_packages()
             kubelet = ensure_kubelet()
             pause = ensure_pause()
+            csi_plugin = ensure_csi_plugin()
             tars = [
                 images.pause_image(image_cache_dir(), pause),
                 images.redis_image(image_cache_dir()),
@@ -480,6 +487,8 @@ class LocalClusters:
                     kubelet,
                     c.admin_kubeconfig,
                     tars,
+                    csi_plugin,
+                    self.volume_root,
                     kubelet_port=free_port(),
                     healthz_port=free_port(),
                 )
@@ -547,7 +556,9 @@ class LocalClusters:
             for c in self.clusters.values():
                 if c.real_node is not None:
                     c.real_node.start_kubelet(c.pki.ca_cert)
+                    c.real_node.start_csi_plugin()
             self._wait("nodes and default ServiceAccount", "workload_ready")
+            self._wait_real("the CSI plugins' registration", "csi_plugin_registered")
         except BaseException:
             self.stop()
             raise

@@ -15,7 +15,14 @@ Images come from no registry (devenv/images.py): a static pause and Debian's
 redis-server and redis-cli, imported into each containerd; pods use
 ``imagePullPolicy: Never``. hostPath volumes of the ``local-hostpath`` class are
 folders of the volume root both clusters see, so a real pod in each cluster
-reads what the other wrote.
+reads what the other wrote. So are the CSI volumes of the ``local-csi`` class
+(``CSI_DRIVER``; a PV's ``csi.volumeHandle`` is its folder): each node runs a CSI
+node plugin (devenv/go/csi, ``start_csi_plugin``) in its mount namespace, serving
+CSI Identity and Node (NodePublishVolume bind-mounts the folder onto the kubelet's
+target path) on ``csi_socket`` and registering with the kubelet through
+``registration_socket`` in its ``plugins_registry``. The driver's CSIDriver says
+attachRequired: kwok's csi-attach stage marks every VolumeAttachment of the driver
+attached, the real node's as well, and only then does the kubelet publish.
 
 Mount namespace: kubelet, containerd's shims and libcni use some host paths whatever
 they are told (``PRIVATE_PATHS``), first of all kubelet's device manager, which
@@ -25,24 +32,25 @@ off) and deletes every file in that folder on start: two kubelets on one host ta
 each other's socket ("bind: address already in use"). So containerd starts under
 ``unshare --mount --propagation slave`` with a folder of the node's ``run_dir``
 bind-mounted on each of those paths, and the kubelet joins that namespace
-(``nsenter --mount=/proc/<containerd>/ns/mnt``): the kubelet's volume mounts (the
-ServiceAccount token's tmpfs, ...) are where containerd, its shims and runc see
-them, host mounts still reach the namespace, and nothing mounted in it reaches the
-host. Pod logs go to ``podLogsDir`` under the node's folder.
+(``nsenter --mount=/proc/<containerd>/ns/mnt``), and so does the CSI plugin: the
+kubelet's and the plugin's volume mounts (the ServiceAccount token's tmpfs, the CSI
+volumes' bind mounts, ...) are where containerd, its shims and runc see them, host
+mounts still reach the namespace, and nothing mounted in it reaches the host. Pod
+logs go to ``podLogsDir`` under the node's folder.
 
-Lifetime: kubelet and containerd run under ``setpriv --pdeathsig SIGTERM`` like
-the control plane, but the runc shims and containers they start outlive them, and
-so do the node's mount namespace (while any of them lives), network namespaces
-and the bridge. So each node has a guard (``python -m devenv.realnodes guard
-STATE``, itself under pdeathsig, reading a pipe from the launcher): when the
-launcher stops it, dies (even by SIGKILL: the pipe closes and the guard gets
-SIGTERM) or the guard is told to stop, it kills the kubelet and containerd, the
-containers (``runc --root``, the node's own), the shims of this containerd (named by
-its socket) and what runs under them; with its last process the mount namespace
-and its mounts go. Then it unmounts anything left under the node's folders on the
-host, removes ``run_dir`` (sockets, private folders) and deletes the node's bridge.
-It touches nothing of another node or run. ``cleanup`` is idempotent;
-``RealNode.stop`` runs it too and then ends the guard.
+Lifetime: kubelet, containerd and the CSI plugin run under ``setpriv --pdeathsig
+SIGTERM`` like the control plane, but the runc shims and containers they start
+outlive them, and so do the node's mount namespace (while any of them lives),
+network namespaces and the bridge. So each node has a guard (``python -m
+devenv.realnodes guard STATE``, itself under pdeathsig, reading a pipe from the
+launcher): when the launcher stops it, dies (even by SIGKILL: the pipe closes and
+the guard gets SIGTERM) or the guard is told to stop, it kills the CSI plugin, the
+kubelet and containerd, the containers (``runc --root``, the node's own), the shims
+of this containerd (named by its socket) and what runs under them; with its last
+process the mount namespace and its mounts go. Then it unmounts anything left under
+the node's folders on the host, removes ``run_dir`` (sockets, private folders) and
+deletes the node's bridge. It touches nothing of another node or run. ``cleanup`` is
+idempotent; ``RealNode.stop`` runs it too and then ends the guard.
 """
 
 from __future__ import annotations
@@ -69,6 +77,9 @@ from devenv.images import PAUSE_IMAGE, REDIS_IMAGE
 from devenv.spawn import spawn_logged
 
 REAL_NODE_LABEL = "stsmigrate.dev/real-node"
+# The CSI driver of the local-csi class (devenv/clusters.py); each real node runs its
+# node plugin (devenv/go/csi).
+CSI_DRIVER = "hostpath.csi.stsmigrate.dev"
 REAL_NODE_NAME = "localhost"
 REAL_NODE_SELECTOR = {REAL_NODE_LABEL: "true"}
 REAL_NODE_TOLERATIONS = [
@@ -178,6 +189,8 @@ class RealNode:
     kubelet_bin: Path
     kubeconfig: Path
     images: list[Path]
+    csi_plugin: Path
+    volume_root: Path
     kubelet_port: int
     healthz_port: int
     bridge: str = ""
@@ -203,6 +216,20 @@ class RealNode:
     def device_plugin_socket(self) -> Path:
         """Where this node's kubelet.sock of the device manager really is."""
         return self.private_dirs["/var/lib/kubelet"] / "device-plugins" / "kubelet.sock"
+
+    @property
+    def kubelet_root(self) -> Path:
+        return self.run_dir / "kubelet"
+
+    @property
+    def csi_socket(self) -> Path:
+        """The CSI plugin's socket, where kubelet plugins usually put theirs."""
+        return self.kubelet_root / "plugins" / CSI_DRIVER / "csi.sock"
+
+    @property
+    def registration_socket(self) -> Path:
+        """The plugin's registration socket, in the folder the kubelet watches."""
+        return self.kubelet_root / "plugins_registry" / f"{CSI_DRIVER}-reg.sock"
 
     @property
     def runc_root(self) -> Path:
@@ -444,7 +471,7 @@ disabled_plugins = [
                 str(self.kubelet_bin),
                 f"--config={self.workdir / 'kubelet.yaml'}",
                 f"--kubeconfig={self.kubeconfig}",
-                f"--root-dir={self.run_dir / 'kubelet'}",
+                f"--root-dir={self.kubelet_root}",
                 f"--cert-dir={self.workdir / 'kubelet-pki'}",
                 # A kubelet refuses a loopback node IP and then reports no address;
                 # Hostname "localhost" is how the apiserver reaches it (exec, logs).
@@ -454,6 +481,31 @@ disabled_plugins = [
             ],
         )
         self._write_state()
+
+    def start_csi_plugin(self) -> None:
+        """Start the CSI node plugin of ``CSI_DRIVER`` in the node's mount namespace, so
+        its bind mounts are where the kubelet and runc look; it registers itself with
+        the kubelet through ``registration_socket``."""
+        self._spawn(
+            "csi-plugin",
+            [
+                "nsenter",
+                f"--mount={self.mount_namespace()}",
+                "--",
+                str(self.csi_plugin),
+                f"-driver={CSI_DRIVER}",
+                f"-node-id={REAL_NODE_NAME}",
+                f"-volume-root={self.volume_root}",
+                f"-csi-socket={self.csi_socket}",
+                f"-registration-socket={self.registration_socket}",
+            ],
+        )
+        self._write_state()
+
+    def csi_plugin_registered(self) -> bool:
+        """The kubelet took the plugin (it said so through NotifyRegistrationStatus)."""
+        log = self.log("csi-plugin")
+        return log.exists() and "registered with the kubelet" in log.read_text(errors="replace")
 
     # -- stop ---------------------------------------------------------------------
     def stop(self) -> None:

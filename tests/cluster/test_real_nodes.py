@@ -1,5 +1,6 @@
 """Real kubelet nodes beside the kwok ones (``LocalClusters(real_nodes=True)``): real
-pods from local images, one hostPath volume read in both clusters, pod IPs routed
+pods from local images, one hostPath volume and one CSI volume (the nodes' own CSI
+plugin) read in both clusters, pod IPs routed
 between the clusters, and nothing left behind when the launcher is killed.
 
 Marker ``real`` (``make real``): left out of ``make test``, which stays on kwok only.
@@ -21,7 +22,7 @@ from typing import Any
 import pytest
 
 from devenv.build import cache_dir
-from devenv.clusters import HOSTPATH_CLASS, LocalClusters
+from devenv.clusters import CSI_CLASS, CSI_DRIVER, HOSTPATH_CLASS, LocalClusters
 from devenv.realnodes import (
     REAL_NODE_LABEL,
     REAL_NODE_NAME,
@@ -222,6 +223,112 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_volume(
     assert _redis_cli(lc, "destination", ns, "redis-0", "-h", source_ip, "PING") == "PONG"
 
 
+def _node_mounts(lc: LocalClusters, cluster: str, folder: Path) -> list[list[str]]:
+    """The mountinfo lines of a real node's mount namespace whose root is ``folder``
+    (the CSI plugin's bind mounts of that volume)."""
+    node = lc.clusters[cluster].real_node
+    assert node is not None
+    containerd = next(p for name, p, _ in node.processes if name == "containerd")
+    lines = Path(f"/proc/{containerd.pid}/mountinfo").read_text().splitlines()
+    # A bind mount's root (field 4) is the folder's path within its filesystem, a suffix
+    # of the folder; its mount point (field 5) is the kubelet's target_path.
+    return [
+        line.split()
+        for line in lines
+        if str(folder).endswith(line.split()[3]) and "kubernetes.io~csi" in line.split()[4]
+    ]
+
+
+def test_a_key_written_in_source_is_read_in_destination_from_the_same_csi_volume(
+    real_clusters: LocalClusters,
+) -> None:
+    """The local-csi class on the real nodes: the kubelet registers each node's plugin,
+    waits for kwok's attacher, and the plugin bind-mounts the volume's folder."""
+    lc = real_clusters
+    ns = "realcsi"
+    for context in lc.clusters:
+        csinode = _get(lc, context, "csinode", REAL_NODE_NAME)
+        drivers = {d["name"]: d["nodeID"] for d in csinode["spec"]["drivers"]}
+        assert drivers == {CSI_DRIVER: REAL_NODE_NAME}
+        lc.kubectl(context, "create", "namespace", ns)
+        wait_for(
+            lambda context=context: lc.kubectl(context, "get", "sa", "default", "-n", ns),
+            30,
+            "default ServiceAccount",
+        )
+    claim = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-redis-0", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": CSI_CLASS,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+    _apply(lc, "source", claim)
+    pv_name = wait_for(
+        lambda: _get(lc, "source", "pvc", "data-redis-0", "-n", ns)["spec"].get("volumeName"),
+        60,
+        "the source claim bound",
+    )
+    source_pv = _get(lc, "source", "pv", pv_name)
+    assert source_pv["spec"]["csi"]["driver"] == CSI_DRIVER
+    folder = Path(source_pv["spec"]["csi"]["volumeHandle"])
+    assert folder.parent == lc.volume_root
+
+    _apply(
+        lc,
+        "source",
+        {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}},
+    )
+    pod = _ready_pod(lc, "source", ns, "redis-0")
+    assert pod["spec"]["nodeName"] == REAL_NODE_NAME
+    attachments = [
+        a
+        for a in _get(lc, "source", "volumeattachments")["items"]
+        if a["spec"]["source"].get("persistentVolumeName") == pv_name
+    ]
+    assert [(a["spec"]["nodeName"], a["status"]["attached"]) for a in attachments] == [
+        (REAL_NODE_NAME, True)
+    ]
+    mounts = _node_mounts(lc, "source", folder)
+    assert len(mounts) == 1 and pv_name in mounts[0][4], mounts
+    assert _redis_cli(lc, "source", ns, "redis-0", "SET", KEY, VALUE) == "OK"
+    assert _redis_cli(lc, "source", ns, "redis-0", "SAVE") == "OK"
+    assert (folder / "dump.rdb").is_file()  # written through the plugin's bind mount
+    lc.kubectl("source", "delete", "pod", "redis-0", "-n", ns, "--wait=true", "--timeout=60s")
+    # NodeUnpublishVolume unmounted the folder and removed the target.
+    assert _node_mounts(lc, "source", folder) == []
+    assert not Path(mounts[0][4]).exists()
+
+    # The destination imports the same folder as a CSI PV of the same volumeHandle.
+    dest_pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "1Gi"},
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": CSI_CLASS,
+            "csi": {"driver": CSI_DRIVER, "volumeHandle": str(folder)},
+            "claimRef": {"namespace": ns, "name": "data-redis-0"},
+        },
+    }
+    dest_claim = {**claim, "spec": {**claim["spec"], "volumeName": pv_name}}
+    _apply(lc, "destination", dest_pv, dest_claim)
+    _apply(
+        lc,
+        "destination",
+        {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}},
+    )
+    dest = _ready_pod(lc, "destination", ns, "redis-0")
+    assert dest["spec"]["nodeName"] == REAL_NODE_NAME
+    assert _redis_cli(lc, "destination", ns, "redis-0", "GET", KEY) == VALUE
+    assert len(_node_mounts(lc, "destination", folder)) == 1
+
+
 def _ours(workdir: Path, run_dirs: list[str]) -> dict[str, list[str]]:
     """Processes naming the launcher's work folder or its real nodes' socket folders
     (the shims), and mounts under those folders that the host or one of those processes
@@ -273,6 +380,13 @@ def test_a_killed_launcher_leaves_no_process_mount_or_bridge(tmp_path: Path) -> 
         bridges = [s["bridge"] for s in state.values()]
         sockets = [s["run_dir"] for s in state.values()]
         assert all(Path("/sys/class/net", b).exists() for b in bridges)
+        # The CSI plugins' sockets (in the run_dirs, which must go).
+        for s in state.values():
+            plugin_sockets = [
+                Path(s["run_dir"], "kubelet", "plugins_registry", f"{CSI_DRIVER}-reg.sock"),
+                Path(s["run_dir"], "kubelet", "plugins", CSI_DRIVER, "csi.sock"),
+            ]
+            assert all(p.is_socket() for p in plugin_sockets), plugin_sockets
         # A running real pod: containers, its shim, netns and volume mounts to leave.
         kubeconfig = str(tmp_path / "kubeconfig")
         lc_kubectl = [
