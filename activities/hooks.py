@@ -88,7 +88,9 @@ class HookActivities:
     def __init__(self, clients: Mapping[str, client.ApiClient]) -> None:
         self._clients = clients
 
-    @activity.defn
+    # Cancellation is seen by exec_in_pod's own check (an abort): no exception is thrown
+    # into the thread, which could land in a ``finally`` and skip closing the exec.
+    @activity.defn(no_thread_cancel_exception=True)
     def run_hook(self, task: HookInput) -> HookResult:
         kube = kube_for(self._clients, task.context)
         pod_name = f"{task.statefulset}-{task.ordinal}"

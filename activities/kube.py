@@ -28,7 +28,7 @@ from temporalio import activity
 from temporalio.exceptions import ApplicationError, CancelledError
 
 from activities import errors
-from contract.errors import UNKNOWN_CONTEXT, WAIT_TIMEOUT
+from contract.errors import UNAVAILABLE, UNKNOWN_CONTEXT, WAIT_TIMEOUT
 
 Obj = dict[str, Any]
 # (connect, read) seconds for one API request.
@@ -67,7 +67,9 @@ def _tail(buf: bytes, cut: bool) -> bytes:
     whole line on (a Secret's value cut in half would not be recognised to mask)."""
     if cut:
         newline = buf.find(b"\n")
-        return buf[newline + 1 :] if newline >= 0 else b""
+        if newline < 0:
+            return f"(one line longer than {EXEC_TAIL} bytes: withheld)".encode()
+        return buf[newline + 1 :]
     return buf
 
 
@@ -236,6 +238,12 @@ class Kube:
         except ApiException as exc:  # the websocket handshake's refusal
             api.close()
             raise errors.classify(errors.handshake_status(exc), where) from None
+        except (websocket.WebSocketException, OSError) as exc:  # TLS, a timeout, a reset
+            api.close()
+            raise ApplicationError(
+                f"{where}: the websocket connection did not open ({type(exc).__name__})",
+                type=UNAVAILABLE,
+            ) from None
         out = {STDOUT_CHANNEL: bytearray(), STDERR_CHANNEL: bytearray()}
         cut = {STDOUT_CHANNEL: False, STDERR_CHANNEL: False}
 
@@ -267,7 +275,7 @@ class Kube:
             drain()
             code, failure = _exit_status(resp.read_channel(ERROR_CHANNEL))
             return ExecOutcome(code, failure, output())
-        except websocket.WebSocketException as exc:
+        except (websocket.WebSocketException, OSError) as exc:  # a ping or a read
             lost = (
                 f"the connection was lost after {time.monotonic() - begun:.0f} s "
                 f"({type(exc).__name__}); the command may still run in the pod"

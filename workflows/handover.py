@@ -378,14 +378,18 @@ class OrdinalHandover:
                     raise
                 await self._blocked(name, block_reason(err))
 
-    async def _blocked(self, name: Step, detail: str) -> None:
+    async def _blocked(self, name: Step, detail: str, abortable: bool = False) -> None:
         """Tell the parent that step ``name`` is blocked, until it acknowledges (pauses);
-        then wait for resume (return: retry the step) or an undo (raise UndoAsked)."""
+        then wait for resume (return: retry the step) or an undo (raise UndoAsked).
+        ``abortable`` (a step before anything was given): a plain abort is an undo too."""
         seen = self._control.resumes
         workflow.logger.warning("ordinal %d %s blocked: %s", self._ordinal, name, detail)
 
+        def undo() -> bool:
+            return self._undo_asked() or (abortable and self._aborting())
+
         def decided() -> bool:
-            return self._resumed_since(seen) or self._undo_asked()
+            return self._resumed_since(seen) or undo()
 
         handle = self._parent()
         assert handle is not None
@@ -409,7 +413,7 @@ class OrdinalHandover:
                         lambda: decided() or self._control.paused, timeout=again
                     )
         await workflow.wait_condition(decided)
-        if self._undo_asked():
+        if undo():
             raise UndoAsked()
 
     async def _run_hooks(
@@ -448,11 +452,17 @@ class OrdinalHandover:
                             migration_id=task.migration_id,
                             skip_unless_ready=skip_unless_ready,
                         ),
-                        **hook_options(hook, f"{ref.context}: {phase} hook {hook.name} in {o.pod}"),
+                        **hook_options(
+                            hook,
+                            f"{ref.context}: {phase} hook {hook.name} in {o.pod}",
+                            wait_cancel=phase == "before_give_up",
+                        ),
                     )
                     for o in task.block
                 ]
             )
+
+        giving = phase == "before_give_up"
 
         async def all_hooks() -> bool:
             while True:
@@ -461,15 +471,16 @@ class OrdinalHandover:
                         await self._timed_step(phase, run(hook))
                     return True
                 except ActivityError as err:
-                    if phase == "before_give_up" and self._aborting():
+                    if giving and self._aborting():
                         return False  # cancelled by the abort (or failed as it came)
                     if workflow.info().parent is None:
                         raise
-                    await self._blocked(phase, block_reason(err))
+                    # Before anything was given, an abort ends the block as an undo.
+                    await self._blocked(phase, block_reason(err), abortable=giving)
 
-        if phase == "after_take":
+        if not giving:
             return await all_hooks()
-        return await self._unless_aborted(all_hooks()) is not None
+        return bool(await self._unless_aborted(all_hooks()))
 
     async def _set_slice(self, side: Side, to: tuple[int, int], from_: tuple[int, int]) -> None:
         """Converge ``side`` from the slice ``from_`` to ``to`` (any third state is a

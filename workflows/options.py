@@ -13,6 +13,7 @@ from datetime import timedelta
 
 from temporalio import workflow
 from temporalio.common import RetryPolicy
+from temporalio.workflow import ActivityCancellationType
 
 with workflow.unsafe.imports_passed_through():
     from contract import Hook, Probe, waits_queue
@@ -211,12 +212,20 @@ def probe_options(probes: list[Probe], summary: str) -> workflow.ActivityConfig:
     )
 
 
-def hook_options(hook: Hook, summary: str) -> workflow.ActivityConfig:
+def hook_options(hook: Hook, summary: str, wait_cancel: bool = False) -> workflow.ActivityConfig:
     """One hook: each attempt within the hook's timeout (and a minute for the exec's
     set-up), ``retries`` more attempts ``interval`` apart; the last failure pauses the
-    run (workflows/handover.py). The heartbeat notices a dead worker in seconds."""
+    run (workflows/handover.py). The heartbeat notices a dead worker in seconds.
+    ``wait_cancel``: a cancel (an abort) waits until the attempt has stopped, so the
+    run does not end while the worker still runs it."""
+    extra: workflow.ActivityConfig = (
+        {"cancellation_type": ActivityCancellationType.WAIT_CANCELLATION_COMPLETED}
+        if wait_cancel
+        else {}
+    )
     return _on_waits_queue(
         {
+            **extra,
             "start_to_close_timeout": timedelta(seconds=hook.timeout + 60),
             "heartbeat_timeout": HEARTBEAT,
             "retry_policy": RetryPolicy(

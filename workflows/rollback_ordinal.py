@@ -61,7 +61,8 @@ class RollbackOrdinal(OrdinalHandover):
             hooked = await self._run_hooks(
                 task, "before_give_up", destination, skip_unless_ready=True
             )
-            if not hooked or self._aborting():
+            # Only after hooks ran: a rollback without hooks issues no new command here.
+            if task.request.hooks.before_give_up and (not hooked or self._aborting()):
                 return await self._finish(
                     OrdinalResult(ordinal=k, moved=False, undone=True, volumes=volumes)
                 )
