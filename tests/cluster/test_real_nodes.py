@@ -60,6 +60,64 @@ def _get(lc: LocalClusters, context: str, *args: str) -> Any:
     return json.loads(lc.kubectl(context, "get", *args, "-o", "json"))
 
 
+def _namespace(lc: LocalClusters, context: str, ns: str) -> None:
+    lc.kubectl(context, "create", "namespace", ns)
+    wait_for(
+        lambda: lc.kubectl(context, "get", "sa", "default", "-n", ns), 30, "default ServiceAccount"
+    )
+
+
+def _claim(ns: str, storage_class: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "PersistentVolumeClaim",
+        "metadata": {"name": "data-redis-0", "namespace": ns},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "storageClassName": storage_class,
+            "resources": {"requests": {"storage": "1Gi"}},
+        },
+    }
+
+
+def _bound_source_claim(lc: LocalClusters, claim: dict[str, Any]) -> tuple[str, dict[str, Any]]:
+    """``claim`` made in the source and Bound: its PV's name and the PV."""
+    _apply(lc, "source", claim)
+    ns = claim["metadata"]["namespace"]
+    pv_name: str = wait_for(
+        lambda: _get(lc, "source", "pvc", "data-redis-0", "-n", ns)["spec"].get("volumeName"),
+        60,
+        "the source claim bound",
+    )
+    return pv_name, _get(lc, "source", "pv", pv_name)
+
+
+def _taken_in_destination(
+    lc: LocalClusters, claim: dict[str, Any], pv_name: str, volume: dict[str, Any]
+) -> dict[str, Any]:
+    """The source's volume imported as a migration does (a Retain PV of the same storage
+    pre-bound to a claim of the same name) and a redis pod on it, Ready: the pod."""
+    ns = claim["metadata"]["namespace"]
+    dest_pv = {
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": {"name": pv_name},
+        "spec": {
+            "accessModes": ["ReadWriteOnce"],
+            "capacity": {"storage": "1Gi"},
+            "persistentVolumeReclaimPolicy": "Retain",
+            "storageClassName": claim["spec"]["storageClassName"],
+            **volume,
+            "claimRef": {"namespace": ns, "name": "data-redis-0"},
+        },
+    }
+    dest_claim = {**claim, "spec": {**claim["spec"], "volumeName": pv_name}}
+    _apply(lc, "destination", dest_pv, dest_claim)
+    pod = {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}}
+    _apply(lc, "destination", pod)
+    return _ready_pod(lc, "destination", ns, "redis-0")
+
+
 def _ready_pod(lc: LocalClusters, context: str, ns: str, name: str) -> dict[str, Any]:
     def ready() -> dict[str, Any] | None:
         pod = _get(lc, context, "pod", name, "-n", ns)
@@ -142,29 +200,9 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_volume(
     lc = real_clusters
     ns = "realpods"
     for context in lc.clusters:
-        lc.kubectl(context, "create", "namespace", ns)
-        wait_for(
-            lambda context=context: lc.kubectl(context, "get", "sa", "default", "-n", ns),
-            30,
-            "default ServiceAccount",
-        )
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data-redis-0", "namespace": ns},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": HOSTPATH_CLASS,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    _apply(lc, "source", claim)
-    pv_name = wait_for(
-        lambda: _get(lc, "source", "pvc", "data-redis-0", "-n", ns)["spec"].get("volumeName"),
-        60,
-        "the source claim bound",
-    )
-    source_pv = _get(lc, "source", "pv", pv_name)
+        _namespace(lc, context, ns)
+    claim = _claim(ns, HOSTPATH_CLASS)
+    pv_name, source_pv = _bound_source_claim(lc, claim)
     folder = Path(source_pv["spec"]["hostPath"]["path"])
     assert folder.parent == lc.volume_root
 
@@ -186,27 +224,8 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_volume(
 
     # The destination gets the same folder as a PV pre-bound to its claim, as a
     # migration imports it, and its pod reads the key from it.
-    dest_pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "capacity": {"storage": "1Gi"},
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": HOSTPATH_CLASS,
-            "hostPath": {"path": str(folder), "type": "Directory"},
-            "claimRef": {"namespace": ns, "name": "data-redis-0"},
-        },
-    }
-    dest_claim = {**claim, "spec": {**claim["spec"], "volumeName": pv_name}}
-    _apply(lc, "destination", dest_pv, dest_claim)
-    _apply(
-        lc,
-        "destination",
-        {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}},
-    )
-    dest = _ready_pod(lc, "destination", ns, "redis-0")
+    volume = {"hostPath": {"path": str(folder), "type": "Directory"}}
+    dest = _taken_in_destination(lc, claim, pv_name, volume)
     assert dest["spec"]["nodeName"] == REAL_NODE_NAME
     assert _redis_cli(lc, "destination", ns, "redis-0", "GET", KEY) == VALUE
 
@@ -250,29 +269,9 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_csi_volume
         csinode = _get(lc, context, "csinode", REAL_NODE_NAME)
         drivers = {d["name"]: d["nodeID"] for d in csinode["spec"]["drivers"]}
         assert drivers == {CSI_DRIVER: REAL_NODE_NAME}
-        lc.kubectl(context, "create", "namespace", ns)
-        wait_for(
-            lambda context=context: lc.kubectl(context, "get", "sa", "default", "-n", ns),
-            30,
-            "default ServiceAccount",
-        )
-    claim = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolumeClaim",
-        "metadata": {"name": "data-redis-0", "namespace": ns},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "storageClassName": CSI_CLASS,
-            "resources": {"requests": {"storage": "1Gi"}},
-        },
-    }
-    _apply(lc, "source", claim)
-    pv_name = wait_for(
-        lambda: _get(lc, "source", "pvc", "data-redis-0", "-n", ns)["spec"].get("volumeName"),
-        60,
-        "the source claim bound",
-    )
-    source_pv = _get(lc, "source", "pv", pv_name)
+        _namespace(lc, context, ns)
+    claim = _claim(ns, CSI_CLASS)
+    pv_name, source_pv = _bound_source_claim(lc, claim)
     assert source_pv["spec"]["csi"]["driver"] == CSI_DRIVER
     folder = Path(source_pv["spec"]["csi"]["volumeHandle"])
     assert folder.parent == lc.volume_root
@@ -303,27 +302,8 @@ def test_a_key_written_in_source_is_read_in_destination_from_the_same_csi_volume
     assert not Path(mounts[0][4]).exists()
 
     # The destination imports the same folder as a CSI PV of the same volumeHandle.
-    dest_pv = {
-        "apiVersion": "v1",
-        "kind": "PersistentVolume",
-        "metadata": {"name": pv_name},
-        "spec": {
-            "accessModes": ["ReadWriteOnce"],
-            "capacity": {"storage": "1Gi"},
-            "persistentVolumeReclaimPolicy": "Retain",
-            "storageClassName": CSI_CLASS,
-            "csi": {"driver": CSI_DRIVER, "volumeHandle": str(folder)},
-            "claimRef": {"namespace": ns, "name": "data-redis-0"},
-        },
-    }
-    dest_claim = {**claim, "spec": {**claim["spec"], "volumeName": pv_name}}
-    _apply(lc, "destination", dest_pv, dest_claim)
-    _apply(
-        lc,
-        "destination",
-        {**redis_pod("redis-0", "data-redis-0"), "metadata": {"name": "redis-0", "namespace": ns}},
-    )
-    dest = _ready_pod(lc, "destination", ns, "redis-0")
+    volume = {"csi": {"driver": CSI_DRIVER, "volumeHandle": str(folder)}}
+    dest = _taken_in_destination(lc, claim, pv_name, volume)
     assert dest["spec"]["nodeName"] == REAL_NODE_NAME
     assert _redis_cli(lc, "destination", ns, "redis-0", "GET", KEY) == VALUE
     assert len(_node_mounts(lc, "destination", folder)) == 1
