@@ -16,6 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Callable
 from pathlib import Path
 
 from kubernetes import config
@@ -199,15 +200,7 @@ def run(workdir: Path, wait: bool) -> int:
             deploy_app(lc)
             say(f"  ready in {time.monotonic() - started:.1f} s")
             violations = asyncio.run(run_migration(server, lc))
-            if violations:
-                say("observer: INVARIANT VIOLATIONS:")
-                for v in violations:
-                    say(f"  - {v}")
-            else:
-                say(
-                    "observer: no violation (one pod per identity at all times, every volume "
-                    "kept, same storage behind every moved claim, markers intact)"
-                )
+            say_verdict(say, violations)
             say()
             say(f"Temporal UI:  {server.ui_url}")
             say(f"Temporal:     TEMPORAL_ADDRESS={server.address}")
@@ -223,3 +216,16 @@ def run(workdir: Path, wait: bool) -> int:
     finally:
         stop_worker(worker)
         server.stop()
+
+
+def say_verdict(say: Callable[..., None], violations: list[str]) -> None:
+    """The observer's verdict, as both demos print it."""
+    if violations:
+        say("observer: INVARIANT VIOLATIONS:")
+        for v in violations:
+            say(f"  - {v}")
+    else:
+        say(
+            "observer: no violation (one pod per identity at all times, every volume "
+            "kept, same storage behind every moved claim, markers intact)"
+        )

@@ -47,7 +47,7 @@ from contract import SEARCH_ATTRIBUTES, TASK_QUEUE, MigrationRequest
 from contract.request import PROBE_PLACEHOLDERS
 from devenv import wait_for_interrupt
 from devenv.clusters import ClusterError, LocalClusters
-from devenv.demo import create_namespace, follow, say, start_worker, stop_worker
+from devenv.demo import create_namespace, follow, say, say_verdict, start_worker, stop_worker
 from devenv.observer import Observer
 from devenv.temporal import DevServer
 from stsmigrate.api import start_migration
@@ -478,15 +478,7 @@ def run_demo(workdir: Path, hooks: bool = True, wait: bool = False) -> DemoResul
             say(f"roles before: {roles_before}")
             say(f"roles after:  {roles_after}")
             say(f"cluster_state per destination pod: {states}")
-            if violations:
-                say("observer: INVARIANT VIOLATIONS:")
-                for v in violations:
-                    say(f"  - {v}")
-            else:
-                say(
-                    "observer: no violation (one pod per identity at all times, every volume "
-                    "kept, same storage behind every moved claim, markers intact)"
-                )
+            say_verdict(say, violations)
             leaks = password_leaks(lc, password, workdir / "worker.log", history)
             say(f"the password in: {', '.join(leaks) or 'no history, worker log or spec'}")
             result = DemoResult(

@@ -21,6 +21,7 @@ from activities.hooks import quoted_tail, redact, secret_names
 from activities.kube import _exit_status, _tail
 from contract import SEARCH_ATTRIBUTES, HealthGates, Hook, Hooks, MigrationRequest, Probe
 from contract.errors import FORBIDDEN
+from stsmigrate.api import Migration
 from tests.support.fakes import ORDINALS, FakeClusters, FakeProbes, fake_worker, start
 from tests.support.histories import histories, record
 
@@ -191,13 +192,21 @@ async def test_hooks_run_in_the_givers_pod_before_it_gives_k_up_and_the_takers_a
     record("hooks_ordinal", (await histories(temporal_env, migration.id))[2])
 
 
+async def failing_failover_at_1(
+    temporal_env: WorkflowEnvironment, clusters: FakeClusters, task_queue: str
+) -> Migration:
+    """A migration whose failover hook fails once, with no retry, in the source's pod 1."""
+    clusters.hook_failures[("failover", "source", 1)] = 1
+    hook = FAILOVER.model_copy(update={"retries": 0})
+    migration, _ = await start(temporal_env.client, task_queue, hooks=Hooks(before_give_up=[hook]))
+    return migration
+
+
 async def test_a_failing_before_give_up_hook_pauses_with_k_in_the_source_and_resume_runs_it(
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:
     clusters, task_queue = fake
-    clusters.hook_failures[("failover", "source", 1)] = 1
-    hook = FAILOVER.model_copy(update={"retries": 0})
-    migration, _ = await start(temporal_env.client, task_queue, hooks=Hooks(before_give_up=[hook]))
+    migration = await failing_failover_at_1(temporal_env, clusters, task_queue)
     held = await migration.wait_until(lambda p: bool(p.blocked), within=30)
     assert (held.phase, held.current_ordinal) == ("paused", 1)
     assert "ordinal 1 before_give_up is blocked: hook failover: exit 1" in held.blocked
@@ -258,9 +267,7 @@ async def test_an_abort_of_a_failed_before_give_up_hook_leaves_k_in_the_source(
     temporal_env: WorkflowEnvironment, fake: tuple[FakeClusters, str]
 ) -> None:
     clusters, task_queue = fake
-    clusters.hook_failures[("failover", "source", 1)] = 1
-    hook = FAILOVER.model_copy(update={"retries": 0})
-    migration, _ = await start(temporal_env.client, task_queue, hooks=Hooks(before_give_up=[hook]))
+    migration = await failing_failover_at_1(temporal_env, clusters, task_queue)
     await migration.wait_until(lambda p: bool(p.blocked) and p.phase == "paused", within=30)
     await migration.abort("the replica is not ready")
     result = await migration.result()

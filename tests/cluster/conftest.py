@@ -42,3 +42,14 @@ def app_namespace(kube: dict[str, client.ApiClient]) -> Iterator[str]:
     deploy_app(kube["source"], name, APP, 2, secret_value="x", ready_delay="100ms")
     yield name
     remove_namespace(kube, name)
+
+
+@pytest.fixture(scope="module")
+def real_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
+    """Both local clusters with a real kubelet node each (marker real), per module."""
+    lc = LocalClusters(tmp_path_factory.mktemp("real-clusters"), nodes=1, real_nodes=True)
+    lc.start()
+    try:
+        yield lc
+    finally:
+        lc.stop()

@@ -10,7 +10,6 @@ import base64
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
@@ -33,16 +32,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.real]
 
 PASSWORD = "hook-pw-" + uuid.uuid4().hex[:12]
 NS = "hooked"
-
-
-@pytest.fixture(scope="module")
-def real_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    lc = LocalClusters(tmp_path_factory.mktemp("hook-clusters"), nodes=1, real_nodes=True)
-    lc.start()
-    try:
-        yield lc
-    finally:
-        lc.stop()
 
 
 def _apply(lc: LocalClusters, objects: list[dict[str, Any]]) -> None:

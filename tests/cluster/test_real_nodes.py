@@ -15,7 +15,6 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -34,16 +33,6 @@ pytestmark = [pytest.mark.cluster, pytest.mark.real]
 
 KEY = "migrated-key"
 VALUE = "written-in-source"
-
-
-@pytest.fixture(scope="module")
-def real_clusters(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalClusters]:
-    lc = LocalClusters(tmp_path_factory.mktemp("real-clusters"), nodes=1, real_nodes=True)
-    lc.start()
-    try:
-        yield lc
-    finally:
-        lc.stop()
 
 
 def _apply(lc: LocalClusters, context: str, *objects: dict[str, Any]) -> None:
